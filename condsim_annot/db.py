@@ -1,0 +1,185 @@
+"""Opening the store: any SQLAlchemy URL, migrations applied on open.
+
+SQLite is the embedded default (WAL journal, foreign keys on, a generous busy
+timeout so several annotators on one machine never see "database is locked").
+PostgreSQL works through ``postgresql+psycopg://``.  The schema is owned by the
+Alembic migrations in ``migrations/`` (installed as ``condsim_annot.migrations``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Optional
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlmodel import Session
+
+from .errors import CondsimError
+
+DEFAULT_DB = "condsim.db"
+ENV_DB = "CONDSIM_DB"
+
+
+class StoreError(CondsimError):
+    pass
+
+
+def resolve_url(db: Optional[str] = None) -> str:
+    """``--db`` or ``$CONDSIM_DB`` or ``./condsim.db``; a bare path means SQLite."""
+    db = db or os.environ.get(ENV_DB) or DEFAULT_DB
+    if "://" not in db:
+        return f"sqlite:///{Path(db).expanduser()}"
+    if db.startswith("postgresql://") or db.startswith("postgres://"):
+        # psycopg 3 is the driver we ship; the bare scheme would ask for psycopg2.
+        db = "postgresql+psycopg://" + db.split("://", 1)[1]
+    return db
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # pragma: no cover - unparsable URL: strip anything like user:pass@
+        return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        u = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"not a database URL: {url!r} ({exc})") from exc
+    kwargs: dict = {"future": True}
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            parent = Path(u.database).expanduser().resolve().parent
+            if not parent.exists():
+                raise StoreError(f"cannot open database {redact(url)}: folder {parent} does not exist")
+        kwargs["connect_args"] = {"timeout": 60}
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if u.get_backend_name() == "postgresql":
+        kwargs["pool_pre_ping"] = True
+        ca = {"connect_timeout": 10}
+        kwargs["connect_args"] = ca
+    try:
+        return create_engine(url, **kwargs)
+    except Exception as exc:  # missing driver, bad options
+        raise StoreError(f"cannot use database {redact(url)}: {exc}") from exc
+
+
+def migrations_dir() -> Path:
+    return Path(str(resources.files("condsim_annot.migrations")))
+
+
+def alembic_config(engine: Engine, connection=None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _script_heads(engine: Engine) -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+
+
+def current_revisions(engine: Engine) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def upgrade(engine: Engine, target: str = "heads") -> None:
+    """Apply migrations (idempotent; serialised across processes on PostgreSQL)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(74211)"))
+        cfg = alembic_config(engine, conn)
+        command.upgrade(cfg, target)
+
+
+class Store:
+    """An open store: an engine plus helpers.  Cheap to create; one per process."""
+
+    def __init__(self, url: str, engine: Engine):
+        self.url = url
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self, **kw) -> Session:
+        return Session(self.engine, expire_on_commit=False, **kw)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work commits as one unit, or not at all."""
+        with self.session() as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({redact(self.url)})"
+
+
+def open_store(db: Optional[str] = None, *, migrate: bool = True, create: bool = True) -> Store:
+    """Open (and by default migrate) the store at ``db``.
+
+    Raises :class:`StoreError` with a readable message when the database cannot be
+    reached, so the CLI never prints a driver traceback.
+    """
+    from .models import load_all_models
+
+    load_all_models()
+    url = resolve_url(db)
+    engine = make_engine(url)
+    if engine.dialect.name == "sqlite" and not create:
+        path = engine.url.database
+        if path and path != ":memory:" and not Path(path).exists():
+            raise StoreError(f"no store at {path}: run `condsim-annot init` first (or pass --db)")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        engine.dispose()
+        raise StoreError(f"cannot connect to database {redact(url)}: {reason}") from None
+    if migrate:
+        if current_revisions(engine) != _script_heads(engine):
+            upgrade(engine)
+    return Store(url, engine)
+
+
+def table_names(store: Store) -> list[str]:
+    return sorted(inspect(store.engine).get_table_names())

@@ -1,0 +1,27 @@
+"""Errors users see.  Every message names what to fix (file, line, field)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class CondsimError(Exception):
+    """Base class: the CLI prints ``error: <message>`` and exits 1, no traceback."""
+
+    exit_code = 1
+
+
+class InputError(CondsimError):
+    """Bad user input at a known place: ``file:line: field 'x': problem``."""
+
+    def __init__(self, message: str, *, file: Optional[str] = None, line: Optional[int] = None, field: Optional[str] = None):
+        self.file, self.line, self.field, self.reason = file, line, field, message
+        where = ""
+        if file is not None:
+            where = str(file)
+            if line is not None:
+                where += f":{line}"
+            where += ": "
+        if field is not None:
+            where += f"field {field!r}: "
+        super().__init__(where + message)
