@@ -119,22 +119,30 @@ def db():
 @db.command("upgrade")
 @pass_ctx
 def db_upgrade(ctx: Ctx):
-    """Apply all pending migrations (also done automatically when the store is opened)."""
-    from .db import current_revisions, make_engine, resolve_url, upgrade
+    """Apply all pending migrations (also done automatically when the store is opened).
 
-    engine = make_engine(resolve_url(ctx.db))
+    \b
+    Example:
+      condsim-annot --db postgresql+psycopg://me@localhost/annot db upgrade
+    """
+    from .db import current_revisions, upgrade
+
     from .db import open_store
 
     store = open_store(ctx.db, migrate=False, create=True)
     upgrade(store.engine)
     out.print(f"at revision {', '.join(sorted(current_revisions(store.engine)))}")
-    engine.dispose()
 
 
 @db.command("current")
 @pass_ctx
 def db_current(ctx: Ctx):
-    """Print the store's migration revision."""
+    """Print the store's migration revisions (one per stage branch).
+
+    \b
+    Example:
+      condsim-annot db current
+    """
     from .db import current_revisions, open_store
 
     store = open_store(ctx.db, migrate=False)
@@ -237,6 +245,9 @@ def criteria_load(ctx: Ctx, file, update_existing):
         - name: proof-strategy              name = "proof-strategy"
           description: Same technique       description = "Same technique"
           instruction: Represent ...        instruction = "Represent ..."
+
+    Example:
+      condsim-annot criteria load criteria.yaml
     """
     from .criteria import load_criteria_file
 
@@ -250,7 +261,12 @@ def criteria_load(ctx: Ctx, file, update_existing):
 @click.option("--instruction", help="New embedding instruction.")
 @pass_ctx
 def criteria_edit(ctx: Ctx, name, description, instruction):
-    """Change a criterion's wording; its version goes up so later votes can be told apart."""
+    """Change a criterion's wording; its version goes up so later votes can be told apart.
+
+    \b
+    Example:
+      condsim-annot criteria edit proof-strategy -d "Same key lemma or technique"
+    """
     from .criteria import edit_criterion
 
     c = edit_criterion(ctx.store(), name, description=description, instruction=instruction)
@@ -261,7 +277,12 @@ def criteria_edit(ctx: Ctx, name, description, instruction):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def criteria_list(ctx: Ctx, as_json):
-    """List criteria."""
+    """List criteria.
+
+    \b
+    Example:
+      condsim-annot criteria list --json
+    """
     from rich.table import Table
 
     from .criteria import list_criteria

@@ -1,0 +1,112 @@
+"""Ingest: formats, idempotence, --update, and every bad input named with nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from condsim_annot.ingest import ingest
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+ROWS = [
+    {"id": "p1", "text": "Prove by induction that 2^n > n.", "topic": "algebra"},
+    {"id": "p2", "text": "How many strings of length 6 ...?", "topic": "combinatorics"},
+    {"id": "p3", "text": "Use the pigeonhole principle to show ...", "topic": "combinatorics"},
+]
+
+
+def doc_count(cli):
+    return json.loads(cli("status", "--json").output)["documents"]
+
+
+def test_jsonl_ingest_keeps_metadata_and_is_idempotent(cli, store, tmp_path):
+    f = write_jsonl(tmp_path / "p.jsonl", ROWS)
+    r = cli("ingest", f)
+    assert "added 3" in r.output
+    r = cli("ingest", f)
+    assert "added 0" in r.output and "unchanged 3" in r.output
+    assert doc_count(cli) == 3
+    from sqlalchemy import select
+
+    from condsim_annot.models import Document
+
+    with store.session() as s:
+        d = s.scalars(select(Document).where(Document.ext_id == "p1")).one()
+    assert d.meta == {"topic": "algebra"} and len(d.content_hash) == 64
+
+
+def test_csv_parquet_and_stdin(cli, tmp_path):
+    c = tmp_path / "d.csv"
+    c.write_text('doc,body,extra\nc1,"multi\nline text",x\nc2,plain,y\n', encoding="utf-8")
+    cli("ingest", c, "--id-field", "doc", "--text-field", "body")
+    p = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"id": ["q1", "q2"], "text": ["one", "two"], "n": [1, 2]}), p)
+    cli("ingest", p)
+    cli("ingest", "-", input='{"id": "s1", "text": "from stdin"}\n')
+    assert doc_count(cli) == 5
+
+
+def test_same_id_different_text_needs_update(cli, tmp_path):
+    cli("ingest", write_jsonl(tmp_path / "a.jsonl", ROWS))
+    changed = [dict(ROWS[0], text="A different text")] + ROWS[1:]
+    f = write_jsonl(tmp_path / "b.jsonl", changed)
+    r = cli("ingest", f, expect_ok=False)
+    assert r.exit_code == 1
+    assert "b.jsonl:1: field 'id'" in r.output and "--update" in r.output
+    r = cli("ingest", f, "--update")
+    assert "updated 1" in r.output
+
+
+BAD = [
+    ("malformed.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2", "text": \n', "malformed.jsonl:2", "malformed JSON"),
+    ("noid.jsonl", b'{"id": "1", "text": "ok"}\n{"text": "no id"}\n', "noid.jsonl:2: field 'id'", "missing"),
+    ("notext.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2"}\n', "notext.jsonl:2: field 'text'", "missing"),
+    ("empty.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2", "text": "   "}\n', "empty.jsonl:2: field 'text'", "empty text"),
+    ("dup.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2", "text": "b"}\n{"id": "1", "text": "c"}\n', "dup.jsonl:3: field 'id'", "duplicate id"),
+    ("latin1.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2", "text": "caf\xe9"}\n', "latin1.jsonl:2", "UTF-8"),
+    ("latin1.csv", b'id,text\n1,ok\n2,caf\xe9\n', "latin1.csv:3", "UTF-8"),
+    ("short.csv", b'id,text\n1,ok\n2\n', "short.csv:3", "columns"),
+    ("data.xml", b"<xml/>", "data.xml", "unknown file type"),
+]
+
+
+@pytest.mark.parametrize("name,content,where,what", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_named_and_nothing_is_written(cli, tmp_path, name, content, where, what):
+    good = write_jsonl(tmp_path / "good.jsonl", ROWS)
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    # the good file comes first in the same command: it must be rolled back too
+    r = cli("ingest", good, bad, expect_ok=False)
+    assert r.exit_code == 1, r.output
+    assert where in r.output and what in r.output, r.output
+    assert "Traceback" not in r.output
+    assert doc_count(cli) == 0
+
+
+def test_unreachable_database_is_one_clear_error(tmp_path):
+    from click.testing import CliRunner
+
+    from condsim_annot.cli import main
+
+    r = CliRunner().invoke(main, ["--db", "postgresql+psycopg://nobody:secret@127.0.0.1:1/x", "status"])
+    assert r.exit_code == 1
+    assert "cannot connect to database" in r.output and "secret" not in r.output
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "missing" / "x.db"), "status"])
+    assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_ingest_api_reports_progress(store, tmp_path):
+    rows = [{"id": str(i), "text": f"text {i}"} for i in range(2500)]
+    f = write_jsonl(tmp_path / "big.jsonl", rows)
+    calls = []
+    res = ingest(store, [str(f)], progress=lambda name, done, total: calls.append((done, total)))
+    assert res.added == 2500
+    assert len(calls) >= 3 and calls[-1][0] == calls[-1][1] == f.stat().st_size
