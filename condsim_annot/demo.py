@@ -37,3 +37,41 @@ def champ_records() -> list[dict[str, Any]]:
         concepts = sorted(c for c in (p.ch_list or []) if c.startswith("C_"))
         out.append({"id": pid, "text": p.text, "category": p.category, "concepts": concepts, "answer": p.answer})
     return out
+
+
+def write_demo_files(folder) -> tuple[str, str]:
+    """Write the corpus (JSONL) and the criteria (YAML) the demo ingests, as a user would."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "champ.jsonl"
+    with corpus.open("w", encoding="utf-8") as f:
+        for r in champ_records():
+            f.write(json.dumps(r) + "\n")
+    crit = folder / "criteria.yaml"
+    crit.write_text(yaml.safe_dump({"criteria": DEMO_CRITERIA}, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return str(corpus), str(crit)
+
+
+def silver_similarity(criterion: str, a: dict, b: dict) -> float:
+    """CHAMP's own annotations as a silver similarity under each demo criterion."""
+    if criterion == "same-topic":
+        return 1.0 if a.get("category") == b.get("category") else 0.0
+    ca, cb = set(a.get("concepts") or []), set(b.get("concepts") or [])
+    if not ca or not cb:
+        return 0.0
+    return len(ca & cb) / len(ca | cb)
+
+
+def silver_choice(criterion: str, anchor: dict, first: dict, second: dict) -> str:
+    """first | second | tie, in canonical terms, from the silver similarity."""
+    sx, sy = silver_similarity(criterion, anchor, first), silver_similarity(criterion, anchor, second)
+    if sx > sy:
+        return "first"
+    if sy > sx:
+        return "second"
+    return "tie"
