@@ -1,0 +1,507 @@
+"""An async client for any OpenAI-compatible chat-completions API, with a call log that is also a cache.
+
+* The official ``openai`` SDK (:class:`openai.AsyncOpenAI`), configured by
+  arguments or the usual ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` (or any other
+  variable named by ``api_key_env``).  Works with OpenAI, vLLM, Ollama and
+  llama.cpp's server.  The key is used for the HTTP header only: it is never
+  stored, and it is scrubbed from every error message that is stored or shown.
+* Every logical request is hashed (:func:`request_hash`: model, messages, sampling
+  parameters, attempt number; not the URL or the key) and logged in the
+  ``llmcall`` table with the raw reply, tokens, latency and error.  A request whose
+  hash is logged with a reply (``ok`` or ``invalid``) is answered from the log, so
+  re-running anything makes zero calls and a killed run resumes.  Failed requests
+  (``error``) are tried again on the next run.
+* Concurrency is bounded by a semaphore; 429 / 5xx / timeouts / connection errors
+  are retried with exponential backoff and jitter, honouring ``Retry-After``;
+  every request has a timeout.
+* Structured output (``response_format`` JSON schema) and ``logprobs`` are asked
+  for when the caller wants them; a server that rejects either (HTTP 400/422) is
+  asked again without it, and the client remembers that for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+from urllib.parse import urlparse, urlunparse
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..db import Store
+from ..errors import CondsimError
+from ..models import utcnow
+from .tables import LLMCall
+
+ENV_MODEL = "CONDSIM_LLM_MODEL"
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+NO_KEY = "sk-no-key-needed"  # the SDK insists on some key; local servers ignore it
+
+
+class LLMError(CondsimError):
+    """A problem every request would hit (bad key, unknown model, unreachable config)."""
+
+
+# --------------------------------------------------------------------------- endpoint
+
+
+def redact_url(url: Optional[str]) -> Optional[str]:
+    """The URL without user:password (a key in the URL must not reach the store)."""
+    if not url:
+        return url
+    u = urlparse(url)
+    if u.username or u.password:
+        host = u.hostname or ""
+        if u.port:
+            host += f":{u.port}"
+        u = u._replace(netloc=host)
+    return urlunparse(u)
+
+
+@dataclass
+class Endpoint:
+    """Where and how to call.  ``api_key`` is excluded from repr and never stored."""
+
+    model: str
+    base_url: Optional[str] = None
+    api_key: Optional[str] = field(default=None, repr=False)
+    timeout: float = 60.0
+    max_retries: int = 5
+    concurrency: int = 8
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+
+    @property
+    def safe_base_url(self) -> str:
+        return redact_url(self.base_url) or "https://api.openai.com/v1"
+
+
+def endpoint_status(base_url: Optional[str] = None, api_key_env: Optional[str] = None) -> tuple[bool, str]:
+    """Whether an LLM endpoint is configured (flags or environment), and a sentence saying why (not).
+
+    Proposers use this to skip LLM methods with a clear message::
+
+        ok, why = endpoint_status(base_url)
+        if not ok: console.print(f"skipping lm-judge: {why}")
+    """
+    env = api_key_env or DEFAULT_KEY_ENV
+    url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if url:
+        return True, f"using the server at {redact_url(url)}"
+    if os.environ.get(env):
+        return True, f"using the OpenAI API with the key in ${env}"
+    return False, (
+        f"no LLM endpoint configured: set ${env} for the OpenAI API, or point --base-url / $OPENAI_BASE_URL "
+        "at an OpenAI-compatible server (vLLM, Ollama, llama.cpp)"
+    )
+
+
+def resolve_endpoint(
+    model: Optional[str] = None,
+    base_url: Optional[str] = None,
+    api_key_env: Optional[str] = None,
+    *,
+    require_key: bool = True,
+    **kw: Any,
+) -> Endpoint:
+    """Build an :class:`Endpoint` from arguments and the environment; clear errors when incomplete.
+
+    ``kw``: timeout, max_retries, concurrency, backoff_base, backoff_cap.
+    """
+    model = model or os.environ.get(ENV_MODEL)
+    if not model:
+        raise LLMError(f"no model given: pass --model (e.g. gpt-4.1-mini) or set ${ENV_MODEL}")
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    env = api_key_env or DEFAULT_KEY_ENV
+    key = os.environ.get(env) or None
+    if api_key_env and not key and require_key and not base_url:
+        raise LLMError(f"the environment variable ${api_key_env} (from --api-key-env) is not set")
+    if not key and not base_url and require_key:
+        raise LLMError(endpoint_status(None, env)[1])
+    if kw.get("concurrency") is not None and kw["concurrency"] < 1:
+        raise LLMError("--concurrency must be at least 1")
+    return Endpoint(model=model, base_url=base_url, api_key=key, **{k: v for k, v in kw.items() if v is not None})
+
+
+# --------------------------------------------------------------------------- results
+
+
+def request_hash(request: dict, attempt: int = 0) -> str:
+    """sha256 of the canonical JSON of the logical request plus the attempt number."""
+    blob = json.dumps({"request": request, "attempt": attempt}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def estimate_tokens(messages: list[dict]) -> int:
+    """Rough prompt size (4 characters a token) for dry runs."""
+    return sum(len(m.get("content") or "") // 4 + 4 for m in messages) + 3
+
+
+@dataclass
+class CallResult:
+    request_hash: str
+    status: str  # ok | invalid | error | dry
+    text: Optional[str] = None
+    parsed: Any = None
+    logprobs: Optional[list] = None
+    tokens_in: Optional[int] = None
+    tokens_out: Optional[int] = None
+    latency_ms: Optional[float] = None
+    cached: bool = False
+    call_id: Optional[int] = None
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class CallStats:
+    requests: int = 0  # logical requests asked for
+    cached: int = 0  # answered from the log
+    calls: int = 0  # answered by the server in this run
+    http_attempts: int = 0
+    retries: int = 0
+    errors: int = 0  # gave up after retries
+    invalid: int = 0  # answered but unreadable
+    tokens_in: int = 0  # spent in this run
+    tokens_out: int = 0
+    cached_tokens_in: int = 0  # what the cached answers had cost
+    cached_tokens_out: int = 0
+    would_call: int = 0  # dry run: requests not in the log
+    est_tokens_in: int = 0
+    est_tokens_out: int = 0
+    dropped_features: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+Parser = Callable[[Optional[str]], tuple[bool, Any]]
+
+
+def _retry_after(exc: Exception) -> Optional[float]:
+    resp = getattr(exc, "response", None)
+    headers = getattr(resp, "headers", None)
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(ra)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class LLMClient:
+    """Use as ``async with LLMClient(store, endpoint) as c: await c.complete(...)``."""
+
+    def __init__(self, store: Store, endpoint: Endpoint, *, dry_run: bool = False):
+        self.store = store
+        self.endpoint = endpoint
+        self.dry_run = dry_run
+        self.stats = CallStats()
+        self.features = {"response_format": True, "logprobs": True}
+        self._cache: dict[str, dict] = {}
+        self._sem: Optional[asyncio.Semaphore] = None
+        self._client = None
+
+    # -- lifecycle
+    async def __aenter__(self) -> "LLMClient":
+        self._sem = asyncio.Semaphore(self.endpoint.concurrency)
+        if not self.dry_run:
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                api_key=self.endpoint.api_key or NO_KEY,
+                base_url=self.endpoint.base_url,
+                timeout=self.endpoint.timeout,
+                max_retries=0,  # we retry ourselves (backoff with jitter, Retry-After, logged)
+            )
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def scrub(self, text: Optional[str]) -> Optional[str]:
+        key = self.endpoint.api_key
+        if text and key and len(key) >= 4:
+            text = text.replace(key, "***")
+        return text
+
+    # -- cache
+    @staticmethod
+    def _row_entry(r: LLMCall) -> dict:
+        lp = None
+        try:
+            lp = (((r.response or {}).get("choices") or [{}])[0].get("logprobs") or {}).get("content")
+        except (AttributeError, IndexError, TypeError):
+            lp = None
+        return {"id": r.id, "status": r.status, "text": r.response_text, "logprobs": lp,
+                "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "latency_ms": r.latency_ms}
+
+    def prefetch(self, hashes: list[str]) -> int:
+        """Load logged answers for these hashes (one query per 500); returns how many were found."""
+        todo = [h for h in set(hashes) if h not in self._cache]
+        found = 0
+        with self.store.session() as s:
+            for i in range(0, len(todo), 500):
+                rows = s.scalars(select(LLMCall).where(LLMCall.request_hash.in_(todo[i : i + 500]), LLMCall.status != "error")).all()
+                for r in rows:
+                    self._cache[r.request_hash] = self._row_entry(r)
+                    found += 1
+        return found
+
+    def _lookup(self, h: str) -> Optional[dict]:
+        if h in self._cache:
+            return self._cache[h]
+        with self.store.session() as s:
+            r = s.scalars(select(LLMCall).where(LLMCall.request_hash == h, LLMCall.status != "error")).first()
+            if r is not None:
+                self._cache[h] = self._row_entry(r)
+        return self._cache.get(h)
+
+    def _save(self, h: str, fields: dict) -> int:
+        for _ in range(3):
+            try:
+                with self.store.transaction() as s:
+                    row = s.scalars(select(LLMCall).where(LLMCall.request_hash == h)).first()
+                    if row is None:
+                        row = LLMCall(request_hash=h, **fields)
+                    else:
+                        for k, v in fields.items():
+                            setattr(row, k, v)
+                        row.updated_at = utcnow()
+                    s.add(row)
+                    s.flush()
+                    return row.id
+            except IntegrityError:  # another process logged the same request just now
+                continue
+        raise CondsimError(f"could not log LLM call {h[:12]}")
+
+    # -- the call
+    def _wire_request(self, request: dict) -> dict:
+        req = dict(request)
+        if not self.features["response_format"]:
+            req.pop("response_format", None)
+        if not self.features["logprobs"]:
+            req.pop("logprobs", None)
+            req.pop("top_logprobs", None)
+        return req
+
+    def _drop_feature(self, req: dict, message: str) -> bool:
+        msg = message.lower()
+        order = []
+        if "logprob" in msg:
+            order.append("logprobs")
+        if "response_format" in msg or "json_schema" in msg or "schema" in msg or "response format" in msg:
+            order.append("response_format")
+        if any(w in msg for w in ("unsupported", "not supported", "unrecognized", "unknown parameter", "extra inputs", "not allowed")):
+            order += ["response_format", "logprobs"]
+        for feat in order:
+            if feat in req and self.features[feat]:
+                self.features[feat] = False
+                self.stats.dropped_features.append(feat)
+                return True
+        return False
+
+    async def _send(self, request: dict) -> tuple[Any, int, float, dict]:
+        """(completion, http attempts, latency ms, request as sent); raises on final failure."""
+        import openai
+
+        ep = self.endpoint
+        tries = 0
+        failures = 0
+        while True:
+            req = self._wire_request(request)
+            tries += 1
+            self.stats.http_attempts += 1
+            try:
+                assert self._sem is not None and self._client is not None
+                async with self._sem:
+                    t0 = time.perf_counter()
+                    resp = await self._client.chat.completions.create(**req)
+                    latency = (time.perf_counter() - t0) * 1000.0
+                if isinstance(resp, str) or not getattr(resp, "choices", None):
+                    raise _Malformed(f"the server's reply is not a chat completion: {str(resp)[:200]!r}")
+                return resp, tries, latency, req
+            except openai.APIStatusError as exc:
+                code = exc.status_code
+                if code in (400, 422) and ("response_format" in req or "logprobs" in req) and self._drop_feature(req, str(exc)):
+                    continue
+                if code in (401, 403):
+                    raise LLMError(f"the server refused the key (HTTP {code}): {self.scrub(str(exc))[:300]}; "
+                                   "check $OPENAI_API_KEY or --api-key-env") from None
+                if code == 404:
+                    raise LLMError(f"HTTP 404 from {ep.safe_base_url}: {self.scrub(str(exc))[:300]} "
+                                   f"(is the model name {ep.model!r} and the base URL right? it usually ends in /v1)") from None
+                if not (code in (408, 409, 429) or code >= 500):
+                    raise _Permanent(f"HTTP {code}: {self.scrub(str(exc))[:500]}") from None
+                last = exc
+            except (openai.APITimeoutError, openai.APIConnectionError, _Malformed, openai.APIResponseValidationError) as exc:
+                last = exc
+            failures += 1
+            if failures > ep.max_retries:
+                raise _GaveUp(f"gave up after {tries} tries: {type(last).__name__}: {self.scrub(str(last))[:500]}", tries)
+            self.stats.retries += 1
+            ra = _retry_after(last)
+            if ra is not None:
+                delay = min(ra, 600.0) + random.uniform(0, 0.05 + 0.1 * ra)
+            else:
+                d = min(ep.backoff_cap, ep.backoff_base * (2 ** (failures - 1)))
+                delay = random.uniform(d / 2, d)
+            await asyncio.sleep(delay)
+
+    async def complete(
+        self,
+        request: dict,
+        *,
+        task: str,
+        parse: Parser,
+        prompt_version: Optional[str] = None,
+        attempt: int = 0,
+        annotator_id: Optional[int] = None,
+        criterion_id: Optional[int] = None,
+        meta: Optional[dict] = None,
+        expect_tokens_out: int = 10,
+    ) -> CallResult:
+        """One logical request: from the log if answered before, else from the server (and logged).
+
+        ``request`` holds ``model``, ``messages`` and sampling parameters (it may ask for
+        ``response_format`` / ``logprobs``).  ``parse(text) -> (ok, parsed)`` decides
+        ``ok`` vs ``invalid``; the raw text is always kept.  Never raises for one bad
+        request (status ``error``); raises :class:`LLMError` for problems every request has.
+        """
+        h = request_hash(request, attempt)
+        self.stats.requests += 1
+        hit = self._lookup(h)
+        if hit is not None:
+            ok, parsed = parse(hit["text"])  # parse again: parsing may have improved since
+            self.stats.cached += 1
+            self.stats.cached_tokens_in += hit["tokens_in"] or 0
+            self.stats.cached_tokens_out += hit["tokens_out"] or 0
+            return CallResult(h, "ok" if ok else "invalid", hit["text"], parsed, hit["logprobs"], hit["tokens_in"],
+                              hit["tokens_out"], hit["latency_ms"], cached=True, call_id=hit["id"])
+        if self.dry_run:
+            self.stats.would_call += 1
+            self.stats.est_tokens_in += estimate_tokens(request.get("messages", []))
+            self.stats.est_tokens_out += expect_tokens_out
+            return CallResult(h, "dry")
+        base = {"task": task, "model": self.endpoint.model, "base_url": self.endpoint.base_url and redact_url(self.endpoint.base_url),
+                "prompt_version": prompt_version, "annotator_id": annotator_id, "criterion_id": criterion_id, "meta": meta}
+        t_start = time.perf_counter()
+        try:
+            resp, tries, latency, sent = await self._send(request)
+        except (_GaveUp, _Permanent) as exc:
+            self.stats.errors += 1
+            msg = str(exc)
+            call_id = self._save(h, {**base, "request": self._wire_request(request), "status": "error", "error": msg,
+                                     "tries": getattr(exc, "tries", 1), "latency_ms": (time.perf_counter() - t_start) * 1000.0,
+                                     "response_text": None, "response": None, "parsed": None})
+            return CallResult(h, "error", error=msg, call_id=call_id)
+        data = resp.model_dump(mode="json", exclude_none=True)
+        choice = (data.get("choices") or [{}])[0]
+        text = (choice.get("message") or {}).get("content")
+        if text is None:
+            text = (choice.get("message") or {}).get("refusal")
+        logprobs = (choice.get("logprobs") or {}).get("content")
+        usage = data.get("usage") or {}
+        tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        ok, parsed = parse(text)
+        status = "ok" if ok else "invalid"
+        self.stats.calls += 1
+        self.stats.tokens_in += tin or 0
+        self.stats.tokens_out += tout or 0
+        if not ok:
+            self.stats.invalid += 1
+        call_id = self._save(h, {**base, "request": sent, "status": status, "error": None if ok else "unparseable reply",
+                                 "response_text": text, "response": data, "parsed": parsed if isinstance(parsed, dict) else {"value": parsed},
+                                 "tokens_in": tin, "tokens_out": tout, "latency_ms": latency, "tries": tries})
+        self._cache[h] = {"id": call_id, "status": status, "text": text, "logprobs": logprobs,
+                          "tokens_in": tin, "tokens_out": tout, "latency_ms": latency}
+        return CallResult(h, status, text, parsed, logprobs, tin, tout, latency, cached=False, call_id=call_id)
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _Permanent(Exception):
+    tries = 1
+
+
+class _GaveUp(Exception):
+    def __init__(self, msg: str, tries: int):
+        super().__init__(msg)
+        self.tries = tries
+
+
+# --------------------------------------------------------------------------- helpers for stages
+
+
+async def complete_with_retries(
+    client: LLMClient,
+    request: dict,
+    *,
+    retry_message: Optional[str],
+    invalid_retries: int,
+    **kw: Any,
+) -> tuple[CallResult, int]:
+    """Ask; while the reply is unreadable, ask again (up to ``invalid_retries`` times) with the bad
+    reply and ``retry_message`` appended.  Each attempt is its own logged request.
+    Returns (last result, attempts made)."""
+    res = await client.complete(request, attempt=0, **kw)
+    n = 1
+    while res.status == "invalid" and n <= invalid_retries and retry_message:
+        req = dict(request)
+        req["messages"] = list(request["messages"]) + [
+            {"role": "assistant", "content": (res.text or "")[:2000]},
+            {"role": "user", "content": retry_message},
+        ]
+        res = await client.complete(req, attempt=n, **kw)
+        n += 1
+    return res, n
+
+
+def run_sync(coro):
+    """Run a coroutine from sync code, also when an event loop is already running (notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+def json_schema_format(name: str, properties: dict, required: list[str]) -> dict:
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": name,
+            "strict": True,
+            "schema": {"type": "object", "properties": properties, "required": required, "additionalProperties": False},
+        },
+    }
