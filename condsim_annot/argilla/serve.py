@@ -1,0 +1,243 @@
+"""``condsim-annot argilla serve``: the real argilla-server, locally, without Docker.
+
+argilla-server 2.8.0 pins old FastAPI/Pydantic, so it lives in its own virtual
+environment (created on first use with ``python -m venv`` + ``pip install``).  The
+server runs ``server_entry.py`` (shipped in this package) with SQLite in the home
+folder, a search engine over its own SQL tables (no Elasticsearch) and in-process
+background jobs (no Redis).  An owner user is created or updated on every start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..errors import CondsimError
+
+SERVER_VERSION = "2.8.0"
+SERVER_REQUIREMENT = f"argilla-server=={SERVER_VERSION}"
+DEFAULT_HOME = Path("~/.cache/condsim-annot/argilla")
+ENV_VENV = "CONDSIM_ARGILLA_VENV"
+HERE = Path(__file__).resolve().parent
+ENTRY = HERE / "server_entry.py"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("CONDSIM_ARGILLA_HOME") or DEFAULT_HOME).expanduser()
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _marker(venv: Path) -> Path:
+    return venv / f".condsim-argilla-server-{SERVER_VERSION}"
+
+
+def ensure_server_venv(venv: Path, *, log: Callable[[str], None] = lambda m: None) -> Path:
+    """Create the server's virtual environment once (a marker file records success)."""
+    venv = venv.expanduser().resolve()
+    py = _venv_python(venv)
+    if _marker(venv).exists() and py.exists():
+        return py
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = venv.parent / (venv.name + ".lock")
+    import fcntl
+
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes creating the same venv wait for each other
+        if _marker(venv).exists() and py.exists():
+            return py
+        log(f"creating the Argilla server environment in {venv} (one time, a few minutes)")
+        if not py.exists():
+            r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise CondsimError(f"cannot create a virtual environment in {venv}: {r.stderr.strip()[-500:]}")
+        log(f"installing {SERVER_REQUIREMENT} from PyPI")
+        r = subprocess.run(
+            [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", SERVER_REQUIREMENT],
+            capture_output=True, text=True,
+        )
+        if r.returncode != 0:
+            tail = (r.stderr or r.stdout).strip()[-1500:]
+            raise CondsimError(f"cannot install {SERVER_REQUIREMENT} into {venv} (is PyPI reachable?):\n{tail}")
+        _marker(venv).write_text(SERVER_REQUIREMENT + "\n")
+    return py
+
+
+@dataclass
+class Credentials:
+    username: str
+    password: str
+    api_key: str
+
+
+def load_credentials(home: Path, *, username: str = "owner", api_key: Optional[str] = None,
+                     password: Optional[str] = None) -> Credentials:
+    """Credentials kept in ``home/credentials.json`` (0600); given values override them."""
+    path = home / "credentials.json"
+    saved: dict = {}
+    if path.exists():
+        with contextlib.suppress(ValueError, OSError):
+            saved = json.loads(path.read_text())
+    creds = Credentials(
+        username=username or saved.get("username") or "owner",
+        password=password or saved.get("password") or secrets.token_urlsafe(12),
+        api_key=api_key or saved.get("api_key") or "condsim." + secrets.token_urlsafe(24),
+    )
+    if len(creds.api_key) < 8:
+        raise CondsimError("the API key must have at least 8 characters")
+    if len(creds.password) < 8:
+        raise CondsimError("the password must have at least 8 characters")
+    home.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(creds.__dict__, indent=2) + "\n")
+    os.chmod(path, 0o600)
+    return creds
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalServer:
+    """A running local argilla-server (a child process).  Use as a context manager."""
+
+    def __init__(self, *, home: Path, port: int = 6900, host: str = "127.0.0.1", api_key: Optional[str] = None,
+                 password: Optional[str] = None, username: str = "owner", venv: Optional[Path] = None,
+                 redis_url: Optional[str] = None, log: Callable[[str], None] = lambda m: None):
+        self.home = Path(home).expanduser().resolve()
+        self.port, self.host = port, host
+        self.venv = Path(venv or os.environ.get(ENV_VENV) or self.home / "venv").expanduser()
+        self.redis_url = redis_url
+        self.log = log
+        self.creds = load_credentials(self.home, username=username, api_key=api_key, password=password)
+        self.proc: Optional[subprocess.Popen] = None
+        self.worker: Optional[subprocess.Popen] = None
+        self.logfile = self.home / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ARGILLA_")}
+        env.update(
+            ARGILLA_HOME_PATH=str(self.home / "data"),
+            ARGILLA_DATABASE_URL=f"sqlite+aiosqlite:///{self.home / 'data' / 'argilla.db'}?check_same_thread=False",
+            ARGILLA_SEARCH_ENGINE="condsim-sql",
+            ARGILLA_ENABLE_TELEMETRY="0",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            CONDSIM_ARGILLA_PASSWORD=self.creds.password,
+            CONDSIM_ARGILLA_API_KEY=self.creds.api_key,
+            PYTHONUNBUFFERED="1",
+        )
+        if self.redis_url:
+            env["ARGILLA_REDIS_URL"] = self.redis_url
+        env.pop("PYTHONPATH", None)
+        return env
+
+    def start(self, timeout: float = 120.0) -> "LocalServer":
+        py = ensure_server_venv(self.venv, log=self.log)
+        if not _port_free(self.host, self.port):
+            raise CondsimError(f"port {self.port} on {self.host} is in use: pass another --port")
+        (self.home / "data").mkdir(parents=True, exist_ok=True)
+        for stale in self.home.glob("static-tmp*"):  # left by a killed server
+            shutil.rmtree(stale, ignore_errors=True)
+        logf = open(self.logfile, "ab")
+        env = self._env()
+        if self.redis_url:
+            self.worker = subprocess.Popen(
+                [str(py), str(ENTRY), "worker", "--static-tmp", str(self.home / "static-tmp-worker")],
+                env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.proc = subprocess.Popen(
+            [str(py), str(ENTRY), "serve", "--host", self.host, "--port", str(self.port), "--username",
+             self.creds.username, "--static-tmp", str(self.home / "static-tmp")],
+            env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        logf.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
+                raise CondsimError(f"the Argilla server exited with code {self.proc.returncode}:\n{tail}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/api/v1/status", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.3)
+        self.stop()
+        raise CondsimError(f"the Argilla server did not answer within {timeout:.0f} s; see {self.logfile}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for p in (self.proc, self.worker):
+            if p is not None and p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+        for p in (self.proc, self.worker):
+            if p is None:
+                continue
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        for stale in self.home.glob("static-tmp*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def wait(self) -> int:
+        assert self.proc is not None
+        return self.proc.wait()
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve_forever(server: LocalServer, print_fn: Callable[[str], None]) -> int:
+    """Start, print URL and credentials, and stop cleanly on Ctrl-C / SIGTERM."""
+    stopping = {"flag": False}
+
+    def on_term(signum, frame):
+        stopping["flag"] = True
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        server.start()
+        print_fn(server)
+        code = server.wait()
+        if code != 0 and not stopping["flag"]:
+            tail = server.logfile.read_text(errors="replace")[-2000:]
+            raise CondsimError(f"the Argilla server stopped with code {code}:\n{tail}")
+        return code
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, old)
