@@ -222,6 +222,7 @@ class LLMClient:
         self.stats = CallStats()
         self.features = {"response_format": True, "logprobs": True}
         self._cache: dict[str, dict] = {}
+        self._inflight: dict[str, asyncio.Future] = {}
         self._sem: Optional[asyncio.Semaphore] = None
         self._client = None
 
@@ -403,11 +404,34 @@ class LLMClient:
             self.stats.cached_tokens_out += hit["tokens_out"] or 0
             return CallResult(h, "ok" if ok else "invalid", hit["text"], parsed, hit["logprobs"], hit["tokens_in"],
                               hit["tokens_out"], hit["latency_ms"], cached=True, call_id=hit["id"])
+        if h in self._inflight:  # the same request is on its way: share its answer
+            res = await asyncio.shield(self._inflight[h])
+            self.stats.cached += 1
+            ok, parsed = parse(res.text) if res.status in ("ok", "invalid") else (False, None)
+            status = res.status if res.status not in ("ok", "invalid") else ("ok" if ok else "invalid")
+            return CallResult(h, status, res.text, parsed, res.logprobs, res.tokens_in, res.tokens_out, res.latency_ms,
+                              cached=True, call_id=res.call_id, error=res.error)
         if self.dry_run:
             self.stats.would_call += 1
             self.stats.est_tokens_in += estimate_tokens(request.get("messages", []))
             self.stats.est_tokens_out += expect_tokens_out
             return CallResult(h, "dry")
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._inflight[h] = fut
+        try:
+            res = await self._call(h, request, task=task, parse=parse, prompt_version=prompt_version,
+                                   annotator_id=annotator_id, criterion_id=criterion_id, meta=meta)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody shares it
+            raise
+        else:
+            fut.set_result(res)
+        finally:
+            self._inflight.pop(h, None)
+        return res
+
+    async def _call(self, h: str, request: dict, *, task: str, parse: Parser, prompt_version, annotator_id, criterion_id, meta) -> CallResult:
         base = {"task": task, "model": self.endpoint.model, "base_url": self.endpoint.base_url and redact_url(self.endpoint.base_url),
                 "prompt_version": prompt_version, "annotator_id": annotator_id, "criterion_id": criterion_id, "meta": meta}
         t_start = time.perf_counter()

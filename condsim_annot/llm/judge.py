@@ -1,0 +1,414 @@
+"""The LM judge stage: votes on triplets from any OpenAI-compatible model, in both presentation orders.
+
+A judge is the triple (model, prompt version, parameters); it is an annotator of
+kind ``llm`` named ``llm:<model>:<prompt version>:<short hash of parameters>``.
+Every triplet is judged twice, once with the canonical first candidate shown as
+"A" (``swapped=False``) and once with it shown as "B" (``swapped=True``); both
+answers are stored as votes (source ``llm``, choice in canonical terms,
+``confidence`` = the probability of the chosen label when the server returns
+logprobs).  How often the two answers disagree is the judge's position bias
+(:func:`judge_report`).
+
+All requests go through :class:`~condsim_annot.llm.client.LLMClient`: logged,
+cached (a re-run makes zero calls; a killed run resumes), retried, cost-tracked.
+A reply that cannot be read is logged as ``invalid``, asked again up to
+``invalid_retries`` times, and then left without a vote; it never stops the batch.
+
+Public API::
+
+    run_judge(store, "proof-strategy", model="gpt-4.1-mini", concurrency=8, limit=500) -> JudgeRun
+    judge_margin(store, "proof-strategy", [(anchor, x, y), ...], model=...) -> {(anchor, x, y): margin in [-1, 1]}
+    judge_report(store, "proof-strategy") -> [per-judge dict: votes, pairs, consistency, a_rate, tokens, cost]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+from sqlalchemy import case, func, select
+
+from ..db import Store
+from ..models import Annotator, Criterion, Triplet, Vote
+from ..store_api import canonical, documents_by_id, get_or_create_annotator, record_vote, to_canonical_choice
+from .client import (
+    CallResult,
+    CallStats,
+    LLMClient,
+    complete_with_retries,
+    json_schema_format,
+    request_hash,
+    resolve_endpoint,
+    run_sync,
+)
+from .parse import label_confidence, parse_judge
+from .prices import estimate_cost, load_prices
+from .tables import LLMCall
+from .templates import PromptTemplate, document_block, load_prompt
+from .transform import get_criterion
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class JudgeParams:
+    """What defines a judge besides the model and prompt (``identity``), plus how to ask."""
+
+    temperature: float = 0.0
+    max_tokens: Optional[int] = None  # default: 20, or 300 with a rationale
+    allow_tie: bool = False
+    rationale: bool = False
+    structured: bool = True  # ask for a JSON schema (response_format) where supported
+    logprobs: bool = True  # ask for logprobs (confidence) where supported
+    top_logprobs: int = 5
+    invalid_retries: int = 2
+
+    @property
+    def tokens(self) -> int:
+        return self.max_tokens or (300 if self.rationale else 20)
+
+    def identity(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "max_tokens": self.tokens, "allow_tie": self.allow_tie,
+                "rationale": self.rationale, "structured": self.structured}
+
+
+def judge_name(model: str, prompt_version: str, params: JudgeParams) -> str:
+    h = hashlib.sha256(json.dumps(params.identity(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"llm:{model}:{prompt_version}:{h}"
+
+
+def judge_request(tpl: PromptTemplate, criterion: Criterion, anchor: str, a: str, b: str, model: str, params: JudgeParams) -> dict:
+    key = "answer_format" + ("_rationale" if params.rationale else "") + ("_tie" if params.allow_tie else "")
+    values = {
+        "criterion_name": criterion.name, "criterion": criterion.description,
+        "anchor": document_block(anchor, "anchor"), "a": document_block(a, "A"), "b": document_block(b, "B"),
+        "answer_format": tpl.extra.get(key) or tpl.extra.get("answer_format", ""),
+    }
+    req: dict[str, Any] = {"model": model, "messages": tpl.render(**values), "temperature": params.temperature,
+                           "max_tokens": params.tokens}
+    if params.structured:
+        labels = ["A", "B", "tie"] if params.allow_tie else ["A", "B"]
+        props: dict[str, Any] = {}
+        if params.rationale:
+            props["rationale"] = {"type": "string"}
+        props["answer"] = {"type": "string", "enum": labels}
+        req["response_format"] = json_schema_format("judgement", props, list(props))
+    if params.logprobs:
+        req["logprobs"] = True
+        req["top_logprobs"] = params.top_logprobs
+    return req
+
+
+@dataclass
+class Judgement:
+    label: Optional[str]  # presented terms: A | B | tie | None
+    confidence: Optional[float]
+    rationale: Optional[str]
+    result: CallResult
+    attempts: int
+
+
+class _Judge:
+    """Shared machinery of run_judge and judge_margin."""
+
+    def __init__(self, store: Store, criterion: Criterion, endpoint, params: JudgeParams, *, dry_run: bool):
+        self.store, self.criterion, self.endpoint, self.params, self.dry_run = store, criterion, endpoint, params, dry_run
+        self.tpl = load_prompt("judge")
+        self.name = judge_name(endpoint.model, self.tpl.version, params)
+        self.annotator_id: Optional[int] = None
+
+    def ensure_annotator(self) -> Optional[int]:
+        if self.dry_run:
+            with self.store.session() as s:
+                a = s.scalars(select(Annotator).where(Annotator.name == self.name)).first()
+                self.annotator_id = a.id if a else None
+            return self.annotator_id
+        with self.store.transaction() as s:
+            a = get_or_create_annotator(s, self.name, kind="llm", model=self.endpoint.model,
+                                        prompt_version=self.tpl.version, params=self.params.identity())
+            self.annotator_id = a.id
+        return self.annotator_id
+
+    def request(self, anchor: str, first: str, second: str, swapped: bool) -> dict:
+        a, b = (second, first) if swapped else (first, second)
+        return judge_request(self.tpl, self.criterion, anchor, a, b, self.endpoint.model, self.params)
+
+    def parse(self, text: Optional[str]) -> tuple[bool, Any]:
+        p = parse_judge(text, allow_tie=self.params.allow_tie)
+        return p.ok, p.as_dict()
+
+    async def ask(self, client: LLMClient, req: dict, meta: dict) -> Judgement:
+        res, n = await complete_with_retries(
+            client, req, retry_message=self.tpl.extra.get("retry"),
+            invalid_retries=0 if self.dry_run else self.params.invalid_retries,
+            task="judge", parse=self.parse, prompt_version=self.tpl.version, annotator_id=self.annotator_id,
+            criterion_id=self.criterion.id, meta=meta, expect_tokens_out=6 if not self.params.rationale else 60,
+        )
+        if not res.ok:
+            return Judgement(None, None, None, res, n)
+        label = res.parsed["label"]
+        conf = label_confidence(res.logprobs, label)
+        return Judgement(label, conf["p_norm"] if conf else None, res.parsed.get("rationale"), res, n)
+
+
+@dataclass
+class JudgeRun:
+    judge: str
+    criterion: str
+    model: str
+    prompt_version: str
+    triplets: int = 0  # triplets considered (after --limit)
+    requests: int = 0  # presentations still needing a vote
+    already_voted: int = 0  # presentations skipped: the judge had voted on them
+    votes_added: int = 0
+    invalid: int = 0  # presentations left without a vote: unreadable after retries
+    errors: int = 0  # presentations left without a vote: server errors after retries
+    dry_run: bool = False
+    stats: CallStats = field(default_factory=CallStats)
+    cost_usd: Optional[float] = None  # of the calls made now (dry run: estimated for the calls it would make)
+    bias: dict[str, Any] = field(default_factory=dict)  # judge_report row of this judge after the run
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stats"] = self.stats.as_dict()
+        return d
+
+
+def _resolve(store: Store, criterion_name: str, model, base_url, api_key_env, dry_run, **kw):
+    endpoint = resolve_endpoint(model, base_url, api_key_env, require_key=not dry_run, **kw)
+    return endpoint, get_criterion(store, criterion_name)
+
+
+def run_judge(
+    store: Store,
+    criterion_name: str,
+    *,
+    model: Optional[str] = None,
+    base_url: Optional[str] = None,
+    api_key_env: Optional[str] = None,
+    concurrency: int = 8,
+    limit: Optional[int] = None,
+    dry_run: bool = False,
+    params: Optional[JudgeParams] = None,
+    timeout: float = 60.0,
+    max_retries: int = 5,
+    backoff_base: float = 1.0,
+    prices_file: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> JudgeRun:
+    """Judge the criterion's triplets (highest priority first; ``limit`` of them) in both orders.
+
+    Presentations the judge has already voted on are skipped, and answered requests
+    come from the call log, so a second run makes zero calls and a killed run resumes.
+    """
+    params = params or JudgeParams()
+    prices = load_prices(prices_file)
+    endpoint, crit = _resolve(store, criterion_name, model, base_url, api_key_env, dry_run, timeout=timeout,
+                              max_retries=max_retries, concurrency=concurrency, backoff_base=backoff_base)
+    j = _Judge(store, crit, endpoint, params, dry_run=dry_run)
+    j.ensure_annotator()
+    run = JudgeRun(judge=j.name, criterion=crit.name, model=endpoint.model, prompt_version=j.tpl.version, dry_run=dry_run)
+    with store.session() as s:
+        q = select(Triplet).where(Triplet.criterion_id == crit.id).order_by(Triplet.priority.desc(), Triplet.id)
+        if limit is not None:
+            q = q.limit(limit)
+        triplets = list(s.scalars(q).all())
+        done: set[tuple[int, bool]] = set()
+        if j.annotator_id is not None and triplets:
+            ids = [t.id for t in triplets]
+            for i in range(0, len(ids), 900):
+                done.update(s.execute(select(Vote.triplet_id, Vote.swapped).where(
+                    Vote.annotator_id == j.annotator_id, Vote.state == "active", Vote.triplet_id.in_(ids[i:i + 900]))).all())
+        docs = documents_by_id(s, {d for t in triplets for d in (t.anchor_id, t.first_id, t.second_id)})
+    run.triplets = len(triplets)
+    jobs = [(t, sw) for t in triplets for sw in (False, True) if (t.id, sw) not in done]
+    run.already_voted = 2 * len(triplets) - len(jobs)
+    run.requests = len(jobs)
+
+    async def go() -> CallStats:
+        async with LLMClient(store, endpoint, dry_run=dry_run) as client:
+            reqs = [j.request(docs[t.anchor_id].text, docs[t.first_id].text, docs[t.second_id].text, sw) for t, sw in jobs]
+            client.prefetch([request_hash(r, 0) for r in reqs])
+            n_done = 0
+
+            async def one(k: int) -> None:
+                nonlocal n_done
+                t, sw = jobs[k]
+                jd = await j.ask(client, reqs[k], {"triplet_id": t.id, "swapped": sw})
+                if jd.label is not None and not dry_run:
+                    presented = {"A": "first", "B": "second", "tie": "tie"}[jd.label]
+                    with store.transaction() as s:
+                        dup = s.scalars(select(Vote.id).where(Vote.triplet_id == t.id, Vote.annotator_id == j.annotator_id,
+                                                              Vote.swapped == sw, Vote.state == "active")).first()
+                        if dup is None:
+                            record_vote(s, t.id, j.annotator_id, to_canonical_choice(presented, sw), source="llm", swapped=sw,
+                                        latency_ms=jd.result.latency_ms, rationale=jd.rationale, confidence=jd.confidence,
+                                        supersede=False, meta={"llmcall_id": jd.result.call_id, "label": jd.label,
+                                                               "attempts": jd.attempts, "cached": jd.result.cached})
+                            run.votes_added += 1
+                elif jd.result.status == "invalid":
+                    run.invalid += 1
+                elif jd.result.status == "error":
+                    run.errors += 1
+                n_done += 1
+                if progress:
+                    progress(n_done, len(jobs))
+
+            await asyncio.gather(*(one(k) for k in range(len(jobs))))
+            return client.stats
+
+    run.stats = run_sync(go())
+    if dry_run:
+        run.cost_usd = estimate_cost(endpoint.model, run.stats.est_tokens_in, run.stats.est_tokens_out, prices, endpoint.base_url)
+    else:
+        run.cost_usd = estimate_cost(endpoint.model, run.stats.tokens_in, run.stats.tokens_out, prices, endpoint.base_url)
+    rows = judge_report(store, crit.name, prices_file=prices_file, base_url=endpoint.base_url, judge=j.name)
+    run.bias = rows[0] if rows else {}
+    return run
+
+
+class MarginResult(dict):
+    """``{(anchor, x, y): margin}`` plus ``failed`` (triples with no readable answer) and ``stats``."""
+
+    def __init__(self, *a: Any, **kw: Any):
+        super().__init__(*a, **kw)
+        self.failed: list[tuple[int, int, int]] = []
+        self.stats: CallStats = CallStats()
+        self.judge: Optional[str] = None
+
+
+def judge_margin(
+    store: Store,
+    criterion_name: str,
+    triples: Iterable[tuple[int, int, int]],
+    *,
+    model: Optional[str] = None,
+    base_url: Optional[str] = None,
+    api_key_env: Optional[str] = None,
+    concurrency: int = 8,
+    params: Optional[JudgeParams] = None,
+    timeout: float = 60.0,
+    max_retries: int = 5,
+    progress: Optional[Progress] = None,
+    dry_run: bool = False,
+) -> MarginResult:
+    """Score candidate triplets with the judge, without storing votes (for an ``lm-judge`` proposer).
+
+    For each ``(anchor, x, y)`` (document ids; need not be stored triplets) the judge
+    is asked in both orders; ``margin`` is the mean over the readable answers of
+    ``+p`` when x is chosen, ``-p`` when y is chosen, ``0`` for a tie, where ``p`` is
+    the label probability (1 without logprobs).  So +1: x clearly more similar,
+    -1: y, near 0: uncertain or position-inconsistent (informative to ask people).
+    Triples with no readable answer are in ``.failed``, not in the dict.
+    The requests are the judge's own (canonical order), so they share its cache.
+    """
+    params = params or JudgeParams()
+    endpoint, crit = _resolve(store, criterion_name, model, base_url, api_key_env, dry_run, timeout=timeout,
+                              max_retries=max_retries, concurrency=concurrency)
+    j = _Judge(store, crit, endpoint, params, dry_run=dry_run)
+    j.ensure_annotator()
+    triples = list(dict.fromkeys((int(a), int(x), int(y)) for a, x, y in triples))
+    canon = {tr: canonical(*tr) for tr in triples}
+    with store.session() as s:
+        docs = documents_by_id(s, {d for tr in triples for d in tr})
+    missing = sorted({d for tr in triples for d in tr} - set(docs))
+    if missing:
+        from ..errors import InputError
+
+        raise InputError(f"no documents with ids {missing[:10]}")
+    out = MarginResult()
+    out.judge = j.name
+
+    async def go() -> CallStats:
+        async with LLMClient(store, endpoint, dry_run=dry_run) as client:
+            n_done = 0
+
+            async def one(tr: tuple[int, int, int]) -> None:
+                nonlocal n_done
+                a, f, sec, x_is_second = canon[tr]
+                scores = []
+                for sw in (False, True):
+                    jd = await j.ask(client, j.request(docs[a].text, docs[f].text, docs[sec].text, sw), {"margin": list(tr), "swapped": sw})
+                    if jd.label is None:
+                        continue
+                    if jd.label == "tie":
+                        scores.append(0.0)
+                        continue
+                    chose_first = (jd.label == "A") != sw  # canonical first chosen?
+                    p = jd.confidence if jd.confidence is not None else 1.0
+                    chose_x = chose_first != x_is_second
+                    scores.append(p if chose_x else -p)
+                if scores:
+                    out[tr] = sum(scores) / len(scores)
+                elif not dry_run:
+                    out.failed.append(tr)
+                n_done += 1
+                if progress:
+                    progress(n_done, len(triples))
+
+            await asyncio.gather(*(one(tr) for tr in triples))
+            return client.stats
+
+    out.stats = run_sync(go())
+    return out
+
+
+def judge_report(
+    store: Store,
+    criterion_name: str,
+    *,
+    prices_file: Optional[str] = None,
+    base_url: Optional[str] = None,
+    judge: Optional[str] = None,
+) -> list[dict[str, Any]]:
+    """Per LM judge on a criterion: votes, position bias, invalid replies, tokens and estimated cost.
+
+    * ``pairs``: triplets the judge answered in both orders;
+    * ``consistency``: share of those where both answers pick the same candidate;
+      ``position_flips`` = 1 - consistency: how often the answer follows the order;
+    * ``a_rate``: share of A/B answers that chose the candidate shown as A (0.5 = no position preference);
+    * ``tokens_in`` / ``tokens_out`` / ``cost_usd``: every logged call of the judge (cost None when the price is unknown).
+    """
+    crit = get_criterion(store, criterion_name)
+    prices = load_prices(prices_file)
+    out = []
+    with store.session() as s:
+        q = select(Annotator).where(Annotator.kind == "llm").order_by(Annotator.name)
+        if judge:
+            q = q.where(Annotator.name == judge)
+        for a in s.scalars(q).all():
+            votes = s.execute(select(Vote.triplet_id, Vote.swapped, Vote.choice, Vote.confidence)
+                              .join(Triplet, Triplet.id == Vote.triplet_id)
+                              .where(Vote.annotator_id == a.id, Vote.state == "active", Triplet.criterion_id == crit.id)).all()
+            calls = s.execute(select(func.count(), func.sum(LLMCall.tokens_in), func.sum(LLMCall.tokens_out),
+                                     func.sum(case((LLMCall.status == "invalid", 1), else_=0)),
+                                     func.sum(case((LLMCall.status == "error", 1), else_=0)), func.max(LLMCall.base_url))
+                              .where(LLMCall.annotator_id == a.id, LLMCall.criterion_id == crit.id)).one()
+            if not votes and not calls[0]:
+                continue
+            by_t: dict[int, dict[bool, str]] = {}
+            a_ab = a_hits = 0
+            confs = [v.confidence for v in votes if v.confidence is not None]
+            for v in votes:
+                by_t.setdefault(v.triplet_id, {})[bool(v.swapped)] = v.choice
+                if v.choice in ("first", "second"):
+                    a_ab += 1
+                    a_hits += (v.choice == "first") != bool(v.swapped)
+            pairs = [d for d in by_t.values() if len(d) == 2]
+            consistent = sum(1 for d in pairs if d[False] == d[True])
+            tin, tout = int(calls[1] or 0), int(calls[2] or 0)
+            out.append({
+                "judge": a.name, "model": a.model, "prompt_version": a.prompt_version, "votes": len(votes),
+                "triplets": len(by_t), "pairs": len(pairs),
+                "consistency": consistent / len(pairs) if pairs else None,
+                "position_flips": 1 - consistent / len(pairs) if pairs else None,
+                "a_rate": a_hits / a_ab if a_ab else None,
+                "mean_confidence": sum(confs) / len(confs) if confs else None,
+                "calls": int(calls[0] or 0), "invalid_calls": int(calls[3] or 0), "error_calls": int(calls[4] or 0),
+                "tokens_in": tin, "tokens_out": tout,
+                "cost_usd": estimate_cost(a.model or "", tin, tout, prices, base_url or calls[5]),
+            })
+    return out
