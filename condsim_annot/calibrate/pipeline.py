@@ -1,0 +1,929 @@
+"""Calibration through the store: active votes -> arrays -> fit -> run, pair scores, gold labels.
+
+The maths lives in :mod:`.bt` (Bradley-Terry/Davidson with per-annotator
+discrimination, Luce choices for best-of-k answers) and :mod:`.agreement`; this
+module only moves data between the store and those array functions:
+
+* votes that enter the fit: ``first`` / ``second`` / ``tie`` (Davidson ties);
+  ``cant_tell`` is counted (ill-defined triplets are flagged) but not fitted;
+  ``skip`` is ignored.  Undone and superseded votes never count.
+* the k-1 comparisons of one best-of-k answer (same ``Vote.group_id``, same
+  annotator, same anchor, one common winner) enter as one Luce choice.
+* attention checks with a known answer add that answer as a fixed "key" annotator,
+  so an annotator who contradicts the key loses discrimination beta (and the
+  summary names them).
+* a triplet is *gold* when P(s(a,x) > s(a,y)) >= tau with >= min_votes fitted votes
+  and no pending adjudication; an active review vote (source ``review``) resolves an
+  adjudication and decides the label.  Otherwise *contested* (votes split or an
+  adjudication pending) or *uncertain*.  With ``derive`` the stored triplets nobody
+  voted on get labels from the scores, status ``derived``.
+
+:func:`calibrate` is the entry point (CLI ``calibrate``, the demo); :func:`load_run`
+reads a stored run back for exports, reports and the leaderboard.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+from sqlalchemy import func, insert, select
+
+from ..db import Store
+from ..errors import CondsimError
+from ..models import Annotator, CalibrationRun, Criterion, Document, GoldLabel, Triplet, Vote, utcnow
+from .tables import AnnotatorStat, PairScore
+
+KEY_ANNOTATOR = "__attention_key__"
+ATTENTION_KEY_REPEATS = 3
+ATTENTION_FAIL_BELOW = 0.8
+ILL_DEFINED_SHARE = 0.5
+DECISIVE = ("first", "second")
+FITTED = ("first", "second", "tie")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Comparisons:
+    """One criterion's active votes as arrays over pair items {anchor, candidate}."""
+
+    criterion_id: int
+    criterion: str
+    criterion_version: int
+    items: list[tuple[int, int]] = field(default_factory=list)  # item -> (anchor_id, candidate_id)
+    item_of: dict[tuple[int, int], int] = field(default_factory=dict)  # (min, max) doc ids -> item
+    triplets: dict[int, dict] = field(default_factory=dict)
+    annotators: list[dict] = field(default_factory=list)  # index -> {id, name, kind}
+    # pairwise comparisons (winner, loser, tie flag, annotator index, triplet id)
+    winners: Any = None
+    losers: Any = None
+    ties: Any = None
+    ann: Any = None
+    trip: Any = None
+    # Luce choices: (chosen item, tuple of all items offered, annotator index)
+    choice_sets: list[tuple[int, tuple[int, ...], int]] = field(default_factory=list)
+    choice_trips: list[list[int]] = field(default_factory=list)
+    votes: list[dict] = field(default_factory=list)  # every active vote, for statistics
+    key_index: Optional[int] = None  # annotator index of the attention key, if any
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def item(self, anchor: int, cand: int) -> int:
+        k = (min(anchor, cand), max(anchor, cand))
+        i = self.item_of.get(k)
+        if i is None:
+            i = self.item_of[k] = len(self.items)
+            self.items.append((anchor, cand))
+        return i
+
+
+def get_criterion(session, name: str) -> Criterion:
+    c = session.scalars(select(Criterion).where(Criterion.name == name)).first()
+    if c is None:
+        names = session.scalars(select(Criterion.name).order_by(Criterion.name)).all()
+        raise CondsimError(f"no criterion named {name!r}" + (f" (known: {', '.join(names)})" if names else " (add one with `condsim-annot criteria add`)"))
+    return c
+
+
+def load_comparisons(session, criterion: Criterion, *, attention_key: bool = True) -> Comparisons:
+    data = Comparisons(criterion.id, criterion.name, criterion.version)
+    trows = session.execute(
+        select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id, Triplet.method, Triplet.strategy,
+               Triplet.is_attention_check, Triplet.expected, Triplet.meta)
+        .where(Triplet.criterion_id == criterion.id).order_by(Triplet.id)
+    ).all()
+    for tid, a, f, sec, method, strategy, att, exp, meta in trows:
+        data.triplets[tid] = {
+            "id": tid, "anchor": a, "first": f, "second": sec, "method": method, "strategy": strategy,
+            "attention": bool(att), "expected": exp, "meta": meta or {},
+            "i_first": data.item(a, f), "i_second": data.item(a, sec),
+        }
+    vrows = session.execute(
+        select(Vote.id, Vote.triplet_id, Vote.annotator_id, Vote.choice, Vote.swapped, Vote.latency_ms, Vote.confidence,
+               Vote.source, Vote.group_id, Vote.created_at, Annotator.name, Annotator.kind)
+        .join(Triplet, Triplet.id == Vote.triplet_id).join(Annotator, Annotator.id == Vote.annotator_id)
+        .where(Triplet.criterion_id == criterion.id, Vote.state == "active").order_by(Vote.id)
+    ).all()
+    ann_idx: dict[int, int] = {}
+    for vid, tid, aid, choice, swapped, lat, conf, source, gid, created, aname, akind in vrows:
+        if aid not in ann_idx:
+            ann_idx[aid] = len(data.annotators)
+            data.annotators.append({"id": aid, "name": aname, "kind": akind})
+        data.votes.append({"id": vid, "triplet_id": tid, "ann": ann_idx[aid], "choice": choice, "swapped": bool(swapped),
+                           "latency_ms": lat, "confidence": conf, "source": source, "group_id": gid, "created_at": created})
+    # best-of-k groups -> Luce choices when they are one consistent answer
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for v in data.votes:
+        if v["group_id"] and v["choice"] in DECISIVE:
+            groups[(v["group_id"], v["ann"])].append(v)
+    in_luce: set[int] = set()
+    for (gid, a), vs in groups.items():
+        if len(vs) < 2:
+            continue
+        anchors = {data.triplets[v["triplet_id"]]["anchor"] for v in vs}
+        winners, offered = set(), set()
+        for v in vs:
+            t = data.triplets[v["triplet_id"]]
+            w, l = (t["i_first"], t["i_second"]) if v["choice"] == "first" else (t["i_second"], t["i_first"])
+            winners.add(w)
+            offered.update((w, l))
+        if len(anchors) != 1 or len(winners) != 1 or len(offered) != len(vs) + 1:
+            continue  # a ranking or an inconsistent group: keep its votes as plain comparisons
+        chosen = next(iter(winners))
+        data.choice_sets.append((chosen, tuple(sorted(offered)), a))
+        data.choice_trips.append([v["triplet_id"] for v in vs])
+        in_luce.update(v["id"] for v in vs)
+    W, L, T, A, TR = [], [], [], [], []
+    for v in data.votes:
+        if v["choice"] not in FITTED or v["id"] in in_luce:
+            continue
+        t = data.triplets[v["triplet_id"]]
+        if v["choice"] == "second":
+            W.append(t["i_second"]); L.append(t["i_first"])
+        else:
+            W.append(t["i_first"]); L.append(t["i_second"])
+        T.append(v["choice"] == "tie"); A.append(v["ann"]); TR.append(t["id"])
+    if attention_key:
+        keyed = [t for t in data.triplets.values() if t["attention"] and t["expected"] in DECISIVE]
+        if keyed:
+            data.key_index = len(data.annotators)
+            data.annotators.append({"id": None, "name": KEY_ANNOTATOR, "kind": "key"})
+            for t in keyed:
+                w, l = (t["i_first"], t["i_second"]) if t["expected"] == "first" else (t["i_second"], t["i_first"])
+                for _ in range(ATTENTION_KEY_REPEATS):
+                    W.append(w); L.append(l); T.append(False); A.append(data.key_index); TR.append(t["id"])
+    data.winners = np.asarray(W, dtype=np.int64)
+    data.losers = np.asarray(L, dtype=np.int64)
+    data.ties = np.asarray(T, dtype=bool)
+    data.ann = np.asarray(A, dtype=np.int64)
+    data.trip = np.asarray(TR, dtype=np.int64)
+    return data
+
+
+# --------------------------------------------------------------------------- fitting (adapter)
+
+
+@dataclass
+class Fit:
+    scores: np.ndarray
+    stderr: np.ndarray
+    beta: np.ndarray
+    nu: float
+    components: np.ndarray
+    cov: Optional[np.ndarray] = None  # full posterior covariance of the scores when small enough
+    samples: Optional[np.ndarray] = None  # bootstrap score samples (B, n_items)
+    engine: str = "bt"
+
+    def prob_greater(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """P(s_i > s_j) under the fit's uncertainty (bootstrap if present, else Laplace)."""
+        from scipy.stats import norm
+
+        i = np.asarray(i, dtype=np.int64)
+        j = np.asarray(j, dtype=np.int64)
+        d = self.scores[i] - self.scores[j]
+        if self.samples is not None and len(self.samples) > 1:
+            var = np.var(self.samples[:, i] - self.samples[:, j], axis=0, ddof=1)
+        elif self.cov is not None:
+            var = self.cov[i, i] + self.cov[j, j] - 2 * self.cov[i, j]
+        else:
+            var = self.stderr[i] ** 2 + self.stderr[j] ** 2
+        sd = np.sqrt(np.maximum(var, 1e-12))
+        return norm.cdf(d / sd)
+
+
+def _components(n: int, winners, losers, choice_sets) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    r = list(winners)
+    c = list(losers)
+    for chosen, offered, _ in choice_sets:
+        for o in offered:
+            if o != chosen:
+                r.append(chosen); c.append(o)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    g = coo_matrix((np.ones(len(r)), (np.asarray(r, dtype=np.int64), np.asarray(c, dtype=np.int64))), shape=(n, n))
+    _, lab = connected_components(g, directed=False)
+    # number components by size (largest = 0), ties by first item
+    sizes = Counter(lab.tolist())
+    order = sorted(sizes, key=lambda k: (-sizes[k], int(np.argmax(lab == k))))
+    remap = {k: i for i, k in enumerate(order)}
+    return np.asarray([remap[x] for x in lab], dtype=np.int64)
+
+
+def _fit_bt(data: Comparisons, *, prior_scale: float, beta_prior: Optional[float]):
+    """Call the pure fit in :mod:`.bt`; None when it is not available (see :func:`_fit_local`)."""
+    try:
+        from . import bt  # noqa: F401
+    except Exception:
+        return None
+    import inspect
+
+    fn = getattr(bt, "bradley_terry", None)
+    if fn is None:
+        return None
+    params = inspect.signature(fn).parameters
+    kw: dict[str, Any] = {}
+    if "ties" in params:
+        kw["ties"] = data.ties
+    if "annotators" in params:
+        kw["annotators"] = data.ann
+    if "n_items" in params:
+        kw["n_items"] = data.n_items
+    if "n_annotators" in params:
+        kw["n_annotators"] = len(data.annotators)
+    if "choice_sets" in params and data.choice_sets:
+        kw["choice_sets"] = _choice_sets_for_bt(data)
+    if "prior_scale" in params:
+        kw["prior_scale"] = prior_scale
+    if "beta_prior" in params:
+        kw["beta_prior"] = beta_prior
+    res = fn(data.winners, data.losers, **kw)
+    return res
+
+
+def _choice_sets_for_bt(data: Comparisons):
+    """Hook for bt's choice-set format: (chosen, offered, annotator) triples."""
+    return [(c, list(o), a) for c, o, a in data.choice_sets]
+
+
+def _fit_local(data: Comparisons, *, prior_scale: float, beta_prior: Optional[float], fit_beta: bool = True,
+               init: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """A compact MAP fit (Davidson ties, per-annotator beta, Luce sets) with analytic gradients.
+
+    Used when :mod:`.bt` is not importable; returns (scores, beta, nu)."""
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    n, A = data.n_items, len(data.annotators)
+    w, l, a, tie = data.winners, data.losers, data.ann, data.ties
+    has_ties = bool(tie.any())
+    kmax = max((len(o) for _, o, _ in data.choice_sets), default=0)
+    S = len(data.choice_sets)
+    M = np.zeros((S, kmax), dtype=np.int64)
+    mask = np.zeros((S, kmax), dtype=bool)
+    chosen_pos = np.zeros(S, dtype=np.int64)
+    sa = np.zeros(S, dtype=np.int64)
+    for k, (c, o, an) in enumerate(data.choice_sets):
+        M[k, : len(o)] = o
+        mask[k, : len(o)] = True
+        chosen_pos[k] = list(o).index(c)
+        sa[k] = an
+    fit_b = fit_beta and beta_prior is not None and beta_prior > 0
+    key = data.key_index
+    sp = prior_scale if prior_scale and prior_scale > 0 else None
+    NU0 = math.log(0.5)
+
+    def unpack(x):
+        s = x[:n]
+        lb = x[n : n + A] if fit_b else np.zeros(A)
+        lnu = x[-1] if has_ties else -np.inf
+        return s, lb, lnu
+
+    def f(x):
+        s, lb, lnu = unpack(x)
+        lb_eff = lb.copy()
+        if key is not None:
+            lb_eff[key] = math.log(4.0)  # the key is trusted, not learned
+        b = np.exp(lb_eff)
+        gs = np.zeros(n)
+        gb = np.zeros(A)
+        gnu = 0.0
+        nll = 0.0
+        if len(w):
+            bb = b[a]
+            diff = s[w] - s[l]
+            h = bb * diff / 2
+            if has_ties:
+                logZ = logsumexp(np.stack([h, -h, np.full_like(h, lnu)]), axis=0)
+            else:
+                logZ = np.logaddexp(h, -h)
+            ll = np.where(tie, (lnu if has_ties else 0.0) - logZ, h - logZ)
+            nll -= ll.sum()
+            pA = np.exp(h - logZ)
+            pB = np.exp(-h - logZ)
+            dh = np.where(tie, 0.0, 1.0) - (pA - pB)
+            gs -= np.bincount(w, dh * bb / 2, minlength=n) - np.bincount(l, dh * bb / 2, minlength=n)
+            gb -= np.bincount(a, dh * h, minlength=A)
+            if has_ties:
+                pT = np.exp(lnu - logZ)
+                gnu -= (tie.astype(float) - pT).sum()
+        if S:
+            bk = b[sa][:, None]
+            u = np.where(mask, bk * s[M], -np.inf)
+            lse = logsumexp(u, axis=1)
+            uc = u[np.arange(S), chosen_pos]
+            nll -= (uc - lse).sum()
+            p = np.where(mask, np.exp(u - lse[:, None]), 0.0)
+            ind = np.zeros_like(p)
+            ind[np.arange(S), chosen_pos] = 1.0
+            gm = (ind - p) * bk
+            np.add.at(gs, M[mask], -gm[mask])
+            su = np.where(mask, s[M], 0.0)
+            gb -= np.bincount(sa, (bk[:, 0] * (su[np.arange(S), chosen_pos] - (p * su).sum(1))), minlength=A)
+        if sp:
+            nll += (s ** 2).sum() / (2 * sp ** 2)
+            gs += s / sp ** 2
+        g = [gs]
+        if fit_b:
+            nll += (lb ** 2).sum() / (2 * beta_prior ** 2)
+            gb = gb + lb / beta_prior ** 2
+            if key is not None:
+                gb[key] = 0.0
+            g.append(gb)
+        if has_ties:
+            nll += (lnu - NU0) ** 2 / 2
+            gnu += lnu - NU0
+            g.append(np.array([gnu]))
+        return nll, np.concatenate(g)
+
+    x0 = np.zeros(n + (A if fit_b else 0) + (1 if has_ties else 0))
+    if init is not None:
+        x0[:n] = init
+    if has_ties:
+        x0[-1] = NU0
+    r = minimize(f, x0, jac=True, method="L-BFGS-B", options={"maxiter": 2000})
+    s, lb, lnu = unpack(r.x)
+    b = np.exp(lb)
+    if key is not None:
+        b[key] = 4.0
+    return s, b, (float(np.exp(lnu)) if has_ties else 0.0)
+
+
+def _laplace(data: Comparisons, s: np.ndarray, beta: np.ndarray, nu: float, prior_scale: float):
+    """Posterior covariance of the scores (beta, nu fixed) from the Fisher information."""
+    from scipy.sparse import coo_matrix
+
+    n = data.n_items
+    rows, cols, vals = [], [], []
+    if len(data.winners):
+        bb = beta[data.ann]
+        h = bb * (s[data.winners] - s[data.losers]) / 2
+        Z = np.exp(h) + np.exp(-h) + nu
+        pA, pB = np.exp(h) / Z, np.exp(-h) / Z
+        wgt = (pA + pB - (pA - pB) ** 2) * (bb / 2) ** 2
+        for x, y, sign in ((data.winners, data.winners, 1), (data.losers, data.losers, 1), (data.winners, data.losers, -1), (data.losers, data.winners, -1)):
+            rows.append(x); cols.append(y); vals.append(sign * wgt)
+    for c, o, an in data.choice_sets:
+        o = np.asarray(o)
+        u = beta[an] * s[o]
+        p = np.exp(u - u.max()); p /= p.sum()
+        H = beta[an] ** 2 * (np.diag(p) - np.outer(p, p))
+        rr, cc = np.meshgrid(o, o, indexing="ij")
+        rows.append(rr.ravel()); cols.append(cc.ravel()); vals.append(H.ravel())
+    prec = 1.0 / prior_scale ** 2 if prior_scale and prior_scale > 0 else 1e-6
+    if rows:
+        H = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsr()
+    else:
+        from scipy.sparse import csr_matrix
+
+        H = csr_matrix((n, n))
+    if n <= 4000:
+        Hd = H.toarray() + np.eye(n) * prec
+        cov = np.linalg.inv(Hd)
+        return np.sqrt(np.maximum(np.diag(cov), 0)), cov
+    diag = np.asarray(H.diagonal()).ravel() + prec
+    return 1.0 / np.sqrt(diag), None
+
+
+def fit(data: Comparisons, *, prior_scale: float = 2.0, beta_prior: Optional[float] = 1.0, bootstrap: int = 0,
+        seed: int = 0) -> Fit:
+    """Fit one criterion's comparisons (bt's model; a local MAP fit where bt is absent)."""
+    comps = _components(data.n_items, data.winners, data.losers, data.choice_sets)
+    res = None
+    try:
+        res = _fit_bt(data, prior_scale=prior_scale, beta_prior=beta_prior)
+    except Exception:  # pragma: no cover - an API mismatch must not stop a user's calibration
+        res = None
+    if res is not None:
+        s = np.asarray(res.scores, dtype=float)
+        beta = np.asarray(getattr(res, "beta", None) if getattr(res, "beta", None) is not None else np.ones(len(data.annotators)), dtype=float)
+        nu = float(getattr(res, "nu", 0.0) or 0.0)
+        se = getattr(res, "stderr", None)
+        _, cov = _laplace(data, s, beta, nu, prior_scale) if data.n_items <= 4000 else (None, None)
+        stderr = np.asarray(se, dtype=float) if se is not None else (np.sqrt(np.diag(cov)) if cov is not None else np.zeros(len(s)))
+        engine = "bt"
+    else:
+        s, beta, nu = _fit_local(data, prior_scale=prior_scale, beta_prior=beta_prior)
+        stderr, cov = _laplace(data, s, beta, nu, prior_scale)
+        engine = "local"
+    out = Fit(scores=s, stderr=stderr, beta=beta, nu=nu, components=comps, cov=cov, engine=engine)
+    if bootstrap and bootstrap > 1:
+        out.samples = _bootstrap(data, out, bootstrap, seed=seed, prior_scale=prior_scale, beta_prior=beta_prior)
+        out.stderr = out.samples.std(axis=0, ddof=1)
+    return out
+
+
+def _bootstrap(data: Comparisons, base: Fit, B: int, *, seed: int, prior_scale: float, beta_prior: Optional[float]) -> np.ndarray:
+    """Scores refitted on votes resampled with replacement (seeded)."""
+    rng = np.random.default_rng(seed)
+    m, S = len(data.winners), len(data.choice_sets)
+    samples = np.empty((B, data.n_items))
+    for b in range(B):
+        idx = rng.integers(0, m, m) if m else np.zeros(0, dtype=np.int64)
+        sidx = rng.integers(0, S, S) if S else []
+        d = Comparisons(data.criterion_id, data.criterion, data.criterion_version, items=data.items, item_of=data.item_of,
+                        triplets=data.triplets, annotators=data.annotators,
+                        winners=data.winners[idx], losers=data.losers[idx], ties=data.ties[idx], ann=data.ann[idx],
+                        trip=data.trip[idx], choice_sets=[data.choice_sets[i] for i in sidx], key_index=data.key_index)
+        s, _, _ = _fit_local(d, prior_scale=prior_scale, beta_prior=beta_prior, init=base.scores)
+        samples[b] = s
+    return samples
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _consensus(choices: list[str]) -> Optional[str]:
+    c = Counter(x for x in choices if x in FITTED)
+    if not c:
+        return None
+    (top, n), *rest = c.most_common()
+    if rest and rest[0][1] == n:
+        return None
+    return top
+
+
+def krippendorff_alpha(votes: list[dict], ann_filter=None, *, bootstrap: int = 200, seed: int = 0) -> dict:
+    """Nominal alpha over triplets (canonical first/second/tie), with a bootstrap CI over triplets."""
+    try:
+        from . import agreement as _ag  # prefer the shared implementation when it is there
+
+        fn = getattr(_ag, "krippendorff_alpha", None)
+    except Exception:
+        fn = None
+    code = {"first": 0.0, "second": 1.0, "tie": 2.0}
+    vs = [v for v in votes if v["choice"] in code and (ann_filter is None or ann_filter(v))]
+    anns = sorted({v["ann"] for v in vs})
+    trips = sorted({v["triplet_id"] for v in vs})
+    out = {"value": None, "ci": [None, None], "n_units": 0, "n_annotators": len(anns)}
+    if len(anns) < 2 or not trips:
+        return out
+    ai = {a: i for i, a in enumerate(anns)}
+    ti = {t: i for i, t in enumerate(trips)}
+    X = np.full((len(anns), len(trips)), np.nan)
+    for v in vs:
+        X[ai[v["ann"]], ti[v["triplet_id"]]] = code[v["choice"]]
+    paired = (~np.isnan(X)).sum(0) >= 2
+    X = X[:, paired]
+    out["n_units"] = int(paired.sum())
+    if X.shape[1] == 0:
+        return out
+
+    def alpha(M):
+        if fn is not None:
+            try:
+                r = fn(M)
+                return float(r[0] if isinstance(r, (tuple, list)) else getattr(r, "alpha", r))
+            except Exception:
+                pass
+        import krippendorff
+
+        vals = M[~np.isnan(M)]
+        if len(np.unique(vals)) < 2:
+            return 1.0
+        return float(krippendorff.alpha(reliability_data=M, level_of_measurement="nominal"))
+
+    out["value"] = alpha(X)
+    if bootstrap and X.shape[1] >= 5:
+        rng = np.random.default_rng(seed)
+        bs = []
+        for _ in range(bootstrap):
+            M = X[:, rng.integers(0, X.shape[1], X.shape[1])]
+            try:
+                a = alpha(M)
+            except Exception:
+                continue
+            if a is not None and not math.isnan(a):
+                bs.append(a)
+        if bs:
+            out["ci"] = [float(np.percentile(bs, 2.5)), float(np.percentile(bs, 97.5))]
+    return out
+
+
+def _cohen_kappa(x: list[str], y: list[str]) -> Optional[float]:
+    if len(x) < 2:
+        return None
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(set(x) | set(y)) < 2:
+        return 1.0
+    k = float(cohen_kappa_score(x, y))
+    return None if math.isnan(k) else k
+
+
+def _annotator_stats(data: Comparisons, gold_of: dict[int, str]) -> list[dict]:
+    by_trip: dict[int, list[dict]] = defaultdict(list)
+    for v in data.votes:
+        by_trip[v["triplet_id"]].append(v)
+    stats = []
+    for ai, a in enumerate(data.annotators):
+        if ai == data.key_index:
+            continue
+        mine = [v for v in data.votes if v["ann"] == ai]
+        fitted = [v for v in mine if v["choice"] in FITTED]
+        decisive = [v for v in mine if v["choice"] in DECISIVE]
+        att = [v for v in mine if data.triplets[v["triplet_id"]]["attention"] and data.triplets[v["triplet_id"]]["expected"] in DECISIVE
+               and v["choice"] != "skip"]
+        att_ok = sum(v["choice"] == data.triplets[v["triplet_id"]]["expected"] for v in att)
+        loo_n = loo_ok = 0
+        for v in fitted:
+            others = [o["choice"] for o in by_trip[v["triplet_id"]] if o["ann"] != ai]
+            c = _consensus(others)
+            if c is not None:
+                loo_n += 1
+                loo_ok += c == v["choice"]
+        g_n = g_ok = 0
+        for v in decisive:
+            g = gold_of.get(v["triplet_id"])
+            if g:
+                g_n += 1
+                g_ok += g == v["choice"]
+        shown_a = sum((v["choice"] == "first") != v["swapped"] for v in decisive)
+        lat = [v["latency_ms"] for v in mine if v["latency_ms"] is not None]
+        stats.append({
+            "name": a["name"], "kind": a["kind"], "annotator_id": a["id"], "index": ai,
+            "n_votes": len(mine), "n_fitted": len(fitted),
+            "n_cant_tell": sum(v["choice"] == "cant_tell" for v in mine), "n_skip": sum(v["choice"] == "skip" for v in mine),
+            "attention_n": len(att), "attention_correct": att_ok,
+            "attention_accuracy": (att_ok / len(att)) if att else None,
+            "loo_agreement": (loo_ok / loo_n) if loo_n else None,
+            "gold_agreement": (g_ok / g_n) if g_n else None,
+            "position_bias": (shown_a / len(decisive)) if decisive else None,
+            "median_latency_ms": float(statistics.median(lat)) if lat else None,
+        })
+    return stats
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def triplet_prob_first(data: Comparisons, fitres: Fit, tids: list[int]) -> np.ndarray:
+    """P(s(a, first) > s(a, second)) for each triplet, under the fit and its uncertainty.
+
+    A plain Laplace (Gaussian) posterior is badly skewed for the typical triplet with a
+    few unanimous votes: the likelihood is flat on the winning side, so the curvature
+    at the mode says almost nothing about the sign.  So the triplet's own votes enter
+    exactly: the Gaussian posterior of d = s_first - s_second with those votes'
+    curvature removed (the "cavity", i.e. everything else the fit knows) times their
+    exact Davidson likelihood, integrated on a grid.  With bootstrap samples the
+    bootstrap distribution is used instead.
+    """
+    i1 = np.array([data.triplets[t]["i_first"] for t in tids], dtype=np.int64)
+    i2 = np.array([data.triplets[t]["i_second"] for t in tids], dtype=np.int64)
+    if fitres.samples is not None and len(fitres.samples) > 1:
+        return fitres.prob_greater(i1, i2)
+    m_all = fitres.scores[i1] - fitres.scores[i2]
+    if fitres.cov is not None:
+        v_all = fitres.cov[i1, i1] + fitres.cov[i2, i2] - 2 * fitres.cov[i1, i2]
+    else:
+        v_all = fitres.stderr[i1] ** 2 + fitres.stderr[i2] ** 2
+    v_all = np.maximum(v_all, 1e-9)
+    direct: dict[int, list[int]] = defaultdict(list)
+    for k, t in enumerate(data.trip.tolist()):
+        direct[t].append(k)
+    nu = max(float(fitres.nu), 0.0)
+    out = np.empty(len(tids))
+    for n, t in enumerate(tids):
+        m, v = float(m_all[n]), float(v_all[n])
+        ks = direct.get(t)
+        if not ks:
+            from scipy.stats import norm
+
+            out[n] = norm.cdf(m / math.sqrt(v))
+            continue
+        ks = np.asarray(ks)
+        b = fitres.beta[data.ann[ks]]
+        sign = np.where(data.winners[ks] == i1[n], 1.0, -1.0)  # +1: the vote favours first
+        tie = data.ties[ks]
+
+        def loglik(d):
+            h = (b[None, :] * sign[None, :] * d[:, None]) / 2
+            parts = [h, -h] + ([np.full_like(h, math.log(nu))] if nu > 0 else [])
+            from scipy.special import logsumexp
+
+            logZ = logsumexp(np.stack(parts), axis=0)
+            ll = np.where(tie[None, :], (math.log(nu) if nu > 0 else -50.0) - logZ, h - logZ)
+            return ll.sum(1)
+
+        # curvature and slope of the direct votes at the mode
+        eps = 1e-3 * max(1.0, abs(m))
+        l0, lp, lm = loglik(np.array([m - eps, m, m + eps]))[[1, 2, 0]]
+        g = (lp - lm) / (2 * eps)
+        c = max(-(lp - 2 * l0 + lm) / eps ** 2, 0.0)
+        lam = 1.0 / v
+        lam_c = max(lam - c, 0.05 * lam, 1e-6)
+        mu_c = m - g / lam_c
+        sd_c = 1.0 / math.sqrt(lam_c)
+        grid = np.linspace(min(mu_c, m) - 8 * sd_c, max(mu_c, m) + 8 * sd_c, 1601)
+        lw = -0.5 * ((grid - mu_c) / sd_c) ** 2 + loglik(grid)
+        w = np.exp(lw - lw.max())
+        out[n] = float(w[grid > 0].sum() / w.sum())
+    return out
+
+
+def _label_triplets(data: Comparisons, fitres: Fit, *, tau: float, min_votes: int, derive: bool) -> list[dict]:
+    by_trip: dict[int, list[dict]] = defaultdict(list)
+    for v in data.votes:
+        by_trip[v["triplet_id"]].append(v)
+    tids = list(data.triplets)
+    if not tids:
+        return []
+    p_first = triplet_prob_first(data, fitres, tids)
+    out = []
+    for t, p in zip(tids, p_first):
+        tri = data.triplets[t]
+        vs = by_trip.get(t, [])
+        fitted = [v for v in vs if v["choice"] in FITTED and v["source"] != "review"]
+        reviews = [v for v in vs if v["source"] == "review" and v["choice"] in FITTED]
+        n_fit = len(fitted) + len(reviews)
+        p = float(p)
+        label = "first" if p >= 0.5 else "second"
+        prob = max(p, 1 - p)
+        pending = bool(tri["meta"].get("needs_adjudication") or tri["meta"].get("adjudication") == "pending")
+        cnt = Counter(v["choice"] for v in fitted)
+        split = cnt["first"] > 0 and cnt["second"] > 0
+        if reviews:
+            r = reviews[-1]["choice"]
+            if r in DECISIVE:
+                label, status = r, "gold"
+                prob = p if r == "first" else 1 - p
+            else:
+                label, status = None, "contested"
+        elif n_fit == 0:
+            if not derive or prob < tau or fitres.components[tri["i_first"]] != fitres.components[tri["i_second"]]:
+                continue
+            status = "derived"
+        elif pending:
+            status = "contested"
+        elif prob >= tau and n_fit >= min_votes:
+            status = "gold"
+        elif split:
+            status = "contested"
+        else:
+            status = "uncertain"
+        out.append({"triplet_id": t, "label": label,
+                    "probability": float(prob), "n_votes": n_fit, "status": status, "p_first": p})
+    return out
+
+
+def calibrate(store: Store, criterion: str, *, tau: float = 0.9, min_votes: int = 2, prior: float = 2.0,
+              beta_prior: Optional[float] = 1.0, bootstrap: int = 0, derive: bool = False, seed: int = 0,
+              alpha_bootstrap: int = 200, command: Optional[str] = None, write: bool = True) -> dict:
+    """Fit one criterion, store the run (pair scores, annotator stats, gold labels), return its summary.
+
+    The summary's keys are stable (``calibrate --json`` prints it); ``pair_scores``
+    is included in the returned dict but not in ``CalibrationRun.summary`` (it lives
+    in the ``pairscore`` table)."""
+    if not 0.5 <= tau <= 1.0:
+        raise CondsimError(f"--tau must be in [0.5, 1], not {tau}")
+    if min_votes < 0:
+        raise CondsimError(f"--min-votes must be >= 0, not {min_votes}")
+    with store.session() as s:
+        crit = get_criterion(s, criterion)
+        data = load_comparisons(s, crit)
+    if not data.votes:
+        raise CondsimError(f"criterion {criterion!r} has no active votes yet: collect some (tui, argilla, llm judge) or `votes import FILE.csv`")
+    fitres = fit(data, prior_scale=prior, beta_prior=beta_prior, bootstrap=bootstrap, seed=seed)
+    labels = _label_triplets(data, fitres, tau=tau, min_votes=min_votes, derive=derive)
+    gold_of = {g["triplet_id"]: g["label"] for g in labels if g["status"] == "gold"}
+    astats = _annotator_stats(data, gold_of)
+    for a in astats:
+        a["beta"] = float(fitres.beta[a["index"]]) if len(fitres.beta) > a["index"] else 1.0
+    betas = [a["beta"] for a in astats if a["n_fitted"]]
+    med_beta = float(np.median(betas)) if betas else 1.0
+    failed = []
+    for a in astats:
+        acc = a["attention_accuracy"]
+        a["flagged"] = bool(acc is not None and a["attention_n"] >= 2 and acc < ATTENTION_FAIL_BELOW)
+        if a["flagged"]:
+            failed.append({"name": a["name"], "attention_accuracy": acc, "attention_n": a["attention_n"], "beta": a["beta"],
+                           "beta_vs_median": a["beta"] / med_beta if med_beta else None})
+    # agreement
+    kinds = {i: a["kind"] for i, a in enumerate(data.annotators)}
+    real = [v for v in data.votes]
+    alpha = {
+        "all": krippendorff_alpha(real, bootstrap=alpha_bootstrap, seed=seed),
+        "human": krippendorff_alpha(real, lambda v: kinds[v["ann"]] == "human", bootstrap=alpha_bootstrap, seed=seed),
+        "llm": krippendorff_alpha(real, lambda v: kinds[v["ann"]] == "llm", bootstrap=alpha_bootstrap, seed=seed),
+    }
+    kappa = []
+    by_trip: dict[int, list[dict]] = defaultdict(list)
+    for v in data.votes:
+        by_trip[v["triplet_id"]].append(v)
+    human_cons = {t: _consensus([v["choice"] for v in vs if kinds[v["ann"]] == "human"]) for t, vs in by_trip.items()}
+    for ai, a in enumerate(data.annotators):
+        if a["kind"] != "llm":
+            continue
+        xs, ys = [], []
+        for v in data.votes:
+            if v["ann"] == ai and v["choice"] in FITTED and human_cons.get(v["triplet_id"]):
+                xs.append(human_cons[v["triplet_id"]]); ys.append(v["choice"])
+        kappa.append({"judge": a["name"], "kappa": _cohen_kappa(xs, ys), "n": len(xs)})
+    # ill-defined triplets and criterion
+    ill = []
+    for t, vs in by_trip.items():
+        ct = sum(v["choice"] == "cant_tell" for v in vs)
+        judged = sum(v["choice"] != "skip" for v in vs)
+        if ct >= 2 and judged and ct / judged >= ILL_DEFINED_SHARE:
+            ill.append({"triplet_id": t, "cant_tell": ct, "votes": judged})
+    n_ct = sum(v["choice"] == "cant_tell" for v in data.votes)
+    n_judged = sum(v["choice"] != "skip" for v in data.votes)
+    comps = fitres.components
+    voted_items = set(data.winners.tolist()) | set(data.losers.tolist()) | {i for _, o, _ in data.choice_sets for i in o}
+    comp_sizes = Counter(int(comps[i]) for i in voted_items)
+    gold_counts = Counter(g["status"] for g in labels)
+    item_votes = np.bincount(np.concatenate([data.winners, data.losers, np.asarray([i for _, o, _ in data.choice_sets for i in o], dtype=np.int64)]), minlength=data.n_items) if data.n_items else np.zeros(0)
+    params = {"tau": tau, "min_votes": min_votes, "prior": prior, "beta_prior": beta_prior, "bootstrap": bootstrap,
+              "derive": derive, "seed": seed, "engine": fitres.engine}
+    summary: dict[str, Any] = {
+        "criterion": crit.name,
+        "criterion_version": crit.version,
+        "run_id": None,
+        "command": command,
+        "params": params,
+        "n_votes": {
+            "active": len(data.votes),
+            "fitted": int(sum(v["choice"] in FITTED for v in data.votes)),
+            "pairwise": int(len(data.winners) - (0 if data.key_index is None else int((data.ann == data.key_index).sum()))),
+            "luce_choices": len(data.choice_sets),
+            "tie": int(sum(v["choice"] == "tie" for v in data.votes)),
+            "cant_tell": n_ct,
+            "skip": int(sum(v["choice"] == "skip" for v in data.votes)),
+        },
+        "n_items": len(voted_items),
+        "n_triplets": len(data.triplets),
+        "components": {"count": len(comp_sizes), "largest": max(comp_sizes.values()) if comp_sizes else 0,
+                       "sizes": sorted(comp_sizes.values(), reverse=True)[:20]},
+        "tie_parameter": float(fitres.nu),
+        "gold": {k: int(gold_counts.get(k, 0)) for k in ("gold", "uncertain", "contested", "derived")},
+        "alpha": alpha,
+        "kappa": kappa,
+        "annotators": [{k: a[k] for k in ("name", "kind", "beta", "n_votes", "n_fitted", "n_cant_tell", "n_skip", "attention_n",
+                                          "attention_accuracy", "loo_agreement", "gold_agreement", "position_bias",
+                                          "median_latency_ms", "flagged")} for a in astats],
+        "attention": {"failed": failed, "threshold": ATTENTION_FAIL_BELOW, "median_beta": med_beta},
+        "cant_tell_rate": (n_ct / n_judged) if n_judged else 0.0,
+        "ill_defined": sorted(ill, key=lambda r: (-r["cant_tell"], r["triplet_id"])),
+    }
+    # pair scores: only items that took part in the fit (others sit at the prior)
+    pair_rows = []
+    for i in sorted(voted_items):
+        anc, cand = data.items[i]
+        pair_rows.append({"item": i, "anchor_id": anc, "candidate_id": cand, "score": float(fitres.scores[i]),
+                          "stderr": float(fitres.stderr[i]), "component": int(comps[i]), "n_votes": int(item_votes[i])})
+    with store.session() as s:
+        docs = {d: e for d, e in s.execute(select(Document.id, Document.ext_id).where(Document.id.in_(
+            list({r["anchor_id"] for r in pair_rows} | {r["candidate_id"] for r in pair_rows}) or [-1]))).all()}
+    for ill_row in summary["ill_defined"]:
+        t = data.triplets[ill_row["triplet_id"]]
+        ill_row.update({"anchor_id": t["anchor"], "first_id": t["first"], "second_id": t["second"]})
+    if write:
+        with store.transaction() as s:
+            run = CalibrationRun(criterion_id=crit.id, params=params, summary=None, n_votes=len(data.votes))
+            s.add(run)
+            s.flush()
+            summary["run_id"] = run.id
+            run.summary = dict(summary)
+            s.add(run)
+            now = utcnow()
+            if pair_rows:
+                s.execute(insert(PairScore), [
+                    {"calibration_run_id": run.id, "criterion_id": crit.id, "anchor_id": r["anchor_id"], "candidate_id": r["candidate_id"],
+                     "score": r["score"], "stderr": r["stderr"], "component": r["component"], "n_votes": r["n_votes"], "created_at": now}
+                    for r in pair_rows])
+            if astats:
+                s.execute(insert(AnnotatorStat), [
+                    {"calibration_run_id": run.id, "annotator_id": a["annotator_id"], "beta": a["beta"], "n_votes": a["n_votes"],
+                     "n_fitted": a["n_fitted"], "n_cant_tell": a["n_cant_tell"], "n_skip": a["n_skip"], "attention_n": a["attention_n"],
+                     "attention_correct": a["attention_correct"], "loo_agreement": a["loo_agreement"], "gold_agreement": a["gold_agreement"],
+                     "position_bias": a["position_bias"], "median_latency_ms": a["median_latency_ms"], "created_at": now}
+                    for a in astats])
+            if labels:
+                s.execute(insert(GoldLabel), [
+                    {"calibration_run_id": run.id, "criterion_id": crit.id, "triplet_id": g["triplet_id"], "label": g["label"],
+                     "probability": g["probability"], "n_votes": g["n_votes"], "status": g["status"], "created_at": now}
+                    for g in labels])
+    summary["pair_scores"] = [{"anchor": docs.get(r["anchor_id"]), "candidate": docs.get(r["candidate_id"]),
+                               "anchor_id": r["anchor_id"], "candidate_id": r["candidate_id"], "score": r["score"],
+                               "stderr": r["stderr"], "component": r["component"], "n_votes": r["n_votes"]} for r in pair_rows]
+    summary["labels"] = labels
+    return summary
+
+
+# --------------------------------------------------------------------------- reading a run back
+
+
+@dataclass
+class RunView:
+    criterion: Criterion
+    run: CalibrationRun
+    summary: dict
+    gold: list[dict]  # one per labelled triplet: triplet fields + label, probability, status, n_votes, votes...
+    pairs: list[dict]
+    docs: dict[int, Document]
+    votes: list[dict]  # active votes of the criterion (with annotator name/kind, triplet fields)
+
+
+def latest_run(session, criterion_id: int) -> Optional[CalibrationRun]:
+    return session.scalars(select(CalibrationRun).where(CalibrationRun.criterion_id == criterion_id)
+                           .order_by(CalibrationRun.id.desc())).first()
+
+
+def load_run(store: Store, criterion: str, *, run_id: Optional[int] = None) -> RunView:
+    """The latest (or given) calibration run of a criterion with everything exports and reports need."""
+    with store.session() as s:
+        crit = get_criterion(s, criterion)
+        run = s.get(CalibrationRun, run_id) if run_id else latest_run(s, crit.id)
+        if run is None or run.criterion_id != crit.id:
+            raise CondsimError(f"criterion {criterion!r} has no calibration run yet: run `condsim-annot calibrate {criterion}` first")
+        gl = s.execute(
+            select(GoldLabel, Triplet).join(Triplet, Triplet.id == GoldLabel.triplet_id)
+            .where(GoldLabel.calibration_run_id == run.id).order_by(GoldLabel.triplet_id)
+        ).all()
+        pairs = s.scalars(select(PairScore).where(PairScore.calibration_run_id == run.id).order_by(PairScore.id)).all()
+        vrows = s.execute(
+            select(Vote, Annotator.name, Annotator.kind, Triplet)
+            .join(Triplet, Triplet.id == Vote.triplet_id).join(Annotator, Annotator.id == Vote.annotator_id)
+            .where(Triplet.criterion_id == crit.id, Vote.state == "active").order_by(Vote.id)
+        ).all()
+        ids = set()
+        for g, t in gl:
+            ids.update((t.anchor_id, t.first_id, t.second_id))
+        for p in pairs:
+            ids.update((p.anchor_id, p.candidate_id))
+        for _, _, _, t in vrows:
+            ids.update((t.anchor_id, t.first_id, t.second_id))
+        from ..store_api import documents_by_id
+
+        docs = documents_by_id(s, ids)
+    votes_by_trip: dict[int, list[dict]] = defaultdict(list)
+    votes = []
+    for v, an, ak, t in vrows:
+        d = {"id": v.id, "triplet_id": v.triplet_id, "annotator": an, "kind": ak, "choice": v.choice, "swapped": v.swapped,
+             "latency_ms": v.latency_ms, "confidence": v.confidence, "source": v.source, "group_id": v.group_id,
+             "created_at": v.created_at, "anchor_id": t.anchor_id, "first_id": t.first_id, "second_id": t.second_id,
+             "is_attention_check": t.is_attention_check, "expected": t.expected, "meta": v.meta}
+        votes.append(d)
+        votes_by_trip[v.triplet_id].append(d)
+    gold = []
+    for g, t in gl:
+        vs = votes_by_trip.get(t.id, [])
+        gold.append({
+            "triplet_id": t.id, "anchor_id": t.anchor_id, "first_id": t.first_id, "second_id": t.second_id,
+            "label": g.label, "probability": g.probability, "status": g.status, "n_votes": g.n_votes,
+            "method": t.method, "strategy": t.strategy, "proposal_run": t.proposal_run, "triplet_meta": t.meta or {},
+            "is_attention_check": t.is_attention_check,
+            "annotators": sorted({v["annotator"] for v in vs if v["choice"] in FITTED}),
+        })
+    pr = [{"anchor_id": p.anchor_id, "candidate_id": p.candidate_id, "score": p.score, "stderr": p.stderr,
+           "component": p.component, "n_votes": p.n_votes} for p in pairs]
+    return RunView(criterion=crit, run=run, summary=dict(run.summary or {}), gold=gold, pairs=pr, docs=docs, votes=votes)
+
+
+def derived_triplets(view: RunView, *, min_confidence: float = 0.9, limit_per_anchor: int = 200) -> list[dict]:
+    """Labels for (anchor; x, y) nobody voted on, by transitivity through the pair scores.
+
+    Only pairs asked under the same anchor and in the same component; probability from
+    the stored stderr (independence assumed, so conservative for correlated scores)."""
+    from scipy.stats import norm
+
+    voted = {(g["anchor_id"], min(g["first_id"], g["second_id"]), max(g["first_id"], g["second_id"])) for g in view.gold if g["status"] != "derived"}
+    by_anchor: dict[int, list[dict]] = defaultdict(list)
+    for p in view.pairs:
+        by_anchor[p["anchor_id"]].append(p)
+    out = []
+    for anc, ps in by_anchor.items():
+        ps = sorted(ps, key=lambda p: -p["score"])
+        n = 0
+        for i in range(len(ps)):
+            for j in range(i + 1, len(ps)):
+                x, y = ps[i], ps[j]
+                if x["component"] != y["component"]:
+                    continue
+                f, sec = sorted((x["candidate_id"], y["candidate_id"]))
+                if (anc, f, sec) in voted:
+                    continue
+                sd = math.sqrt(x["stderr"] ** 2 + y["stderr"] ** 2) or 1e-9
+                p = float(norm.cdf((x["score"] - y["score"]) / sd))
+                if p < min_confidence:
+                    continue
+                out.append({"triplet_id": None, "anchor_id": anc, "first_id": f, "second_id": sec,
+                            "label": "first" if x["candidate_id"] == f else "second", "probability": p, "status": "derived",
+                            "n_votes": 0, "method": "derived", "strategy": None, "proposal_run": None, "triplet_meta": {},
+                            "is_attention_check": False, "annotators": []})
+                n += 1
+                if n >= limit_per_anchor:
+                    break
+            if n >= limit_per_anchor:
+                break
+    return out
