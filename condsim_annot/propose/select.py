@@ -262,6 +262,8 @@ def propose(
     if audit + attention + bridge > 1:
         raise CondsimError("--audit + --attention + --bridge exceed the whole budget")
 
+    if not any(REGISTRY[n].kind == "dense" for n in names):
+        raise CondsimError("re-rank methods (cross-encoder, lm-judge) need at least one retrieval method, e.g. embedding or bm25")
     with store.session() as s:
         crit = get_criterion(s, criterion_name)
     keys, per_anchor_existing = _existing(store, crit.id)

@@ -1,0 +1,342 @@
+"""Proposers on the real CHAMP corpus (270 competition problems, concepts = silver "same technique")."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from condsim_annot.criteria import add_criterion
+from condsim_annot.demo import DEMO_CRITERIA
+from condsim_annot.errors import CondsimError
+from condsim_annot.ingest import ingest
+from condsim_annot.models import Document, Triplet
+from condsim_annot.propose import select as sel
+from condsim_annot.propose.select import propose
+from condsim_annot.propose.tables import ProposalRun, TripletMargin
+
+EB = ["embedding", "bm25"]
+
+
+class EncodeCounter:
+    """Wraps ``encode`` of the real model object: counts calls and texts (no mock: the model still runs)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls = 0
+        self.texts = 0
+        self._orig = model.encode
+
+        def encode(inputs, *a, **kw):
+            self.calls += 1
+            self.texts += 1 if isinstance(inputs, str) else len(inputs)
+            return self._orig(inputs, *a, **kw)
+
+        model.encode = encode
+
+    def reset(self):
+        self.calls = self.texts = 0
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The bundled MiniLM, loaded once for the whole session, with an encode counter."""
+    from condsim_annot.propose.embedding import load_embedder
+
+    return EncodeCounter(load_embedder())
+
+
+@pytest.fixture(scope="session")
+def emb_cache(tmp_path_factory):
+    """One embedding cache for the session: CHAMP's documents are embedded once."""
+    return str(tmp_path_factory.mktemp("emb-cache"))
+
+
+@pytest.fixture(scope="session")
+def champ_jsonl(champ_problems, tmp_path_factory):
+    p = tmp_path_factory.mktemp("champ") / "champ.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in champ_problems) + "\n")
+    return str(p)
+
+
+def seed(store, champ_jsonl, criteria=("same-technique", "same-topic")):
+    ingest(store, [champ_jsonl], corpus="champ")
+    for c in DEMO_CRITERIA:
+        if c["name"] in criteria:
+            add_criterion(store, c["name"], c["description"], instruction=c["instruction"])
+
+
+def concepts_by_id(store) -> dict[int, set]:
+    with store.session() as s:
+        return {d.id: set((d.meta or {}).get("concepts") or []) for d in s.scalars(select(Document)).all()}
+
+
+def triplets(store, criterion="same-technique"):
+    with store.session() as s:
+        from condsim_annot.models import Criterion
+
+        cid = s.scalars(select(Criterion.id).where(Criterion.name == criterion)).one()
+        return list(s.scalars(select(Triplet).where(Triplet.criterion_id == cid).order_by(Triplet.id)).all())
+
+
+def margins(store) -> dict[int, dict[str, TripletMargin]]:
+    out: dict[int, dict[str, TripletMargin]] = defaultdict(dict)
+    with store.session() as s:
+        for m in s.scalars(select(TripletMargin)).all():
+            out[m.triplet_id][m.method] = m
+    return out
+
+
+# --------------------------------------------------------------------------- well-formed, budget semantics
+
+
+def test_proposals_are_well_formed_and_budget_is_a_total(store, champ_jsonl, embedder, emb_cache):
+    seed(store, champ_jsonl)
+    s1 = propose(store, "same-technique", methods=EB, budget=120, per_anchor=5, cache_dir=emb_cache, seed=1)
+    assert s1.added == 120 and s1.total == 120 and s1.shortfall == 0
+    assert set(s1.methods) == set(EB) and s1.skipped == {}
+    ts = triplets(store)
+    assert len(ts) == 120
+    keys = {(t.anchor_id, t.first_id, t.second_id) for t in ts}
+    assert len(keys) == 120  # never twice
+    per_anchor = Counter(t.anchor_id for t in ts)
+    assert max(per_anchor.values()) <= 5 and len(per_anchor) >= 24  # spread across anchors
+    strategies = Counter(t.strategy for t in ts)
+    assert set(strategies) <= {"disagreement", "contrast", "audit", "attention", "bridge"}
+    assert strategies["audit"] == 12  # 10% audit slice
+    assert 1 <= strategies["attention"] <= 6
+    assert strategies["disagreement"] + strategies["contrast"] >= 80
+    for t in ts:
+        assert t.first_id < t.second_id and t.anchor_id not in (t.first_id, t.second_id)
+        assert t.proposal_run == s1.run_id and t.method.startswith("ensemble:")
+        if t.is_attention_check:
+            assert t.strategy == "attention" and t.expected in ("first", "second")
+        else:
+            assert t.expected is None
+    # bridges: {a, b} asked with a and with b as anchor
+    bridges = [t for t in ts if t.strategy == "bridge"]
+    assert bridges
+    bridged = {(t.anchor_id, d) for t in bridges for d in (t.first_id, t.second_id)}
+    assert any((b, a) in bridged for a, b in bridged)
+    # every method's margin, canonical: score_first - score_second
+    ms = margins(store)
+    assert set(ms) == {t.id for t in ts}
+    for t in ts:
+        assert set(ms[t.id]) == set(EB)
+        for m in ms[t.id].values():
+            assert m.margin == pytest.approx(m.score_first - m.score_second, abs=1e-6)
+            assert m.proposal_run_id == s1.run_id
+    # attention checks: every method agrees with `expected`
+    for t in ts:
+        if t.is_attention_check:
+            sign = 1 if t.expected == "first" else -1
+            assert all(sign * m.margin > 0 for m in ms[t.id].values())
+    with store.session() as s:
+        run = s.get(ProposalRun, s1.run_id)
+        assert run.status == "done" and run.n_added == 120 and run.budget == 120 and run.methods == EB
+    # re-running the same command: a no-op (no run recorded)
+    s2 = propose(store, "same-technique", methods=EB, budget=120, cache_dir=emb_cache, seed=1)
+    assert s2.added == 0 and s2.run_id is None and "nothing to add" in s2.message
+    assert len(triplets(store)) == 120
+    # raising the budget adds the difference, still never twice, still capped per anchor
+    s3 = propose(store, "same-technique", methods=EB, budget=170, cache_dir=emb_cache, seed=1)
+    assert s3.added == 50 and s3.existing == 120
+    ts = triplets(store)
+    assert len(ts) == 170 and len({(t.anchor_id, t.first_id, t.second_id) for t in ts}) == 170
+    assert max(Counter(t.anchor_id for t in ts).values()) <= 5
+    # the other criterion is independent
+    assert triplets(store, "same-topic") == []
+
+
+def test_bad_inputs_are_clear_errors(sqlite_store, champ_jsonl, emb_cache):
+    seed(sqlite_store, champ_jsonl)
+    with pytest.raises(CondsimError, match="no criterion named 'nope'"):
+        propose(sqlite_store, "nope", methods=EB, budget=10, cache_dir=emb_cache)
+    with pytest.raises(CondsimError, match="unknown method.*bogus"):
+        propose(sqlite_store, "same-technique", methods="embedding,bogus", budget=10, cache_dir=emb_cache)
+    with pytest.raises(CondsimError, match="--budget"):
+        propose(sqlite_store, "same-technique", methods=EB, budget=-1, cache_dir=emb_cache)
+    with pytest.raises(CondsimError, match="--audit"):
+        propose(sqlite_store, "same-technique", methods=EB, budget=10, audit=1.5, cache_dir=emb_cache)
+    with pytest.raises(CondsimError, match="cannot load embedding model"):
+        propose(sqlite_store, "same-technique", methods=["embedding"], budget=10, model="/no/such/model", cache_dir=emb_cache)
+    with pytest.raises(CondsimError, match="need at least one retrieval method"):
+        propose(sqlite_store, "same-technique", methods=["cross-encoder"], cross_encoder="x", budget=10, cache_dir=emb_cache)
+
+
+def test_llm_methods_are_skipped_without_an_endpoint(sqlite_store, champ_jsonl, emb_cache, monkeypatch):
+    for v in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CONDSIM_LLM_MODEL"):
+        monkeypatch.delenv(v, raising=False)
+    seed(sqlite_store, champ_jsonl)
+    s = propose(sqlite_store, "same-technique", budget=20, cache_dir=emb_cache)  # default methods
+    assert s.methods == ["embedding", "bm25"]
+    assert set(s.skipped) == {"rewrite-bm25", "in-one-word"}
+    assert all("no LLM endpoint configured" in why for why in s.skipped.values())
+    assert s.added == 20
+    with pytest.raises(CondsimError, match="no proposal method can run.*no LLM endpoint"):
+        propose(sqlite_store, "same-topic", methods=["in-one-word"], budget=5, cache_dir=emb_cache)
+
+
+# --------------------------------------------------------------------------- the embedding cache
+
+
+def test_cached_embeddings_are_reused(tmp_path, champ_jsonl, embedder):
+    from condsim_annot.db import open_store
+
+    cache = str(tmp_path / "cache")
+    a = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    b = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    seed(a, champ_jsonl)
+    seed(b, champ_jsonl)
+    embedder.reset()
+    s1 = propose(a, "same-technique", methods=["embedding"], budget=40, cache_dir=cache)
+    n_docs = 270
+    assert embedder.texts == n_docs + s1.anchors  # every document once, anchors once with the prompt
+    assert s1.method_info["embedding"]["documents_encoded"] == n_docs
+    npy = next((tmp_path / "cache" / "emb").glob("*.query.npy")).with_suffix("").with_suffix(".npy")
+    arr = np.load(npy, mmap_mode="r")  # a real .npy, memory-mapped
+    assert arr.shape == (n_docs, 384) and arr.dtype == np.float32
+    assert np.allclose(np.linalg.norm(arr, axis=1), 1, atol=1e-4)
+    # the same proposal on another store sharing the cache: no encode at all
+    embedder.reset()
+    s2 = propose(b, "same-technique", methods=["embedding"], budget=40, cache_dir=cache)
+    assert embedder.calls == 0 and s2.added == 40
+    assert np.load(npy, mmap_mode="r").shape == (n_docs, 384)
+    # a new criterion re-embeds only its anchors (with its own prompt)
+    embedder.reset()
+    s3 = propose(b, "same-topic", methods=["embedding"], budget=40, cache_dir=cache)
+    assert embedder.texts == s3.anchors and s3.method_info["embedding"]["documents_encoded"] == 0
+    # a document whose text changes is embedded again, alone
+    with b.transaction() as s:
+        d = s.scalars(select(Document).order_by(Document.id)).first()
+        d.text = d.text + " (edited)"
+        from condsim_annot.ingest import content_hash
+
+        d.content_hash = content_hash(d.text)
+    embedder.reset()
+    s4 = propose(b, "same-topic", methods=["embedding"], budget=41, cache_dir=cache)
+    assert s4.method_info["embedding"]["documents_encoded"] == 1
+    a.close()
+    b.close()
+
+
+def test_cache_survives_torn_writes(tmp_path):
+    from condsim_annot.propose.cache import EmbeddingCache
+
+    c = EmbeddingCache(tmp_path, "m", model="x")
+    v = np.random.default_rng(0).random((5, 4), dtype=np.float32)
+    c.append([f"k{i}" for i in range(5)], v)
+    c.append(["k3", "k4", "k5"], np.ones((3, 4)))  # known keys are skipped
+    assert len(c) == 6 and np.allclose(c.get(["k0", "k4"]), v[[0, 4]])
+    with open(tmp_path / "m.npy", "ab") as fh:  # a crash mid-append: half a row, a partial key
+        fh.write(b"\0" * 7)
+    with open(tmp_path / "m.index", "a") as fh:
+        fh.write("k6-partial")
+    c2 = EmbeddingCache(tmp_path, "m")
+    assert len(c2) == 6 and "k6-partial" not in c2
+    c2.append(["k7"], np.full((1, 4), 2.0))
+    c3 = EmbeddingCache(tmp_path, "m")
+    assert len(c3) == 7 and np.allclose(c3.get(["k7"]), 2.0) and np.allclose(c3.get(["k1"]), v[1])
+    assert np.load(tmp_path / "m.npy").shape == (7, 4)
+
+
+# --------------------------------------------------------------------------- ranking quality on silver labels
+
+
+def _silver_wrong(store, ts, ms, conc):
+    """Per triplet with a silver answer (exactly one candidate shares a concept with the anchor):
+    how many methods answer against it."""
+    out = []
+    for t in ts:
+        ca = conc[t.anchor_id]
+        f, s = bool(ca & conc[t.first_id]), bool(ca & conc[t.second_id])
+        if f == s:
+            continue
+        silver = 1 if f else -1
+        out.append(sum(1 for m in ms[t.id].values() if np.sign(m.margin) != silver))
+    return out
+
+
+def test_disagreement_ranking_finds_more_silver_errors_than_random(sqlite_store, champ_jsonl, emb_cache):
+    store = sqlite_store
+    seed(store, champ_jsonl)
+    s = propose(store, "same-technique", methods=EB, budget=400, audit=0.4, attention=0.0, bridge=0.0,
+                cache_dir=emb_cache, seed=3)
+    assert s.added == 400
+    ts = triplets(store)
+    ms = margins(store)
+    conc = concepts_by_id(store)
+    ranked = [t for t in ts if t.strategy in ("disagreement", "contrast")]
+    audit = [t for t in ts if t.strategy == "audit"]  # a uniformly random sample of the same pools
+    wr, wa = _silver_wrong(store, ranked, ms, conc), _silver_wrong(store, audit, ms, conc)
+    assert len(wr) >= 30 and len(wa) >= 30
+    # the committee's disagreement ranking puts more silver-wrong method answers first than random order
+    assert np.mean(wr) > np.mean(wa) + 0.1, (np.mean(wr), np.mean(wa))
+    # and the priority order agrees: the top half by priority holds more method errors than a random half
+    top = sorted(ranked, key=lambda t: -t.priority)[: len(ranked) // 2]
+    assert np.mean(_silver_wrong(store, top, ms, conc)) > np.mean(wa)
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def test_interrupt_leaves_a_consistent_store_and_resumes(sqlite_store, champ_jsonl, emb_cache, monkeypatch):
+    store = sqlite_store
+    seed(store, champ_jsonl)
+    monkeypatch.setattr(sel, "WRITE_BATCH", 20)
+
+    def progress(name, done, total):
+        if name == "writing triplets" and done >= 40:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        propose(store, "same-technique", methods=EB, budget=100, cache_dir=emb_cache, progress=progress)
+    ts = triplets(store)
+    assert len(ts) == 40  # two committed batches
+    ms = margins(store)
+    assert all(set(ms[t.id]) == set(EB) for t in ts)  # each triplet with its margins, none orphaned
+    with store.session() as s:
+        run = s.scalars(select(ProposalRun)).one()
+        assert run.status == "interrupted" and run.n_added == 40
+        assert s.scalar(select(func.count()).select_from(TripletMargin)) == 80
+    s2 = propose(store, "same-technique", methods=EB, budget=100, cache_dir=emb_cache)
+    assert s2.added == 60 and s2.existing == 40
+    ts = triplets(store)
+    assert len({(t.anchor_id, t.first_id, t.second_id) for t in ts}) == 100
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_propose_and_methods(cli, champ_jsonl, tmp_path, monkeypatch, emb_cache):
+    monkeypatch.setenv("CONDSIM_CACHE", emb_cache)
+    for v in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(v, raising=False)
+    cli("ingest", champ_jsonl, "--corpus", "champ")
+    c = DEMO_CRITERIA[0]
+    cli("criteria", "add", c["name"], "-d", c["description"], "--instruction", c["instruction"])
+    res = cli("propose", "same-technique", "--budget", "30", "--json")
+    d = json.loads(res.stdout)
+    assert d["added"] == 30 and d["total"] == 30 and d["methods"] == ["embedding", "bm25"]
+    assert "skipped method rewrite-bm25" in res.stderr and "no LLM endpoint" in res.stderr
+    res = cli("propose", "same-technique", "--budget", "30", "--methods", "embedding,bm25")
+    assert "nothing to add" in res.stdout
+    res = cli("propose", "same-technique", "--budget", "45", "--methods", "embedding,bm25", "--per-anchor", "3")
+    assert "added 15 triplets" in res.stdout
+    st = json.loads(cli("status", "--json").stdout)
+    assert "45" in json.dumps(st)
+    res = cli("propose", "same-technique", "--budget", "50", "--methods", "embedding,nope", expect_ok=False)
+    assert res.exit_code == 1 and "unknown method" in res.output and "Traceback" not in res.output
+    res = cli("propose", "no-such", "--budget", "5", expect_ok=False)
+    assert res.exit_code == 1 and "no criterion named" in res.output
+    m = json.loads(cli("methods", "--json").stdout)
+    names = [x["name"] for x in m["methods"]]
+    assert names == ["embedding", "bm25", "cross-encoder", "rewrite-bm25", "in-one-word", "lm-judge"]
+    assert {x["name"] for x in m["methods"] if x["default"]} == {"embedding", "bm25", "rewrite-bm25", "in-one-word"}
+    assert m["cache_dir"] == emb_cache and any(c["rows"] >= 270 for c in m["caches"])
+    assert "Examples:" in cli("propose", "--help").stdout
+    assert "Example:" in cli("methods", "--help").stdout
+    assert "embedding" in cli("methods").stdout
