@@ -1,0 +1,110 @@
+"""Rows shared by every export format: one gold triplet -> anchor, positive, negative + provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from condsim_annot.errors import CondsimError
+
+TRIPLET_COLUMNS = ["anchor", "positive", "negative", "criterion", "criterion_version", "confidence", "n_votes", "annotators",
+                   "status", "method", "strategy", "proposal_run", "method_margins", "anchor_id", "positive_id",
+                   "negative_id", "triplet_id", "calibration_run"]
+
+
+def method_margins(store, triplet_ids: list[int]) -> dict[int, dict[str, float]]:
+    """{triplet id: {method: margin first-minus-second}} from the proposers' table, when it exists."""
+    try:
+        from condsim_annot.propose.tables import TripletMargin
+    except Exception:
+        return {}
+    from sqlalchemy import select
+
+    out: dict[int, dict[str, float]] = {}
+    ids = [t for t in triplet_ids if t is not None]
+    try:
+        with store.session() as s:
+            for i in range(0, len(ids), 900):
+                for tid, m, mg in s.execute(select(TripletMargin.triplet_id, TripletMargin.method, TripletMargin.margin)
+                                            .where(TripletMargin.triplet_id.in_(ids[i:i + 900])).order_by(TripletMargin.id)).all():
+                    out.setdefault(tid, {})[m] = float(mg)  # latest run wins
+    except Exception:  # the proposers' migration not applied here
+        return {}
+    return out
+
+
+def gold_rows(store, view, *, min_confidence: float = 0.9, include_derived: bool = False) -> list[dict[str, Any]]:
+    """The exportable triplets of a calibration run: gold (and, on request, derived) with
+    P(label) >= min_confidence, oriented as (anchor, positive, negative)."""
+    from condsim_annot.calibrate.pipeline import derived_triplets
+
+    picked = [g for g in view.gold if g["label"] in ("first", "second") and g["probability"] >= min_confidence
+              and (g["status"] == "gold" or (include_derived and g["status"] == "derived"))]
+    if include_derived:
+        picked += derived_triplets(view, min_confidence=min_confidence)
+    margins = method_margins(store, [g["triplet_id"] for g in picked])
+    rows = []
+    missing = [i for g in picked for i in (g["anchor_id"], g["first_id"], g["second_id"]) if i not in view.docs]
+    if missing:
+        from condsim_annot.store_api import documents_by_id
+
+        with store.session() as s:
+            view.docs.update(documents_by_id(s, missing))
+    for g in picked:
+        pos, neg = (g["first_id"], g["second_id"]) if g["label"] == "first" else (g["second_id"], g["first_id"])
+        sign = 1.0 if g["label"] == "first" else -1.0
+        mm = {k: sign * v for k, v in sorted(margins.get(g["triplet_id"], {}).items())}
+        d = view.docs
+        rows.append({
+            "anchor": d[g["anchor_id"]].text, "positive": d[pos].text, "negative": d[neg].text,
+            "criterion": view.criterion.name, "criterion_version": view.criterion.version,
+            "confidence": float(g["probability"]), "n_votes": int(g["n_votes"]), "annotators": list(g["annotators"]),
+            "status": g["status"], "method": g["method"], "strategy": g["strategy"], "proposal_run": g["proposal_run"],
+            "method_margins": json.dumps(mm, sort_keys=True),
+            "anchor_id": d[g["anchor_id"]].ext_id, "positive_id": d[pos].ext_id, "negative_id": d[neg].ext_id,
+            "triplet_id": g["triplet_id"], "calibration_run": view.run.id,
+        })
+    return rows
+
+
+def pair_rows(view, *, z: float = 1.96) -> list[dict[str, Any]]:
+    d = view.docs
+    return [{
+        "criterion": view.criterion.name, "anchor_id": d[p["anchor_id"]].ext_id, "candidate_id": d[p["candidate_id"]].ext_id,
+        "anchor": d[p["anchor_id"]].text, "candidate": d[p["candidate_id"]].text,
+        "score": p["score"], "stderr": p["stderr"], "ci_low": p["score"] - z * p["stderr"], "ci_high": p["score"] + z * p["stderr"],
+        "component": p["component"], "n_votes": p["n_votes"], "calibration_run": view.run.id,
+    } for p in view.pairs]
+
+
+def out_file(out: str | Path, default_name: str, suffixes: tuple[str, ...]) -> Path:
+    """OUT is a file when it ends with one of ``suffixes``, else a folder to write ``default_name`` into."""
+    p = Path(out)
+    if p.suffix in suffixes:
+        if not p.parent.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+    if p.exists() and not p.is_dir():
+        raise CondsimError(f"{p} exists and is not a folder")
+    p.mkdir(parents=True, exist_ok=True)
+    return p / default_name
+
+
+def ensure_rows(rows: list, what: str, min_confidence: float) -> None:
+    if not rows:
+        raise CondsimError(f"no {what} to export at --min-confidence {min_confidence}: collect more votes, "
+                           "lower --min-confidence, or add --include-derived")
+
+
+def write_manifest(folder: Path, info: dict) -> Path:
+    p = folder / "export.json"
+    p.write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return p
+
+
+def arrow_table(rows: list[dict], columns: Optional[list[str]] = None):
+    import pyarrow as pa
+
+    cols = columns or list(rows[0].keys())
+    return pa.table({c: [r.get(c) for r in rows] for c in cols})
