@@ -70,13 +70,16 @@ class Endpoint:
     """Where and how to call.  ``api_key`` is excluded from repr and never stored."""
 
     model: str
-    base_url: Optional[str] = None
+    base_url: Optional[str] = field(default=None, repr=False)
     api_key: Optional[str] = field(default=None, repr=False)
     timeout: float = 60.0
     max_retries: int = 5
     concurrency: int = 8
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
+
+    def __repr__(self) -> str:
+        return f"Endpoint(model={self.model!r}, base_url={self.safe_base_url!r}, key={'set' if self.api_key else 'none'})"
 
     @property
     def safe_base_url(self) -> str:
@@ -246,9 +249,13 @@ class LLMClient:
             self._client = None
 
     def scrub(self, text: Optional[str]) -> Optional[str]:
-        key = self.endpoint.api_key
-        if text and key and len(key) >= 4:
-            text = text.replace(key, "***")
+        secrets = [self.endpoint.api_key]
+        if self.endpoint.base_url:
+            u = urlparse(self.endpoint.base_url)
+            secrets += [u.password, self.endpoint.base_url]
+        for secret in secrets:
+            if text and secret and len(secret) >= 4:
+                text = text.replace(secret, "***" if secret != self.endpoint.base_url else self.endpoint.safe_base_url)
         return text
 
     # -- cache
@@ -341,6 +348,7 @@ class LLMClient:
             try:
                 assert self._sem is not None and self._client is not None
                 async with self._sem:
+                    req = self._wire_request(request)  # features may have been dropped while we waited
                     t0 = time.perf_counter()
                     resp = await self._client.chat.completions.create(**req)
                     latency = (time.perf_counter() - t0) * 1000.0
@@ -349,8 +357,9 @@ class LLMClient:
                 return resp, tries, latency, req
             except openai.APIStatusError as exc:
                 code = exc.status_code
-                if code in (400, 422) and ("response_format" in req or "logprobs" in req) and self._drop_feature(req, str(exc)):
-                    continue
+                if code in (400, 422) and ("response_format" in req or "logprobs" in req):
+                    if req != self._wire_request(request) or self._drop_feature(req, str(exc)):
+                        continue  # ask again without the feature the server rejected
                 if code in (401, 403):
                     raise LLMError(f"the server refused the key (HTTP {code}): {self.scrub(str(exc))[:300]}; "
                                    "check $OPENAI_API_KEY or --api-key-env") from None
@@ -360,7 +369,8 @@ class LLMClient:
                 if not (code in (408, 409, 429) or code >= 500):
                     raise _Permanent(f"HTTP {code}: {self.scrub(str(exc))[:500]}") from None
                 last = exc
-            except (openai.APITimeoutError, openai.APIConnectionError, _Malformed, openai.APIResponseValidationError) as exc:
+            except (openai.APITimeoutError, openai.APIConnectionError, _Malformed, openai.APIResponseValidationError,
+                    ValueError) as exc:  # ValueError: a body that is not JSON (json.JSONDecodeError)
                 last = exc
             failures += 1
             if failures > ep.max_retries:

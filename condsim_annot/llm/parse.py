@@ -189,9 +189,22 @@ def label_confidence(logprobs: Optional[list[dict]], label: str) -> Optional[dic
     """
     if not logprobs:
         return None
-    for tok in logprobs:
-        if not isinstance(tok, dict):
-            continue
+    toks = [t for t in logprobs if isinstance(t, dict)]
+    # Prefer the token where the value of "answer" starts (a rationale before it may contain " A").
+    joined, starts = "", []
+    for t in toks:
+        starts.append(len(joined))
+        joined += t.get("token") or ""
+    order = list(range(len(toks)))
+    m = None
+    for m in re.finditer(r'"answer"\s*:\s*"?', joined, re.IGNORECASE):
+        pass
+    if m is not None:
+        pos = m.end()
+        at = max((i for i, st in enumerate(starts) if st <= pos), default=0)
+        order = list(range(at, len(toks))) + list(range(0, at))
+    for i in order:
+        tok = toks[i]
         if normalise_label(tok.get("token", ""), True) != label:
             continue
         lp = tok.get("logprob")
@@ -205,5 +218,5 @@ def label_confidence(logprobs: Optional[list[dict]], label: str) -> Optional[dic
                 alts[lab] = alts.get(lab, 0.0) + math.exp(alt["logprob"])
         alts[label] = max(alts.get(label, 0.0), p)
         total = sum(alts.values())
-        return {"p": p, "p_norm": p / total if total > 0 else p}
+        return {"p": p, "p_norm": alts[label] / total if total > 0 else p}
     return None
