@@ -283,9 +283,18 @@ def _fit_local(data: Comparisons, *, prior_scale: float, beta_prior: Optional[fl
     sp = prior_scale if prior_scale and prior_scale > 0 else None
     NU0 = math.log(0.5)
 
+    # beta and the score scale are not separately identified (only beta * s enters the
+    # likelihood): fix the scale by centring log beta over the real annotators, so the
+    # prior on s, not a runaway beta, decides how far apart scores may go.
+    real = np.ones(A, dtype=bool)
+    if key is not None:
+        real[key] = False
+
     def unpack(x):
         s = x[:n]
         lb = x[n : n + A] if fit_b else np.zeros(A)
+        if fit_b and real.any():
+            lb = lb - lb[real].mean() * real
         lnu = x[-1] if has_ties else -np.inf
         return s, lb, lnu
 
@@ -339,6 +348,8 @@ def _fit_local(data: Comparisons, *, prior_scale: float, beta_prior: Optional[fl
             gb = gb + lb / beta_prior ** 2
             if key is not None:
                 gb[key] = 0.0
+            if real.any():  # chain rule through the centring
+                gb = gb - gb[real].mean() * real
             g.append(gb)
         if has_ties:
             nll += (lnu - NU0) ** 2 / 2

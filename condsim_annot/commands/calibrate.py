@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from typing import Optional
 
 import click
@@ -13,7 +12,17 @@ from condsim_annot.cli import Ctx, out, pass_ctx
 
 
 def _command_line() -> str:
-    return "condsim-annot " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The command as typed (options at non-default values; the store URL left out: it may hold a password)."""
+    ctx = click.get_current_context()
+    parts = ["condsim-annot"] + ctx.command_path.split()[1:]
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name)
+        if isinstance(p, click.Argument):
+            parts += [str(x) for x in (v if isinstance(v, (list, tuple)) else [v]) if x is not None]
+        elif v is not None and v != p.default and v is not False:
+            flag = max(p.opts, key=len)
+            parts += [flag] if v is True else [flag, str(v)]
+    return " ".join(shlex.quote(x) for x in parts)
 
 
 def _fmt(x, nd=3) -> str:
