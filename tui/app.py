@@ -1,0 +1,92 @@
+"""The labeling app: one Textual App, one Screen per mode (pairwise, best-of-k, review).
+
+Open it from Python with :func:`run_tui` (the demo does), or from the shell::
+
+    condsim-annot tui --annotator alice --criterion proof-strategy
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from textual.app import App
+from textual.binding import Binding
+
+from ..db import Store, open_store
+from ..queue import Queue
+from .screens import BestOfKScreen, PairwiseScreen, ReviewScreen
+
+
+class AnnotateApp(App):
+    """Keyboard-first labeling over a :class:`Queue`; returns the session summary from ``run()``."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "condsim-annot"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [Binding("ctrl+t", "toggle_theme", "theme", show=False)]
+
+    def __init__(self, queue: Queue, *, theme: Optional[str] = None):
+        super().__init__()
+        self.queue = queue
+        self.k = queue.k if queue.mode == "best-of-k" else None
+        self.summary: Optional[dict] = None
+        if theme:
+            self.theme = theme
+
+    def on_mount(self) -> None:
+        screen = {"pairwise": PairwiseScreen, "best-of-k": BestOfKScreen, "review": ReviewScreen}[self.queue.mode]
+        self.push_screen(screen())
+
+    def count_in_background(self) -> None:
+        self.run_worker(self._count, thread=True, exclusive=True, group="count", exit_on_error=False)
+
+    def _count(self) -> None:
+        self.queue.count_available()
+        self.call_from_thread(self._refresh_progress)
+
+    def _refresh_progress(self) -> None:
+        scr = self.screen
+        if hasattr(scr, "update_progress"):
+            scr.update_progress()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+
+def make_queue(store: Store, annotator: str, *, criterion: Optional[str] = None, k: Optional[int] = None,
+               review: bool = False, overlap: int = 2, attention_rate: float = 0.05, seed: Optional[int] = None) -> Queue:
+    mode = "review" if review else ("best-of-k" if k and k > 2 else "pairwise")
+    return Queue(store, annotator, criterion=criterion, mode=mode, overlap=overlap, attention_rate=attention_rate,
+                 k=k or 4, seed=seed)
+
+
+def run_tui(store_url: Optional[str], annotator: str, criterion: Optional[str] = None, *, k: Optional[int] = None,
+            review: bool = False, overlap: int = 2, attention_rate: float = 0.05, seed: Optional[int] = None) -> dict:
+    """Open the labeling TUI on the store at ``store_url`` (None: ``$CONDSIM_DB`` or ./condsim.db).
+
+    Blocks until the annotator quits; returns the session summary (also stored in ``annotationsession``).
+    """
+    store = open_store(store_url)
+    try:
+        queue = make_queue(store, annotator, criterion=criterion, k=k, review=review, overlap=overlap,
+                           attention_rate=attention_rate, seed=seed)
+        try:
+            AnnotateApp(queue).run()
+        finally:
+            summary = queue.close()
+        return summary
+    finally:
+        store.close()
+
+
+def format_summary(s: dict) -> str:
+    """The session summary printed on exit."""
+    lat = f"{s['median_latency_ms'] / 1000:.1f}s" if s.get("median_latency_ms") is not None else "-"
+    mins = s["duration_s"] / 60
+    parts = [
+        f"session of {s['annotator']} ({s['mode']}, {', '.join(s['criteria'])}): {s['answers']} answers in {mins:.1f} min "
+        f"({s['votes_per_min']:.1f}/min, median {lat} per answer)",
+        f"  skipped {s['skips']}, undone {s['undos']}, ties {s['ties']}, can't tell {s['cant_tell']}, rationales {s['rationales']}",
+        f"  {s['done_total']} answered by {s['annotator']} in total; everything is saved (session {s['session'][:8]})",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,321 @@
+"""The screens of the labeling app: pairwise, best-of-k, review, plus help and rationale modals.
+
+Screens are views: every store operation goes through the app's :class:`~condsim_annot.queue.Queue`
+and is committed before the screen shows the next question.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Optional
+
+from rich.markdown import Markdown
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Input, ProgressBar, Static
+
+from ..queue import GroupItem, Item, ReviewItem
+from . import keys
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import AnnotateApp
+
+
+def _fmt_eta(s: Optional[float]) -> str:
+    if s is None:
+        return "ETA -"
+    s = int(s)
+    if s >= 3600:
+        return f"ETA {s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"ETA {s // 60}m{s % 60:02d}s"
+    return f"ETA {s}s"
+
+
+class DocView(VerticalScroll):
+    """A document in a scrolling, bordered box, rendered as Markdown."""
+
+    DEFAULT_CSS = ""
+
+    def __init__(self, title: str, **kw):
+        super().__init__(**kw)
+        self._title = title
+        self.border_title = title
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="doc-text")
+
+    def set_doc(self, text: Optional[str], subtitle: str = "", title: Optional[str] = None) -> None:
+        body = self.query_one(".doc-text", Static)
+        body.update(Markdown(text or "", hyperlinks=False) if text is not None else "")
+        self.border_subtitle = subtitle
+        if title is not None:
+            self.border_title = title
+        self.scroll_home(animate=False)
+
+
+class BaseAnnotateScreen(Screen):
+    """Criterion on top, the question in the middle, progress and keys at the bottom."""
+
+    MODE = "pairwise"
+    KEYS: list[Binding] = []
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.item = None
+        self.flash = ""
+        self._answers_since_count = 0
+
+    @property
+    def queue(self):
+        return self.app.queue  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="criterion")
+        with Vertical(id="body"):
+            yield from self.compose_body()
+        yield Static("", id="empty")
+        with Horizontal(id="progress-row"):
+            yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="progress")
+            yield Static("", id="stats")
+        yield Static(keys.footer_line(self.KEYS, getattr(self.app, "k", None)), id="keys")
+
+    def compose_body(self) -> ComposeResult:  # pragma: no cover - overridden
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.query_one("#empty").display = False
+        self.load_next()
+        self.app.count_in_background()  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- showing
+
+    def load_next(self) -> None:
+        self.show(self.queue.next())
+
+    def show(self, item) -> None:
+        self.item = item
+        empty = self.query_one("#empty", Static)
+        body = self.query_one("#body")
+        if item is None:
+            body.display = False
+            empty.display = True
+            empty.update(self.empty_text())
+            self.query_one("#criterion", Static).update(Text("condsim-annot", style="bold"))
+        else:
+            body.display = True
+            empty.display = False
+            c = item.criterion
+            head = Text.assemble((c.name, "bold"), (f" v{c.version}" if c.version > 1 else "", "dim"), ("  ", ""), (c.description, ""))
+            self.query_one("#criterion", Static).update(head)
+            self.show_item(item)
+            item.shown_at = time.monotonic()
+        self.update_progress()
+
+    def show_item(self, item) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def empty_text(self) -> Text:
+        return Text.assemble(("Nothing left for you to label here.\n\n", "bold"),
+                             ("Every answer is saved. Press ", ""), ("q", "bold reverse"), (" to quit and see the summary.", ""))
+
+    def update_progress(self) -> None:
+        p = self.queue.progress()
+        bar = self.query_one("#progress", ProgressBar)
+        if p.assigned:
+            bar.update(total=max(p.assigned, p.done), progress=min(p.done, max(p.assigned, p.done)))
+        else:
+            bar.update(total=None)
+        rate = f"{p.votes_per_min:.1f}/min" if p.votes_per_min else "-/min"
+        assigned = str(p.assigned) if p.assigned is not None else "…"
+        note = "  ✎ note" if self.item is not None and getattr(self.item, "rationale", None) else ""
+        self.query_one("#stats", Static).update(
+            Text.assemble((f"{p.done}/{assigned}", "bold"), f" · {rate} · {_fmt_eta(p.eta_s)}", (note, "italic"),
+                          (f"  {self.flash}" if self.flash else "", "green")))
+
+    # ---------------------------------------------------------------- actions
+
+    def action_answer(self, choice: str) -> None:
+        if self.item is None:
+            return
+        label = {"A": "A", "B": "B", "tie": "tie", "cant_tell": "can't tell", "skip": "skipped"}.get(choice, choice)
+        self.commit(choice, label)
+
+    def commit(self, choice, label: str) -> None:
+        item = self.item
+        self.queue.answer(item, choice)  # committed to the store before anything else is shown
+        self.flash = f"✓ saved {label}" if choice != "skip" else "✓ skipped"
+        self._answers_since_count += 1
+        if self._answers_since_count >= 25:
+            self._answers_since_count = 0
+            self.app.count_in_background()  # type: ignore[attr-defined]
+        self.load_next()
+
+    def action_undo(self) -> None:
+        back = self.queue.undo()
+        if back is None:
+            self.flash = "nothing to undo"
+            self.update_progress()
+            return
+        self.flash = "↶ undone"
+        self.show(back)
+
+    def action_rationale(self) -> None:
+        if self.item is None:
+            return
+
+        def done(text: Optional[str]) -> None:
+            if text is not None and self.item is not None:
+                self.item.rationale = text.strip() or None
+                self.flash = "✎ note kept for this answer" if self.item.rationale else ""
+                self.update_progress()
+
+        self.app.push_screen(RationaleScreen(self.item.rationale or ""), done)
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.KEYS, self.MODE, getattr(self.app, "k", None)))
+
+    def action_quit_session(self) -> None:
+        self.app.exit(self.queue.summary())
+
+
+class PairwiseScreen(BaseAnnotateScreen):
+    MODE = "pairwise"
+    KEYS = keys.PAIRWISE
+    BINDINGS = keys.PAIRWISE
+
+    def compose_body(self) -> ComposeResult:
+        yield DocView("Anchor", id="anchor")
+        with Horizontal(id="candidates"):
+            yield DocView("A", id="cand-a", classes="cand")
+            yield DocView("B", id="cand-b", classes="cand")
+
+    def show_item(self, item: Item) -> None:
+        self.query_one("#anchor", DocView).set_doc(item.anchor.text, item.anchor.ext_id)
+        self.query_one("#cand-a", DocView).set_doc(item.a.text, item.a.ext_id)
+        self.query_one("#cand-b", DocView).set_doc(item.b.text, item.b.ext_id)
+
+
+class ReviewScreen(PairwiseScreen):
+    MODE = "review"
+    KEYS = keys.REVIEW
+    BINDINGS = keys.REVIEW
+
+    def compose_body(self) -> ComposeResult:
+        yield from super().compose_body()
+        with VerticalScroll(id="votes"):
+            yield Static("", id="votes-text")
+
+    def show_item(self, item: ReviewItem) -> None:
+        super().show_item(item)
+        box = self.query_one("#votes")
+        box.border_title = f"Votes ({item.reason})" if item.reason else "Votes"
+        t = Text()
+        for v in item.votes:
+            style = {"A": "bold cyan", "B": "bold magenta"}.get(v.choice, "bold")
+            t.append(f"{v.annotator}", "bold")
+            t.append(f" ({v.kind if v.kind == 'llm' else v.source}) ", "dim")
+            t.append(v.choice.replace("cant_tell", "can't tell"), style)
+            if v.confidence is not None:
+                t.append(f" p={v.confidence:.2f}", "dim")
+            if v.rationale:
+                t.append(f" — {v.rationale}", "italic")
+            t.append("\n")
+        self.query_one("#votes-text", Static).update(t if item.votes else Text("(no votes)", "dim"))
+        self.query_one("#votes").scroll_home(animate=False)
+
+    def empty_text(self) -> Text:
+        return Text.assemble(("No disagreements left to review.\n\n", "bold"), ("Press ", ""), ("q", "bold reverse"), (" to quit.", ""))
+
+
+class BestOfKScreen(BaseAnnotateScreen):
+    MODE = "best-of-k"
+    KEYS = keys.BEST_OF_K
+    BINDINGS = keys.BEST_OF_K
+
+    def compose_body(self) -> ComposeResult:
+        yield DocView("Anchor", id="anchor")
+        with Grid(id="grid"):
+            for i in range(self.app.k):  # type: ignore[attr-defined]
+                yield DocView(str(i + 1), id=f"cand-{i}", classes="cand")
+
+    def show_item(self, item: GroupItem) -> None:
+        self.query_one("#anchor", DocView).set_doc(item.anchor.text, item.anchor.ext_id)
+        for i in range(self.app.k):  # type: ignore[attr-defined]
+            box = self.query_one(f"#cand-{i}", DocView)
+            if i < len(item.candidates):
+                box.display = True
+                box.set_doc(item.candidates[i].text, item.candidates[i].ext_id, title=str(i + 1))
+            else:
+                box.display = False
+
+    def action_pick(self, index: int) -> None:
+        if self.item is None or index >= len(self.item.candidates):
+            return
+        self.commit(index, str(index + 1))
+
+
+# --------------------------------------------------------------------------- modals
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q,enter", "dismiss_help", "close")]
+
+    def __init__(self, bindings: list[Binding], mode: str, k: Optional[int] = None):
+        super().__init__()
+        self._bindings = bindings
+        self._mode = mode
+        self._k = k
+
+    def compose(self) -> ComposeResult:
+        t = Text()
+        intro = {
+            "pairwise": "Which candidate, A or B, is more similar to the anchor under the criterion shown on top?",
+            "best-of-k": f"Which of the {self._k or 'k'} candidates is most similar to the anchor under the criterion?",
+            "review": "These votes disagree. Read them and record the answer you adjudicate.",
+        }[self._mode]
+        t.append(intro + "\n\n", "bold")
+        for b in self._bindings:
+            if not b.show and not b.tooltip:
+                continue
+            key = keys.key_label(b).replace("1-k", f"1-{self._k}" if self._k else "1-k")
+            if "," in b.key and b.key_display != "1-k":
+                key = b.key.replace(",", "/").replace("left", "←").replace("right", "→")
+            t.append(f" {key:>15} ", "bold reverse")
+            t.append(f"  {b.tooltip or b.description}\n")
+        for key, what in keys.SCROLL_HELP:
+            t.append(f" {key:>15} ", "reverse")
+            t.append(f"  {what}\n")
+        t.append("\nEvery answer is saved when you press its key.", "dim")
+        with VerticalScroll(id="help-box"):
+            yield Static(t)
+
+    def action_dismiss_help(self) -> None:
+        self.dismiss(None)
+
+
+class RationaleScreen(ModalScreen[Optional[str]]):
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, current: str = ""):
+        super().__init__()
+        self._current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="rationale-box"):
+            yield Static("Why? (saved with your next answer on this screen; enter keeps it, esc cancels)", id="rationale-label")
+            yield Input(value=self._current, placeholder="e.g. both use induction, but A also bounds the sum", id="rationale-input")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
