@@ -343,11 +343,17 @@ def push(store, criterion: str, *, client, workspace: str, dataset: str, min_sub
     if records:
         import logging
 
+        import argilla.records._dataset_records as sdk_records
+
         logging.getLogger("argilla.sdk").setLevel(logging.ERROR)
-        os.environ.setdefault("TQDM_DISABLE", "1")  # the SDK's progress bar
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds.records.log(records)
+        bar = sdk_records.tqdm
+        sdk_records.tqdm = lambda iterable=None, **kw: iterable  # no progress bar on a CLI's stdout
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds.records.log(records, batch_size=PAGE)
+        finally:
+            sdk_records.tqdm = bar
     url = f"{client.api_url.rstrip('/')}/dataset/{ds.id}/annotation-mode"
     return PushResult(dataset, workspace, created, added, len(triplets) - added, n_sugg, url)
 

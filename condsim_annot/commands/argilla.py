@@ -141,9 +141,15 @@ def register(main: click.Group) -> None:
         console.print(f"starting Argilla {'(first start installs it) ' if not server.venv.exists() else ''}…", highlight=False)
 
         def show(s):
-            out.print(f"Argilla is running at [bold]{s.url}[/]", highlight=False)
-            out.print(f"  username: {s.creds.username}\n  password: {s.creds.password}\n  API key:  {s.creds.api_key}", highlight=False)
-            out.print(f"  export ARGILLA_API_URL={s.url} ARGILLA_API_KEY={s.creds.api_key}", highlight=False, soft_wrap=True)
-            out.print(f"  data and logs: {s.home}   (Ctrl-C stops the server)", highlight=False)
+            for line in (
+                f"Argilla is running at [bold]{s.url}[/]",
+                f"  username: {s.creds.username}",
+                f"  password: {s.creds.password}",
+                f"  API key:  {s.creds.api_key}",
+                f"  export ARGILLA_API_URL={s.url} ARGILLA_API_KEY={s.creds.api_key}",
+                f"  data and logs: {s.home}",
+                "  Ctrl-C stops the server",
+            ):
+                out.print(line, highlight=False, soft_wrap=True)
 
         serve_forever(server, show)
