@@ -433,6 +433,19 @@ class _Problem:
         return b
 
 
+def _one_blas_thread():
+    """L-BFGS-B's small BLAS calls are much slower with a multi-threaded OpenBLAS on a busy
+    machine (threads spin for microsecond-sized vectors): run the optimiser on one BLAS thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(1, user_api="blas")
+    except Exception:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
 def _minimize(prob: _Problem, theta0: np.ndarray, *, max_iter: int, tol: float):
     """L-BFGS-B in coordinates scaled by sqrt(Fisher diagonal) at theta0."""
     D = prob.fisher_diag(theta0)
@@ -452,9 +465,10 @@ def _minimize(prob: _Problem, theta0: np.ndarray, *, max_iter: int, tol: float):
                      [b[1] if b[1] is not None else np.inf for b in bounds]) * sc
     else:
         x0 = theta0 * sc
-    r = minimize(f, x0, jac=True, method="L-BFGS-B", bounds=sb,
-                 options={"maxiter": int(max_iter), "gtol": float(tol), "ftol": 1e-15, "maxcor": 20,
-                          "maxls": 40})
+    with _one_blas_thread():
+        r = minimize(f, x0, jac=True, method="L-BFGS-B", bounds=sb,
+                     options={"maxiter": int(max_iter), "gtol": float(tol), "ftol": 1e-15, "maxcor": 20,
+                              "maxls": 40})
     conv = bool(r.success) or (np.max(np.abs(r.jac)) <= tol if r.jac is not None else False)
     return r.x / sc, int(r.nit), conv
 
