@@ -39,6 +39,7 @@ from ..models import Annotator, CalibrationRun, Criterion, Document, GoldLabel, 
 from .tables import AnnotatorStat, PairScore
 
 KEY_ANNOTATOR = "__attention_key__"
+KEY_BETA = 4.0
 ATTENTION_KEY_REPEATS = 3
 ATTENTION_FAIL_BELOW = 0.8
 ILL_DEFINED_SHARE = 0.5
@@ -220,40 +221,24 @@ def _components(n: int, winners, losers, choice_sets) -> np.ndarray:
     return np.asarray([remap[x] for x in lab], dtype=np.int64)
 
 
-def _fit_bt(data: Comparisons, *, prior_scale: float, beta_prior: Optional[float]):
-    """Call the pure fit in :mod:`.bt`; None when it is not available (see :func:`_fit_local`)."""
+def _bt_kwargs(data: Comparisons, *, prior_scale: Optional[float], beta_prior: Optional[float]) -> dict:
+    fixed = None
+    if data.key_index is not None:
+        fixed = np.full(len(data.annotators), np.nan)
+        fixed[data.key_index] = KEY_BETA  # the answer key is trusted, not learned
+    return dict(ties=data.ties, annotators=data.ann, n_items=data.n_items, n_annotators=max(len(data.annotators), 1),
+                choice_sets=[(c, list(o), a) for c, o, a in data.choice_sets] or None,
+                prior_scale=prior_scale if prior_scale and prior_scale > 0 else None,
+                beta_prior=beta_prior if beta_prior and beta_prior > 0 else None, fixed_beta=fixed)
+
+
+def _fit_bt(data: Comparisons, *, prior_scale: Optional[float], beta_prior: Optional[float]):
+    """The pure fit of :mod:`.bt`; None when that module is not importable (then :func:`_fit_local`)."""
     try:
-        from . import bt  # noqa: F401
-    except Exception:
+        from . import bt
+    except ImportError:
         return None
-    import inspect
-
-    fn = getattr(bt, "bradley_terry", None)
-    if fn is None:
-        return None
-    params = inspect.signature(fn).parameters
-    kw: dict[str, Any] = {}
-    if "ties" in params:
-        kw["ties"] = data.ties
-    if "annotators" in params:
-        kw["annotators"] = data.ann
-    if "n_items" in params:
-        kw["n_items"] = data.n_items
-    if "n_annotators" in params:
-        kw["n_annotators"] = len(data.annotators)
-    if "choice_sets" in params and data.choice_sets:
-        kw["choice_sets"] = _choice_sets_for_bt(data)
-    if "prior_scale" in params:
-        kw["prior_scale"] = prior_scale
-    if "beta_prior" in params:
-        kw["beta_prior"] = beta_prior
-    res = fn(data.winners, data.losers, **kw)
-    return res
-
-
-def _choice_sets_for_bt(data: Comparisons):
-    """Hook for bt's choice-set format: (chosen, offered, annotator) triples."""
-    return [(c, list(o), a) for c, o, a in data.choice_sets]
+    return bt.bradley_terry(data.winners, data.losers, **_bt_kwargs(data, prior_scale=prior_scale, beta_prior=beta_prior))
 
 
 def _fit_local(data: Comparisons, *, prior_scale: float, beta_prior: Optional[float], fit_beta: bool = True,
@@ -302,7 +287,7 @@ def _fit_local(data: Comparisons, *, prior_scale: float, beta_prior: Optional[fl
         s, lb, lnu = unpack(x)
         lb_eff = lb.copy()
         if key is not None:
-            lb_eff[key] = math.log(4.0)  # the key is trusted, not learned
+            lb_eff[key] = math.log(KEY_BETA)  # the key is trusted, not learned
         b = np.exp(lb_eff)
         gs = np.zeros(n)
         gb = np.zeros(A)
@@ -366,7 +351,7 @@ def _fit_local(data: Comparisons, *, prior_scale: float, beta_prior: Optional[fl
     s, lb, lnu = unpack(r.x)
     b = np.exp(lb)
     if key is not None:
-        b[key] = 4.0
+        b[key] = KEY_BETA
     return s, b, (float(np.exp(lnu)) if has_ties else 0.0)
 
 
@@ -406,28 +391,20 @@ def _laplace(data: Comparisons, s: np.ndarray, beta: np.ndarray, nu: float, prio
     return 1.0 / np.sqrt(diag), None
 
 
-def fit(data: Comparisons, *, prior_scale: float = 2.0, beta_prior: Optional[float] = 1.0, bootstrap: int = 0,
+def fit(data: Comparisons, *, prior_scale: Optional[float] = 2.0, beta_prior: Optional[float] = 1.0, bootstrap: int = 0,
         seed: int = 0) -> Fit:
-    """Fit one criterion's comparisons (bt's model; a local MAP fit where bt is absent)."""
-    comps = _components(data.n_items, data.winners, data.losers, data.choice_sets)
-    res = None
-    try:
-        res = _fit_bt(data, prior_scale=prior_scale, beta_prior=beta_prior)
-    except Exception:  # pragma: no cover - an API mismatch must not stop a user's calibration
-        res = None
+    """Fit one criterion's comparisons with :func:`.bt.bradley_terry` (a local MAP fit of the
+    same model where :mod:`.bt` is absent); ``bootstrap`` > 1 adds refits over resampled votes."""
+    res = _fit_bt(data, prior_scale=prior_scale, beta_prior=beta_prior)
     if res is not None:
-        s = np.asarray(res.scores, dtype=float)
-        beta = np.asarray(getattr(res, "beta", None) if getattr(res, "beta", None) is not None else np.ones(len(data.annotators)), dtype=float)
-        nu = float(getattr(res, "nu", 0.0) or 0.0)
-        se = getattr(res, "stderr", None)
-        _, cov = _laplace(data, s, beta, nu, prior_scale) if data.n_items <= 4000 else (None, None)
-        stderr = np.asarray(se, dtype=float) if se is not None else (np.sqrt(np.diag(cov)) if cov is not None else np.zeros(len(s)))
-        engine = "bt"
+        out = Fit(scores=np.asarray(res.scores, dtype=float), stderr=np.asarray(res.stderr, dtype=float),
+                  beta=np.asarray(res.beta, dtype=float), nu=float(res.nu), components=np.asarray(res.components),
+                  cov=res.cov, engine="bt")
     else:
-        s, beta, nu = _fit_local(data, prior_scale=prior_scale, beta_prior=beta_prior)
-        stderr, cov = _laplace(data, s, beta, nu, prior_scale)
-        engine = "local"
-    out = Fit(scores=s, stderr=stderr, beta=beta, nu=nu, components=comps, cov=cov, engine=engine)
+        comps = _components(data.n_items, data.winners, data.losers, data.choice_sets)
+        s, beta, nu = _fit_local(data, prior_scale=prior_scale or 0.0, beta_prior=beta_prior)
+        stderr, cov = _laplace(data, s, beta, nu, prior_scale or 0.0)
+        out = Fit(scores=s, stderr=stderr, beta=beta, nu=nu, components=comps, cov=cov, engine="local")
     if bootstrap and bootstrap > 1:
         out.samples = _bootstrap(data, out, bootstrap, seed=seed, prior_scale=prior_scale, beta_prior=beta_prior)
         out.stderr = out.samples.std(axis=0, ddof=1)
@@ -436,6 +413,11 @@ def fit(data: Comparisons, *, prior_scale: float = 2.0, beta_prior: Optional[flo
 
 def _bootstrap(data: Comparisons, base: Fit, B: int, *, seed: int, prior_scale: float, beta_prior: Optional[float]) -> np.ndarray:
     """Scores refitted on votes resampled with replacement (seeded)."""
+    if base.engine == "bt":
+        from . import bt
+
+        kw = _bt_kwargs(data, prior_scale=prior_scale, beta_prior=beta_prior)
+        return bt.bootstrap(data.winners, data.losers, n_boot=B, seed=seed, **kw).samples
     rng = np.random.default_rng(seed)
     m, S = len(data.winners), len(data.choice_sets)
     samples = np.empty((B, data.n_items))
@@ -446,7 +428,7 @@ def _bootstrap(data: Comparisons, base: Fit, B: int, *, seed: int, prior_scale: 
                         triplets=data.triplets, annotators=data.annotators,
                         winners=data.winners[idx], losers=data.losers[idx], ties=data.ties[idx], ann=data.ann[idx],
                         trip=data.trip[idx], choice_sets=[data.choice_sets[i] for i in sidx], key_index=data.key_index)
-        s, _, _ = _fit_local(d, prior_scale=prior_scale, beta_prior=beta_prior, init=base.scores)
+        s, _, _ = _fit_local(d, prior_scale=prior_scale or 0.0, beta_prior=beta_prior, init=base.scores)
         samples[b] = s
     return samples
 
@@ -466,12 +448,6 @@ def _consensus(choices: list[str]) -> Optional[str]:
 
 def krippendorff_alpha(votes: list[dict], ann_filter=None, *, bootstrap: int = 200, seed: int = 0) -> dict:
     """Nominal alpha over triplets (canonical first/second/tie), with a bootstrap CI over triplets."""
-    try:
-        from . import agreement as _ag  # prefer the shared implementation when it is there
-
-        fn = getattr(_ag, "krippendorff_alpha", None)
-    except Exception:
-        fn = None
     code = {"first": 0.0, "second": 1.0, "tie": 2.0}
     vs = [v for v in votes if v["choice"] in code and (ann_filter is None or ann_filter(v))]
     anns = sorted({v["ann"] for v in vs})
@@ -484,51 +460,34 @@ def krippendorff_alpha(votes: list[dict], ann_filter=None, *, bootstrap: int = 2
     X = np.full((len(anns), len(trips)), np.nan)
     for v in vs:
         X[ai[v["ann"]], ti[v["triplet_id"]]] = code[v["choice"]]
-    paired = (~np.isnan(X)).sum(0) >= 2
-    X = X[:, paired]
-    out["n_units"] = int(paired.sum())
-    if X.shape[1] == 0:
-        return out
+    try:
+        from .agreement import krippendorff_alpha as _alpha
 
-    def alpha(M):
-        if fn is not None:
-            try:
-                r = fn(M)
-                return float(r[0] if isinstance(r, (tuple, list)) else getattr(r, "alpha", r))
-            except Exception:
-                pass
+        r = _alpha(X, level="nominal", bootstrap=bootstrap if X.shape[1] >= 5 else 0, seed=seed)
+        val, lo, hi, n_units = r.alpha, r.low, r.high, r.n_units
+    except ImportError:  # pragma: no cover - agreement module absent
         import krippendorff
 
-        vals = M[~np.isnan(M)]
-        if len(np.unique(vals)) < 2:
-            return 1.0
-        return float(krippendorff.alpha(reliability_data=M, level_of_measurement="nominal"))
+        P = X[:, (~np.isnan(X)).sum(0) >= 2]
+        n_units = P.shape[1]
+        vals = P[~np.isnan(P)]
+        val = float("nan") if n_units == 0 else (1.0 if len(np.unique(vals)) < 2 else
+                                                 float(krippendorff.alpha(reliability_data=P, level_of_measurement="nominal")))
+        lo = hi = float("nan")
 
-    out["value"] = alpha(X)
-    if bootstrap and X.shape[1] >= 5:
-        rng = np.random.default_rng(seed)
-        bs = []
-        for _ in range(bootstrap):
-            M = X[:, rng.integers(0, X.shape[1], X.shape[1])]
-            try:
-                a = alpha(M)
-            except Exception:
-                continue
-            if a is not None and not math.isnan(a):
-                bs.append(a)
-        if bs:
-            out["ci"] = [float(np.percentile(bs, 2.5)), float(np.percentile(bs, 97.5))]
+    def clean(x):
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+    out.update({"value": clean(val), "ci": [clean(lo), clean(hi)], "n_units": int(n_units)})
     return out
 
 
 def _cohen_kappa(x: list[str], y: list[str]) -> Optional[float]:
     if len(x) < 2:
         return None
-    from sklearn.metrics import cohen_kappa_score
+    from .agreement import cohen_kappa
 
-    if len(set(x) | set(y)) < 2:
-        return 1.0
-    k = float(cohen_kappa_score(x, y))
+    k = float(cohen_kappa(x, y))
     return None if math.isnan(k) else k
 
 
@@ -619,10 +578,9 @@ def triplet_prob_first(data: Comparisons, fitres: Fit, tids: list[int]) -> np.nd
 
         def loglik(d):
             h = (b[None, :] * sign[None, :] * d[:, None]) / 2
-            parts = [h, -h] + ([np.full_like(h, math.log(nu))] if nu > 0 else [])
-            from scipy.special import logsumexp
-
-            logZ = logsumexp(np.stack(parts), axis=0)
+            logZ = np.logaddexp(h, -h)
+            if nu > 0:
+                logZ = np.logaddexp(logZ, math.log(nu))
             ll = np.where(tie[None, :], (math.log(nu) if nu > 0 else -50.0) - logZ, h - logZ)
             return ll.sum(1)
 
@@ -635,7 +593,7 @@ def triplet_prob_first(data: Comparisons, fitres: Fit, tids: list[int]) -> np.nd
         lam_c = max(lam - c, 0.05 * lam, 1e-6)
         mu_c = m - g / lam_c
         sd_c = 1.0 / math.sqrt(lam_c)
-        grid = np.linspace(min(mu_c, m) - 8 * sd_c, max(mu_c, m) + 8 * sd_c, 1601)
+        grid = np.linspace(min(mu_c, m) - 8 * sd_c, max(mu_c, m) + 8 * sd_c, 801)
         lw = -0.5 * ((grid - mu_c) / sd_c) ** 2 + loglik(grid)
         w = np.exp(lw - lw.max())
         out[n] = float(w[grid > 0].sum() / w.sum())
