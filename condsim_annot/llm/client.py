@@ -226,6 +226,7 @@ class LLMClient:
         self.features = {"response_format": True, "logprobs": True}
         self._cache: dict[str, dict] = {}
         self._inflight: dict[str, asyncio.Future] = {}
+        self._missing: set[str] = set()
         self._sem: Optional[asyncio.Semaphore] = None
         self._client = None
 
@@ -279,11 +280,15 @@ class LLMClient:
                 for r in rows:
                     self._cache[r.request_hash] = self._row_entry(r)
                     found += 1
+        self._missing.update(h for h in todo if h not in self._cache)
         return found
 
     def _lookup(self, h: str) -> Optional[dict]:
         if h in self._cache:
             return self._cache[h]
+        if h in self._missing:  # looked up moments ago by prefetch (another process may race us: harmless)
+            self._missing.discard(h)
+            return None
         with self.store.session() as s:
             r = s.scalars(select(LLMCall).where(LLMCall.request_hash == h, LLMCall.status != "error")).first()
             if r is not None:
