@@ -361,7 +361,7 @@ def propose(
                 for x in rng.choice(cand, size=min(n_mid, len(cand)), replace=False) if cand else []:
                     src.setdefault(int(x), "mid")
             if n_random:
-                for x in rng.choice(N, size=min(N, n_random + 1), replace=False):
+                for x in rng.integers(0, N, size=n_random + 1):  # O(1) per draw, even over 1M documents
                     src.setdefault(int(x), "random")
             src.pop(int(a), None)
             pos = np.fromiter(src.keys(), dtype=np.int64)
@@ -407,6 +407,7 @@ def propose(
         for p, sc in zip(pools, scored):
             p.S = np.concatenate([p.S, np.asarray(sc, dtype=np.float64)[None, :]], axis=0)
         timings[f"score {m.name}"] = round(time.perf_counter() - t, 3)
+        summary.method_info[m.name] = m.info()
     for p in pools:
         p.finish()
     method_names = [m.name for m in dense + rerank]
