@@ -105,6 +105,22 @@ def test_structured_output_and_logprobs_fall_back_when_rejected(store):
     assert all("response_format" not in r.request for r in logged)
 
 
+def test_reasoning_model_parameters_are_adapted(store):
+    def rule(r, n):  # what OpenAI says to o-series / gpt-5 models
+        if "max_tokens" in r:
+            return Reply(status=400, json_body={"error": {"message": "Unsupported parameter: 'max_tokens' is not supported "
+                                                          "with this model. Use 'max_completion_tokens' instead."}})
+        if r.get("temperature") not in (None, 1):
+            return Reply(status=400, json_body={"error": {"message": "Unsupported value: 'temperature' does not support 0 "
+                                                          "with this model. Only the default (1) value is supported."}})
+        return "ok"
+
+    with OpenAIServer(rule) as srv:
+        res, c = ask(store, srv.base_url, [req(i) for i in range(3)], concurrency=1)
+        assert all(x.ok for x in res) and srv.calls == 5
+        assert srv.requests[-1]["max_completion_tokens"] == 5 and "temperature" not in srv.requests[-1]
+
+
 def test_other_400s_are_errors_without_dropping_features(store):
     rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
     with OpenAIServer(lambda r, n: Reply(status=400, json_body={"error": {"message": "context length exceeded"}})) as srv:

@@ -223,7 +223,8 @@ class LLMClient:
         self.endpoint = endpoint
         self.dry_run = dry_run
         self.stats = CallStats()
-        self.features = {"response_format": True, "logprobs": True}
+        # what the server accepts; switched off (for the rest of the run) when it rejects it
+        self.features = {"response_format": True, "logprobs": True, "max_tokens": True, "temperature": True}
         self._cache: dict[str, dict] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._missing: set[str] = set()
@@ -321,14 +322,22 @@ class LLMClient:
         if not self.features["logprobs"]:
             req.pop("logprobs", None)
             req.pop("top_logprobs", None)
+        if not self.features["max_tokens"] and "max_tokens" in req:  # reasoning models want the new name
+            req["max_completion_tokens"] = req.pop("max_tokens")
+        if not self.features["temperature"]:  # ... and only their default temperature
+            req.pop("temperature", None)
         return req
 
     def _drop_feature(self, req: dict, message: str) -> bool:
         msg = message.lower()
         order = []
+        if "max_tokens" in msg:
+            order.append("max_tokens")
+        if "temperature" in msg:
+            order.append("temperature")
         if "logprob" in msg:
             order.append("logprobs")
-        if "response_format" in msg or "json_schema" in msg or "schema" in msg or "response format" in msg:
+        if "response_format" in msg or "json_schema" in msg or "response format" in msg:
             order.append("response_format")
         if any(w in msg for w in ("unsupported", "not supported", "unrecognized", "unknown parameter", "extra inputs", "not allowed")):
             order += ["response_format", "logprobs"]
@@ -362,7 +371,7 @@ class LLMClient:
                 return resp, tries, latency, req
             except openai.APIStatusError as exc:
                 code = exc.status_code
-                if code in (400, 422) and ("response_format" in req or "logprobs" in req):
+                if code in (400, 422):
                     if req != self._wire_request(request) or self._drop_feature(req, str(exc)):
                         continue  # ask again without the feature the server rejected
                 if code in (401, 403):
