@@ -175,3 +175,21 @@ def test_judge_margin_scores_without_votes(seeded):
         assert srv.calls == 10 - 0  # 5 triplets x 2 orders; (0,1,2) and (4,1,3)... from the log
     assert m.judge.startswith("llm:test-model:judge-v1:")
     assert not math.isnan(sum(m.values()))
+
+
+def test_attention_checks_and_chunked_scheduling(seeded, monkeypatch):
+    import condsim_annot.llm.judge as judge_mod
+    from condsim_annot.store_api import add_triplet
+
+    store, cid, ids, tids = seeded
+    with store.transaction() as s:  # a known-answer triplet: anchor pigeonhole, x pigeonhole, y induction
+        t, created = add_triplet(s, cid, ids[4], ids[2], ids[1], is_attention_check=True, expected="first", priority=10)
+        assert created and t.expected == "second"  # stored in canonical terms
+    monkeypatch.setattr(judge_mod, "CHUNK", 3)
+    seen = []
+    with OpenAIServer(oracle) as srv:
+        run = run_judge(store, "same-technique", model="test-model", base_url=srv.base_url, concurrency=2,
+                        progress=lambda d, t: seen.append((d, t)))
+    assert run.votes_added == 12 and srv.calls == 12 and seen[-1] == (12, 12)
+    row = judge_report(store, "same-technique")[0]
+    assert row["attention_checks"] == 2 and row["attention_correct"] == 2

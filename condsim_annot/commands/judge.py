@@ -156,6 +156,8 @@ def llm_judges(ctx: Ctx, criterion, prices_file, as_json):
         conf = "" if r["mean_confidence"] is None else f", mean confidence {r['mean_confidence']:.2f}"
         out.print(f"  votes {r['votes']} on {r['triplets']} triplets, {r['pairs']} judged in both orders: same answer "
                   f"{_pct(r['consistency'])}, A chosen {_pct(r['a_rate'])}{conf}", highlight=False)
+        if r["attention_checks"]:
+            out.print(f"  attention checks: {r['attention_correct']}/{r['attention_checks']} answered as expected", highlight=False)
         out.print(f"  calls {r['calls']} (unreadable {r['invalid_calls']}, failed {r['error_calls']}); tokens "
                   f"{r['tokens_in']:,} in / {r['tokens_out']:,} out; cost {_money(r['cost_usd'])}", highlight=False)
 

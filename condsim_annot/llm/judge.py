@@ -51,6 +51,7 @@ from .templates import PromptTemplate, document_block, load_prompt
 from .transform import get_criterion
 
 Progress = Callable[[int, int], None]
+CHUNK = 2000  # presentations prepared and scheduled at a time
 
 
 @dataclass(frozen=True)
@@ -230,14 +231,11 @@ def run_judge(
 
     async def go() -> CallStats:
         async with LLMClient(store, endpoint, dry_run=dry_run) as client:
-            reqs = [j.request(docs[t.anchor_id].text, docs[t.first_id].text, docs[t.second_id].text, sw) for t, sw in jobs]
-            client.prefetch([request_hash(r, 0) for r in reqs])
             n_done = 0
 
-            async def one(k: int) -> None:
+            async def one(t: Triplet, sw: bool, req: dict) -> None:
                 nonlocal n_done
-                t, sw = jobs[k]
-                jd = await j.ask(client, reqs[k], {"triplet_id": t.id, "swapped": sw})
+                jd = await j.ask(client, req, {"triplet_id": t.id, "swapped": sw})
                 if jd.label is not None and not dry_run:
                     presented = {"A": "first", "B": "second", "tie": "tie"}[jd.label]
                     with store.transaction() as s:
@@ -257,7 +255,11 @@ def run_judge(
                 if progress:
                     progress(n_done, len(jobs))
 
-            await asyncio.gather(*(one(k) for k in range(len(jobs))))
+            for c0 in range(0, len(jobs), CHUNK):  # bounded memory for very large runs
+                chunk = jobs[c0:c0 + CHUNK]
+                reqs = [j.request(docs[t.anchor_id].text, docs[t.first_id].text, docs[t.second_id].text, sw) for t, sw in chunk]
+                client.prefetch([request_hash(r, 0) for r in reqs])
+                await asyncio.gather(*(one(t, sw, r) for (t, sw), r in zip(chunk, reqs)))
             return client.stats
 
     run.stats = run_sync(go())
@@ -370,6 +372,7 @@ def judge_report(
     * ``consistency``: share of those where both answers pick the same candidate;
       ``position_flips`` = 1 - consistency: how often the answer follows the order;
     * ``a_rate``: share of A/B answers that chose the candidate shown as A (0.5 = no position preference);
+    * ``attention_checks`` / ``attention_correct``: votes on triplets with a known answer;
     * ``tokens_in`` / ``tokens_out`` / ``cost_usd``: every logged call of the judge (cost None when the price is unknown).
     """
     crit = get_criterion(store, criterion_name)
@@ -380,7 +383,7 @@ def judge_report(
         if judge:
             q = q.where(Annotator.name == judge)
         for a in s.scalars(q).all():
-            votes = s.execute(select(Vote.triplet_id, Vote.swapped, Vote.choice, Vote.confidence)
+            votes = s.execute(select(Vote.triplet_id, Vote.swapped, Vote.choice, Vote.confidence, Triplet.expected)
                               .join(Triplet, Triplet.id == Vote.triplet_id)
                               .where(Vote.annotator_id == a.id, Vote.state == "active", Triplet.criterion_id == crit.id)).all()
             calls = s.execute(select(func.count(), func.sum(LLMCall.tokens_in), func.sum(LLMCall.tokens_out),
@@ -397,6 +400,7 @@ def judge_report(
                 if v.choice in ("first", "second"):
                     a_ab += 1
                     a_hits += (v.choice == "first") != bool(v.swapped)
+            checks = [v for v in votes if v.expected in ("first", "second")]
             pairs = [d for d in by_t.values() if len(d) == 2]
             consistent = sum(1 for d in pairs if d[False] == d[True])
             tin, tout = int(calls[1] or 0), int(calls[2] or 0)
@@ -407,6 +411,8 @@ def judge_report(
                 "position_flips": 1 - consistent / len(pairs) if pairs else None,
                 "a_rate": a_hits / a_ab if a_ab else None,
                 "mean_confidence": sum(confs) / len(confs) if confs else None,
+                "attention_checks": len(checks),
+                "attention_correct": sum(1 for v in checks if v.choice == v.expected),
                 "calls": int(calls[0] or 0), "invalid_calls": int(calls[3] or 0), "error_calls": int(calls[4] or 0),
                 "tokens_in": tin, "tokens_out": tout,
                 "cost_usd": estimate_cost(a.model or "", tin, tout, prices, base_url or calls[5]),
