@@ -226,6 +226,7 @@ class Queue:
         self._latencies: list[float] = []
         self._t0 = time.monotonic()
         self._session_votes = 0
+        self._session_done = 0  # triplets answered in this session (k-1 per best-of-k answer)
         self._done0 = 0
         self._available: Optional[int] = None
         self._review: Optional[list[tuple[int, str]]] = None
@@ -334,7 +335,7 @@ class Queue:
                     for v in group:  # grid comparisons that were not seeds go back to nobody's queue
                         if v.triplet_id not in set(meta.get("seeds") or []):
                             self._set_assignment(s, v.triplet_id, "released")
-            self._bump(s, None, None, undo=True)
+            self._bump(s, None, None, undo=True, comparisons=len(group) if last.group_id else 1)
         if self.source == "review":
             self._review_pos = max(0, self._review_pos - 1)
         if last.group_id and meta.get("candidates"):
@@ -342,7 +343,7 @@ class Queue:
         return self._item_for(last.triplet_id, last.swapped, resumed=True, review=self.source == "review")
 
     def progress(self) -> Progress:
-        done = self._done0 + self._session_votes
+        done = self._done0 + self._session_done
         elapsed = max(time.monotonic() - self._t0, 1e-6)
         vpm = self._session_votes / (elapsed / 60.0) if self._session_votes else None
         if self.mode == "review":
@@ -352,7 +353,8 @@ class Queue:
             assigned = (self._done0 + self._available) if self._available is not None else None
         eta = None
         if assigned is not None and vpm:
-            eta = max(assigned - done, 0) / vpm * 60.0
+            per_answer = (self._session_done / self._session_votes) if self._session_votes and self.mode != "review" else 1.0
+            eta = max(assigned - done, 0) / max(per_answer, 1e-9) / vpm * 60.0
         return Progress(done, assigned, self._session_votes, vpm, eta)
 
     def count_available(self) -> int:
@@ -371,7 +373,7 @@ class Queue:
                     {"me": self.annotator_id, "c": c}).scalar_one()
         n = int(n)
         # the annotator's answers so far + what is left; attention checks are extra
-        self._available = n + self._session_votes
+        self._available = n + self._session_done
         return n
 
     def close(self) -> dict:
@@ -394,7 +396,7 @@ class Queue:
             "duration_s": elapsed,
             "votes_per_min": (self._session_votes / (elapsed / 60.0)) if self._session_votes and elapsed > 0 else 0.0,
             "median_latency_ms": statistics.median(lat) if lat else None,
-            "done_total": self._done0 + self._session_votes,
+            "done_total": self._done0 + self._session_done,
         }
 
     # ------------------------------------------------------------------ pairwise
@@ -776,9 +778,11 @@ class Queue:
         if undo:
             self.counts["undo"] += 1
             self._session_votes = max(0, self._session_votes - 1)
+            self._session_done = max(0, self._session_done - max(comparisons, 1))
             vals = {"n_undos": T.n_undos + 1}
         else:
             self._session_votes += 1
+            self._session_done += max(comparisons, 1)
             self.counts[choice or "vote"] += 1
             if latency_ms is not None:
                 self._latencies.append(latency_ms)

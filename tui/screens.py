@@ -268,7 +268,7 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, bindings: list[Binding], mode: str, k: Optional[int] = None):
         super().__init__()
-        self._bindings = bindings
+        self._keylist = bindings
         self._mode = mode
         self._k = k
 
@@ -280,7 +280,7 @@ class HelpScreen(ModalScreen[None]):
             "review": "These votes disagree. Read them and record the answer you adjudicate.",
         }[self._mode]
         t.append(intro + "\n\n", "bold")
-        for b in self._bindings:
+        for b in self._keylist:
             if not b.show and not b.tooltip:
                 continue
             key = keys.key_label(b).replace("1-k", f"1-{self._k}" if self._k else "1-k")
