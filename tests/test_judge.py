@@ -193,3 +193,19 @@ def test_attention_checks_and_chunked_scheduling(seeded, monkeypatch):
     assert run.votes_added == 12 and srv.calls == 12 and seen[-1] == (12, 12)
     row = judge_report(store, "same-technique")[0]
     assert row["attention_checks"] == 2 and row["attention_correct"] == 2
+
+
+def test_editing_the_criterion_rejudges_and_supersedes(seeded):
+    from condsim_annot.criteria import edit_criterion
+
+    store, cid, ids, tids = seeded
+    with OpenAIServer(oracle) as srv:
+        run_judge(store, "same-technique", model="test-model", base_url=srv.base_url, limit=2)
+        assert srv.calls == 4
+        edit_criterion(store, "same-technique", description="Same key lemma or technique")
+        run = run_judge(store, "same-technique", model="test-model", base_url=srv.base_url, limit=2)
+        assert srv.calls == 8 and run.votes_added == 4 and run.already_voted == 0
+        assert "Same key lemma" in srv.requests[-1]["messages"][1]["content"]
+    _, votes = votes_of(store, run.judge)
+    assert sorted(v.state for v in votes) == ["active"] * 4 + ["superseded"] * 4
+    assert all(v.replaces_id for v in votes if v.state == "active")

@@ -178,6 +178,10 @@ class JudgeRun:
         return d
 
 
+def _vote_version(meta: Optional[dict]) -> Optional[int]:
+    return (meta or {}).get("criterion_version")
+
+
 def _resolve(store: Store, criterion_name: str, model, base_url, api_key_env, dry_run, **kw):
     endpoint = resolve_endpoint(model, base_url, api_key_env, require_key=not dry_run, **kw)
     return endpoint, get_criterion(store, criterion_name)
@@ -202,8 +206,10 @@ def run_judge(
 ) -> JudgeRun:
     """Judge the criterion's triplets (highest priority first; ``limit`` of them) in both orders.
 
-    Presentations the judge has already voted on are skipped, and answered requests
-    come from the call log, so a second run makes zero calls and a killed run resumes.
+    Presentations the judge has already voted on (under the criterion's current
+    version) are skipped, and answered requests come from the call log, so a second
+    run makes zero calls and a killed run resumes.  After ``criteria edit`` the new
+    wording is a new prompt: the judge votes again and the old votes are superseded.
     """
     params = params or JudgeParams()
     prices = load_prices(prices_file)
@@ -221,8 +227,10 @@ def run_judge(
         if j.annotator_id is not None and triplets:
             ids = [t.id for t in triplets]
             for i in range(0, len(ids), 900):
-                done.update(s.execute(select(Vote.triplet_id, Vote.swapped).where(
-                    Vote.annotator_id == j.annotator_id, Vote.state == "active", Vote.triplet_id.in_(ids[i:i + 900]))).all())
+                for tid, sw, meta in s.execute(select(Vote.triplet_id, Vote.swapped, Vote.meta).where(
+                        Vote.annotator_id == j.annotator_id, Vote.state == "active", Vote.triplet_id.in_(ids[i:i + 900]))).all():
+                    if _vote_version(meta) == crit.version:  # a vote on an older wording is judged again
+                        done.add((tid, bool(sw)))
         docs = documents_by_id(s, {d for t in triplets for d in (t.anchor_id, t.first_id, t.second_id)})
     run.triplets = len(triplets)
     jobs = [(t, sw) for t in triplets for sw in (False, True) if (t.id, sw) not in done]
@@ -239,13 +247,20 @@ def run_judge(
                 if jd.label is not None and not dry_run:
                     presented = {"A": "first", "B": "second", "tie": "tie"}[jd.label]
                     with store.transaction() as s:
-                        dup = s.scalars(select(Vote.id).where(Vote.triplet_id == t.id, Vote.annotator_id == j.annotator_id,
-                                                              Vote.swapped == sw, Vote.state == "active")).first()
-                        if dup is None:
-                            record_vote(s, t.id, j.annotator_id, to_canonical_choice(presented, sw), source="llm", swapped=sw,
-                                        latency_ms=jd.result.latency_ms, rationale=jd.rationale, confidence=jd.confidence,
-                                        supersede=False, meta={"llmcall_id": jd.result.call_id, "label": jd.label,
-                                                               "attempts": jd.attempts, "cached": jd.result.cached})
+                        prev = s.scalars(select(Vote).where(Vote.triplet_id == t.id, Vote.annotator_id == j.annotator_id,
+                                                            Vote.swapped == sw, Vote.state == "active")).all()
+                        if not any(_vote_version(p.meta) == crit.version for p in prev):
+                            for p in prev:  # votes under an older wording of the criterion
+                                p.state = "superseded"
+                                s.add(p)
+                            v = record_vote(s, t.id, j.annotator_id, to_canonical_choice(presented, sw), source="llm", swapped=sw,
+                                            latency_ms=jd.result.latency_ms, rationale=jd.rationale, confidence=jd.confidence,
+                                            supersede=False, meta={"llmcall_id": jd.result.call_id, "label": jd.label,
+                                                                   "attempts": jd.attempts, "cached": jd.result.cached,
+                                                                   "criterion_version": crit.version})
+                            if prev:
+                                v.replaces_id = prev[-1].id
+                                s.add(v)
                             run.votes_added += 1
                 elif jd.result.status == "invalid":
                     run.invalid += 1
