@@ -220,3 +220,36 @@ def test_calibration_is_deterministic(sqlite_store):
     c = calibrate(sqlite_store, "crit", bootstrap=20, seed=1)
     assert c["params"]["bootstrap"] == 20
     assert all(p["stderr"] > 0 for p in c["pair_scores"])
+
+
+def test_an_lm_judge_asked_in_both_orders_is_one_answer(sqlite_store):
+    """The LM judge votes each triplet twice (both presentation orders, supersede=False):
+    that is one annotator, not two votes towards --min-votes, and a contradicting pair
+    (position effect) is no answer for alpha/kappa."""
+    s_ = sqlite_store
+    with s_.transaction() as s:
+        c = Corpus(name="j")
+        s.add(c)
+        s.flush()
+        docs = [Document(corpus_id=c.id, ext_id=f"j{i}", text=f"t{i}", content_hash=f"{i:064x}") for i in range(4)]
+        s.add_all(docs)
+        s.flush()
+        crit = Criterion(name="j", description="d", corpus_id=c.id)
+        s.add(crit)
+        s.flush()
+        d = [x.id for x in docs]
+        judge = get_or_create_annotator(s, "judge", kind="llm")
+        h = get_or_create_annotator(s, "h")
+        t1, _ = add_triplet(s, crit.id, d[0], d[1], d[2])
+        t2, _ = add_triplet(s, crit.id, d[0], d[1], d[3])
+        for sw in (False, True):
+            record_vote(s, t1.id, judge.id, "first", source="llm", swapped=sw, supersede=False, confidence=0.9)
+        record_vote(s, t2.id, judge.id, "first", source="llm", swapped=False, supersede=False)
+        record_vote(s, t2.id, judge.id, "second", source="llm", swapped=True, supersede=False)
+        record_vote(s, t1.id, h.id, "first", source="tui")
+        record_vote(s, t2.id, h.id, "second", source="tui")
+    summ = calibrate(s_, "j", min_votes=3, alpha_bootstrap=0)
+    st = {l["triplet_id"]: l for l in summ["labels"]}
+    assert st[t1.id]["n_votes"] == 2 and st[t1.id]["status"] != "gold"  # two annotators < 3
+    assert summ["kappa"][0]["n"] == 1  # only t1 has a judge answer; t2's two votes contradict
+    assert summ["alpha"]["all"]["n_units"] == 1

@@ -446,20 +446,36 @@ def _consensus(choices: list[str]) -> Optional[str]:
     return top
 
 
+def per_coder(votes: list[dict]) -> dict[tuple[int, int], str]:
+    """One answer per (annotator, triplet): an LM judge asked in both presentation orders
+    leaves two votes; they count as one answer when they agree and as none when they
+    contradict each other (a position effect, not a preference)."""
+    acc: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for v in votes:
+        if v["choice"] in FITTED:
+            acc[(v["ann"], v["triplet_id"])].append(v["choice"])
+    out = {}
+    for k, cs in acc.items():
+        c = _consensus(cs)
+        if c is not None:
+            out[k] = c
+    return out
+
+
 def krippendorff_alpha(votes: list[dict], ann_filter=None, *, bootstrap: int = 200, seed: int = 0) -> dict:
     """Nominal alpha over triplets (canonical first/second/tie), with a bootstrap CI over triplets."""
     code = {"first": 0.0, "second": 1.0, "tie": 2.0}
-    vs = [v for v in votes if v["choice"] in code and (ann_filter is None or ann_filter(v))]
-    anns = sorted({v["ann"] for v in vs})
-    trips = sorted({v["triplet_id"] for v in vs})
+    answers = per_coder([v for v in votes if ann_filter is None or ann_filter(v)])
+    anns = sorted({a for a, _ in answers})
+    trips = sorted({t for _, t in answers})
     out = {"value": None, "ci": [None, None], "n_units": 0, "n_annotators": len(anns)}
     if len(anns) < 2 or not trips:
         return out
     ai = {a: i for i, a in enumerate(anns)}
     ti = {t: i for i, t in enumerate(trips)}
     X = np.full((len(anns), len(trips)), np.nan)
-    for v in vs:
-        X[ai[v["ann"]], ti[v["triplet_id"]]] = code[v["choice"]]
+    for (a, t), c in answers.items():
+        X[ai[a], ti[t]] = code[c]
     try:
         from .agreement import krippendorff_alpha as _alpha
 
@@ -614,12 +630,15 @@ def _label_triplets(data: Comparisons, fitres: Fit, *, tau: float, min_votes: in
         vs = by_trip.get(t, [])
         fitted = [v for v in vs if v["choice"] in FITTED and v["source"] != "review"]
         reviews = [v for v in vs if v["source"] == "review" and v["choice"] in FITTED]
-        n_fit = len(fitted) + len(reviews)
+        n_fit = len({v["ann"] for v in fitted} | {v["ann"] for v in reviews})  # distinct annotators
         p = float(p)
         label = "first" if p >= 0.5 else "second"
         prob = max(p, 1 - p)
         pending = bool(tri["meta"].get("needs_adjudication") or tri["meta"].get("adjudication") == "pending")
-        cnt = Counter(v["choice"] for v in fitted)
+        mine: dict[int, list[str]] = defaultdict(list)
+        for v in fitted:
+            mine[v["ann"]].append(v["choice"])
+        cnt = Counter(_consensus(cs) for cs in mine.values())
         split = cnt["first"] > 0 and cnt["second"] > 0
         if reviews:
             r = reviews[-1]["choice"]
@@ -689,14 +708,19 @@ def calibrate(store: Store, criterion: str, *, tau: float = 0.9, min_votes: int 
     by_trip: dict[int, list[dict]] = defaultdict(list)
     for v in data.votes:
         by_trip[v["triplet_id"]].append(v)
-    human_cons = {t: _consensus([v["choice"] for v in vs if kinds[v["ann"]] == "human"]) for t, vs in by_trip.items()}
+    answers = per_coder(data.votes)
+    human_answers: dict[int, list[str]] = defaultdict(list)
+    for (an, t), c in answers.items():
+        if kinds[an] == "human":
+            human_answers[t].append(c)
+    human_cons = {t: _consensus(cs) for t, cs in human_answers.items()}
     for ai, a in enumerate(data.annotators):
         if a["kind"] != "llm":
             continue
         xs, ys = [], []
-        for v in data.votes:
-            if v["ann"] == ai and v["choice"] in FITTED and human_cons.get(v["triplet_id"]):
-                xs.append(human_cons[v["triplet_id"]]); ys.append(v["choice"])
+        for (an, t), c in sorted(answers.items()):
+            if an == ai and human_cons.get(t):
+                xs.append(human_cons[t]); ys.append(c)
         kappa.append({"judge": a["name"], "kappa": _cohen_kappa(xs, ys), "n": len(xs)})
     # ill-defined triplets and criterion
     ill = []
