@@ -16,10 +16,11 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import CondsimError
 
@@ -74,9 +75,17 @@ def load_prompt(task: str) -> PromptTemplate:
     if task not in TASKS:
         raise CondsimError(f"unknown prompt task {task!r}; expected one of {', '.join(TASKS)}")
     override = os.environ.get(ENV_PROMPTS)
+    path, stamp = None, None
     if override:
         p = Path(override).expanduser() / f"{task}.toml"
         if p.exists():
-            return _read(p, str(p))
+            path, stamp = str(p), p.stat().st_mtime_ns
+    return _load(task, path, stamp)
+
+
+@lru_cache(maxsize=32)
+def _load(task: str, path: Optional[str], _stamp: Optional[int]) -> PromptTemplate:
+    if path:
+        return _read(Path(path), path)
     res = resources.files("condsim_annot.prompts") / f"{task}.toml"
     return _read(res, f"prompts/{task}.toml")

@@ -46,6 +46,7 @@ __all__ = ["transform_documents", "endpoint_status", "TransformResult", "TRANSFO
 
 TRANSFORM_TASKS = ("in-one-word", "rewrite")
 Progress = Callable[[int, int], None]
+CHUNK = 2000  # documents prepared and scheduled at a time
 
 
 class TransformResult(dict):
@@ -129,17 +130,13 @@ def transform_documents(
         return v is not None, {"text": v}
 
     async def go() -> None:
-        async with LLMClient(store, endpoint, dry_run=dry_run) as client:
-            reqs = {i: transform_request(task, crit, docs[i].text, endpoint.model, temperature=temperature,
-                                         max_words=max_words, structured=structured) for i in ids}
-            from .client import request_hash
+        from .client import request_hash
 
-            client.prefetch([request_hash(r, 0) for r, _ in reqs.values()])
+        async with LLMClient(store, endpoint, dry_run=dry_run) as client:
             done = 0
 
-            async def one(i: int) -> None:
+            async def one(i: int, req: dict, tpl) -> None:
                 nonlocal done
-                req, tpl = reqs[i]
                 result.prompt_version = tpl.version
                 res, _ = await complete_with_retries(
                     client, req, retry_message=tpl.extra.get("retry"), invalid_retries=0 if dry_run else invalid_retries,
@@ -154,7 +151,12 @@ def transform_documents(
                 if progress:
                     progress(done, len(ids))
 
-            await asyncio.gather(*(one(i) for i in ids))
+            for c0 in range(0, len(ids), CHUNK):  # bounded memory for large corpora
+                chunk = ids[c0:c0 + CHUNK]
+                reqs = [transform_request(task, crit, docs[i].text, endpoint.model, temperature=temperature,
+                                          max_words=max_words, structured=structured) for i in chunk]
+                client.prefetch([request_hash(r, 0) for r, _ in reqs])
+                await asyncio.gather(*(one(i, r, tpl) for i, (r, tpl) in zip(chunk, reqs)))
             result.stats = client.stats
 
     run_sync(go())
