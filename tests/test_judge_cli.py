@@ -78,3 +78,13 @@ def test_llm_transform_cli(cli, store, monkeypatch):
         assert json.loads(res.output) == {str(ids[0]): "induction", str(ids[1]): "induction"}
         res = cli("llm", "transform", "same-technique", "-m", "m", "--base-url", srv.base_url, "--task", "rewrite", "--limit", "3")
         assert res.output.count("induction") == 3 and srv.calls == 5
+
+
+def test_judge_cli_without_triplets_says_what_to_do(cli, store):
+    seed_corpus(store, ["a", "b", "c"])
+    res = cli("judge", "same-technique", "-m", "m", "--dry-run")
+    assert "no triplets for criterion 'same-technique' yet" in flat(res)
+    res = cli("llm", "judges", "same-technique")
+    assert "no LM judge has voted" in flat(res)
+    res = cli("judge", "same-technique", "-m", "m", "--limit", "0", "--dry-run", expect_ok=False)
+    assert res.exit_code == 2 and "--limit" in res.output
