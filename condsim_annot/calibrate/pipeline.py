@@ -574,45 +574,63 @@ def triplet_prob_first(data: Comparisons, fitres: Fit, tids: list[int]) -> np.nd
     else:
         v_all = fitres.stderr[i1] ** 2 + fitres.stderr[i2] ** 2
     v_all = np.maximum(v_all, 1e-9)
-    direct: dict[int, list[int]] = defaultdict(list)
-    for k, t in enumerate(data.trip.tolist()):
-        direct[t].append(k)
+    from scipy.stats import norm
+
     nu = max(float(fitres.nu), 0.0)
-    out = np.empty(len(tids))
-    for n, t in enumerate(tids):
-        m, v = float(m_all[n]), float(v_all[n])
-        ks = direct.get(t)
-        if not ks:
-            from scipy.stats import norm
+    lnu = math.log(nu) if nu > 0 else -50.0
+    pos = {t: n for n, t in enumerate(tids)}
+    ks = np.asarray([k for k, t in enumerate(data.trip.tolist()) if t in pos], dtype=np.int64)
+    out = norm.cdf(m_all / np.sqrt(v_all))  # triplets without votes of their own: the Gaussian posterior
+    if len(ks) == 0:
+        return out
+    kt = np.asarray([pos[t] for t in data.trip[ks].tolist()], dtype=np.int64)
+    order = np.argsort(kt, kind="stable")
+    ks, kt = ks[order], kt[order]
+    b = fitres.beta[data.ann[ks]]
+    sign = np.where(data.winners[ks] == i1[kt], 1.0, -1.0)  # +1: the vote favours first
+    tie = data.ties[ks]
 
-            out[n] = norm.cdf(m / math.sqrt(v))
-            continue
-        ks = np.asarray(ks)
-        b = fitres.beta[data.ann[ks]]
-        sign = np.where(data.winners[ks] == i1[n], 1.0, -1.0)  # +1: the vote favours first
-        tie = data.ties[ks]
+    def parts(h):
+        logZ = np.logaddexp(h, -h)
+        if nu > 0:
+            logZ = np.logaddexp(logZ, lnu)
+        return logZ, np.exp(h - logZ), np.exp(-h - logZ)
 
-        def loglik(d):
-            h = (b[None, :] * sign[None, :] * d[:, None]) / 2
-            logZ = np.logaddexp(h, -h)
-            if nu > 0:
-                logZ = np.logaddexp(logZ, math.log(nu))
-            ll = np.where(tie[None, :], (math.log(nu) if nu > 0 else -50.0) - logZ, h - logZ)
-            return ll.sum(1)
-
-        # curvature and slope of the direct votes at the mode
-        eps = 1e-3 * max(1.0, abs(m))
-        l0, lp, lm = loglik(np.array([m - eps, m, m + eps]))[[1, 2, 0]]
-        g = (lp - lm) / (2 * eps)
-        c = max(-(lp - 2 * l0 + lm) / eps ** 2, 0.0)
-        lam = 1.0 / v
-        lam_c = max(lam - c, 0.05 * lam, 1e-6)
-        mu_c = m - g / lam_c
-        sd_c = 1.0 / math.sqrt(lam_c)
-        grid = np.linspace(min(mu_c, m) - 8 * sd_c, max(mu_c, m) + 8 * sd_c, 801)
-        lw = -0.5 * ((grid - mu_c) / sd_c) ** 2 + loglik(grid)
-        w = np.exp(lw - lw.max())
-        out[n] = float(w[grid > 0].sum() / w.sum())
+    # slope and curvature of each triplet's own votes at the Laplace mode m
+    h0 = b * sign * m_all[kt] / 2
+    _, pA, pB = parts(h0)
+    half = b * sign / 2
+    g = np.bincount(kt, half * (np.where(tie, 0.0, 1.0) - (pA - pB)), minlength=len(tids))
+    c = np.bincount(kt, (b / 2) ** 2 * (pA + pB - (pA - pB) ** 2), minlength=len(tids))
+    lam = 1.0 / v_all
+    lam_c = np.maximum(np.maximum(lam - c, 0.05 * lam), 1e-6)
+    mu_c = m_all - g / lam_c
+    sd_c = 1.0 / np.sqrt(lam_c)
+    lo = np.minimum(mu_c, m_all) - 8 * sd_c
+    hi = np.maximum(mu_c, m_all) + 8 * sd_c
+    G = 801
+    u = np.linspace(0.0, 1.0, G)
+    has = np.unique(kt)
+    starts = np.searchsorted(kt, has)
+    ends = np.append(starts[1:], len(kt))
+    block = max(1, 4_000_000 // G)  # comparisons per block (memory bound)
+    i = 0
+    while i < len(has):
+        j = i
+        while j < len(has) and ends[j] - starts[i] <= block or j == i:
+            j += 1
+        rows = has[i:j]
+        sl = slice(starts[i], ends[j - 1])
+        grid = lo[rows, None] + (hi[rows] - lo[rows])[:, None] * u[None, :]  # (R, G)
+        local = np.searchsorted(rows, kt[sl])
+        h = (b[sl] * sign[sl])[:, None] * grid[local] / 2
+        logZ, _, _ = parts(h)
+        ll = np.where(tie[sl][:, None], lnu - logZ, h - logZ)
+        LL = np.add.reduceat(ll, starts[i:j] - starts[i], axis=0)
+        lw = -0.5 * ((grid - mu_c[rows, None]) / sd_c[rows, None]) ** 2 + LL
+        w = np.exp(lw - lw.max(axis=1, keepdims=True))
+        out[rows] = (w * (grid > 0)).sum(1) / w.sum(1)
+        i = j
     return out
 
 
