@@ -301,7 +301,10 @@ def render_html(r: dict, figs: dict[str, str]) -> str:
         att = f"{a['attention_accuracy']:.2f} ({a['attention_n']})" if a["attention_n"] else "–"
         name = f"<span class='flag'>{e(a['name'])} ⚠</span>" if a["flagged"] else e(a["name"])
         rows.append([name, a["kind"], _f(a["beta"], 2), a["n_votes"], a["n_cant_tell"], _f(a["loo_agreement"], 2),
-                     _f(a["gold_agreement"], 2), att, _f(a["position_bias"], 2), _f(a["median_latency_ms"], 0)])
+                     _f(a["gold_agreement"], 2), att,
+                     _f(a["position_bias"], 2) + (f" <span class='flag'>(p={a['position_bias_p']:.3f})</span>"
+                                                  if (a.get("position_bias_p") is not None and a["position_bias_p"] < 0.01) else ""),
+                     _f(a["median_latency_ms"], 0)])
     parts.append(_table(["annotator", "kind", "β", "votes", "can't tell", "LOO agreement", "gold agreement", "attention", "position bias", "median latency ms"], rows))
     failed = r["attention"].get("failed", [])
     if failed:

@@ -253,3 +253,19 @@ def test_an_lm_judge_asked_in_both_orders_is_one_answer(sqlite_store):
     assert st[t1.id]["n_votes"] == 2 and st[t1.id]["status"] != "gold"  # two annotators < 3
     assert summ["kappa"][0]["n"] == 1  # only t1 has a judge answer; t2's two votes contradict
     assert summ["alpha"]["all"]["n_units"] == 1
+
+
+def test_position_bias_is_measured(sqlite_store):
+    """An annotator who always picks the side shown first: share 1.0, tiny p; others near 0.5."""
+    simulate(sqlite_store, n_docs=14, n_anchors=3, per_anchor=10, attention_per_anchor=0, annotators=GOOD, seed=11)
+    rng = np.random.default_rng(1)
+    with sqlite_store.transaction() as s:
+        lazy = get_or_create_annotator(s, "lazy")
+        for t in s.scalars(select(Triplet)).all():
+            sw = bool(rng.random() < 0.5)
+            record_vote(s, t.id, lazy.id, "second" if sw else "first", source="tui", swapped=sw)
+    summ = calibrate(sqlite_store, "crit", alpha_bootstrap=0)
+    a = {x["name"]: x for x in summ["annotators"]}
+    assert a["lazy"]["position_bias"] == 1.0 and a["lazy"]["position_bias_p"] < 1e-6
+    assert all(abs(a[n]["position_bias"] - 0.5) < 0.35 for n in ("ann-h1", "ann-h2", "ann-h3"))
+    assert a["lazy"]["beta"] < min(a[n]["beta"] for n in ("ann-h1", "ann-h2", "ann-h3"))

@@ -61,6 +61,8 @@ def test_report_html_json_md(cli, store, tmp_path):
     assert md.startswith("# Calibration report: `crit`") and "ann-bad ⚠" in md and "Ill-defined" in md
     res = cli("report", "crit", expect_ok=False)
     assert res.exit_code == 1 and "--html" in res.output
+    cli("views", "crit", "--html", tmp_path / "v.html", "--json", tmp_path / "v.json")
+    assert json.loads((tmp_path / "v.json").read_text())["maps"][0]["method"] == "mds-pair-scores"
 
 
 def test_report_needs_a_calibration_run(cli, store, tmp_path):

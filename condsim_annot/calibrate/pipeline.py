@@ -535,6 +535,11 @@ def _annotator_stats(data: Comparisons, gold_of: dict[int, str]) -> list[dict]:
                 g_n += 1
                 g_ok += g == v["choice"]
         shown_a = sum((v["choice"] == "first") != v["swapped"] for v in decisive)
+        pb_p = None
+        if decisive:
+            from .agreement import position_bias
+
+            pb_p = float(position_bias([(v["choice"] == "first") != v["swapped"] for v in decisive]).p_value[0])
         lat = [v["latency_ms"] for v in mine if v["latency_ms"] is not None]
         stats.append({
             "name": a["name"], "kind": a["kind"], "annotator_id": a["id"], "index": ai,
@@ -545,6 +550,7 @@ def _annotator_stats(data: Comparisons, gold_of: dict[int, str]) -> list[dict]:
             "loo_agreement": (loo_ok / loo_n) if loo_n else None,
             "gold_agreement": (g_ok / g_n) if g_n else None,
             "position_bias": (shown_a / len(decisive)) if decisive else None,
+            "position_bias_p": pb_p,
             "median_latency_ms": float(statistics.median(lat)) if lat else None,
         })
     return stats
@@ -781,7 +787,7 @@ def calibrate(store: Store, criterion: str, *, tau: float = 0.9, min_votes: int 
         "kappa": kappa,
         "annotators": [{k: a[k] for k in ("name", "kind", "beta", "n_votes", "n_fitted", "n_cant_tell", "n_skip", "attention_n",
                                           "attention_accuracy", "loo_agreement", "gold_agreement", "position_bias",
-                                          "median_latency_ms", "flagged")} for a in astats],
+                                          "position_bias_p", "median_latency_ms", "flagged")} for a in astats],
         "attention": {"failed": failed, "threshold": ATTENTION_FAIL_BELOW, "median_beta": med_beta},
         "cant_tell_rate": (n_ct / n_judged) if n_judged else 0.0,
         "ill_defined": sorted(ill, key=lambda r: (-r["cant_tell"], r["triplet_id"])),
