@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -369,6 +370,13 @@ def test_search_engine_filters_sort_text_progress(sqlite_store, env, users):
     with owner(env.url) as c:
         prog = c.get(f"/api/v1/datasets/{dsid}/progress").json()
         assert prog["total"] == 5 and prog["completed"] == 1 and prog["pending"] == 4
+        # without Redis the rq job behind a distribution change runs in-process
+        r = c.patch(f"/api/v1/datasets/{dsid}", json={"distribution": {"strategy": "overlap", "min_submitted": 2}})
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and records(env.url, dsid)[tids[0]]["status"] != "pending":
+            time.sleep(0.3)
+        assert records(env.url, dsid)[tids[0]]["status"] == "pending"
 
 
 # --------------------------------------------------------------------------- `argilla serve` itself
@@ -408,3 +416,42 @@ def test_serve_command_prints_credentials_and_stops_on_sigterm(tmp_path):
     assert not list(home.glob("static-tmp*")), "the static copy is removed"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=2)
+
+
+# --------------------------------------------------------------------------- with Redis: the stock rq worker
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_serve_with_redis_worker_knows_the_engine(sqlite_store, tmp_path):
+    """With --redis-url, jobs go through Redis to a worker that has the SQL engine registered."""
+    from condsim_annot.argilla.remote import connect, push
+    from condsim_annot.argilla.serve import LocalServer
+
+    rport = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv = LocalServer(home=tmp_path / "home", port=free_port(), api_key=API_KEY, venv=VENV,
+                      redis_url=f"redis://127.0.0.1:{rport}/0")
+    try:
+        srv.start(timeout=180)
+        data = seed(sqlite_store)
+        ds, ws = names()
+        push(sqlite_store, "topic", client=connect(srv.url, API_KEY), workspace=ws, dataset=ds, min_submitted=1)
+        dsid = dataset_id(srv.url, ds, ws)
+        t0 = data["triplets"][0]
+        u = Users(srv.url, API_KEY)
+        u.create("redis-user", ws)
+        u.respond("redis-user", records(srv.url, dsid)[t0]["id"], "submitted", "A")
+        assert records(srv.url, dsid)[t0]["status"] == "completed"
+        with owner(srv.url) as c:  # a distribution change is an rq job (update_dataset_records_status_job)
+            r = c.patch(f"/api/v1/datasets/{dsid}", json={"distribution": {"strategy": "overlap", "min_submitted": 2}})
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and records(srv.url, dsid)[t0]["status"] != "pending":
+            time.sleep(0.5)
+        assert records(srv.url, dsid)[t0]["status"] == "pending"
+        assert "Job OK" in (srv.home / "server.log").read_text()
+    finally:
+        srv.stop()
+        redis.terminate()
+        redis.wait(10)
