@@ -192,3 +192,12 @@ def test_wrong_key_and_wrong_model_stop_with_a_clear_message(sqlite_store):
             with pytest.raises(CondsimError, match=match):
                 ask(sqlite_store, srv.base_url, [req(i) for i in range(5)])
             assert srv.calls <= 8
+
+
+def test_infinite_logprobs_are_stored_on_every_backend(store):
+    lp = [{"token": "A", "logprob": -0.1, "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": float("-inf")}]}]
+    with OpenAIServer(lambda r, n: Reply(content="A", logprobs=lp)) as srv:
+        (res,), _ = ask(store, srv.base_url, [req()])
+    assert res.ok
+    (row,) = rows(store)
+    assert row.response["choices"][0]["logprobs"]["content"][0]["top_logprobs"][1]["logprob"] is None

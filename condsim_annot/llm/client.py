@@ -468,7 +468,7 @@ class LLMClient:
                                      "tries": getattr(exc, "tries", 1), "latency_ms": (time.perf_counter() - t_start) * 1000.0,
                                      "response_text": None, "response": None, "parsed": None})
             return CallResult(h, "error", error=msg, call_id=call_id)
-        data = resp.model_dump(mode="json", exclude_none=True)
+        data = _finite(resp.model_dump(mode="json", exclude_none=True))
         choice = (data.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content")
         if text is None:
@@ -489,6 +489,17 @@ class LLMClient:
         self._cache[h] = {"id": call_id, "status": status, "text": text, "logprobs": logprobs,
                           "tokens_in": tin, "tokens_out": tout, "latency_ms": latency}
         return CallResult(h, status, text, parsed, logprobs, tin, tout, latency, cached=False, call_id=call_id)
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/±inf (e.g. -inf logprobs of masked tokens) by None: PostgreSQL's JSON refuses them."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 class _Malformed(Exception):
