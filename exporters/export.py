@@ -42,3 +42,29 @@ def export(store, criterion: str, fmt: str, out: str | Path, *, min_confidence: 
     if path.is_dir() or fmt in ("st", "hf"):
         write_manifest(folder, info)
     return info
+
+
+def export_all(store, criterion: str, folder: str | Path, *, min_confidence: float = 0.9, include_derived: bool = False,
+               report: bool = True, command: Optional[str] = None) -> dict:
+    """Every export format and the report of ``criterion`` into ``folder`` (for the demo and scripts).
+
+    Layout: ``st/`` and ``hf/`` (datasets folders), ``<criterion>.jsonl``, ``<criterion>.parquet``,
+    ``<criterion>.pairs.jsonl``, ``report.html``/``report.json``/``report.md``.  Returns
+    ``{format: summary}`` plus ``"report": [paths]``; a format with no rows is reported as
+    ``{"rows": 0, "error": ...}`` instead of failing the others."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict = {}
+    targets = {"st": folder / "st", "hf": folder / "hf", "jsonl": folder, "parquet": folder, "pairs": folder}
+    for fmt, target in targets.items():
+        try:
+            out[fmt] = export(store, criterion, fmt, target, min_confidence=min_confidence, include_derived=include_derived,
+                              command=command)
+        except CondsimError as exc:
+            out[fmt] = {"rows": 0, "error": str(exc)}
+    if report:
+        from .report import write_report
+
+        out["report"] = write_report(store, criterion, html=str(folder / "report.html"), json_path=str(folder / "report.json"),
+                                     md=str(folder / "report.md"), command=command)
+    return out

@@ -134,3 +134,36 @@ def test_report_renders_in_headless_chromium(sqlite_store, tmp_path):
     assert len(widths) == 6 and all(w > 100 for w in widths)
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert (tmp_path / "r.png").stat().st_size > 50_000
+
+
+def test_views_use_cached_criterion_embeddings(sqlite_store, tmp_path, monkeypatch):
+    """When the proposers' cache holds the criterion-prompted embeddings of every document, the map is their PCA."""
+    pytest.importorskip("condsim_annot.propose.cache")
+    import numpy as np
+
+    from condsim_annot.calibrate.pipeline import calibrate
+    from condsim_annot.criteria import default_instruction
+    from condsim_annot.exporters.views import criterion_map
+    from condsim_annot.models import Criterion, Document
+    from condsim_annot.propose.cache import EmbeddingCache, model_key, query_key
+    from condsim_annot.propose.embedding import default_model_path
+
+    monkeypatch.setenv("CONDSIM_CACHE", str(tmp_path / "cache"))
+    simulate(sqlite_store, n_docs=12, n_anchors=3, per_anchor=8, attention_per_anchor=0, seed=12)
+    calibrate(sqlite_store, "crit", alpha_bootstrap=0)
+    assert criterion_map(sqlite_store, "crit")["method"] == "mds-pair-scores"
+    from sqlalchemy import select
+
+    with sqlite_store.session() as s:
+        crit = s.scalars(select(Criterion)).one()
+        docs = s.scalars(select(Document)).all()
+    prompt = default_instruction(crit)
+    model = default_model_path()
+    cache = EmbeddingCache(tmp_path / "cache" / "emb", model_key(model), model=model, dim=4)
+    rng = np.random.default_rng(0)
+    centres = {"g0": [5, 0, 0, 0], "g1": [0, 5, 0, 0], "g2": [0, 0, 5, 0]}
+    vecs = np.array([np.array(centres[d.meta["group"]]) + rng.normal(0, 0.1, 4) for d in docs], dtype=np.float32)
+    cache.append([query_key(prompt, d.content_hash) for d in docs], vecs)
+    m = criterion_map(sqlite_store, "crit", color_by="group")
+    assert m["method"] == "pca-embeddings"
+    assert m["silhouette"] > 0.8  # the groups are the embedding clusters

@@ -46,9 +46,10 @@ def _print_summary(s: dict) -> None:
               + (f", {g['derived']} derived" if g["derived"] else "")
               + f"  (tau={s['params']['tau']}, min votes={s['params']['min_votes']}); tie parameter nu={s['tie_parameter']:.3f}")
     al = s["alpha"]
-    out.print("Krippendorff alpha: " + ", ".join(
+    alpha_txt = ", ".join(
         f"{k} {_fmt(v['value'])}" + (f" [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]" if v["ci"][0] is not None else "")
-        for k, v in al.items() if v["value"] is not None) or "Krippendorff alpha: (needs two annotators on a triplet)")
+        for k, v in al.items() if v["value"] is not None)
+    out.print("Krippendorff alpha (95% CI): " + (alpha_txt or "(needs two annotators on a triplet)"))
     t = Table("annotator", "kind", "beta", "votes", "LOO agree", "gold agree", "attention", "pos. bias", title="annotators")
     for a in s["annotators"]:
         att = f"{a['attention_accuracy']:.2f} of {a['attention_n']}" if a["attention_n"] else "-"
