@@ -43,7 +43,7 @@ Choices (documented because they change numbers)
   maximum likelihood (as ``log nu``, box [-20, 5], no prior); with ``fit_ties=False``
   tied comparisons are left out of the fit (and ``nu`` is reported as 0).
 * **Stderr** (Laplace approximation, conditional on the fitted beta and nu): for
-  ``n_items <= exact_limit`` (default 2000) the exact inverse of the Hessian of the
+  ``n_items <= exact_limit`` (default 1000) the exact inverse of the Hessian of the
   negative log posterior in the scores (its pseudo-inverse on the per-component
   centred subspace when the prior is off; ``BTResult.cov`` holds it); above that the
   inverse of the Hessian's diagonal (``cov`` is None).  The diagonal version ignores
@@ -269,9 +269,12 @@ class _Problem:
 
     def _plain(self, s):
         """Fast path: one annotator, beta = 1, no ties, no weights, no Luce sets (in-place buffers)."""
+        m = len(self.w)
         if not hasattr(self, "_buf"):
-            self._buf = (np.empty(len(self.w)), np.empty(len(self.w)))
-        d, t = self._buf
+            B = 256  # sum log(1 + e) as the log of products of B factors in [1, 2] (no overflow)
+            pad = -m % B
+            self._buf = (np.empty(m), np.empty(m), np.ones(m + pad), B)
+        d, t, u, B = self._buf
         np.take(s, self.w, out=d)
         np.take(s, self.l, out=t)
         np.subtract(d, t, out=d)
@@ -279,9 +282,10 @@ class _Problem:
         relu = 0.5 * (float(t.sum()) - float(d.sum()))  # sum max(-d, 0)
         np.negative(t, out=t)
         np.exp(t, out=t)  # e = exp(-|d|)
-        nll = relu + float(np.log1p(t).sum())
+        np.add(t, 1.0, out=u[:m])
+        nll = relu + float(np.log(np.multiply.reduce(u.reshape(-1, B), axis=1)).sum())
         # q = 1 - sigmoid(d) = e/(1+e) if d >= 0 else 1/(1+e)
-        np.divide(t, 1.0 + t, out=t)
+        np.divide(t, u[:m], out=t)
         np.subtract(0.5, t, out=t)
         np.copysign(t, d, out=t)
         np.subtract(0.5, t, out=t)
@@ -290,12 +294,13 @@ class _Problem:
         return nll, gs
 
     def value_grad(self, theta, *, want_ll=False):
-        if self.plain and not want_ll:
+        if self.plain:
             nll, gs = self._plain(theta)
+            ll = -nll
             if self.prec_s:
                 nll += 0.5 * self.prec_s * float(theta @ theta)
                 gs += self.prec_s * theta
-            return nll, gs
+            return (nll, gs, ll) if want_ll else (nll, gs)
         s, lb, lnu = self.unpack(theta)
         n, A = self.n, self.A
         gs = np.zeros(n)
@@ -446,8 +451,78 @@ def _one_blas_thread():
         return contextlib.nullcontext()
 
 
+def _lbfgs(fg, x, lo, hi, *, max_iter: int, tol: float, memory: int = 10):
+    """Limited-memory BFGS with a projected backtracking (Armijo) line search.
+
+    Meant for well-scaled coordinates (Hessian ~ identity): the first trial step is the full
+    step ``-g`` (scipy's L-BFGS-B starts with a unit-length step and spends several function
+    evaluations growing it).  Box bounds ``lo``/``hi`` are enforced by projection (they are
+    rarely active here: only log beta and log nu have them).  Stops when max|g| <= tol (or no
+    further decrease is possible within rounding).  Returns (x, n_iter, converged).
+    """
+    f, g = fg(x)
+    S: list = []
+    Y: list = []
+    n_iter = 0
+    free = lambda x_, g_: ~(((x_ <= lo) & (g_ > 0)) | ((x_ >= hi) & (g_ < 0)))  # noqa: E731
+    for n_iter in range(1, max_iter + 1):
+        fr = free(x, g)
+        if not np.any(np.abs(g[fr]) > tol):
+            return x, n_iter - 1, True
+        # two-loop recursion
+        q = np.where(fr, g, 0.0)
+        al = []
+        for s_, y_, r_ in reversed(list(zip(S, Y, (1.0 / float(y @ s) for s, y in zip(S, Y))))):
+            a_ = r_ * float(s_ @ q)
+            al.append(a_)
+            q -= a_ * y_
+        gamma = float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]) if S else 1.0
+        q *= gamma
+        for (s_, y_), a_ in zip(zip(S, Y), reversed(al)):
+            r_ = 1.0 / float(y_ @ s_)
+            b_ = r_ * float(y_ @ q)
+            q += (a_ - b_) * s_
+        d = -np.where(fr, q, 0.0)
+        if float(g @ d) >= 0:  # not a descent direction: restart from the gradient
+            S.clear()
+            Y.clear()
+            d = -np.where(fr, g, 0.0)
+        step = 1.0
+        ok = False
+        for _ in range(40):
+            xn = np.clip(x + step * d, lo, hi)
+            dx = xn - x
+            gd = float(g @ dx)
+            if gd >= 0:
+                break
+            fn, gn = fg(xn)
+            if fn <= f + 1e-4 * gd or (fn <= f + 1e-13 * abs(f) and np.max(np.abs(gn)) < np.max(np.abs(g))):
+                ok = True
+                break
+            # quadratic interpolation, safeguarded
+            denom = 2.0 * (fn - f - gd)
+            t_ = -gd / denom if denom > 0 else 0.5
+            step *= min(0.5, max(0.1, t_))
+        if not ok:
+            fr = free(x, g)
+            return x, n_iter, bool(not np.any(np.abs(g[fr]) > tol))
+        s_, y_ = xn - x, gn - g
+        if float(s_ @ y_) > 1e-12 * float(y_ @ y_):
+            S.append(s_)
+            Y.append(y_)
+            if len(S) > memory:
+                S.pop(0)
+                Y.pop(0)
+        x, f, g = xn, fn, gn
+    fr = free(x, g)
+    return x, n_iter, bool(not np.any(np.abs(g[fr]) > tol))
+
+
+OPTIMIZER = "lbfgs"  # "lbfgs" (ours, above) or "L-BFGS-B" (scipy); same objective and scaling
+
+
 def _minimize(prob: _Problem, theta0: np.ndarray, *, max_iter: int, tol: float):
-    """L-BFGS-B in coordinates scaled by sqrt(Fisher diagonal) at theta0."""
+    """Minimise in coordinates scaled by sqrt(Fisher diagonal) at theta0 (see OPTIMIZER)."""
     D = prob.fisher_diag(theta0)
     D = np.where(D > 1e-12, D, 1.0)
     sc = np.sqrt(D)
@@ -457,17 +532,17 @@ def _minimize(prob: _Problem, theta0: np.ndarray, *, max_iter: int, tol: float):
         return v, g / sc
 
     bounds = prob.bounds()
+    lo = np.array([b[0] if b[0] is not None else -np.inf for b in bounds]) * sc
+    hi = np.array([b[1] if b[1] is not None else np.inf for b in bounds]) * sc
+    x0 = np.clip(theta0 * sc, lo, hi)
+    if OPTIMIZER == "lbfgs":
+        x, nit, conv = _lbfgs(f, x0, lo, hi, max_iter=max_iter, tol=tol)
+        return x / sc, nit, conv
     has_bounds = prob.nb > 0 or prob.fit_nu
-    sb = None
-    if has_bounds:
-        sb = [(lo * c if lo is not None else None, hi * c if hi is not None else None) for (lo, hi), c in zip(bounds, sc)]
-        x0 = np.clip(theta0, [b[0] if b[0] is not None else -np.inf for b in bounds],
-                     [b[1] if b[1] is not None else np.inf for b in bounds]) * sc
-    else:
-        x0 = theta0 * sc
+    sb = list(zip(np.where(np.isfinite(lo), lo, None), np.where(np.isfinite(hi), hi, None))) if has_bounds else None
     with _one_blas_thread():
         r = minimize(f, x0, jac=True, method="L-BFGS-B", bounds=sb,
-                     options={"maxiter": int(max_iter), "gtol": float(tol), "ftol": 1e-15, "maxcor": 20,
+                     options={"maxiter": int(max_iter), "gtol": float(tol), "ftol": 1e-13, "maxcor": 20,
                               "maxls": 40})
     conv = bool(r.success) or (np.max(np.abs(r.jac)) <= tol if r.jac is not None else False)
     return r.x / sc, int(r.nit), conv
@@ -505,9 +580,9 @@ def bradley_terry(
     weights: Any = None,
     init_scores: Any = None,
     max_iter: int = 1000,
-    tol: float = 1e-6,
+    tol: float = 1e-5,
     compute_stderr: bool = True,
-    exact_limit: int = 2000,
+    exact_limit: int = 1000,
 ) -> BTResult:
     """Fit a Bradley-Terry model (Davidson ties, per-annotator beta, Luce choices) by MAP.
 
@@ -730,10 +805,8 @@ def _laplace(n, w, l, tie, ann, wt, ch, s, beta, nu, prior_scale, comps, *, exac
         p_m = e / np.add.reduceat(e, ch.starts)[ch.member_set]
     if n <= exact_limit:
         H = np.zeros((n, n))
-        np.add.at(H, (w, w), c)
-        np.add.at(H, (l, l), c)
-        np.add.at(H, (w, l), -c)
-        np.add.at(H, (l, w), -c)
+        H += (np.bincount(w * n + w, c, minlength=n * n) + np.bincount(l * n + l, c, minlength=n * n)
+              - np.bincount(w * n + l, c, minlength=n * n) - np.bincount(l * n + w, c, minlength=n * n)).reshape(n, n)
         if ch is not None:
             for k in range(ch.n_sets):
                 a = ch.starts[k]
