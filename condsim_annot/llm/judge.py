@@ -343,12 +343,13 @@ def judge_margin(
         async with LLMClient(store, endpoint, dry_run=dry_run) as client:
             n_done = 0
 
-            async def one(tr: tuple[int, int, int]) -> None:
+            async def one(tr: tuple[int, int, int], reqs: tuple[dict, dict]) -> None:
                 nonlocal n_done
                 a, f, sec, x_is_second = canon[tr]
                 scores = []
-                for sw in (False, True):
-                    jd = await j.ask(client, j.request(docs[a].text, docs[f].text, docs[sec].text, sw), {"margin": list(tr), "swapped": sw})
+                both = await asyncio.gather(*(j.ask(client, reqs[k], {"margin": list(tr), "swapped": sw})
+                                              for k, sw in enumerate((False, True))))
+                for sw, jd in zip((False, True), both):
                     if jd.label is None:
                         continue
                     if jd.label == "tie":
@@ -366,7 +367,14 @@ def judge_margin(
                 if progress:
                     progress(n_done, len(triples))
 
-            await asyncio.gather(*(one(tr) for tr in triples))
+            for c0 in range(0, len(triples), CHUNK // 2):
+                chunk = triples[c0:c0 + CHUNK // 2]
+                reqs = []
+                for tr in chunk:
+                    a, f, sec, _ = canon[tr]
+                    reqs.append(tuple(j.request(docs[a].text, docs[f].text, docs[sec].text, sw) for sw in (False, True)))
+                client.prefetch([request_hash(r, 0) for pair in reqs for r in pair])
+                await asyncio.gather(*(one(tr, r) for tr, r in zip(chunk, reqs)))
             return client.stats
 
     out.stats = run_sync(go())
