@@ -92,3 +92,12 @@ def test_transform_dry_run_and_config_errors(store, monkeypatch):
     assert dry == {} and dry.stats.would_call == 3 and dry.stats.est_tokens_in > 100
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert endpoint_status()[0]
+
+
+async def test_transform_works_inside_a_running_event_loop(sqlite_store, monkeypatch):
+    """Notebooks and async callers: the sync API runs its own loop in a worker thread."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    _, ids = seed_corpus(sqlite_store, TEXTS)
+    with OpenAIServer(word_rule) as srv:
+        out = transform_documents(sqlite_store, "same-technique", ids[:2], model="m", base_url=srv.base_url)
+    assert out == {ids[0]: "induction", ids[1]: "pigeonhole"}
