@@ -382,7 +382,7 @@ def test_search_engine_filters_sort_text_progress(sqlite_store, env, users):
 # --------------------------------------------------------------------------- `argilla serve` itself
 
 
-def test_serve_command_prints_credentials_and_stops_on_sigterm(tmp_path):
+def test_serve_command_prints_credentials_and_stops_on_ctrl_c(tmp_path):
     home = tmp_path / "home"
     port = free_port()
     args = ["argilla", "serve", "--port", str(port), "--home", str(home), "--api-key", "serve-test-key-1",
@@ -410,7 +410,7 @@ def test_serve_command_prints_credentials_and_stops_on_sigterm(tmp_path):
         assert creds["api_key"] == "serve-test-key-1"
         assert oct((home / "credentials.json").stat().st_mode)[-3:] == "600"
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C (SIGTERM takes the same path)
         rc = proc.wait(60)
     assert rc == 0
     assert not list(home.glob("static-tmp*")), "the static copy is removed"

@@ -228,6 +228,7 @@ def serve_forever(server: LocalServer, print_fn: Callable[[str], None]) -> int:
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
+    old_int = signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (`cmd &`)
     try:
         server.start()
         print_fn(server)
@@ -241,3 +242,4 @@ def serve_forever(server: LocalServer, print_fn: Callable[[str], None]) -> int:
     finally:
         server.stop()
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
