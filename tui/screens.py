@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Input, ProgressBar, Static
+from textual.widgets import Input, Static
 
 from ..queue import GroupItem, Item, ReviewItem
 from . import keys
@@ -35,6 +35,16 @@ def _fmt_eta(s: Optional[float]) -> str:
     return f"ETA {s}s"
 
 
+def _bar(done: int, total: Optional[int], width: int = 20) -> Text:
+    """A text progress bar (cheaper to redraw than a ProgressBar widget)."""
+    if not total:
+        return Text("░" * width + "    ", style="dim")
+    frac = min(done / total, 1.0)
+    full = int(frac * width)
+    return Text.assemble(("━" * full, "bold green"), ("─" * (width - full), "dim"),
+                         (f" {frac:4.0%} ", ""))
+
+
 class DocView(VerticalScroll):
     """A document in a scrolling, bordered box, rendered as Markdown."""
 
@@ -51,10 +61,12 @@ class DocView(VerticalScroll):
     def set_doc(self, text: Optional[str], subtitle: str = "", title: Optional[str] = None) -> None:
         body = self.query_one(".doc-text", Static)
         body.update(Markdown(text or "", hyperlinks=False) if text is not None else "")
-        self.border_subtitle = subtitle
-        if title is not None:
+        if subtitle != self.border_subtitle:
+            self.border_subtitle = subtitle
+        if title is not None and title != self.border_title:
             self.border_title = title
-        self.scroll_home(animate=False)
+        if self.scroll_y:
+            self.scroll_home(animate=False)
 
 
 class BaseAnnotateScreen(Screen):
@@ -80,9 +92,7 @@ class BaseAnnotateScreen(Screen):
         with Vertical(id="body"):
             yield from self.compose_body()
         yield Static("", id="empty")
-        with Horizontal(id="progress-row"):
-            yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="progress")
-            yield Static("", id="stats")
+        yield Static("", id="stats")
         yield Static(keys.footer_line(self.KEYS, getattr(self.app, "k", None)), id="keys")
 
     def compose_body(self) -> ComposeResult:  # pragma: no cover - overridden
@@ -126,16 +136,11 @@ class BaseAnnotateScreen(Screen):
 
     def update_progress(self) -> None:
         p = self.queue.progress()
-        bar = self.query_one("#progress", ProgressBar)
-        if p.assigned:
-            bar.update(total=max(p.assigned, p.done), progress=min(p.done, max(p.assigned, p.done)))
-        else:
-            bar.update(total=None)
         rate = f"{p.votes_per_min:.1f}/min" if p.votes_per_min else "-/min"
         assigned = str(p.assigned) if p.assigned is not None else "…"
         note = "  ✎ note" if self.item is not None and getattr(self.item, "rationale", None) else ""
         self.query_one("#stats", Static).update(
-            Text.assemble((f"{p.done}/{assigned}", "bold"), f" · {rate} · {_fmt_eta(p.eta_s)}", (note, "italic"),
+            Text.assemble(_bar(p.done, p.assigned), (f"{p.done}/{assigned}", "bold"), f" · {rate} · {_fmt_eta(p.eta_s)}", (note, "italic"),
                           (f"  {self.flash}" if self.flash else "", "green")))
 
     # ---------------------------------------------------------------- actions
