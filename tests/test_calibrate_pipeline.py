@@ -269,3 +269,39 @@ def test_position_bias_is_measured(sqlite_store):
     assert a["lazy"]["position_bias"] == 1.0 and a["lazy"]["position_bias_p"] < 1e-6
     assert all(abs(a[n]["position_bias"] - 0.5) < 0.35 for n in ("ann-h1", "ann-h2", "ann-h3"))
     assert a["lazy"]["beta"] < min(a[n]["beta"] for n in ("ann-h1", "ann-h2", "ann-h3"))
+
+
+def test_plain_maximum_likelihood_without_prior(sqlite_store):
+    """--prior 0 with beta off is the plain Bradley-Terry MLE (same as choix, up to a shift);
+    items with only can't-tell votes stay out of it."""
+    choix = pytest.importorskip("choix")
+
+    with sqlite_store.transaction() as s:
+        c = Corpus(name="ml")
+        s.add(c)
+        s.flush()
+        docs = [Document(corpus_id=c.id, ext_id=f"m{i}", text=f"t{i}", content_hash=f"{i:064x}") for i in range(6)]
+        s.add_all(docs)
+        s.flush()
+        crit = Criterion(name="ml", description="d", corpus_id=c.id)
+        s.add(crit)
+        s.flush()
+        d = [x.id for x in docs]
+        anns = [get_or_create_annotator(s, f"a{i}") for i in range(3)]
+        # one anchor, candidates 1..3; wins (first, second): (1>2) x2, (2>1), (2>3) x2, (3>2), (1>3) x2, (3>1)
+        plan = [(1, 2, "first", 2), (1, 2, "second", 1), (2, 3, "first", 2), (2, 3, "second", 1),
+                (1, 3, "first", 2), (1, 3, "second", 1)]
+        for x, y, choice, k in plan:
+            t, _ = add_triplet(s, crit.id, d[0], d[x], d[y])
+            for i in range(k):
+                # distinct annotator names, but beta is off (--beta-prior 0): one annotator in effect
+                record_vote(s, t.id, anns[i if choice == "first" else 2].id, choice, source="tui")
+        t_ct, _ = add_triplet(s, crit.id, d[0], d[4], d[5])
+        record_vote(s, t_ct.id, anns[0].id, "cant_tell", source="tui")
+    summ = calibrate(sqlite_store, "ml", prior=0, beta_prior=None, alpha_bootstrap=0)
+    sc = {p["candidate_id"]: p["score"] for p in summ["pair_scores"]}
+    assert set(sc) == {d[1], d[2], d[3]}  # the can't-tell-only pairs are not scored
+    data = [(0, 1)] * 2 + [(1, 0)] + [(1, 2)] * 2 + [(2, 1)] + [(0, 2)] * 2 + [(2, 0)]
+    ref = choix.opt_pairwise(3, data, alpha=1e-9)
+    ours = np.array([sc[d[1]], sc[d[2]], sc[d[3]]])
+    assert np.allclose(ours - ours.mean(), ref - ref.mean(), atol=1e-3)

@@ -395,7 +395,22 @@ def fit(data: Comparisons, *, prior_scale: Optional[float] = 2.0, beta_prior: Op
         seed: int = 0) -> Fit:
     """Fit one criterion's comparisons with :func:`.bt.bradley_terry` (a local MAP fit of the
     same model where :mod:`.bt` is absent); ``bootstrap`` > 1 adds refits over resampled votes."""
-    res = _fit_bt(data, prior_scale=prior_scale, beta_prior=beta_prior)
+    members = [i for _, o, _ in data.choice_sets for i in o]
+    used = np.unique(np.concatenate([data.winners, data.losers, np.asarray(members, dtype=np.int64)]))
+    if len(used) < data.n_items:
+        # items nobody compared (triplets with only can't-tell/skip votes, or none) stay out of
+        # the fit: their posterior is the prior (or, with the prior off, unknown)
+        return _expand(fit(_compact(data, used), prior_scale=prior_scale, beta_prior=beta_prior, bootstrap=bootstrap,
+                           seed=seed), used, data.n_items, prior_scale)
+    try:
+        res = _fit_bt(data, prior_scale=prior_scale, beta_prior=beta_prior)
+    except np.linalg.LinAlgError:
+        if prior_scale:
+            raise
+        raise CondsimError("the plain maximum-likelihood fit (--prior 0) has no finite solution for these votes "
+                           "(some pair wins or loses all its comparisons): use a prior, e.g. --prior 2") from None
+    if res is not None and not (np.all(np.isfinite(res.scores)) and np.all(np.isfinite(res.stderr))):
+        raise CondsimError("the fit did not converge to finite scores" + (": use a prior, e.g. --prior 2" if not prior_scale else ""))
     if res is not None:
         out = Fit(scores=np.asarray(res.scores, dtype=float), stderr=np.asarray(res.stderr, dtype=float),
                   beta=np.asarray(res.beta, dtype=float), nu=float(res.nu), components=np.asarray(res.components),
@@ -409,6 +424,41 @@ def fit(data: Comparisons, *, prior_scale: Optional[float] = 2.0, beta_prior: Op
         out.samples = _bootstrap(data, out, bootstrap, seed=seed, prior_scale=prior_scale, beta_prior=beta_prior)
         out.stderr = out.samples.std(axis=0, ddof=1)
     return out
+
+
+def _compact(data: Comparisons, used: np.ndarray) -> Comparisons:
+    remap = np.full(data.n_items, -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    items = [data.items[i] for i in used.tolist()]
+    return Comparisons(data.criterion_id, data.criterion, data.criterion_version, items=items,
+                       item_of={(min(a, c), max(a, c)): k for k, (a, c) in enumerate(items)}, triplets={},
+                       annotators=data.annotators, winners=remap[data.winners], losers=remap[data.losers], ties=data.ties,
+                       ann=data.ann, trip=data.trip,
+                       choice_sets=[(int(remap[c]), tuple(int(remap[i]) for i in o), a) for c, o, a in data.choice_sets],
+                       key_index=data.key_index)
+
+
+def _expand(f: Fit, used: np.ndarray, n: int, prior_scale: Optional[float]) -> Fit:
+    """A fit on the compared items, extended to all items (the others at their prior)."""
+    sd0 = float(prior_scale) if prior_scale and prior_scale > 0 else 1e6
+    scores = np.zeros(n)
+    scores[used] = f.scores
+    stderr = np.full(n, sd0)
+    stderr[used] = f.stderr
+    comps = np.empty(n, dtype=np.int64)
+    comps[used] = f.components
+    unused = np.setdiff1d(np.arange(n), used)
+    comps[unused] = (f.components.max() + 1 if len(f.components) else 0) + np.arange(len(unused))
+    cov = None
+    if f.cov is not None:
+        cov = np.zeros((n, n))
+        cov[np.ix_(used, used)] = f.cov
+        cov[unused, unused] = sd0 ** 2
+    samples = None
+    if f.samples is not None:
+        samples = np.zeros((len(f.samples), n))
+        samples[:, used] = f.samples
+    return Fit(scores=scores, stderr=stderr, beta=f.beta, nu=f.nu, components=comps, cov=cov, samples=samples, engine=f.engine)
 
 
 def _bootstrap(data: Comparisons, base: Fit, B: int, *, seed: int, prior_scale: float, beta_prior: Optional[float]) -> np.ndarray:
