@@ -86,6 +86,13 @@ def _votes_over_time(view) -> list[dict]:
     return [{"date": d, "kind": k, "n": n} for (d, k), n in sorted(days.items())]
 
 
+def _leaderboard(store, criterion: str, *, run_id: int) -> dict:
+    from .leaderboard import leaderboard
+
+    lb = leaderboard(store, criterion, bootstrap=500, run_id=run_id)
+    return {"methods": lb["methods"], "judges": lb["judges"]}
+
+
 def report_data(store, criterion: str, *, command: Optional[str] = None, run_id: Optional[int] = None) -> dict[str, Any]:
     """Everything in the report, as plain data with stable keys."""
     from condsim_annot.calibrate.pipeline import load_run
@@ -127,6 +134,7 @@ def report_data(store, criterion: str, *, command: Optional[str] = None, run_id:
         "agreement_matrix": _agreement_matrix(view),
         "judge_calibration": _judge_calibration(view),
         "votes_over_time": _votes_over_time(view),
+        "leaderboard": _leaderboard(store, criterion, run_id=view.run.id),
         "score_distribution": {"n": len(scores), "quantiles": [float(q) for q in np.quantile(scores, [0, .1, .5, .9, 1])] if scores else [],
                                "label_probability_quantiles": [float(q) for q in np.quantile(probs, [0, .1, .5, .9, 1])] if probs else []},
         "_times": sorted((v["created_at"], v["kind"]) for v in view.votes if v["created_at"] is not None),
@@ -321,6 +329,18 @@ def render_html(r: dict, figs: dict[str, str]) -> str:
     if r["judge_calibration"]:
         parts.append(_table(["judge", "n", "accuracy", "mean confidence", "ECE"],
                             [[e(j["judge"]), j["n"], _f(j["accuracy"]), _f(j["mean_confidence"]), _f(j["ece"])] for j in r["judge_calibration"]]))
+    lb = r["leaderboard"]
+    parts.append("<h2>Leaderboard on gold triplets</h2>")
+    if lb["methods"] or lb["judges"]:
+        def ci(x):
+            return f"[{_f(x['ci'][0])}, {_f(x['ci'][1])}]" if x["ci"][0] is not None else "–"
+
+        rows = [[e(m["method"]), "proposer method", _f(m["accuracy"]), ci(m), m["n"],
+                 f"{_f(m['audit']['accuracy'])} (n={m['audit']['n']})"] for m in lb["methods"]]
+        rows += [[e(j["annotator"]), "LM judge", _f(j["accuracy"]), ci(j), j["n"], "–"] for j in lb["judges"]]
+        parts.append(_table(["who", "kind", "accuracy", "95% bootstrap CI", "gold triplets", "on the audit slice"], rows))
+    else:
+        parts.append("<p class='muted'>No proposer margins or LM-judge votes on gold triplets.</p>")
     parts.append("<h2>Votes over time</h2>" + f"<img alt='votes over time' src='{figs['votes_over_time']}'>")
     parts.append("<h2>Ill-defined triplets</h2>")
     if r["ill_defined"]:

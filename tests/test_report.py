@@ -13,7 +13,7 @@ from test_calibrate_pipeline import simulate
 REPORT_KEYS = {"report_version", "criterion", "store", "command", "calibration_command", "data_version", "params", "n_votes",
                "n_items", "components", "tie_parameter", "gold", "alpha", "kappa", "annotators", "attention",
                "cant_tell_rate", "ill_defined", "agreement_matrix", "judge_calibration", "votes_over_time",
-               "score_distribution"}
+               "score_distribution", "leaderboard"}
 
 
 def _add_cant_tell(store, n=2):
@@ -48,6 +48,7 @@ def test_report_html_json_md(cli, store, tmp_path):
     assert len(am["matrix"]) == len(am["annotators"]) == 5
     jc = doc["judge_calibration"]
     assert [x["judge"] for x in jc] == ["ann-llm"] and jc[0]["bins"] and 0 <= jc[0]["ece"] <= 1
+    assert [x["annotator"] for x in doc["leaderboard"]["judges"]] == ["ann-llm"]
     html = h.read_text()
     # self-contained: no external URL anywhere, every image inlined
     assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:)?//""", html)
