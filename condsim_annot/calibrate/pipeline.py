@@ -561,11 +561,14 @@ def _annotator_stats(data: Comparisons, gold_of: dict[int, str]) -> list[dict]:
     by_trip: dict[int, list[dict]] = defaultdict(list)
     for v in data.votes:
         by_trip[v["triplet_id"]].append(v)
+    by_ann: dict[int, list[dict]] = defaultdict(list)
+    for v in data.votes:
+        by_ann[v["ann"]].append(v)
     stats = []
     for ai, a in enumerate(data.annotators):
         if ai == data.key_index:
             continue
-        mine = [v for v in data.votes if v["ann"] == ai]
+        mine = by_ann.get(ai, [])
         fitted = [v for v in mine if v["choice"] in FITTED]
         decisive = [v for v in mine if v["choice"] in DECISIVE]
         att = [v for v in mine if data.triplets[v["triplet_id"]]["attention"] and data.triplets[v["triplet_id"]]["expected"] in DECISIVE
