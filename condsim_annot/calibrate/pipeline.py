@@ -812,7 +812,10 @@ def calibrate(store: Store, criterion: str, *, tau: float = 0.9, min_votes: int 
     voted_items = set(data.winners.tolist()) | set(data.losers.tolist()) | {i for _, o, _ in data.choice_sets for i in o}
     comp_sizes = Counter(int(comps[i]) for i in voted_items)
     gold_counts = Counter(g["status"] for g in labels)
-    item_votes = np.bincount(np.concatenate([data.winners, data.losers, np.asarray([i for _, o, _ in data.choice_sets for i in o], dtype=np.int64)]), minlength=data.n_items) if data.n_items else np.zeros(0)
+    real_cmp = data.ann != (-1 if data.key_index is None else data.key_index)  # the attention key is not a vote
+    item_votes = np.bincount(np.concatenate([data.winners[real_cmp], data.losers[real_cmp],
+                                             np.asarray([i for _, o, _ in data.choice_sets for i in o], dtype=np.int64)]),
+                             minlength=data.n_items) if data.n_items else np.zeros(0)
     params = {"tau": tau, "min_votes": min_votes, "prior": prior, "beta_prior": beta_prior, "bootstrap": bootstrap,
               "derive": derive, "seed": seed, "engine": fitres.engine}
     summary: dict[str, Any] = {
