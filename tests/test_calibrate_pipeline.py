@@ -160,10 +160,13 @@ def test_adjudication_and_derived_labels(store):
         rev = get_or_create_annotator(s, "expert")
         against = "second" if truth_label(truth, reviewed) == "first" else "first"
         record_vote(s, reviewed.id, rev.id, against, source="review")
+        unclear = tlist[3]
+        record_vote(s, unclear.id, rev.id, "cant_tell", source="review")
     summ = calibrate(store, "crit", alpha_bootstrap=0)
     st = {l["triplet_id"]: l for l in summ["labels"]}
     assert st[pending.id]["status"] == "contested"
     assert st[reviewed.id]["status"] == "gold" and st[reviewed.id]["label"] == against  # the adjudicator decides
+    assert st[unclear.id]["status"] == "uncertain" and st[unclear.id]["label"] is None
     # an unvoted triplet whose two pairs were voted elsewhere under the same anchor, in one component
     comp = {(p["anchor_id"], p["candidate_id"]): p["component"] for p in summ["pair_scores"]}
     existing = {(t.anchor_id, t.first_id, t.second_id) for t in tlist}

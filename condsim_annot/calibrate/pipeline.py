@@ -717,13 +717,14 @@ def _label_triplets(data: Comparisons, fitres: Fit, *, tau: float, min_votes: in
             mine[v["ann"]].append(v["choice"])
         cnt = Counter(_consensus(cs) for cs in mine.values())
         split = cnt["first"] > 0 and cnt["second"] > 0
-        if reviews:
-            r = reviews[-1]["choice"]
+        adjudicated = [v for v in vs if v["source"] == "review" and v["choice"] != "skip"]
+        if adjudicated:  # the latest adjudication decides
+            r = adjudicated[-1]["choice"]
             if r in DECISIVE:
                 label, status = r, "gold"
                 prob = p if r == "first" else 1 - p
-            else:
-                label, status = None, "contested"
+            else:  # adjudicated as a tie or as "can't tell": resolved, but no preference to export
+                label, status = None, "uncertain"
         elif n_fit == 0:
             if not derive or prob < tau or fitres.components[tri["i_first"]] != fitres.components[tri["i_second"]]:
                 continue
