@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import random
 import statistics
+import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -233,6 +235,9 @@ class Queue:
         self._review_total = 0
         self._review_pos = 0
         self.counts: Counter = Counter()
+        self._lock = threading.RLock()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._ahead: Optional[Future] = None
         from condsim_annot.tui.tables import AnnotationSession
 
         with store.transaction() as s:
@@ -266,17 +271,58 @@ class Queue:
 
     def next(self, exclude: tuple[int, ...] = ()) -> Optional[AnyItem]:
         """The next question (claimed and committed), or None when nothing is left."""
-        if self.mode == "review":
-            return self._next_review()
-        if self.mode == "best-of-k":
-            return self._next_group(exclude)
-        return self._next_pair(exclude)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and not exclude:
+            try:
+                item = ahead.result()
+            except Exception:  # a failed look-ahead claim: claim now instead
+                item = None
+            else:
+                if item is not None:
+                    item.shown_at = time.monotonic()
+                    return item
+        with self._lock:
+            if self.mode == "review":
+                return self._next_review()
+            if self.mode == "best-of-k":
+                return self._next_group(exclude)
+            return self._next_pair(exclude)
+
+    def prefetch(self, showing: Optional[AnyItem]) -> None:
+        """Claim the question after ``showing`` in a background thread, while the annotator reads.
+
+        The claim is a normal pending assignment (a killed session resumes it after the one on
+        screen); :meth:`next` hands it out without touching the store on the key press."""
+        if self.mode != "pairwise" or showing is None or self._ahead is not None:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="condsim-queue")
+        tid = showing.triplet_id
+
+        def work():
+            with self._lock:
+                return self._next_pair((tid,))
+
+        self._ahead = self._pool.submit(work)
+
+    def _drop_ahead(self) -> None:
+        """Forget the look-ahead item (its assignment stays pending and is served in claim order)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                ahead.result()
+            except Exception:
+                pass
 
     def answer(self, item: AnyItem, choice: Union[str, int], *, latency_ms: Optional[float] = None) -> list[int]:
         """Record an answer and commit.  ``choice``: ``A``/``B``/``tie``/``cant_tell``/``skip``
         (presented terms), or for best-of-k the index of the chosen candidate.  Returns vote ids."""
         if latency_ms is None:
             latency_ms = (time.monotonic() - item.shown_at) * 1000.0
+        with self._lock:  # a look-ahead claim in flight finishes first
+            return self._answer(item, choice, latency_ms)
+
+    def _answer(self, item: AnyItem, choice: Union[str, int], latency_ms: float) -> list[int]:
         if isinstance(item, GroupItem):
             return self._answer_group(item, choice, latency_ms)
         presented = PRESENTED.get(choice) if isinstance(choice, str) else None
@@ -310,6 +356,7 @@ class Queue:
 
     def undo(self) -> Optional[AnyItem]:
         """Undo this annotator's latest answer (a new state, no row is lost); returns it to show again."""
+        self._drop_ahead()
         crit_ids = list(self._crit)
         with self.store.transaction() as s:
             last = s.scalars(
@@ -380,6 +427,10 @@ class Queue:
         """End the session (the stats row gets its end time); returns the summary."""
         from condsim_annot.tui.tables import AnnotationSession
 
+        self._drop_ahead()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         with self.store.transaction() as s:
             s.execute(update(AnnotationSession).where(AnnotationSession.id == self.session_row).values(ended_at=utcnow()))
         return self.summary()

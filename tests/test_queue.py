@@ -267,6 +267,8 @@ WORKER = textwrap.dedent(
     store = open_store(url)
     q = Queue(store, name, overlap=overlap, attention_rate=0.0)
     while (it := q.next()) is not None:
+        if int(name[-1]) % 2:
+            q.prefetch(it)  # two of the four claim ahead in a background thread, like the TUI
         q.answer(it, "A")
         print(json.dumps([it.triplet_id, it.swapped]), flush=True)   # acknowledged
     q.close()

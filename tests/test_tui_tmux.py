@@ -99,8 +99,9 @@ def test_sigkill_mid_session_loses_nothing_and_resumes(tmp_path):
         rows = votes_of(store, "alice", state=None)
         assert [v.state for v in rows] == ["active"] * 3 and [v.choice for v in rows].count("skip") == 0
         with store.session() as s:
-            pending = s.scalars(select(Assignment).where(Assignment.state == "pending")).all()
-        assert len(pending) == 1  # the triplet that was on screen when the process died
+            pending = s.scalars(select(Assignment).where(Assignment.state == "pending").order_by(Assignment.id)).all()
+        # the triplet that was on screen when the process died (and at most the one claimed ahead)
+        assert 1 <= len(pending) <= 2
         on_screen = _ext_ids(store, pending[0].triplet_id)
         assert all(e in screen for e in on_screen)
 

@@ -58,7 +58,10 @@ class DocView(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static("", classes="doc-text")
 
-    def set_doc(self, text: Optional[str], subtitle: str = "", title: Optional[str] = None) -> None:
+    def set_doc(self, text: Optional[str], subtitle: str = "", title: Optional[str] = None, doc_id=None) -> None:
+        if doc_id is not None and doc_id == getattr(self, "_doc_id", None):
+            return  # same document as before (e.g. the same anchor): nothing to redraw
+        self._doc_id = doc_id
         body = self.query_one(".doc-text", Static)
         body.update(Markdown(text or "", hyperlinks=False) if text is not None else "")
         if subtitle != self.border_subtitle:
@@ -117,15 +120,24 @@ class BaseAnnotateScreen(Screen):
             empty.display = True
             empty.update(self.empty_text())
             self.query_one("#criterion", Static).update(Text("condsim-annot", style="bold"))
+            self._shown_criterion = None
         else:
             body.display = True
             empty.display = False
             c = item.criterion
-            head = Text.assemble((c.name, "bold"), (f" v{c.version}" if c.version > 1 else "", "dim"), ("  ", ""), (c.description, ""))
-            self.query_one("#criterion", Static).update(head)
+            if getattr(self, "_shown_criterion", None) != c:
+                self._shown_criterion = c
+                self._set_header(c)
             self.show_item(item)
             item.shown_at = time.monotonic()
         self.update_progress()
+        if item is not None:
+            # once this one is drawn, claim the following one while the annotator reads
+            self.call_after_refresh(self.queue.prefetch, item)
+
+    def _set_header(self, c) -> None:
+        head = Text.assemble((c.name, "bold"), (f" v{c.version}" if c.version > 1 else "", "dim"), ("  ", ""), (c.description, ""))
+        self.query_one("#criterion", Static).update(head)
 
     def show_item(self, item) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -156,7 +168,7 @@ class BaseAnnotateScreen(Screen):
         self.queue.answer(item, choice)  # committed to the store before anything else is shown
         self.flash = f"✓ saved {label}" if choice != "skip" else "✓ skipped"
         self._answers_since_count += 1
-        if self._answers_since_count >= 25:
+        if self._answers_since_count >= 100:
             self._answers_since_count = 0
             self.app.count_in_background()  # type: ignore[attr-defined]
         self.load_next()
@@ -201,9 +213,9 @@ class PairwiseScreen(BaseAnnotateScreen):
             yield DocView("B", id="cand-b", classes="cand")
 
     def show_item(self, item: Item) -> None:
-        self.query_one("#anchor", DocView).set_doc(item.anchor.text, item.anchor.ext_id)
-        self.query_one("#cand-a", DocView).set_doc(item.a.text, item.a.ext_id)
-        self.query_one("#cand-b", DocView).set_doc(item.b.text, item.b.ext_id)
+        self.query_one("#anchor", DocView).set_doc(item.anchor.text, item.anchor.ext_id, doc_id=item.anchor.id)
+        self.query_one("#cand-a", DocView).set_doc(item.a.text, item.a.ext_id, doc_id=item.a.id)
+        self.query_one("#cand-b", DocView).set_doc(item.b.text, item.b.ext_id, doc_id=item.b.id)
 
 
 class ReviewScreen(PairwiseScreen):
@@ -250,7 +262,7 @@ class BestOfKScreen(BaseAnnotateScreen):
                 yield DocView(str(i + 1), id=f"cand-{i}", classes="cand")
 
     def show_item(self, item: GroupItem) -> None:
-        self.query_one("#anchor", DocView).set_doc(item.anchor.text, item.anchor.ext_id)
+        self.query_one("#anchor", DocView).set_doc(item.anchor.text, item.anchor.ext_id, doc_id=item.anchor.id)
         for i in range(self.app.k):  # type: ignore[attr-defined]
             box = self.query_one(f"#cand-{i}", DocView)
             if i < len(item.candidates):
