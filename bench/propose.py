@@ -107,7 +107,7 @@ def main() -> None:
     from condsim_annot.propose.select import propose
 
     tmp = tempfile.mkdtemp(prefix="bench-propose-")
-    res: dict = {"n_docs": args.n, "budget": args.budget, "cores": os.cpu_count()}
+    res: dict = {"n_docs": args.n, "budget": args.budget, "cores": os.cpu_count(), "load_avg_before": os.getloadavg()[0]}
     t = time.perf_counter()
     store, texts, hashes, topic = build_store(f"sqlite:///{tmp}/bench.db", args.n)
     res["setup_store_s"] = round(time.perf_counter() - t, 2)
@@ -120,16 +120,18 @@ def main() -> None:
 
     # 1k documents through the default model
     fresh, _ = synth_texts(1000, seed=7)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     model.encode(fresh, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
     res["embed_1k_s"] = round(time.perf_counter() - t, 2)
+    res["embed_1k_cpu_s"] = round(time.process_time() - c, 2)
     docs_per_s = 1000 / res["embed_1k_s"]
     res["embed_docs_per_s"] = round(docs_per_s, 1)
 
     # the headline: a new criterion, 10k triplets, document embeddings from the cache
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     s = propose(store, "technique", methods=["embedding"], budget=args.budget, seed=0)
     res["propose_embedding_s"] = round(time.perf_counter() - t, 2)
+    res["propose_embedding_cpu_s"] = round(time.process_time() - c, 2)
     res["propose_embedding"] = {"added": s.added, "anchors": s.anchors, "candidates": s.candidates,
                                 "documents_encoded": s.method_info["embedding"]["documents_encoded"],
                                 "anchors_encoded": s.method_info["embedding"]["anchors_encoded"], "timings": s.timings,
@@ -168,26 +170,30 @@ def main() -> None:
         res["knn_sklearn_brute_s"] = f"skipped: {exc}"
 
     if not args.skip_bm25:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         s3 = propose(store, "technique-bm25", methods=["embedding", "bm25"], budget=args.budget, seed=0)
         res["propose_embedding_bm25_s"] = round(time.perf_counter() - t, 2)
+        res["propose_embedding_bm25_cpu_s"] = round(time.process_time() - c, 2)
         res["propose_embedding_bm25"] = {"added": s3.added, "timings": s3.timings, "by_strategy": s3.by_strategy}
 
     store.close()
     if args.json:
         print(json.dumps(res, indent=2))
         return
-    print(f"{args.n} synthetic documents, {res['cores']} cores; store {res['setup_store_s']}s, cache fill {res['fill_cache_s']}s, "
+    print(f"{args.n} synthetic documents, {res['cores']} cores (load average {res['load_avg_before']:.1f} at start: "
+          f"wall times on a shared box inflate, CPU seconds do not); store {res['setup_store_s']}s, cache fill {res['fill_cache_s']}s, "
           f"model load {res['model_load_s']}s")
     pe = res["propose_embedding"]
     print(f"propose {args.budget} triplets, new criterion, cached embeddings: {res['propose_embedding_s']}s "
-          f"(target < 30s) - {pe['anchors']} anchors embedded, 0 documents; steps {pe['timings']}")
+          f"(target < 30s; {res['propose_embedding_cpu_s']} CPU s over all threads) - {pe['anchors']} anchors embedded, 0 documents; steps {pe['timings']}")
     print(f"  peer: without the cache ~{res['peer_uncached_estimate_s']}s (x{res['cache_speedup']}); re-run no-op {res['rerun_noop_s']}s")
-    print(f"embed 1k documents with the default model: {res['embed_1k_s']}s ({res['embed_docs_per_s']} docs/s)")
+    print(f"embed 1k documents with the default model: {res['embed_1k_s']}s ({res['embed_docs_per_s']} docs/s; "
+          f"{res['embed_1k_cpu_s']} CPU s)")
     print(f"exact k-NN of {pe['anchors']} anchors over {args.n}: numpy blocks {res['knn_numpy_blocks_s']}s, "
           f"sklearn brute {res.get('knn_sklearn_brute_s')}s (ratio {res.get('knn_ratio_sklearn_over_ours')})")
     if "propose_embedding_bm25_s" in res:
-        print(f"propose {args.budget} with embedding+bm25 (BM25 index built from scratch): {res['propose_embedding_bm25_s']}s; "
+        print(f"propose {args.budget} with embedding+bm25 (BM25 index built from scratch): {res['propose_embedding_bm25_s']}s "
+              f"({res['propose_embedding_bm25_cpu_s']} CPU s); "
               f"steps {res['propose_embedding_bm25']['timings']}")
 
 

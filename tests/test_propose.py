@@ -249,39 +249,41 @@ def test_cache_survives_torn_writes(tmp_path):
 # --------------------------------------------------------------------------- ranking quality on silver labels
 
 
-def _silver_wrong(store, ts, ms, conc):
-    """Per triplet with a silver answer (exactly one candidate shares a concept with the anchor):
-    how many methods answer against it."""
-    out = []
-    for t in ts:
-        ca = conc[t.anchor_id]
-        f, s = bool(ca & conc[t.first_id]), bool(ca & conc[t.second_id])
-        if f == s:
-            continue
-        silver = 1 if f else -1
-        out.append(sum(1 for m in ms[t.id].values() if np.sign(m.margin) != silver))
-    return out
-
-
 def test_disagreement_ranking_finds_more_silver_errors_than_random(sqlite_store, champ_jsonl, emb_cache):
     store = sqlite_store
     seed(store, champ_jsonl)
-    s = propose(store, "same-technique", methods=EB, budget=400, audit=0.4, attention=0.0, bridge=0.0,
-                cache_dir=emb_cache, seed=3)
-    assert s.added == 400
-    ts = triplets(store)
-    ms = margins(store)
     conc = concepts_by_id(store)
-    ranked = [t for t in ts if t.strategy in ("disagreement", "contrast")]
-    audit = [t for t in ts if t.strategy == "audit"]  # a uniformly random sample of the same pools
-    wr, wa = _silver_wrong(store, ranked, ms, conc), _silver_wrong(store, audit, ms, conc)
-    assert len(wr) >= 30 and len(wa) >= 30
+
+    def silver_wrong(props):
+        """Per proposal with a silver answer (exactly one candidate shares a concept with the anchor):
+        how many methods answer against it."""
+        out = []
+        for p in props:
+            ca = conc[p["anchor_id"]]
+            fx, fy = bool(ca & conc[p["x_id"]]), bool(ca & conc[p["y_id"]])
+            if fx != fy:
+                silver = 1 if fx else -1
+                out.append(sum(1 for m in p["margins"].values() if np.sign(m) != silver))
+        return out
+
+    kw = dict(methods=EB, attention=0.0, bridge=0.0, cache_dir=emb_cache, seed=3, dry_run=True)
+    ranked = propose(store, "same-technique", budget=300, audit=0.0, **kw)
+    rand = propose(store, "same-technique", budget=800, audit=1.0, **kw)  # uniform pairs of the same pools
+    assert ranked.added == 0 and triplets(store) == []  # a dry run writes nothing
+    assert {p["strategy"] for p in ranked.proposals} <= {"disagreement", "contrast"}
+    assert {p["strategy"] for p in rand.proposals} == {"audit"}
+    wr, wa = silver_wrong(ranked.proposals), silver_wrong(rand.proposals)
+    print("silver-wrong answers per triplet: ranked", np.mean(wr), np.mean(np.asarray(wr) > 0), len(wr),
+          "random", np.mean(wa), np.mean(np.asarray(wa) > 0), len(wa))
+    assert len(wr) >= 25 and len(wa) >= 60
     # the committee's disagreement ranking puts more silver-wrong method answers first than random order
-    print("silver-wrong method answers per triplet: ranked", np.mean(wr), len(wr), "audit", np.mean(wa), len(wa))
+    # (on CHAMP both members are weak: a random pair already holds ~0.8 wrong answers of 2)
     assert np.mean(wr) > np.mean(wa) + 0.1, (np.mean(wr), np.mean(wa))
-    # and the priority order agrees: the top half by priority holds more method errors than a random half
-    top = sorted(ranked, key=lambda t: -t.priority)[: len(ranked) // 2]
-    assert np.mean(_silver_wrong(store, top, ms, conc)) > np.mean(wa)
+    any_wrong = lambda w: np.mean(np.asarray(w) > 0)  # noqa: E731
+    assert any_wrong(wr) > any_wrong(wa) + 0.15, (any_wrong(wr), any_wrong(wa))
+    # and within the ranking, priority order matters: its first half holds at least as many errors as random
+    top = sorted(ranked.proposals, key=lambda p: -p["priority"])[: len(ranked.proposals) // 2]
+    assert np.mean(silver_wrong(top)) > np.mean(wa)
 
 
 # --------------------------------------------------------------------------- Ctrl-C

@@ -6,13 +6,14 @@ The algorithm (one call of :func:`propose`):
    ``budget - existing`` (nothing when that is <= 0, so re-running is a no-op).
 2. **Anchors.**  Documents of the criterion's corpus with room under the per-anchor cap,
    fewest existing triplets first (ties broken by the seed), about
-   ``remaining / per_anchor * 1.25`` of them, so triplets spread across anchors.
+   ``remaining / per_anchor * 1.15`` of them, so triplets spread across anchors.
 3. **Methods.**  Each method is prepared (models loaded, document embeddings read from
    or written to the cache, indexes built).  One that cannot run here (no LLM endpoint,
    no cross-encoder given) is skipped with its reason.
 4. **Pools.**  For each block of anchors, every dense method scores all documents
    (exact k-NN, numpy, in blocks); the pool is the union of every method's top-k, a few
-   mid-rank documents (ranks k..max(4k, n/10) of the main criterion-aware method) and a
+   mid-rank documents (ranks k..max(4k, n/10) of the main criterion-aware method, found by
+   sampling, not sorting) and a
    few random ones.  Re-rank methods (cross-encoder, LM judge) then score the pools.
 5. **Features.**  For each pair (x, y) of an anchor's pool and each method m:
    ``margin_m = s_m(a, x) - s_m(a, y)``; the scores z-normalised within the pool give a
@@ -74,6 +75,7 @@ class ProposeSummary:
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)
     message: str = ""
+    proposals: Optional[list] = None  # dry runs only: what would be written, margins in (x, y) terms
 
     @property
     def total(self) -> int:
@@ -290,7 +292,7 @@ def propose(
             f"every document already anchors {per_anchor} triplets of {crit.name!r}: raise --per-anchor to add more"
         )
     order = np.lexsort((rng.random(len(eligible)), used[eligible]))
-    n_anchors = min(len(eligible), int(math.ceil(remaining / per_anchor * 1.25)) + 2)
+    n_anchors = min(len(eligible), int(math.ceil(remaining / per_anchor * 1.15)) + 2)
     anchors = np.sort(eligible[order[:n_anchors]])
     summary.anchors = len(anchors)
 
@@ -350,15 +352,26 @@ def propose(
             R[ar, blk] = -np.inf
             tops.append(np.argpartition(-R, k - 1, axis=1)[:, :k])
         Rp = rows[dense.index(primary)]
-        mids = np.argpartition(-Rp, upper - 1, axis=1)[:, :upper] if upper > k else None
+        mids = None
+        if upper > k and n_mid:
+            # mid-rank (ranks k..upper of the primary method) without sorting 100k scores per anchor:
+            # the upper-th score is estimated from a column sample, then random columns are kept
+            # when they fall between it and the k-th score
+            ti = tops[dense.index(primary)]
+            t_k = np.take_along_axis(Rp, ti, axis=1).min(axis=1)
+            sample = Rp[:, rng.integers(0, N, size=min(N, 1024))]
+            t_up = np.nanquantile(np.where(np.isfinite(sample), sample, np.nan), 1 - upper / N, axis=1, method="lower")
+            draw = rng.integers(0, N, size=(len(blk), 16 * n_mid))
+            vals = np.take_along_axis(Rp, draw, axis=1)
+            ok = (vals >= t_up[:, None]) & (vals < t_k[:, None])
+            mids = [draw[i][ok[i]][:n_mid] for i in range(len(blk))]
         for i, a in enumerate(blk):
             src: dict[int, str] = {}
             for m, top in zip(dense, tops):
                 for x in top[i]:
                     src.setdefault(int(x), m.name)
-            if mids is not None and n_mid:
-                cand = [int(x) for x in mids[i] if int(x) not in src]
-                for x in rng.choice(cand, size=min(n_mid, len(cand)), replace=False) if cand else []:
+            if mids is not None:
+                for x in mids[i]:
                     src.setdefault(int(x), "mid")
             if n_random:
                 for x in rng.integers(0, N, size=n_random + 1):  # O(1) per draw, even over 1M documents
@@ -531,8 +544,13 @@ def propose(
         summary.by_strategy = dict(Counter(c["strategy"] for c in chosen))
         summary.timings = timings
         summary.seconds = time.perf_counter() - t0
-        summary.message = f"dry run: would add {len(chosen)} triplets"
-        summary._chosen = chosen  # type: ignore[attr-defined]
+        summary.message = f"dry run: would add {len(chosen)} triplets to {crit.name!r} (nothing written)"
+        summary.proposals = [
+            {"anchor_id": int(doc_ids[c["a"]]), "x_id": int(doc_ids[c["x"]]), "y_id": int(doc_ids[c["y"]]),
+             "strategy": c["strategy"], "priority": round(c["priority"], 6), "expected": c.get("expected"),
+             "margins": {m: float(c["sx"][k] - c["sy"][k]) for k, m in enumerate(method_names)}, **c["meta"]}
+            for c in chosen
+        ]
         return summary
 
     # ---- write, one committed batch at a time
