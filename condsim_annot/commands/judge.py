@@ -92,7 +92,7 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
     if run.triplets == 0:
         out.print(f"no triplets for criterion {run.criterion!r} yet: propose some first (`condsim-annot propose --help`)")
         return
-    out.print(f"judge [bold]{run.judge}[/] on [bold]{run.criterion}[/]")
+    out.print(f"judge [bold]{run.judge}[/] on [bold]{run.criterion}[/] ({run.server})", highlight=False)
     out.print(f"  {run.triplets} triplets, {2 * run.triplets} presentations: {run.already_voted} already voted, "
               f"{run.requests} to do")
     if dry_run:

@@ -161,6 +161,7 @@ class JudgeRun:
     criterion: str
     model: str
     prompt_version: str
+    server: str = ""  # base URL without credentials
     triplets: int = 0  # triplets considered (after --limit)
     requests: int = 0  # presentations still needing a vote
     already_voted: int = 0  # presentations skipped: the judge had voted on them
@@ -217,7 +218,8 @@ def run_judge(
                               max_retries=max_retries, concurrency=concurrency, backoff_base=backoff_base)
     j = _Judge(store, crit, endpoint, params, dry_run=dry_run)
     j.ensure_annotator()
-    run = JudgeRun(judge=j.name, criterion=crit.name, model=endpoint.model, prompt_version=j.tpl.version, dry_run=dry_run)
+    run = JudgeRun(judge=j.name, criterion=crit.name, model=endpoint.model, prompt_version=j.tpl.version, dry_run=dry_run,
+                   server=endpoint.safe_base_url)
     with store.session() as s:
         q = select(Triplet).where(Triplet.criterion_id == crit.id).order_by(Triplet.priority.desc(), Triplet.id)
         if limit is not None:
