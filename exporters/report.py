@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 REPORT_VERSION = 1
+CRITERION_CANT_TELL_WARN = 0.2  # a criterion with this share of "can't tell" answers is flagged
 
 
 def _data_version(view) -> dict:
@@ -343,6 +344,9 @@ def render_html(r: dict, figs: dict[str, str]) -> str:
         parts.append("<p class='muted'>No proposer margins or LM-judge votes on gold triplets.</p>")
     parts.append("<h2>Votes over time</h2>" + f"<img alt='votes over time' src='{figs['votes_over_time']}'>")
     parts.append("<h2>Ill-defined triplets</h2>")
+    if (r["cant_tell_rate"] or 0) >= CRITERION_CANT_TELL_WARN:
+        parts.append(f"<p class='flag'>{r['cant_tell_rate']:.0%} of all answers under this criterion are \"can't tell\": "
+                     "the criterion itself may be ill-defined; consider rewording it (criteria edit).</p>")
     if r["ill_defined"]:
         parts.append(f"<p>{len(r['ill_defined'])} triplet(s) where most annotators answered \"can't tell\": "
                      "reword the criterion or drop them.</p>" + _table(

@@ -308,3 +308,27 @@ def test_plain_maximum_likelihood_without_prior(sqlite_store):
     ref = choix.opt_pairwise(3, data, alpha=1e-9)
     ours = np.array([sc[d[1]], sc[d[2]], sc[d[3]]])
     assert np.allclose(ours - ours.mean(), ref - ref.mean(), atol=1e-3)
+
+
+def test_only_cant_tell_votes(sqlite_store, tmp_path):
+    """A criterion nobody can judge: no fit, no gold, the triplet flagged, the report still renders."""
+    from condsim_annot.exporters.report import write_report
+
+    with sqlite_store.transaction() as s:
+        c = Corpus(name="ct")
+        s.add(c)
+        s.flush()
+        docs = [Document(corpus_id=c.id, ext_id=f"c{i}", text=f"t{i}", content_hash=f"{i:064x}") for i in range(3)]
+        s.add_all(docs)
+        s.flush()
+        crit = Criterion(name="ct", description="d", corpus_id=c.id)
+        s.add(crit)
+        s.flush()
+        t, _ = add_triplet(s, crit.id, docs[0].id, docs[1].id, docs[2].id)
+        for n in ("h1", "h2"):
+            record_vote(s, t.id, get_or_create_annotator(s, n).id, "cant_tell", source="tui")
+    summ = calibrate(sqlite_store, "ct")
+    assert summ["gold"]["gold"] == 0 and summ["n_items"] == 0 and summ["cant_tell_rate"] == 1.0
+    assert [r["triplet_id"] for r in summ["ill_defined"]] == [t.id]
+    assert write_report(sqlite_store, "ct", html=str(tmp_path / "r.html"))
+    assert "the criterion itself may be ill-defined" in (tmp_path / "r.html").read_text()

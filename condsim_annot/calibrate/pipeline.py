@@ -397,6 +397,11 @@ def fit(data: Comparisons, *, prior_scale: Optional[float] = 2.0, beta_prior: Op
     same model where :mod:`.bt` is absent); ``bootstrap`` > 1 adds refits over resampled votes."""
     members = [i for _, o, _ in data.choice_sets for i in o]
     used = np.unique(np.concatenate([data.winners, data.losers, np.asarray(members, dtype=np.int64)]))
+    if len(used) == 0:  # nothing comparable (e.g. only can't-tell votes): everything at its prior
+        sd0 = float(prior_scale) if prior_scale and prior_scale > 0 else 1e6
+        n = data.n_items
+        return Fit(scores=np.zeros(n), stderr=np.full(n, sd0), beta=np.ones(max(len(data.annotators), 1)), nu=0.0,
+                   components=np.arange(n, dtype=np.int64), cov=np.eye(n) * sd0 ** 2 if n <= 4000 else None, engine="none")
     if len(used) < data.n_items:
         # items nobody compared (triplets with only can't-tell/skip votes, or none) stay out of
         # the fit: their posterior is the prior (or, with the prior off, unknown)
