@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from argilla_helpers import API_KEY, VENV, Users, free_port, seed, shared_server
+from test_argilla_helpers import API_KEY, VENV, Users, free_port, seed, shared_server
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from argilla_helpers import API_KEY, PASSWORD, Users, seed, shared_server
+from test_argilla_helpers import API_KEY, PASSWORD, Users, seed, shared_server
 
 pytestmark = pytest.mark.slow
 

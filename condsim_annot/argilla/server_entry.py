@@ -82,6 +82,22 @@ def _patch_no_redis() -> None:
         fn.delay = _run_in_process(fn)
 
 
+def _patch_bulk_events() -> None:
+    """Bulk record upserts build a webhook event per record (6 queries + serialisation each)
+    even when no webhook listens; skip that work when no webhook is enabled."""
+    from argilla_server.bulk import records_bulk
+    from argilla_server.contexts import webhooks
+
+    original = records_bulk.notify_record_event_v1
+
+    async def notify(db, record_event, record):
+        if not await webhooks.list_enabled_webhooks(db):
+            return []
+        return await original(db, record_event, record)
+
+    records_bulk.notify_record_event_v1 = notify
+
+
 async def _ensure_owner(username: str, password: str, api_key: str) -> str:
     from argilla_server.contexts import accounts
     from argilla_server.database import AsyncSessionLocal, async_engine
@@ -133,6 +149,7 @@ def serve(args) -> int:
         _import_server(static_tmp)
         if not redis:
             _patch_no_redis()
+        _patch_bulk_events()
         _migrate()
         password = os.environ.get(args.password_env, "")
         api_key = os.environ.get(args.api_key_env, "")

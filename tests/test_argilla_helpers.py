@@ -1,4 +1,4 @@
-"""Shared pieces of the Argilla tests: the real server (started once), users, seeding.
+"""Shared pieces of the Argilla tests (no tests here): the real server (started once), users, seeding.
 
 The server's virtual environment (pip install argilla-server==2.8.0, ~1-2 min the
 first time) is cached in ~/.cache/condsim-annot/argilla-venv (or $CONDSIM_ARGILLA_VENV)
