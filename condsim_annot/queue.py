@@ -40,7 +40,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from sqlalchemy import and_, func, select, text, update
+from datetime import timedelta
+
+from sqlalchemy import DateTime, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .db import Store
@@ -52,6 +54,7 @@ HUMAN_SOURCES = ("tui", "argilla", "import")
 PRESENTED = {"A": "first", "B": "second", "first": "first", "second": "second", "tie": "tie",
              "cant_tell": "cant_tell", "skip": "skip"}
 MODES = ("pairwise", "best-of-k", "review")
+PENDING_TTL = timedelta(hours=12)
 
 
 # --------------------------------------------------------------------------- items
@@ -170,11 +173,24 @@ def _needed_sql(dialect: str, *, attention: bool, lock: bool) -> str:
     return sql
 
 
+def _sql(sql: str):
+    """``text(sql)`` with the ``:fresh`` timestamp typed, so every dialect compares it correctly."""
+    t = text(sql)
+    if ":fresh" in sql:
+        t = t.bindparams(bindparam("fresh", type_=DateTime(timezone=True)))
+    return t
+
+
 def _coverage_expr(tid: str) -> str:
-    """How many distinct annotators hold triplet ``tid``: pending slots + active human non-skip votes."""
+    """How many distinct annotators hold triplet ``tid``: pending slots + active human non-skip votes.
+
+    A pending slot older than :data:`PENDING_TTL` (a session that never came back) stops
+    counting, so an abandoned claim cannot block a triplet for good; if its owner does come
+    back, the resumed answer is one extra vote, never a lost one."""
     src = ", ".join(f"'{s}'" for s in HUMAN_SOURCES)
     return (
-        f"(SELECT count(*) FROM assignment m2 WHERE m2.triplet_id = {tid} AND m2.state = 'pending')"
+        f"(SELECT count(*) FROM assignment m2 WHERE m2.triplet_id = {tid} AND m2.state = 'pending'"
+        f" AND (m2.updated_at IS NULL OR m2.updated_at >= :fresh))"
         f" + (SELECT count(DISTINCT v2.annotator_id) FROM vote v2 WHERE v2.triplet_id = {tid}"
         f" AND v2.state = 'active' AND v2.choice <> 'skip' AND v2.source IN ({src})"
         f" AND NOT EXISTS (SELECT 1 FROM assignment m3 WHERE m3.triplet_id = {tid}"
@@ -413,7 +429,8 @@ class Queue:
             for c in self._crit:
                 sql = _needed_sql(self.dialect, attention=False, lock=False).replace("SELECT t.id", "SELECT count(*)", 1)
                 sql = sql.split("ORDER BY")[0]
-                n += s.execute(text(sql), {"c": c, "att": False, "me": self.annotator_id, "k": self.overlap}).scalar_one()
+                n += s.execute(_sql(sql), {"c": c, "att": False, "me": self.annotator_id, "k": self.overlap,
+                                           "fresh": self._fresh()}).scalar_one()
                 n += s.execute(text(
                     "SELECT count(*) FROM assignment a JOIN triplet t ON t.id = a.triplet_id "
                     "WHERE a.annotator_id = :me AND a.state = 'pending' AND t.criterion_id = :c"),
@@ -507,12 +524,15 @@ class Queue:
                 raise
 
     def _claim_in(self, conn, c: int, n: int, attention: bool, *, anchor: Optional[int] = None) -> list[tuple[int, bool, bool]]:
-        params = {"c": c, "att": attention, "me": self.annotator_id, "k": self.overlap, "n": max(n, 1) + (3 if self.dialect == "postgresql" else 0)}
+        params = {"c": c, "att": attention, "me": self.annotator_id, "k": self.overlap,
+                  "n": max(n, 1) + (3 if self.dialect == "postgresql" else 0)}
+        if not attention:
+            params["fresh"] = self._fresh()
         sql = _needed_sql(self.dialect, attention=attention, lock=True)
         if anchor is not None:
             sql = sql.replace("WHERE t.criterion_id = :c", "WHERE t.criterion_id = :c AND t.anchor_id = :anchor")
             params["anchor"] = anchor
-        cand = [r[0] for r in conn.execute(text(sql), params).all()]
+        cand = [r[0] for r in conn.execute(_sql(sql), params).all()]
         got = []
         for tid in cand:
             if len(got) >= n:
@@ -520,7 +540,7 @@ class Queue:
             if self.dialect == "postgresql" and not attention:
                 # under the row lock, re-count with a fresh snapshot (READ COMMITTED): another
                 # annotator may have committed a claim on this triplet since our SELECT began
-                cov = conn.execute(text(f"SELECT {_coverage_expr(':tid')}"), {"tid": tid}).scalar_one()
+                cov = conn.execute(_sql(f"SELECT {_coverage_expr(':tid')}"), {"tid": tid, "fresh": self._fresh()}).scalar_one()
                 if cov >= self.overlap:
                     continue
             sw = self.rng.random() < 0.5
@@ -541,7 +561,8 @@ class Queue:
             if len(got) >= n:
                 break
             self._uncertain_tried.add(tid)  # examined once per session (a taken one stays taken)
-            row = conn.execute(text(sql + lock), {"tid": tid, "att": False, "me": self.annotator_id, "k": self.overlap}).first()
+            row = conn.execute(_sql(sql + lock), {"tid": tid, "att": False, "me": self.annotator_id, "k": self.overlap,
+                                                  "fresh": self._fresh()}).first()
             if row is None:
                 continue
             sw = self.rng.random() < 0.5
@@ -795,6 +816,10 @@ class Queue:
         return out, ""
 
     # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _fresh():
+        return utcnow() - PENDING_TTL
 
     def _count_done(self) -> int:
         with self.store.session() as s:

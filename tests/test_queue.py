@@ -299,3 +299,22 @@ def test_four_annotators_concurrently_lose_and_double_nothing(store, db_url, ove
     assert pending == 0
     if overlap == 1:  # disjoint work, shared fairly
         assert all(len(v) > 0 for v in acked.values())
+
+
+def test_an_abandoned_claim_stops_blocking_after_the_ttl(store):
+    from datetime import timedelta
+
+    from condsim_annot.models import utcnow
+    from condsim_annot.queue import PENDING_TTL
+
+    info = seed(store, 1)
+    with store.transaction() as s:
+        ghost = get_or_create_annotator(s, "ghost")
+        s.add(Assignment(triplet_id=info["triplets"][0], annotator_id=ghost.id, state="pending",
+                         updated_at=utcnow() - timedelta(minutes=5)))
+    assert Queue(store, "alice", overlap=1, attention_rate=0).next() is None  # a fresh claim holds the slot
+    with store.transaction() as s:
+        a = s.scalars(select(Assignment).where(Assignment.annotator_id == ghost.id)).one()
+        a.updated_at = utcnow() - PENDING_TTL - timedelta(minutes=1)
+        s.add(a)
+    assert Queue(store, "bob", overlap=1, attention_rate=0).next().triplet_id == info["triplets"][0]
