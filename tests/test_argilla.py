@@ -455,3 +455,13 @@ def test_serve_with_redis_worker_knows_the_engine(sqlite_store, tmp_path):
         srv.stop()
         redis.terminate()
         redis.wait(10)
+
+
+def test_install_server_reuses_a_ready_venv():
+    from condsim_annot.cli import main
+
+    res = CliRunner().invoke(main, ["argilla", "install-server", "--venv", str(VENV)])
+    assert res.exit_code == 0, res.output
+    assert "argilla-server==2.8.0 is ready" in res.output
+    for cmd in ("push", "pull", "serve", "install-server"):
+        assert "Example" in CliRunner().invoke(main, ["argilla", cmd, "--help"]).output

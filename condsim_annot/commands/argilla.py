@@ -104,6 +104,26 @@ def register(main: click.Group) -> None:
                 highlight=False,
             )
 
+    @argilla.command("install-server")
+    @click.option("--home", type=click.Path(file_okay=False), default=None,
+                  help="As for serve (default ~/.cache/condsim-annot/argilla); the venv goes in HOME/venv.")
+    @click.option("--venv", type=click.Path(file_okay=False), default=None, envvar="CONDSIM_ARGILLA_VENV",
+                  help="Where to create the server's virtual environment (default HOME/venv).")
+    def install_server_cmd(home, venv):
+        """Create the local server's own virtual environment now (serve does it on first use).
+
+        \b
+        Example (CI, cached between runs):
+          condsim-annot argilla install-server --venv ~/.cache/condsim-annot/argilla-venv
+        """
+        from pathlib import Path
+
+        from condsim_annot.argilla.serve import SERVER_REQUIREMENT, default_home, ensure_server_venv
+
+        target = Path(venv).expanduser() if venv else (Path(home).expanduser() if home else default_home()) / "venv"
+        py = ensure_server_venv(target, log=lambda m: console.print(m, highlight=False))
+        out.print(f"{SERVER_REQUIREMENT} is ready: {py}", highlight=False)
+
     @argilla.command("serve")
     @click.option("--port", default=6900, show_default=True, type=click.IntRange(1, 65535))
     @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (keep 127.0.0.1 unless behind a proxy).")
