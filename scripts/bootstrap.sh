@@ -47,5 +47,8 @@ if [[ $DEV == 1 ]]; then
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
       --dir /tmp --logfile /tmp/redis-ci.log >/dev/null 2>&1 || true
   fi
+  # The Argilla tests run the real argilla-server in its own virtualenv (it pins old FastAPI/Pydantic);
+  # build it once here (a no-op when it is ready) rather than inside a test's set-up.
+  .venv/bin/condsim-annot argilla install-server --venv "${CONDSIM_ARGILLA_VENV:-$HOME/.cache/condsim-annot/argilla-venv}"
 fi
 echo "condsim-annot installed in .venv ($(.venv/bin/condsim-annot --version))"
