@@ -8,7 +8,8 @@
   field, or by k-means clusters (k chosen by silhouette); the silhouette score of that
   colouring in the map's own distances is reported.
 * :func:`method_agreement`: per pair of methods, CKA of their similarity kernels and
-  the mean Jaccard overlap of each anchor's top-10 candidates.  The kernels are only
+  the mean Jaccard overlap of each anchor's top-10 candidates (top-min(10, n/2) of the
+  n candidates the proposers scored for that anchor; anchors with fewer than 4 skipped).  The kernels are only
   observed on the pairs the proposers scored (``tripletmargin.score_first/second``), so
   CKA here is the alignment of the row-centred observed kernels (linear CKA restricted
   to observed entries).
@@ -176,14 +177,17 @@ def method_agreement(store, criterion: str, *, k: int = 10) -> dict[str, Any]:
                 xa = np.array([scores[methods[i]][q] for q in keys])
                 ya = np.array([scores[methods[j]][q] for q in keys])
                 x.append(xa - xa.mean()); y.append(ya - ya.mean())
-                ti = {keys[t] for t in np.argsort(-xa)[:k]}
-                tj = {keys[t] for t in np.argsort(-ya)[:k]}
+                if len(keys) < 4:
+                    continue
+                kk = min(k, len(keys) // 2)  # top-k of all the anchor's scored candidates would be trivial
+                ti = {keys[t] for t in np.argsort(-xa, kind="stable")[:kk]}
+                tj = {keys[t] for t in np.argsort(-ya, kind="stable")[:kk]}
                 js.append(len(ti & tj) / len(ti | tj))
             x, y = np.concatenate(x), np.concatenate(y)
             den = np.linalg.norm(x) * np.linalg.norm(y)
             # linear CKA of rank-one-per-anchor kernels reduces to the squared alignment
             cka[i, j] = float((x @ y) ** 2 / den ** 2) if den > 0 else np.nan
-            jac[i, j] = float(np.mean(js))
+            jac[i, j] = float(np.mean(js)) if js else np.nan
 
     def lst(M):
         return [[None if np.isnan(v) else float(v) for v in row] for row in M]
