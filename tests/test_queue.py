@@ -278,7 +278,7 @@ WORKER = textwrap.dedent(
 
 @pytest.mark.parametrize("backend,overlap", [("postgresql", 1), ("postgresql", 2), ("sqlite", 2)])
 def test_four_annotators_concurrently_lose_and_double_nothing(store, db_url, overlap):
-    n = 60
+    n = 30
     seed(store, n)
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, db_url, f"ann{k}", str(overlap)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for k in range(4)]

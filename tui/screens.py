@@ -14,6 +14,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Static
 
@@ -45,31 +48,67 @@ def _bar(done: int, total: Optional[int], width: int = 20) -> Text:
                          (f" {frac:4.0%} ", ""))
 
 
-class DocView(VerticalScroll):
-    """A document in a scrolling, bordered box, rendered as Markdown."""
+class DocView(ScrollView, can_focus=True):
+    """A document in a scrolling, bordered box, rendered as Markdown.
 
-    DEFAULT_CSS = ""
+    A line-API widget: the Markdown is rendered to strips once per width and the box only
+    repaints itself, which keeps the redraw after each key press cheap."""
 
     def __init__(self, title: str, **kw):
         super().__init__(**kw)
-        self._title = title
         self.border_title = title
-
-    def compose(self) -> ComposeResult:
-        yield Static("", classes="doc-text")
+        self._md = None
+        self._doc_id = None
+        self._strips: list[Strip] = []
+        self._width = -1
 
     def set_doc(self, text: Optional[str], subtitle: str = "", title: Optional[str] = None, doc_id=None) -> None:
-        if doc_id is not None and doc_id == getattr(self, "_doc_id", None):
+        if doc_id is not None and doc_id == self._doc_id:
             return  # same document as before (e.g. the same anchor): nothing to redraw
         self._doc_id = doc_id
-        body = self.query_one(".doc-text", Static)
-        body.update(Markdown(text or "", hyperlinks=False) if text is not None else "")
+        self._md = Markdown(text or "", hyperlinks=False)
+        old_height = len(self._strips)
+        self._width = -1
+        self._layout_lines(self.scrollable_content_region.width)
         if subtitle != self.border_subtitle:
             self.border_subtitle = subtitle
         if title is not None and title != self.border_title:
             self.border_title = title
         if self.scroll_y:
-            self.scroll_home(animate=False)
+            self.scroll_to(0, 0, animate=False)
+        self.refresh(layout=self.styles.height is not None and self.styles.height.is_auto and len(self._strips) != old_height)
+
+    def _layout_lines(self, width: int) -> None:
+        if width <= 0 or self._md is None:
+            self._strips, self._width = [], width
+            self.virtual_size = Size(0, 0)
+            return
+        if width == self._width:
+            return
+        console = self.app.console
+        options = console.options.update(width=width, height=None, highlight=False)
+        lines = console.render_lines(self._md, options, style=self.rich_style, pad=True, new_lines=False)
+        self._strips = [Strip(line, width) for line in lines]
+        while self._strips and not self._strips[-1].text.strip():
+            self._strips.pop()  # Markdown ends paragraphs with a blank line
+        self._width = width
+        self.virtual_size = Size(width, len(self._strips))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        self._layout_lines(width - self.styles.scrollbar_size_vertical)
+        return len(self._strips)
+
+    def on_resize(self, event) -> None:
+        self._layout_lines(self.scrollable_content_region.width)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        if width != self._width:
+            self._layout_lines(width)
+        i = y + int(self.scroll_y)
+        if 0 <= i < len(self._strips):
+            return self._strips[i]
+        return Strip.blank(width, self.rich_style)
 
 
 class BaseAnnotateScreen(Screen):
