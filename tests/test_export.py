@@ -47,6 +47,8 @@ def test_exports_load_back(cli, calibrated, tmp_path):
     der = [json.loads(x) for x in (tmp_path / "der.jsonl").read_text().splitlines()]
     assert any(r["status"] == "derived" for r in der) and all(r["status"] in ("gold", "derived") for r in der)
     assert all(r["n_votes"] == 0 for r in der if r["status"] == "derived")
+    keys = [(r["anchor_id"], *sorted((r["positive_id"], r["negative_id"]))) for r in der]
+    assert len(keys) == len(set(keys))  # a stored derived label and a score-derived one never both
 
     cli("export", "crit", "--format", "parquet", tmp_path / "pq")
     t = pq.read_table(tmp_path / "pq" / "crit.parquet")

@@ -976,7 +976,7 @@ def derived_triplets(view: RunView, *, min_confidence: float = 0.9, limit_per_an
     the stored stderr (independence assumed, so conservative for correlated scores)."""
     from scipy.stats import norm
 
-    voted = {(g["anchor_id"], min(g["first_id"], g["second_id"]), max(g["first_id"], g["second_id"])) for g in view.gold if g["status"] != "derived"}
+    voted = {(g["anchor_id"], min(g["first_id"], g["second_id"]), max(g["first_id"], g["second_id"])) for g in view.gold}
     by_anchor: dict[int, list[dict]] = defaultdict(list)
     for p in view.pairs:
         by_anchor[p["anchor_id"]].append(p)
