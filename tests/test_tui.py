@@ -204,3 +204,22 @@ def test_snapshot_best_of_k(sqlite_store, snap_compare, size):
 def test_snapshot_review(sqlite_store, snap_compare):
     _disagreements(sqlite_store)
     assert snap_compare(_app(sqlite_store, annotator="carol", review=True), terminal_size=(80, 24), run_before=_settle)
+
+
+async def test_long_documents_scroll_with_the_keyboard(sqlite_store):
+    long = "\n\n".join(f"Paragraph {i}: " + "induction on the length of the sequence " * 6 for i in range(30))
+    seed(sqlite_store, 2, texts=[long])
+    app = _app(sqlite_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        box = app.screen.query_one("#cand-a")
+        for _ in range(3):  # tab moves between the anchor and the candidates
+            if app.focused is box:
+                break
+            await pilot.press("tab")
+        assert app.focused is box and box.virtual_size.height > box.size.height
+        await pilot.press("down", "down", "pagedown")
+        assert box.scroll_y > 0
+        item = _shown(app)
+        await pilot.press("right")  # the arrows still vote while a box is focused
+        assert _shown(app) is not item and box.scroll_y == 0
