@@ -20,6 +20,11 @@ TEXTS = [
     "Prove that any graph with $n$ vertices and more than $n^2/4$ edges contains a triangle.",
     "How many strings of length 5 over the digits 0-9 have strictly increasing digits? " * 3,
     "Show that $\\sqrt{2}$ is irrational.",
+    "Prove that every tournament has a Hamiltonian path.",
+    "Find the number of ways to tile a $2 \\times 11$ rectangle with $2 \\times 1$ dominoes.",
+    "Show that a $8 \\times 8$ board with two opposite corners removed cannot be tiled by dominoes.",
+    "Prove that $n^5 - n$ is divisible by 30 for every integer $n$.",
+    "Among 13 people, show that two were born in the same month.",
 ]
 
 
@@ -188,6 +193,13 @@ async def _settle(pilot):
 def test_snapshot_pairwise(sqlite_store, snap_compare, size):
     seed(sqlite_store, 6, texts=TEXTS)
     assert snap_compare(_app(sqlite_store), terminal_size=size, run_before=_settle)
+
+
+def test_snapshot_pairwise_light_theme(sqlite_store, snap_compare):
+    seed(sqlite_store, 6, texts=TEXTS)
+    app = _app(sqlite_store)
+    app.theme = "textual-light"
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_settle)
 
 
 def test_snapshot_help(sqlite_store, snap_compare):

@@ -31,7 +31,7 @@ class AnnotateApp(App):
         self.k = queue.k if queue.mode == "best-of-k" else None
         self.summary: Optional[dict] = None
         if theme:
-            self.theme = theme
+            self.theme = {"light": "textual-light", "dark": "textual-dark"}.get(theme, theme)
 
     def on_mount(self) -> None:
         screen = {"pairwise": PairwiseScreen, "best-of-k": BestOfKScreen, "review": ReviewScreen}[self.queue.mode]
@@ -61,7 +61,8 @@ def make_queue(store: Store, annotator: str, *, criterion: Optional[str] = None,
 
 
 def run_tui(store_url: Optional[str], annotator: str, criterion: Optional[str] = None, *, k: Optional[int] = None,
-            review: bool = False, overlap: int = 2, attention_rate: float = 0.05, seed: Optional[int] = None) -> dict:
+            review: bool = False, overlap: int = 2, attention_rate: float = 0.05, seed: Optional[int] = None,
+            theme: Optional[str] = None) -> dict:
     """Open the labeling TUI on the store at ``store_url`` (None: ``$CONDSIM_DB`` or ./condsim.db).
 
     Blocks until the annotator quits; returns the session summary (also stored in ``annotationsession``).
@@ -71,7 +72,7 @@ def run_tui(store_url: Optional[str], annotator: str, criterion: Optional[str] =
         queue = make_queue(store, annotator, criterion=criterion, k=k, review=review, overlap=overlap,
                            attention_rate=attention_rate, seed=seed)
         try:
-            AnnotateApp(queue).run()
+            AnnotateApp(queue, theme=theme).run()
         finally:
             summary = queue.close()
         return summary

@@ -21,9 +21,11 @@ def register(main: click.Group) -> None:
     @click.option("--attention-rate", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True,
                   help="Share of hidden attention checks mixed into the queue.")
     @click.option("--seed", type=int, default=None, help="Seed for the A/B order and attention draws (tests, demos).")
+    @click.option("--theme", type=click.Choice(["dark", "light"]), default=None,
+                  help="Colour theme (default dark; ctrl+t switches while labeling).")
     @pass_ctx
     def tui(ctx: Ctx, annotator: str, criterion: Optional[str], k: Optional[int], review: bool, overlap: int,
-            attention_rate: float, seed: Optional[int]):
+            attention_rate: float, seed: Optional[int], theme: Optional[str]):
         """Label triplets in the terminal: which candidate is more similar to the anchor?
 
         Keys: a/1/← = A, b/2/→ = B, t tie, c can't tell, s skip, u undo, n rationale, ? help, q quit.
@@ -46,7 +48,7 @@ def register(main: click.Group) -> None:
         queue = make_queue(store, annotator, criterion=criterion, k=k, review=review, overlap=overlap,
                            attention_rate=attention_rate, seed=seed)
         try:
-            AnnotateApp(queue).run()
+            AnnotateApp(queue, theme=theme).run()
         finally:
             summary = queue.close()
             out.print(format_summary(summary), highlight=False)
