@@ -123,6 +123,31 @@ class BootstrapResult(NamedTuple):
     nu_samples: np.ndarray  # (n_boot,)
 
 
+def _one_blas_thread():
+    """The fit's BLAS calls are dot products and small vector updates: a multi-threaded
+    OpenBLAS makes them much slower (its threads spin, worst on a busy machine), so the fit
+    runs on one BLAS thread (threadpoolctl, which comes with scikit-learn)."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(1, user_api="blas")
+    except Exception:  # pragma: no cover
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _single_blas_thread(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _one_blas_thread():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 # --------------------------------------------------------------------------- input handling
 
 
@@ -438,20 +463,9 @@ class _Problem:
         return b
 
 
-def _one_blas_thread():
-    """L-BFGS-B's small BLAS calls are much slower with a multi-threaded OpenBLAS on a busy
-    machine (threads spin for microsecond-sized vectors): run the optimiser on one BLAS thread."""
-    try:
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(1, user_api="blas")
-    except Exception:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        import contextlib
-
-        return contextlib.nullcontext()
 
 
-def _lbfgs(fg, x, lo, hi, *, max_iter: int, tol: float, memory: int = 10):
+def _lbfgs(fg, x, lo, hi, *, max_iter: int, tol: float, memory: int = 20):
     """Limited-memory BFGS with a projected backtracking (Armijo) line search.
 
     Meant for well-scaled coordinates (Hessian ~ identity): the first trial step is the full
@@ -562,6 +576,7 @@ def _start_scores(n, w, l, wt):
 # --------------------------------------------------------------------------- public API
 
 
+@_single_blas_thread
 def bradley_terry(
     winners: Any,
     losers: Any,
@@ -834,6 +849,7 @@ def _laplace(n, w, l, tie, ann, wt, ch, s, beta, nu, prior_scale, comps, *, exac
     return se, None
 
 
+@_single_blas_thread
 def bootstrap(
     winners: Any,
     losers: Any,
