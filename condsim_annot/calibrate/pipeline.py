@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
 from ..db import Store
 from ..errors import CondsimError
@@ -200,27 +200,6 @@ class Fit:
         return norm.cdf(d / sd)
 
 
-def _components(n: int, winners, losers, choice_sets) -> np.ndarray:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    r = list(winners)
-    c = list(losers)
-    for chosen, offered, _ in choice_sets:
-        for o in offered:
-            if o != chosen:
-                r.append(chosen); c.append(o)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    g = coo_matrix((np.ones(len(r)), (np.asarray(r, dtype=np.int64), np.asarray(c, dtype=np.int64))), shape=(n, n))
-    _, lab = connected_components(g, directed=False)
-    # number components by size (largest = 0), ties by first item
-    sizes = Counter(lab.tolist())
-    order = sorted(sizes, key=lambda k: (-sizes[k], int(np.argmax(lab == k))))
-    remap = {k: i for i, k in enumerate(order)}
-    return np.asarray([remap[x] for x in lab], dtype=np.int64)
-
-
 def _bt_kwargs(data: Comparisons, *, prior_scale: Optional[float], beta_prior: Optional[float]) -> dict:
     fixed = None
     if data.key_index is not None:
@@ -233,168 +212,15 @@ def _bt_kwargs(data: Comparisons, *, prior_scale: Optional[float], beta_prior: O
 
 
 def _fit_bt(data: Comparisons, *, prior_scale: Optional[float], beta_prior: Optional[float]):
-    """The pure fit of :mod:`.bt`; None when that module is not importable (then :func:`_fit_local`)."""
-    try:
-        from . import bt
-    except ImportError:
-        return None
+    from . import bt
+
     return bt.bradley_terry(data.winners, data.losers, **_bt_kwargs(data, prior_scale=prior_scale, beta_prior=beta_prior))
-
-
-def _fit_local(data: Comparisons, *, prior_scale: float, beta_prior: Optional[float], fit_beta: bool = True,
-               init: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """A compact MAP fit (Davidson ties, per-annotator beta, Luce sets) with analytic gradients.
-
-    Used when :mod:`.bt` is not importable; returns (scores, beta, nu)."""
-    from scipy.optimize import minimize
-    from scipy.special import logsumexp
-
-    n, A = data.n_items, len(data.annotators)
-    w, l, a, tie = data.winners, data.losers, data.ann, data.ties
-    has_ties = bool(tie.any())
-    kmax = max((len(o) for _, o, _ in data.choice_sets), default=0)
-    S = len(data.choice_sets)
-    M = np.zeros((S, kmax), dtype=np.int64)
-    mask = np.zeros((S, kmax), dtype=bool)
-    chosen_pos = np.zeros(S, dtype=np.int64)
-    sa = np.zeros(S, dtype=np.int64)
-    for k, (c, o, an) in enumerate(data.choice_sets):
-        M[k, : len(o)] = o
-        mask[k, : len(o)] = True
-        chosen_pos[k] = list(o).index(c)
-        sa[k] = an
-    fit_b = fit_beta and beta_prior is not None and beta_prior > 0
-    key = data.key_index
-    sp = prior_scale if prior_scale and prior_scale > 0 else None
-    NU0 = math.log(0.5)
-
-    # beta and the score scale are not separately identified (only beta * s enters the
-    # likelihood): fix the scale by centring log beta over the real annotators, so the
-    # prior on s, not a runaway beta, decides how far apart scores may go.
-    real = np.ones(A, dtype=bool)
-    if key is not None:
-        real[key] = False
-
-    def unpack(x):
-        s = x[:n]
-        lb = x[n : n + A] if fit_b else np.zeros(A)
-        if fit_b and real.any():
-            lb = lb - lb[real].mean() * real
-        lnu = x[-1] if has_ties else -np.inf
-        return s, lb, lnu
-
-    def f(x):
-        s, lb, lnu = unpack(x)
-        lb_eff = lb.copy()
-        if key is not None:
-            lb_eff[key] = math.log(KEY_BETA)  # the key is trusted, not learned
-        b = np.exp(lb_eff)
-        gs = np.zeros(n)
-        gb = np.zeros(A)
-        gnu = 0.0
-        nll = 0.0
-        if len(w):
-            bb = b[a]
-            diff = s[w] - s[l]
-            h = bb * diff / 2
-            if has_ties:
-                logZ = logsumexp(np.stack([h, -h, np.full_like(h, lnu)]), axis=0)
-            else:
-                logZ = np.logaddexp(h, -h)
-            ll = np.where(tie, (lnu if has_ties else 0.0) - logZ, h - logZ)
-            nll -= ll.sum()
-            pA = np.exp(h - logZ)
-            pB = np.exp(-h - logZ)
-            dh = np.where(tie, 0.0, 1.0) - (pA - pB)
-            gs -= np.bincount(w, dh * bb / 2, minlength=n) - np.bincount(l, dh * bb / 2, minlength=n)
-            gb -= np.bincount(a, dh * h, minlength=A)
-            if has_ties:
-                pT = np.exp(lnu - logZ)
-                gnu -= (tie.astype(float) - pT).sum()
-        if S:
-            bk = b[sa][:, None]
-            u = np.where(mask, bk * s[M], -np.inf)
-            lse = logsumexp(u, axis=1)
-            uc = u[np.arange(S), chosen_pos]
-            nll -= (uc - lse).sum()
-            p = np.where(mask, np.exp(u - lse[:, None]), 0.0)
-            ind = np.zeros_like(p)
-            ind[np.arange(S), chosen_pos] = 1.0
-            gm = (ind - p) * bk
-            np.add.at(gs, M[mask], -gm[mask])
-            su = np.where(mask, s[M], 0.0)
-            gb -= np.bincount(sa, (bk[:, 0] * (su[np.arange(S), chosen_pos] - (p * su).sum(1))), minlength=A)
-        if sp:
-            nll += (s ** 2).sum() / (2 * sp ** 2)
-            gs += s / sp ** 2
-        g = [gs]
-        if fit_b:
-            nll += (lb ** 2).sum() / (2 * beta_prior ** 2)
-            gb = gb + lb / beta_prior ** 2
-            if key is not None:
-                gb[key] = 0.0
-            if real.any():  # chain rule through the centring
-                gb = gb - gb[real].mean() * real
-            g.append(gb)
-        if has_ties:
-            nll += (lnu - NU0) ** 2 / 2
-            gnu += lnu - NU0
-            g.append(np.array([gnu]))
-        return nll, np.concatenate(g)
-
-    x0 = np.zeros(n + (A if fit_b else 0) + (1 if has_ties else 0))
-    if init is not None:
-        x0[:n] = init
-    if has_ties:
-        x0[-1] = NU0
-    r = minimize(f, x0, jac=True, method="L-BFGS-B", options={"maxiter": 2000})
-    s, lb, lnu = unpack(r.x)
-    b = np.exp(lb)
-    if key is not None:
-        b[key] = KEY_BETA
-    return s, b, (float(np.exp(lnu)) if has_ties else 0.0)
-
-
-def _laplace(data: Comparisons, s: np.ndarray, beta: np.ndarray, nu: float, prior_scale: float):
-    """Posterior covariance of the scores (beta, nu fixed) from the Fisher information."""
-    from scipy.sparse import coo_matrix
-
-    n = data.n_items
-    rows, cols, vals = [], [], []
-    if len(data.winners):
-        bb = beta[data.ann]
-        h = bb * (s[data.winners] - s[data.losers]) / 2
-        Z = np.exp(h) + np.exp(-h) + nu
-        pA, pB = np.exp(h) / Z, np.exp(-h) / Z
-        wgt = (pA + pB - (pA - pB) ** 2) * (bb / 2) ** 2
-        for x, y, sign in ((data.winners, data.winners, 1), (data.losers, data.losers, 1), (data.winners, data.losers, -1), (data.losers, data.winners, -1)):
-            rows.append(x); cols.append(y); vals.append(sign * wgt)
-    for c, o, an in data.choice_sets:
-        o = np.asarray(o)
-        u = beta[an] * s[o]
-        p = np.exp(u - u.max()); p /= p.sum()
-        H = beta[an] ** 2 * (np.diag(p) - np.outer(p, p))
-        rr, cc = np.meshgrid(o, o, indexing="ij")
-        rows.append(rr.ravel()); cols.append(cc.ravel()); vals.append(H.ravel())
-    prec = 1.0 / prior_scale ** 2 if prior_scale and prior_scale > 0 else 1e-6
-    if rows:
-        H = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsr()
-    else:
-        from scipy.sparse import csr_matrix
-
-        H = csr_matrix((n, n))
-    if n <= 4000:
-        Hd = H.toarray() + np.eye(n) * prec
-        cov = np.linalg.inv(Hd)
-        return np.sqrt(np.maximum(np.diag(cov), 0)), cov
-    diag = np.asarray(H.diagonal()).ravel() + prec
-    return 1.0 / np.sqrt(diag), None
 
 
 def fit(data: Comparisons, *, prior_scale: Optional[float] = 2.0, beta_prior: Optional[float] = 1.0, bootstrap: int = 0,
         seed: int = 0) -> Fit:
-    """Fit one criterion's comparisons with :func:`.bt.bradley_terry` (a local MAP fit of the
-    same model where :mod:`.bt` is absent); ``bootstrap`` > 1 adds refits over resampled votes."""
+    """Fit one criterion's comparisons with :func:`.bt.bradley_terry`; ``bootstrap`` > 1 adds
+    refits over resampled votes (:func:`.bt.bootstrap`)."""
     members = [i for _, o, _ in data.choice_sets for i in o]
     used = np.unique(np.concatenate([data.winners, data.losers, np.asarray(members, dtype=np.int64)]))
     if len(used) == 0:  # nothing comparable (e.g. only can't-tell votes): everything at its prior
@@ -414,17 +240,11 @@ def fit(data: Comparisons, *, prior_scale: Optional[float] = 2.0, beta_prior: Op
             raise
         raise CondsimError("the plain maximum-likelihood fit (--prior 0) has no finite solution for these votes "
                            "(some pair wins or loses all its comparisons): use a prior, e.g. --prior 2") from None
-    if res is not None and not (np.all(np.isfinite(res.scores)) and np.all(np.isfinite(res.stderr))):
+    if not (np.all(np.isfinite(res.scores)) and np.all(np.isfinite(res.stderr))):
         raise CondsimError("the fit did not converge to finite scores" + (": use a prior, e.g. --prior 2" if not prior_scale else ""))
-    if res is not None:
-        out = Fit(scores=np.asarray(res.scores, dtype=float), stderr=np.asarray(res.stderr, dtype=float),
-                  beta=np.asarray(res.beta, dtype=float), nu=float(res.nu), components=np.asarray(res.components),
-                  cov=res.cov, engine="bt")
-    else:
-        comps = _components(data.n_items, data.winners, data.losers, data.choice_sets)
-        s, beta, nu = _fit_local(data, prior_scale=prior_scale or 0.0, beta_prior=beta_prior)
-        stderr, cov = _laplace(data, s, beta, nu, prior_scale or 0.0)
-        out = Fit(scores=s, stderr=stderr, beta=beta, nu=nu, components=comps, cov=cov, engine="local")
+    out = Fit(scores=np.asarray(res.scores, dtype=float), stderr=np.asarray(res.stderr, dtype=float),
+              beta=np.asarray(res.beta, dtype=float), nu=float(res.nu), components=np.asarray(res.components),
+              cov=res.cov, engine="bt")
     if bootstrap and bootstrap > 1:
         out.samples = _bootstrap(data, out, bootstrap, seed=seed, prior_scale=prior_scale, beta_prior=beta_prior)
         out.stderr = out.samples.std(axis=0, ddof=1)
@@ -466,26 +286,13 @@ def _expand(f: Fit, used: np.ndarray, n: int, prior_scale: Optional[float]) -> F
     return Fit(scores=scores, stderr=stderr, beta=f.beta, nu=f.nu, components=comps, cov=cov, samples=samples, engine=f.engine)
 
 
-def _bootstrap(data: Comparisons, base: Fit, B: int, *, seed: int, prior_scale: float, beta_prior: Optional[float]) -> np.ndarray:
-    """Scores refitted on votes resampled with replacement (seeded)."""
-    if base.engine == "bt":
-        from . import bt
+def _bootstrap(data: Comparisons, base: Fit, B: int, *, seed: int, prior_scale: Optional[float],
+               beta_prior: Optional[float]) -> np.ndarray:
+    """Scores refitted on votes resampled with replacement (seeded): :func:`.bt.bootstrap`."""
+    from . import bt
 
-        kw = _bt_kwargs(data, prior_scale=prior_scale, beta_prior=beta_prior)
-        return bt.bootstrap(data.winners, data.losers, n_boot=B, seed=seed, **kw).samples
-    rng = np.random.default_rng(seed)
-    m, S = len(data.winners), len(data.choice_sets)
-    samples = np.empty((B, data.n_items))
-    for b in range(B):
-        idx = rng.integers(0, m, m) if m else np.zeros(0, dtype=np.int64)
-        sidx = rng.integers(0, S, S) if S else []
-        d = Comparisons(data.criterion_id, data.criterion, data.criterion_version, items=data.items, item_of=data.item_of,
-                        triplets=data.triplets, annotators=data.annotators,
-                        winners=data.winners[idx], losers=data.losers[idx], ties=data.ties[idx], ann=data.ann[idx],
-                        trip=data.trip[idx], choice_sets=[data.choice_sets[i] for i in sidx], key_index=data.key_index)
-        s, _, _ = _fit_local(d, prior_scale=prior_scale or 0.0, beta_prior=beta_prior, init=base.scores)
-        samples[b] = s
-    return samples
+    kw = _bt_kwargs(data, prior_scale=prior_scale, beta_prior=beta_prior)
+    return bt.bootstrap(data.winners, data.losers, n_boot=B, seed=seed, **kw).samples
 
 
 # --------------------------------------------------------------------------- statistics
