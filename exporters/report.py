@@ -55,8 +55,36 @@ def _agreement_matrix(view) -> dict:
             "n_shared": count.astype(int).tolist()}
 
 
+def _human_gold(view) -> dict[int, str]:
+    """Per triplet, the human answer: the majority of the human annotators' decisive votes
+    (adjudications decide), where there is one.  Judges are calibrated against this, not
+    against the model's gold, which their own votes helped make."""
+    from collections import Counter
+
+    votes: dict[int, list[str]] = defaultdict(list)
+    review: dict[int, str] = {}
+    for v in view.votes:
+        if v["kind"] != "human" or v["choice"] not in ("first", "second", "tie"):
+            continue
+        if v["source"] == "review":
+            review[v["triplet_id"]] = v["choice"]
+        else:
+            votes[v["triplet_id"]].append(v["choice"])
+    out = {}
+    for t, cs in votes.items():
+        (top, n), *rest = Counter(cs).most_common()
+        if not rest or rest[0][1] < n:
+            out[t] = top
+    out.update(review)
+    return {t: c for t, c in out.items() if c in ("first", "second")}
+
+
 def _judge_calibration(view, n_bins: int = 5) -> list[dict]:
-    gold = {g["triplet_id"]: g["label"] for g in view.gold if g["status"] == "gold"}
+    gold = _human_gold(view)
+    reference = "human"
+    if not gold:  # an LM-only project: the model's gold is all there is
+        gold = {g["triplet_id"]: g["label"] for g in view.gold if g["status"] == "gold"}
+        reference = "gold"
     per: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for v in view.votes:
         if v["kind"] != "llm" or v["confidence"] is None or v["triplet_id"] not in gold or v["choice"] == "skip":
@@ -74,7 +102,7 @@ def _judge_calibration(view, n_bins: int = 5) -> list[dict]:
                 bins.append({"lo": float(edges[k]), "hi": float(edges[k + 1]), "n": int(sel.sum()),
                              "mean_confidence": float(conf[sel].mean()), "accuracy": float(c[sel, 1].mean())})
         ece = sum(b["n"] * abs(b["mean_confidence"] - b["accuracy"]) for b in bins) / max(len(c), 1)
-        out.append({"judge": judge, "n": len(c), "accuracy": float(c[:, 1].mean()), "mean_confidence": float(conf.mean()),
+        out.append({"judge": judge, "reference": reference, "n": len(c), "accuracy": float(c[:, 1].mean()), "mean_confidence": float(conf.mean()),
                     "ece": float(ece), "bins": bins})
     return out
 
@@ -217,9 +245,9 @@ def _figures(r: dict) -> dict[str, str]:
         ys = [b["accuracy"] for b in j["bins"]]
         ax.plot(xs, ys, "o-", label=f"{j['judge']} (ECE {j['ece']:.2f}, n={j['n']})")
     if not r["judge_calibration"]:
-        ax.text(0.75, 0.5, "no LM-judge votes with a stated\nconfidence on gold triplets", ha="center", fontsize=9)
+        ax.text(0.75, 0.5, "no LM-judge votes with a stated\nconfidence on human-answered triplets", ha="center", fontsize=9)
     ax.set_xlim(0.45, 1.02); ax.set_ylim(0, 1.02)
-    ax.set_xlabel("stated confidence"); ax.set_ylabel("agreement with gold")
+    ax.set_xlabel("stated confidence"); ax.set_ylabel("agreement with the human answer")
     ax.set_title("LM-judge reliability diagram"); ax.legend(fontsize=7, loc="lower right")
     figs["judge_reliability"] = _png(fig)
     # 5. votes over time
@@ -326,7 +354,9 @@ def render_html(r: dict, figs: dict[str, str]) -> str:
     parts.append(f"<img alt='annotator reliability' src='{figs['annotator_reliability']}'>")
     parts.append(f"<img alt='position bias' src='{figs['position_bias']}'>")
     parts.append("<h2>Scores and labels</h2>" + f"<img alt='score distribution' src='{figs['score_distribution']}'>")
-    parts.append("<h2>LM-judge calibration</h2>" + f"<img alt='LM-judge reliability diagram' src='{figs['judge_reliability']}'>")
+    parts.append("<h2>LM-judge calibration</h2><p>Stated confidence (label probability) against agreement with the "
+                 "human answer (majority of human votes, adjudications decide; the model's gold only where no human voted "
+                 "at all).</p>" + f"<img alt='LM-judge reliability diagram' src='{figs['judge_reliability']}'>")
     if r["judge_calibration"]:
         parts.append(_table(["judge", "n", "accuracy", "mean confidence", "ECE"],
                             [[e(j["judge"]), j["n"], _f(j["accuracy"]), _f(j["mean_confidence"]), _f(j["ece"])] for j in r["judge_calibration"]]))

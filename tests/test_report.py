@@ -48,6 +48,7 @@ def test_report_html_json_md(cli, store, tmp_path):
     assert len(am["matrix"]) == len(am["annotators"]) == 5
     jc = doc["judge_calibration"]
     assert [x["judge"] for x in jc] == ["ann-llm"] and jc[0]["bins"] and 0 <= jc[0]["ece"] <= 1
+    assert jc[0]["reference"] == "human" and sum(b["n"] for b in jc[0]["bins"]) == jc[0]["n"]
     assert [x["annotator"] for x in doc["leaderboard"]["judges"]] == ["ann-llm"]
     html = h.read_text()
     # self-contained: no external URL anywhere, every image inlined
