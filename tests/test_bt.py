@@ -309,3 +309,16 @@ def test_triplet_items_and_prob_greater():
     p_se = prob_greater(scores, np.sqrt(np.diag(cov)), [1], [0])
     assert p_se[0] == pytest.approx(norm.cdf(1.0 / math.sqrt(2.0)))
     assert prob_greater(scores, np.zeros(3), [0], [0])[0] == 0.5
+
+
+def test_scipy_lbfgsb_gives_the_same_fit(monkeypatch):
+    sim = simulate_pairwise(25, 2000, n_annotators=3, noisy=0.34, nu=0.3, seed=8)
+    kw = dict(ties=sim.ties, annotators=sim.annotators, prior_scale=2.0, beta_prior=1.0, tol=1e-8)
+    ours = bradley_terry(sim.winners, sim.losers, **kw)
+    monkeypatch.setattr(bt, "OPTIMIZER", "L-BFGS-B")
+    ref = bradley_terry(sim.winners, sim.losers, **kw)
+    assert ours.converged and ref.converged
+    np.testing.assert_allclose(ours.scores, ref.scores, atol=1e-5)
+    np.testing.assert_allclose(ours.beta, ref.beta, atol=1e-5)
+    assert ours.nu == pytest.approx(ref.nu, abs=1e-5)
+    assert ours.log_posterior == pytest.approx(ref.log_posterior, abs=1e-7)

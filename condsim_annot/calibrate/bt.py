@@ -17,11 +17,15 @@ by annotator ``j``::
 (for ``|S| = 2`` this is the pairwise model without ties).
 
 Estimation is maximum a posteriori with analytic gradients (``np.bincount`` scatter over
-the comparison arrays, float64) minimised by ``scipy.optimize`` L-BFGS-B in
-diagonally preconditioned coordinates (every parameter is scaled by the square root
-of its Fisher information at the start point, so the tolerance ``tol`` is roughly
-"error in units of a standard error" and a random comparison graph is solved in a
-few dozen iterations).
+the comparison arrays, float64) minimised by L-BFGS in diagonally preconditioned
+coordinates: every parameter is scaled by the square root of its Fisher information at the
+start point, so the tolerance ``tol`` is roughly "error in units of a standard error" and a
+well-mixed comparison graph is solved in about ten iterations.  The default optimiser is a
+small L-BFGS (:func:`_lbfgs`) whose first trial step is the full preconditioned Newton step;
+``bt.OPTIMIZER = "L-BFGS-B"`` uses ``scipy.optimize``'s L-BFGS-B on the same objective and
+scaling instead (same optimum; a few more function evaluations).  The fit runs in two
+stages: scores with beta = 1 (and nu fixed), then everything, from there.  All BLAS work runs
+on one thread (threadpoolctl): the vectors are small and OpenBLAS threads only spin.
 
 Choices (documented because they change numbers)
 ------------------------------------------------
@@ -712,7 +716,7 @@ def bradley_terry(
     nu_start = 0.5 if nu_fit else 0.0
     stage1 = _Problem(n, A, w, l, tie if nu_fit else None, ann, wt, ch, prior_scale if prior_on else None,
                       None, np.zeros(A, dtype=bool), beta0, False, nu_start)
-    theta, it, c1 = _minimize(stage1, s0, max_iter=max_iter, tol=tol if not (do_beta or nu_fit) else max(tol, 1e-3))
+    theta, it, c1 = _minimize(stage1, s0, max_iter=max_iter, tol=tol if not (do_beta or nu_fit) else max(tol, 1e-2))
     n_iter_total += it
     conv = c1
     s = theta
@@ -731,6 +735,10 @@ def bradley_terry(
                 if ch is not None:
                     nv += np.bincount(ch.ann, minlength=A)
                 full.norm_w = nv[full.free_b] / nv[full.free_b].sum()
+                # keep beta_j * s as fitted: the normalisation divides beta by a common factor
+                lb_norm = full.unpack(full.pack(s, lb, lnu))[1]
+                s = s * float(np.exp(lb[full.free_b[0]] - lb_norm[full.free_b[0]]))
+                lb = lb_norm
         theta0 = full.pack(s, lb, lnu)
         theta, it, conv = _minimize(full, theta0, max_iter=max_iter, tol=tol)
         n_iter_total += it
