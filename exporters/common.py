@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -108,3 +109,27 @@ def arrow_table(rows: list[dict], columns: Optional[list[str]] = None):
 
     cols = columns or list(rows[0].keys())
     return pa.table({c: [r.get(c) for r in rows] for c in cols})
+
+
+def human_answers(view) -> dict[int, str]:
+    """Per triplet, the human answer: the majority of the human annotators' decisive votes
+    (adjudications decide), where there is one.  Judges are calibrated against this, not
+    against the model's gold, which their own votes helped make."""
+    from collections import Counter
+
+    votes: dict[int, list[str]] = defaultdict(list)
+    review: dict[int, str] = {}
+    for v in view.votes:
+        if v["kind"] != "human" or v["choice"] not in ("first", "second", "tie"):
+            continue
+        if v["source"] == "review":
+            review[v["triplet_id"]] = v["choice"]
+        else:
+            votes[v["triplet_id"]].append(v["choice"])
+    out = {}
+    for t, cs in votes.items():
+        (top, n), *rest = Counter(cs).most_common()
+        if not rest or rest[0][1] < n:
+            out[t] = top
+    out.update(review)
+    return {t: c for t, c in out.items() if c in ("first", "second")}

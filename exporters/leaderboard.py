@@ -6,7 +6,8 @@ a judge's answer is its vote.  Accuracy with a seeded bootstrap 95% CI over the
 gold triplets; ``audit`` is the same on the random audit slice only (the unbiased
 estimate: the other triplets were chosen *because* methods disagreed on them).
 LM judges' own votes helped make the gold labels, so their accuracy is optimistic
-when they cast a large share of the votes; ``share_of_votes`` says how large.
+when they cast a large share of the votes; ``share_of_votes`` says how large, and
+``vs_human`` is their accuracy against the human answer alone.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def leaderboard(store, criterion: str, *, bootstrap: int = 1000, seed: int = 0, 
         per_ann[key].append(ok)
         if v["confidence"] is not None:
             conf[key].append((float(v["confidence"]), ok))
+    from .common import human_answers
+
+    human = human_answers(view)
+    vs_human: dict[str, list[float]] = defaultdict(list)
+    for v in view.votes:
+        if v["kind"] == "llm" and v["triplet_id"] in human and v["choice"] != "skip":
+            vs_human[v["annotator"]].append(float(v["choice"] == human[v["triplet_id"]]))
     judges, humans = [], []
     for (name, kind), oks in sorted(per_ann.items()):
         r = {"annotator": name, "kind": kind, **_acc_ci(oks, B=bootstrap, seed=seed),
@@ -81,6 +89,8 @@ def leaderboard(store, criterion: str, *, bootstrap: int = 1000, seed: int = 0, 
         if conf[(name, kind)]:
             c = np.asarray(conf[(name, kind)])
             r["mean_confidence"] = float(c[:, 0].mean())
+        if kind == "llm":
+            r["vs_human"] = _acc_ci(vs_human.get(name, []), B=bootstrap, seed=seed)
         (judges if kind == "llm" else humans).append(r)
     judges.sort(key=lambda r: -(r["accuracy"] or 0))
     humans.sort(key=lambda r: -(r["accuracy"] or 0))

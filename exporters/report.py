@@ -55,32 +55,10 @@ def _agreement_matrix(view) -> dict:
             "n_shared": count.astype(int).tolist()}
 
 
-def _human_gold(view) -> dict[int, str]:
-    """Per triplet, the human answer: the majority of the human annotators' decisive votes
-    (adjudications decide), where there is one.  Judges are calibrated against this, not
-    against the model's gold, which their own votes helped make."""
-    from collections import Counter
-
-    votes: dict[int, list[str]] = defaultdict(list)
-    review: dict[int, str] = {}
-    for v in view.votes:
-        if v["kind"] != "human" or v["choice"] not in ("first", "second", "tie"):
-            continue
-        if v["source"] == "review":
-            review[v["triplet_id"]] = v["choice"]
-        else:
-            votes[v["triplet_id"]].append(v["choice"])
-    out = {}
-    for t, cs in votes.items():
-        (top, n), *rest = Counter(cs).most_common()
-        if not rest or rest[0][1] < n:
-            out[t] = top
-    out.update(review)
-    return {t: c for t, c in out.items() if c in ("first", "second")}
-
-
 def _judge_calibration(view, n_bins: int = 5) -> list[dict]:
-    gold = _human_gold(view)
+    from .common import human_answers
+
+    gold = human_answers(view)
     reference = "human"
     if not gold:  # an LM-only project: the model's gold is all there is
         gold = {g["triplet_id"]: g["label"] for g in view.gold if g["status"] == "gold"}

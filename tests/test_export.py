@@ -96,6 +96,7 @@ def test_export_with_proposer_margins_and_leaderboard(cli, calibrated, tmp_path)
     assert 0.2 < acc["half"]["accuracy"] < 0.8 and acc["half"]["ci"][0] < acc["half"]["accuracy"] < acc["half"]["ci"][1]
     assert acc["oracle"]["n"] == len(gold)
     assert [j["annotator"] for j in lb["judges"]] == ["ann-llm"] and lb["judges"][0]["accuracy"] > 0.7
+    assert lb["judges"][0]["vs_human"]["n"] > 0 and lb["judges"][0]["vs_human"]["accuracy"] > 0.6
     assert "ann-bad" in [h["annotator"] for h in lb["humans"]]
     bad = next(h for h in lb["humans"] if h["annotator"] == "ann-bad")
     assert bad["accuracy"] < 0.3
