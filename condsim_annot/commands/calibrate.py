@@ -196,9 +196,12 @@ def register(main: click.Group) -> None:
             out.print(t)
         else:
             out.print("no method margins stored for the gold triplets (they come from `condsim-annot propose`)")
-        t = Table("annotator", "kind", "accuracy", "95% CI", "n", "share of votes", title="LM judges and humans vs gold")
+        t = Table("annotator", "kind", "accuracy", "95% CI", "n", "share of votes", "vs human answer",
+                  title="LM judges and humans vs gold")
         for r in lb["judges"] + lb["humans"]:
-            t.add_row(r["annotator"], r["kind"], _fmt(r["accuracy"]), ci(r), str(r["n"]), _fmt(r["share_of_votes"], 2))
+            vh = r.get("vs_human")
+            t.add_row(r["annotator"], r["kind"], _fmt(r["accuracy"]), ci(r), str(r["n"]), _fmt(r["share_of_votes"], 2),
+                      f"{_fmt(vh['accuracy'])} (n={vh['n']})" if vh and vh["n"] else "-")
         out.print(t)
 
     @main.command("views")
