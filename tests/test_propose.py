@@ -346,3 +346,28 @@ def test_cli_propose_and_methods(cli, champ_jsonl, tmp_path, monkeypatch, emb_ca
     assert "Examples:" in cli("propose", "--help").stdout
     assert "Example:" in cli("methods", "--help").stdout
     assert "embedding" in cli("methods").stdout
+
+
+def test_a_concurrent_proposer_never_doubles_a_triplet(store, champ_jsonl, emb_cache, monkeypatch):
+    """Another process wrote some of the same triplets after this run read the existing ones: the batch
+    falls back to the shared add_triplet helper, skips them, and the canonical unique constraint holds."""
+    from condsim_annot.store_api import add_triplet
+
+    seed(store, champ_jsonl)
+    kw = dict(methods=EB, budget=30, cache_dir=emb_cache, seed=5)
+    preview = propose(store, "same-technique", dry_run=True, **kw).proposals
+    with store.transaction() as s:
+        from condsim_annot.criteria import get_criterion
+
+        cid = get_criterion(s, "same-technique").id
+        for p in preview[:5]:
+            add_triplet(s, cid, p["anchor_id"], p["x_id"], p["y_id"], method="other-process")
+    real_existing = sel._existing
+    monkeypatch.setattr(sel, "_existing", lambda st, c: (set(), Counter()))  # as if read before the other wrote
+    s = propose(store, "same-technique", **kw)
+    monkeypatch.setattr(sel, "_existing", real_existing)
+    assert s.added == 25
+    ts = triplets(store)
+    assert len(ts) == 30 and len({(t.anchor_id, t.first_id, t.second_id) for t in ts}) == 30
+    ms = margins(store)
+    assert all((t.id in ms) == (t.method != "other-process") for t in ts)
