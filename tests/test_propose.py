@@ -334,6 +334,11 @@ def test_cli_propose_and_methods(cli, champ_jsonl, tmp_path, monkeypatch, emb_ca
     assert "added 15 triplets" in res.stdout
     st = json.loads(cli("status", "--json").stdout)
     assert "45" in json.dumps(st)
+    res = cli("propose", "same-technique", "--budget", "55", "--methods", "embedding,bm25", "--dry-run", "--json")
+    d = json.loads(res.stdout)
+    assert d["added"] == 0 and len(d["proposals"]) == 10 and "nothing written" in d["message"]
+    assert all(set(p["margins"]) == {"embedding", "bm25"} for p in d["proposals"])
+    assert "would add 10" in cli("propose", "same-technique", "--budget", "55", "--methods", "bm25", "--dry-run").stdout
     res = cli("propose", "same-technique", "--budget", "50", "--methods", "embedding,nope", expect_ok=False)
     assert res.exit_code == 1 and "unknown method" in res.output and "Traceback" not in res.output
     res = cli("propose", "no-such", "--budget", "5", expect_ok=False)
