@@ -304,7 +304,7 @@ class Queue:
                 return self._next_group(exclude)
             return self._next_pair(exclude)
 
-    def prefetch(self, showing: Optional[AnyItem]) -> None:
+    def prefetch(self, showing: Optional[AnyItem], on_ready=None) -> None:
         """Claim the question after ``showing`` in a background thread, while the annotator reads.
 
         The claim is a normal pending assignment (a killed session resumes it after the one on
@@ -320,6 +320,8 @@ class Queue:
                 return self._next_pair((tid,))
 
         self._ahead = self._pool.submit(work)
+        if on_ready is not None:  # e.g. the TUI renders the next documents while the annotator reads
+            self._ahead.add_done_callback(lambda f: f.exception() is None and f.result() is not None and on_ready(f.result()))
 
     def _drop_ahead(self) -> None:
         """Forget the look-ahead item (its assignment stays pending and is served in claim order)."""

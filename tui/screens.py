@@ -7,12 +7,14 @@ and is committed before the screen shows the next question.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Optional
 
 from rich.markdown import Markdown
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
@@ -48,28 +50,36 @@ def _bar(done: int, total: Optional[int], width: int = 20) -> Text:
                          (f" {frac:4.0%} ", ""))
 
 
+_STRIPS: "OrderedDict[tuple, list[Strip]]" = OrderedDict()  # (doc id, text hash, width, style) -> rendered lines
+_STRIPS_MAX = 256
+
+
 class DocView(ScrollView, can_focus=True):
     """A document in a scrolling, bordered box, rendered as Markdown.
 
-    A line-API widget: the Markdown is rendered to strips once per width and the box only
-    repaints itself, which keeps the redraw after each key press cheap."""
+    A line-API widget: the Markdown is rendered to strips once per (document, width), kept in
+    a small cache that :meth:`warm` fills for the next triplet while the annotator reads, so a
+    key press only swaps strips and repaints the box."""
 
     def __init__(self, title: str, **kw):
         super().__init__(**kw)
         self.border_title = title
-        self._md = None
+        self._text: Optional[str] = None
         self._doc_id = None
         self._strips: list[Strip] = []
         self._width = -1
+
+    def _content_width(self) -> int:
+        return self.size.width - self.styles.scrollbar_size_vertical  # scrollbar-gutter: stable
 
     def set_doc(self, text: Optional[str], subtitle: str = "", title: Optional[str] = None, doc_id=None) -> None:
         if doc_id is not None and doc_id == self._doc_id:
             return  # same document as before (e.g. the same anchor): nothing to redraw
         self._doc_id = doc_id
-        self._md = Markdown(text or "", hyperlinks=False)
+        self._text = text or ""
         old_height = len(self._strips)
         self._width = -1
-        self._layout_lines(self.scrollable_content_region.width)
+        self._layout_lines(self._content_width())
         if subtitle != self.border_subtitle:
             self.border_subtitle = subtitle
         if title is not None and title != self.border_title:
@@ -78,19 +88,38 @@ class DocView(ScrollView, can_focus=True):
             self.scroll_to(0, 0, animate=False)
         self.refresh(layout=self.styles.height is not None and self.styles.height.is_auto and len(self._strips) != old_height)
 
+    def _render_strips(self, doc_id, text: str, width: int) -> list[Strip]:
+        style = self.rich_style
+        key = (doc_id, hash(text), width, style)  # the text too: ids repeat across stores, texts get updated
+        got = _STRIPS.get(key)
+        if got is not None:
+            _STRIPS.move_to_end(key)
+            return got
+        console = self.app.console
+        options = console.options.update(width=width, height=None, highlight=False)
+        lines = console.render_lines(Markdown(text, hyperlinks=False), options, style=style, pad=True, new_lines=False)
+        strips = [Strip(line, width) for line in lines]
+        while strips and not strips[-1].text.strip():
+            strips.pop()  # Markdown ends paragraphs with a blank line
+        _STRIPS[key] = strips
+        while len(_STRIPS) > _STRIPS_MAX:
+            _STRIPS.popitem(last=False)
+        return strips
+
+    def warm(self, doc_id, text: str) -> None:
+        """Render a document this box will show next (at its current width), without showing it."""
+        width = self._content_width()
+        if width > 0:
+            self._render_strips(doc_id, text or "", width)
+
     def _layout_lines(self, width: int) -> None:
-        if width <= 0 or self._md is None:
+        if width <= 0 or self._text is None:
             self._strips, self._width = [], width
             self.virtual_size = Size(0, 0)
             return
         if width == self._width:
             return
-        console = self.app.console
-        options = console.options.update(width=width, height=None, highlight=False)
-        lines = console.render_lines(self._md, options, style=self.rich_style, pad=True, new_lines=False)
-        self._strips = [Strip(line, width) for line in lines]
-        while self._strips and not self._strips[-1].text.strip():
-            self._strips.pop()  # Markdown ends paragraphs with a blank line
+        self._strips = self._render_strips(self._doc_id, self._text, width)
         self._width = width
         self.virtual_size = Size(width, len(self._strips))
 
@@ -99,10 +128,10 @@ class DocView(ScrollView, can_focus=True):
         return len(self._strips)
 
     def on_resize(self, event) -> None:
-        self._layout_lines(self.scrollable_content_region.width)
+        self._layout_lines(self._content_width())
 
     def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
+        width = self._content_width()
         if width != self._width:
             self._layout_lines(width)
         i = y + int(self.scroll_y)
@@ -172,7 +201,30 @@ class BaseAnnotateScreen(Screen):
         self.update_progress()
         if item is not None:
             # once this one is drawn, claim the following one while the annotator reads
-            self.call_after_refresh(self.queue.prefetch, item)
+            self.call_after_refresh(self.queue.prefetch, item, self._warm_from_thread)
+
+    class Ahead(Message):
+        """The look-ahead claim is ready (posted from the queue's thread; post_message is thread-safe)."""
+
+        def __init__(self, item) -> None:
+            super().__init__()
+            self.item = item
+
+    def _warm_from_thread(self, item) -> None:
+        self.post_message(self.Ahead(item))  # never blocks the queue's thread, even while the app closes
+
+    def on_base_annotate_screen_ahead(self, message: "BaseAnnotateScreen.Ahead") -> None:
+        self.warm(message.item)
+
+    def warm(self, item) -> None:
+        """Render the next item's documents into the cache (runs while the annotator reads)."""
+
+    def _warm_boxes(self, pairs) -> None:
+        for box_id, doc in pairs:
+            try:
+                self.query_one(box_id, DocView).warm(doc.id, doc.text)
+            except Exception:
+                pass
 
     def _set_header(self, c) -> None:
         head = Text.assemble((c.name, "bold"), (f" v{c.version}" if c.version > 1 else "", "dim"), ("  ", ""), (c.description, ""))
@@ -250,6 +302,10 @@ class PairwiseScreen(BaseAnnotateScreen):
         with Horizontal(id="candidates"):
             yield DocView("A", id="cand-a", classes="cand")
             yield DocView("B", id="cand-b", classes="cand")
+
+    def warm(self, item) -> None:
+        if isinstance(item, (Item, ReviewItem)):
+            self._warm_boxes([("#anchor", item.anchor), ("#cand-a", item.a), ("#cand-b", item.b)])
 
     def show_item(self, item: Item) -> None:
         self.query_one("#anchor", DocView).set_doc(item.anchor.text, item.anchor.ext_id, doc_id=item.anchor.id)
