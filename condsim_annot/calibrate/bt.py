@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 from scipy.optimize import minimize
@@ -352,18 +352,19 @@ class _Problem:
                 if self.any_tie:  # ties present but nu = 0: a tie has probability 0 (-> excluded upstream)
                     pass
             else:
+                # Z = e^h + e^-h + nu = e^|h| (1 + e1^2 + nu e1) with e1 = e^-|h|: one exp, one log
+                # (no overflow: log nu <= 5 and e1 <= 1)
                 h = 0.5 * z
-                m = np.maximum(np.abs(h), lnu)
-                eA = np.exp(h - m)
-                eB = np.exp(-h - m)
-                eT = np.exp(lnu - m)
-                Z = eA + eB + eT
-                logZ = m + np.log(Z)
+                ah = np.abs(h)
+                e1 = np.exp(-ah)
+                e2 = e1 * e1
+                nu_ = math.exp(lnu)
+                Zr = 1.0 + e2 + nu_ * e1
                 tie = self.tie
-                nll_k = logZ - np.where(tie, lnu, h)
-                pA, pB, pT = eA / Z, eB / Z, eT / Z
-                # d nll / dh = (pA - pB) - [win]
-                dh = (pA - pB) - (1.0 - self.tie_f)
+                nll_k = ah + np.log(Zr) - np.where(tie, lnu, h)
+                # d nll / dh = (pA - pB) - [win], pA - pB = sign(h) (1 - e1^2) / Zr
+                dh = np.copysign((1.0 - e2) / Zr, h) - (1.0 - self.tie_f)
+                pT = (nu_ * e1) / Zr
                 dz = 0.5 * dh
                 if self.fit_nu:
                     glnu += float(np.dot(wt, pT - self.tie_f)) if wt is not None else float((pT - self.tie_f).sum())
