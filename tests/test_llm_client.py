@@ -99,8 +99,9 @@ def test_structured_output_and_logprobs_fall_back_when_rejected(store):
     with OpenAIServer(rule) as srv:
         res, c = ask(store, srv.base_url, [req(i, response_format=rf, logprobs=True, top_logprobs=3) for i in range(3)], concurrency=1)
         assert all(x.ok for x in res)
-        assert sorted(c.stats.dropped_features) == ["logprobs", "response_format"]
-        assert srv.calls == 3 + 2  # two rejections, then plain requests
+        # json_schema -> json_object (+schema) -> no response_format; then logprobs
+        assert c.stats.dropped_features == ["json_schema", "response_format", "logprobs"]
+        assert srv.calls == 3 + 3  # three rejections, then plain requests
     logged = rows(store)
     assert all("response_format" not in r.request for r in logged)
 
@@ -201,3 +202,24 @@ def test_infinite_logprobs_are_stored_on_every_backend(store):
     assert res.ok
     (row,) = rows(store)
     assert row.response["choices"][0]["logprobs"]["content"][0]["top_logprobs"][1]["logprob"] is None
+
+
+def test_json_schema_steps_down_to_llama_cpp_python_json_object(store):
+    """llama-cpp-python's server rejects response_format json_schema with HTTP 500 but takes json_object + schema."""
+    def rule(r, n):
+        rf = r.get("response_format") or {}
+        if rf.get("type") == "json_schema":
+            return Reply(status=500, json_body={"error": {"message": "1 validation error: ('body', 'response_format', 'type') "
+                                                          "Input should be 'text' or 'json_object'"}})
+        assert rf == {"type": "json_object", "schema": {"type": "object"}}
+        return '{"answer": "A"}'
+
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    with OpenAIServer(rule) as srv:
+        res, c = ask(store, srv.base_url, [req(i, response_format=rf) for i in range(3)], concurrency=1)
+        assert all(x.ok for x in res), [x.error for x in res]
+        assert c.stats.dropped_features == ["json_schema"] and srv.calls == 4
+    # a plain 500 without a named feature is retried, not treated as a rejection
+    with OpenAIServer(lambda r, n: Reply(status=500) if n == 1 else "ok") as srv:
+        (res,), c = ask(store, srv.base_url, [req(9, response_format=rf)])
+        assert res.ok and c.stats.dropped_features == [] and c.stats.retries == 1

@@ -225,6 +225,8 @@ class LLMClient:
         self.stats = CallStats()
         # what the server accepts; switched off (for the rest of the run) when it rejects it
         self.features = {"response_format": True, "logprobs": True, "max_tokens": True, "temperature": True}
+        # response_format json_schema -> llama-cpp-python's {"type": "json_object", "schema": ...} -> none
+        self.schema_as_json_object = False
         self._cache: dict[str, dict] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._missing: set[str] = set()
@@ -319,6 +321,9 @@ class LLMClient:
         req = dict(request)
         if not self.features["response_format"]:
             req.pop("response_format", None)
+        elif self.schema_as_json_object and (req.get("response_format") or {}).get("type") == "json_schema":
+            schema = (req["response_format"].get("json_schema") or {}).get("schema")
+            req["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
         if not self.features["logprobs"]:
             req.pop("logprobs", None)
             req.pop("top_logprobs", None)
@@ -328,7 +333,8 @@ class LLMClient:
             req.pop("temperature", None)
         return req
 
-    def _drop_feature(self, req: dict, message: str) -> bool:
+    def _drop_feature(self, req: dict, message: str, *, named_only: bool = False) -> bool:
+        """Switch off (or step down) a feature the server's error names; True if something changed."""
         msg = message.lower()
         order = []
         if "max_tokens" in msg:
@@ -339,9 +345,15 @@ class LLMClient:
             order.append("logprobs")
         if "response_format" in msg or "json_schema" in msg or "response format" in msg:
             order.append("response_format")
-        if any(w in msg for w in ("unsupported", "not supported", "unrecognized", "unknown parameter", "extra inputs", "not allowed")):
+        if not named_only and any(w in msg for w in ("unsupported", "not supported", "unrecognized", "unknown parameter",
+                                                     "extra inputs", "not allowed")):
             order += ["response_format", "logprobs"]
         for feat in order:
+            if (feat == "response_format" and feat in req and not self.schema_as_json_object
+                    and req[feat].get("type") == "json_schema"):
+                self.schema_as_json_object = True  # llama-cpp-python knows only json_object (+ schema)
+                self.stats.dropped_features.append("json_schema")
+                return True
             if feat in req and self.features[feat]:
                 self.features[feat] = False
                 self.stats.dropped_features.append(feat)
@@ -371,8 +383,8 @@ class LLMClient:
                 return resp, tries, latency, req
             except openai.APIStatusError as exc:
                 code = exc.status_code
-                if code in (400, 422):
-                    if req != self._wire_request(request) or self._drop_feature(req, str(exc)):
+                if code in (400, 422) or code >= 500:  # llama-cpp-python answers 500 to parameters it rejects
+                    if req != self._wire_request(request) or self._drop_feature(req, str(exc), named_only=code >= 500):
                         continue  # ask again without the feature the server rejected
                 if code in (401, 403):
                     raise LLMError(f"the server refused the key (HTTP {code}): {self.scrub(str(exc))[:300]}; "
