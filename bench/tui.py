@@ -162,6 +162,8 @@ def main() -> None:
     lat, wall, cpu = asyncio.run(drive(url, args.presses))
     print(f"key press -> next triplet drawn (Pilot-driven, 80x24, {len(lat)} presses): "
           f"p50 {statistics.median(lat):.1f} ms, p95 {pct(lat, 0.95):.1f} ms, max {max(lat):.1f} ms")
+    slow = sorted(range(len(lat)), key=lambda i: -lat[i])[: max(1, len(lat) // 20)]
+    print(f"  slowest presses (index: ms): {', '.join(f'{i}: {lat[i]:.0f}' for i in sorted(slow))}")
     print(f"  CPU time of this process over the same span: p50 {statistics.median(cpu):.1f} ms, p95 {pct(cpu, 0.95):.1f} ms"
           f" (wall minus CPU = waiting for a core: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"  (Pilot's own press+pause round trip, which adds its idle waits: p50 {statistics.median(wall):.1f} ms, "

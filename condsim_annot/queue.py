@@ -317,7 +317,13 @@ class Queue:
 
         def work():
             with self._lock:
-                return self._next_pair((tid,))
+                item = self._next_pair((tid,))
+                if self.dialect == "sqlite":
+                    # fold the WAL into the database now, off the key press: otherwise every ~100
+                    # answers one commit pays SQLite's automatic checkpoint (100-300 ms)
+                    with self.store.engine.connect() as conn:
+                        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                return item
 
         self._ahead = self._pool.submit(work)
         if on_ready is not None:  # e.g. the TUI renders the next documents while the annotator reads

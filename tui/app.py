@@ -7,6 +7,7 @@ Open it from Python with :func:`run_tui` (the demo does), or from the shell::
 
 from __future__ import annotations
 
+import gc
 from typing import Optional
 
 from textual.app import App
@@ -34,6 +35,10 @@ class AnnotateApp(App):
             self.theme = {"light": "textual-light", "dark": "textual-dark"}.get(theme, theme)
 
     def on_mount(self) -> None:
+        # everything built so far lives as long as the app: keep it out of the cyclic GC's full
+        # passes, which otherwise land on random key presses as 10-30 ms pauses
+        gc.collect()
+        gc.freeze()
         screen = {"pairwise": PairwiseScreen, "best-of-k": BestOfKScreen, "review": ReviewScreen}[self.queue.mode]
         self.push_screen(screen())
 

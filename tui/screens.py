@@ -150,7 +150,6 @@ class BaseAnnotateScreen(Screen):
         super().__init__(**kw)
         self.item = None
         self.flash = ""
-        self._answers_since_count = 0
 
     @property
     def queue(self):
@@ -172,7 +171,9 @@ class BaseAnnotateScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#empty").display = False
         self.load_next()
+        # what is left to do: counted once now, then every two minutes (others label too), never on a key press
         self.app.count_in_background()  # type: ignore[attr-defined]
+        self.set_interval(120, self.app.count_in_background)  # type: ignore[attr-defined]
 
     # ---------------------------------------------------------------- showing
 
@@ -242,9 +243,9 @@ class BaseAnnotateScreen(Screen):
         rate = f"{p.votes_per_min:.1f}/min" if p.votes_per_min else "-/min"
         assigned = str(p.assigned) if p.assigned is not None else "…"
         note = "  ✎ note" if self.item is not None and getattr(self.item, "rationale", None) else ""
-        self.query_one("#stats", Static).update(
-            Text.assemble(_bar(p.done, p.assigned), (f"{p.done}/{assigned}", "bold"), f" · {rate} · {_fmt_eta(p.eta_s)}", (note, "italic"),
-                          (f"  {self.flash}" if self.flash else "", "green")))
+        line = Text.assemble(_bar(p.done, p.assigned), (f"{p.done}/{assigned}", "bold"), f" · {rate} · {_fmt_eta(p.eta_s)}",
+                             (note, "italic"), (f"  {self.flash}" if self.flash else "", "green"))
+        self.query_one("#stats", Static).update(line, layout=False)  # one fixed line: no relayout needed
 
     # ---------------------------------------------------------------- actions
 
@@ -258,10 +259,6 @@ class BaseAnnotateScreen(Screen):
         item = self.item
         self.queue.answer(item, choice)  # committed to the store before anything else is shown
         self.flash = f"✓ saved {label}" if choice != "skip" else "✓ skipped"
-        self._answers_since_count += 1
-        if self._answers_since_count >= 100:
-            self._answers_since_count = 0
-            self.app.count_in_background()  # type: ignore[attr-defined]
         self.load_next()
 
     def action_undo(self) -> None:
