@@ -42,6 +42,9 @@ class AnnotateApp(App):
         screen = {"pairwise": PairwiseScreen, "best-of-k": BestOfKScreen, "review": ReviewScreen}[self.queue.mode]
         self.push_screen(screen())
 
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # an embedding process (the demo, tests) gets its collector back
+
     def count_in_background(self) -> None:
         self.run_worker(self._count, thread=True, exclusive=True, group="count", exit_on_error=False)
 
