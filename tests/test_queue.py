@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from condsim_annot.models import (Annotator, Assignment, CalibrationRun, Corpus, Criterion, Document, GoldLabel,
                                   Triplet, Vote)
-from condsim_annot.queue import GroupItem, Item, Queue, ReviewItem
+from condsim_annot.queue import GroupItem, Queue, ReviewItem
 from condsim_annot.store_api import add_triplet, get_or_create_annotator, record_vote
 
 

@@ -4,9 +4,8 @@ review, resume; layout snapshots at 80x24 and 160x48."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
 
-from condsim_annot.models import Annotator, Triplet, Vote
+from condsim_annot.models import Triplet
 from condsim_annot.store_api import get_or_create_annotator, record_vote
 from condsim_annot.tui.app import AnnotateApp, format_summary, make_queue
 from condsim_annot.tui.screens import BestOfKScreen, HelpScreen, PairwiseScreen, RationaleScreen, ReviewScreen
@@ -176,7 +175,7 @@ def test_cli_help_has_an_example(cli):
 
 
 def test_cli_reports_an_unknown_criterion(cli):
-    seed_res = cli("criteria", "add", "x", "-d", "y")
+    cli("criteria", "add", "x", "-d", "y")
     res = cli("tui", "--annotator", "a", "--criterion", "nope", expect_ok=False)
     assert res.exit_code == 1 and "no criterion named 'nope'" in res.output
 

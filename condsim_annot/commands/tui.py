@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from condsim_annot.cli import Ctx, console, out, pass_ctx
+from condsim_annot.cli import Ctx, out, pass_ctx
 
 
 def register(main: click.Group) -> None:
