@@ -266,6 +266,8 @@ WORKER = textwrap.dedent(
     url, name, overlap = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = open_store(url)
     q = Queue(store, name, overlap=overlap, attention_rate=0.0)
+    print("ready", flush=True)
+    sys.stdin.readline()  # start together: a process that starts late would find the work gone
     while (it := q.next()) is not None:
         if int(name[-1]) % 2:
             q.prefetch(it)  # two of the four claim ahead in a background thread, like the TUI
@@ -278,10 +280,15 @@ WORKER = textwrap.dedent(
 
 @pytest.mark.parametrize("backend,overlap", [("postgresql", 1), ("postgresql", 2), ("sqlite", 2)])
 def test_four_annotators_concurrently_lose_and_double_nothing(store, db_url, overlap):
-    n = 30
+    n = 60
     seed(store, n)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, db_url, f"ann{k}", str(overlap)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for k in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, db_url, f"ann{k}", str(overlap)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(4)]
+    for p in procs:  # every worker has imported, opened the store and started its session
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()[-2000:]
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     acked: dict[str, list[int]] = {}
     for k, p in enumerate(procs):
         out, err = p.communicate(timeout=180)
