@@ -332,3 +332,34 @@ def test_only_cant_tell_votes(sqlite_store, tmp_path):
     assert [r["triplet_id"] for r in summ["ill_defined"]] == [t.id]
     assert write_report(sqlite_store, "ct", html=str(tmp_path / "r.html"))
     assert "the criterion itself may be ill-defined" in (tmp_path / "r.html").read_text()
+
+
+def test_a_spammer_on_tie_heavy_disjoint_triplets_is_not_trusted(sqlite_store):
+    """Triplets that share no pair give each triplet a free score difference; a joint fit
+    could explain a random voter exactly with a huge beta.  Cross-fitted betas must not:
+    the spammer ends with the smallest beta, far below the careful annotators."""
+    store = sqlite_store
+    rng = np.random.default_rng(3)
+    with store.transaction() as s:
+        c = Corpus(name="ties")
+        s.add(c)
+        s.flush()
+        docs = [Document(corpus_id=c.id, ext_id=f"d{i}", text=f"doc {i}", content_hash=f"{i:064d}") for i in range(360)]
+        s.add_all(docs)
+        s.flush()
+        crit = Criterion(name="tie-heavy", description="mostly neither candidate is similar", corpus_id=c.id)
+        s.add(crit)
+        s.flush()
+        crowd = [("careful-1", 0.0), ("careful-2", 0.1), ("hasty", 0.3), ("spammer", 1.0)]
+        anns = {n: get_or_create_annotator(s, n, kind="human") for n, _ in crowd}
+        for k in range(120):  # disjoint triplets: documents 3k, 3k+1, 3k+2
+            a, x, y = (docs[3 * k + i].id for i in range(3))
+            t, _ = add_triplet(s, crit.id, a, x, y, method="m", strategy="audit")
+            true = "tie" if k % 5 else ("first" if k % 2 else "second")  # 80% ties
+            for name, noise in crowd:
+                choice = str(rng.choice(["first", "second", "tie"])) if rng.random() < noise else true
+                record_vote(s, t.id, anns[name].id, choice, source="import")
+    summ = calibrate(store, "tie-heavy", min_votes=2)
+    beta = {a["name"]: a["beta"] for a in summ["annotators"]}
+    assert min(beta, key=beta.get) == "spammer", beta
+    assert beta["spammer"] < 0.5 * min(beta["careful-1"], beta["careful-2"]), beta

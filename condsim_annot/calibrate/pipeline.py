@@ -212,9 +212,76 @@ def _bt_kwargs(data: Comparisons, *, prior_scale: Optional[float], beta_prior: O
 
 
 def _fit_bt(data: Comparisons, *, prior_scale: Optional[float], beta_prior: Optional[float]):
+    """The store's fit: annotator betas cross-fitted (:func:`crossfit_betas`), then scores and ties."""
     from . import bt
 
-    return bt.bradley_terry(data.winners, data.losers, **_bt_kwargs(data, prior_scale=prior_scale, beta_prior=beta_prior))
+    kw = _bt_kwargs(data, prior_scale=prior_scale, beta_prior=beta_prior)
+    betas = crossfit_betas(data, kw) if kw["beta_prior"] else None
+    if betas is not None:
+        kw = dict(kw, fixed_beta=betas, beta_prior=None)  # pinned: the final fit learns scores and nu only
+    return bt.bradley_terry(data.winners, data.losers, **kw)
+
+
+def _real_annotators(data: Comparisons) -> list[int]:
+    """Annotator indexes that cast fitted votes (not the attention key)."""
+    used = set(np.unique(data.ann).tolist()) | {a for _, _, a in data.choice_sets}
+    return sorted(a for a in used if a != data.key_index)
+
+
+def crossfit_betas(data: Comparisons, kw: dict) -> Optional[np.ndarray]:
+    """Each annotator's beta, measured against the scores the *other* annotators' votes imply.
+
+    Why not fit beta jointly with the scores?  Real triplets rarely share pairs, so each
+    triplet has nearly a free score difference of its own; a joint fit can then make any
+    annotator an "oracle" (tiny differences, huge beta) that explains even random votes
+    exactly, at the others' small expense — on tie-heavy data a pure spammer came out as
+    the most reliable annotator.  Cross-fitting removes that: for annotator j the scores
+    are fitted without j's votes (every beta 1, the attention key pinned), and beta_j is
+    the one-dimensional MAP of j's votes (pairwise, ties, best-of-k) given those scores,
+    with the same log-normal prior.  An annotator nobody overlaps with gets the prior
+    (beta 1).  Returns the full beta vector (None with fewer than two annotators).
+    """
+    from scipy.optimize import minimize_scalar
+
+    from . import bt
+
+    real = _real_annotators(data)
+    if len(real) < 2:
+        return None
+    prior = float(kw["beta_prior"])
+    A = max(len(data.annotators), 1)
+    base_fixed = np.ones(A)
+    if data.key_index is not None:
+        base_fixed[data.key_index] = KEY_BETA
+    betas = base_fixed.copy()
+    for j in real:
+        keep = data.ann != j
+        sets = [(c, list(o), a) for c, o, a in data.choice_sets if a != j]
+        others = bt.bradley_terry(
+            data.winners[keep], data.losers[keep], ties=data.ties[keep], annotators=data.ann[keep], n_items=data.n_items,
+            n_annotators=A, choice_sets=sets or None, prior_scale=kw["prior_scale"] or 2.0, beta_prior=None,
+            fixed_beta=base_fixed, compute_stderr=False)
+        s, nu = others.scores, float(others.nu)
+        mine = ~keep
+        d = s[data.winners[mine]] - s[data.losers[mine]]
+        tie = data.ties[mine]
+        luce = [(s[c], s[list(o)]) for c, o, a in data.choice_sets if a == j]
+        if nu <= 0 and tie.any():
+            nu = 0.5  # the others never tied: j's ties still need a tie parameter
+        log_nu = np.log(nu) if nu > 0 else -np.inf
+
+        def neg_log_post(lb: float) -> float:
+            b = np.exp(lb)
+            x = b * d / 2
+            norm = np.logaddexp(np.logaddexp(x, -x), log_nu)
+            ll = float(np.sum(np.where(tie, log_nu, x) - norm))
+            for sc, so in luce:
+                ll += b * sc - float(np.logaddexp.reduce(b * so))
+            return -ll + 0.5 * (lb / prior) ** 2
+
+        res = minimize_scalar(neg_log_post, bounds=(-8.0, 5.0), method="bounded", options={"xatol": 1e-4})
+        betas[j] = float(np.exp(res.x))
+    return betas
 
 
 def fit(data: Comparisons, *, prior_scale: Optional[float] = 2.0, beta_prior: Optional[float] = 1.0, bootstrap: int = 0,

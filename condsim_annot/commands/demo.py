@@ -15,13 +15,25 @@ from typing import Optional
 import click
 
 
-def add_silver_votes(store, criterion: str, annotator: str = "champ-silver") -> int:
+#: The demo's crowd: CHAMP's own annotations (noise 0) and simulated annotators who
+#: answer like it but replace a share of their answers by a random one, so the report
+#: has agreement statistics to show and the model has annotators of different quality
+#: to tell apart (the spammer should end with beta near 0).
+SIMULATED_CROWD = (("sim-careful", 0.1), ("sim-hasty", 0.3), ("sim-spammer", 1.0))
+
+
+def add_silver_votes(store, criterion: str, annotator: str = "champ-silver", *, noise: float = 0.0,
+                     seed: int = 0) -> int:
     """Vote every unvoted triplet of ``criterion`` from CHAMP's own annotations (source ``import``).
 
     CHAMP's authors annotated each problem with the concepts its solution uses and a
     category; these give a *silver* answer for both demo criteria.  Marked as an
-    import from a named annotator, so it never mixes silently with real votes.
+    import from a named annotator, so it never mixes silently with real votes.  With
+    ``noise`` > 0 the annotator is simulated: that share of answers is replaced by a
+    uniformly random first | second | tie (seeded, so re-runs agree).
     """
+    import random
+
     from sqlalchemy import select
 
     from ..demo import silver_choice
@@ -31,7 +43,11 @@ def add_silver_votes(store, criterion: str, annotator: str = "champ-silver") -> 
     n = 0
     with store.transaction() as s:
         crit = s.scalars(select(Criterion).where(Criterion.name == criterion)).one()
-        ann = get_or_create_annotator(s, annotator, kind="human", params={"source": "CHAMP concept/category annotations"})
+        params = {"source": "CHAMP concept/category annotations"}
+        if noise:
+            params.update(simulated=True, noise=noise)
+        ann = get_or_create_annotator(s, annotator, kind="human", params=params)
+        rng = random.Random(f"{seed}:{criterion}:{annotator}")
         voted = set(s.scalars(select(Vote.triplet_id).where(Vote.annotator_id == ann.id)).all())
         trips = [t for t in s.scalars(select(Triplet).where(Triplet.criterion_id == crit.id)).all() if t.id not in voted]
         docs = documents_by_id(s, [i for t in trips for i in (t.anchor_id, t.first_id, t.second_id)])
@@ -42,7 +58,10 @@ def add_silver_votes(store, criterion: str, annotator: str = "champ-silver") -> 
 
         for t in trips:
             choice = silver_choice(criterion, rec(docs[t.anchor_id]), rec(docs[t.first_id]), rec(docs[t.second_id]))
-            record_vote(s, t.id, ann.id, choice, source="import", rationale="CHAMP silver annotation")
+            why = "CHAMP silver annotation"
+            if noise and rng.random() < noise:
+                choice, why = rng.choice(("first", "second", "tie")), f"simulated annotator (noise {noise})"
+            record_vote(s, t.id, ann.id, choice, source="import", rationale=why)
             n += 1
     return n
 
@@ -57,16 +76,20 @@ def register(main: click.Group) -> None:
     @click.option("--methods", default="embedding,bm25", show_default=True, help="Proposer methods (LLM methods need an endpoint).")
     @click.option("--silver/--no-silver", default=True, show_default=True,
                   help="Vote the proposals with CHAMP's own concept annotations (a silver annotator), so calibration has data.")
+    @click.option("--simulated/--no-simulated", default=True, show_default=True,
+                  help="Also add simulated annotators (CHAMP's answers with 10%, 30% and 100% of them random), "
+                       "so the report has agreement to measure and calibration has noise to find.")
     @click.option("--tui/--no-tui", "open_tui", default=None,
                   help="Open the labeling TUI at the end (default: when run in a terminal).")
     @click.option("--annotator", default="you", show_default=True, help="Your annotator name in the TUI.")
     @pass_ctx
-    def demo(ctx: Ctx, folder, budget, methods, silver, open_tui, annotator):
+    def demo(ctx: Ctx, folder, budget, methods, silver, simulated, open_tui, annotator):
         """Build a demo project offline and run the whole loop on it.
 
         270 competition math problems (CHAMP, MIT) under two criteria, "same-technique"
         and "same-topic", where different pairs are similar under each: ingest, propose
-        triplets with the ensemble, vote them with CHAMP's silver annotations, calibrate,
+        triplets with the ensemble, vote them with CHAMP's silver annotations (and, unless
+        --no-simulated, three simulated annotators of decreasing care), calibrate,
         export gold triplets for sentence-transformers and write an HTML report; then
         open the TUI so you can add your own votes.
 
@@ -106,7 +129,12 @@ def register(main: click.Group) -> None:
         if silver:
             for c in DEMO_CRITERIA:
                 n = add_silver_votes(store, c["name"])
-                out.print(f"[bold]4. votes[/] {c['name']}: {n} silver votes from CHAMP's annotations (annotator champ-silver)")
+                msg = f"{n} silver votes from CHAMP's annotations (annotator champ-silver)"
+                if simulated:
+                    for who, noise in SIMULATED_CROWD:
+                        add_silver_votes(store, c["name"], who, noise=noise)
+                    msg += f" + simulated {', '.join(f'{w} ({int(nz * 100)}% random)' for w, nz in SIMULATED_CROWD)}"
+                out.print(f"[bold]4. votes[/] {c['name']}: {msg}")
 
             from condsim_annot.calibrate.pipeline import calibrate
             from condsim_annot.exporters.export import export
@@ -114,10 +142,11 @@ def register(main: click.Group) -> None:
 
             for c in DEMO_CRITERIA:
                 name = c["name"]
-                # one silver annotator: a single vote per triplet is all there is
-                summ = calibrate(store, name, min_votes=1, command=f"condsim-annot calibrate {name} --min-votes 1")
+                # with one silver annotator a single vote per triplet is all there is
+                mv = 2 if simulated else 1
+                summ = calibrate(store, name, min_votes=mv, command=f"condsim-annot calibrate {name} --min-votes {mv}")
                 gold = summ.get("gold", {})
-                out.print(f"[bold]5. calibrate[/] {name}: gold counts {gold}")
+                out.print(f"[bold]5. calibrate[/] {name}: gold counts {gold}; {_betas(summ)}")
                 try:
                     ex = export(store, name, "st", folder_p / f"export-{name}-st", min_confidence=0.9)
                     out.print(f"[bold]6. export[/] {name}: {ex.get('rows', ex)} triplets -> {folder_p / f'export-{name}-st'}")
@@ -159,6 +188,13 @@ def _quiet_library_progress_bars() -> None:
         tlog.disable_progress_bar()
     except Exception:
         pass
+
+
+def _betas(summ: dict) -> str:
+    """One line on what calibration learned about each annotator (beta: small = noisy)."""
+    anns = summ.get("annotators") or []
+    parts = [f"{a.get('name')} {a.get('beta', float('nan')):.2f}" for a in anns if a.get("beta") is not None]
+    return "annotator beta: " + ", ".join(parts) if parts else ""
 
 
 def _summary_line(summ) -> str:
