@@ -85,8 +85,9 @@ def register(main: click.Group) -> None:
 
         Votes: first/second/tie enter the fit (ties by Davidson's model), can't-tell is
         counted, skips ignored; best-of-k answers count as one Luce choice; each
-        annotator gets a discrimination beta (noisy = small).  A new calibration run is
-        stored every time; exports, reports and the leaderboard use the latest.
+        annotator gets a discrimination beta (noisy = small), measured against the
+        scores the other annotators' votes imply, so nobody can look reliable by
+        voting alone.  A new calibration run is stored every time; exports, reports and the leaderboard use the latest.
 
         \b
         Examples:
