@@ -376,3 +376,100 @@ def test_a_concurrent_proposer_never_doubles_a_triplet(store, champ_jsonl, emb_c
     assert len(ts) == 30 and len({(t.anchor_id, t.first_id, t.second_id) for t in ts}) == 30
     ms = margins(store)
     assert all((t.id in ms) == (t.method != "other-process") for t in ts)
+
+
+# --------------------------------------------------------------------------- once calibrated: the model's uncertainty
+
+
+def _silver_votes(store, conc, *, run_id, seed=0, n_annotators=3):
+    """Simulated annotators answer each triplet of a proposal run by a noisy silver similarity
+    (Jaccard overlap of the problems' concepts plus a fixed per-pair offset)."""
+    from condsim_annot.store_api import get_or_create_annotator, record_vote
+
+    rng = np.random.default_rng(seed)
+    offset: dict = {}
+
+    def sim(a, x):
+        k = (min(a, x), max(a, x))
+        if k not in offset:
+            offset[k] = float(rng.normal(0, 0.4))
+        ca, cx = conc[a], conc[x]
+        return (len(ca & cx) / len(ca | cx) if ca | cx else 0.0) * 4 + offset[k]
+
+    with store.transaction() as s:
+        anns = [get_or_create_annotator(s, f"sim-{i}").id for i in range(n_annotators)]
+        rows = s.execute(select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id)
+                         .where(Triplet.proposal_run == run_id)).all()
+        for tid, a, f, sec in rows:
+            p_first = 1 / (1 + np.exp(-(sim(a, f) - sim(a, sec))))
+            for ann in anns:
+                record_vote(s, tid, ann, "first" if rng.random() < p_first else "second", source="import")
+    return len(rows)
+
+
+def test_once_calibrated_new_triplets_are_the_models_uncertain_comparisons(store, cli, champ_jsonl, emb_cache):
+    """propose -> votes -> calibrate -> propose more: the new triplets among scored pairs are ranked by the
+    fitted model's uncertainty, so P(s_ax > s_ay) sits nearer .5 than over all the comparisons it could ask
+    (which is where a random selection would sit)."""
+    from scipy.special import ndtr
+
+    from condsim_annot.calibrate.pipeline import calibrate
+    from condsim_annot.calibrate.tables import PairScore
+
+    seed(store, champ_jsonl)
+    conc = concepts_by_id(store)
+    kw = dict(methods=EB, cache_dir=emb_cache, seed=2)
+    s1 = propose(store, "same-technique", budget=150, per_anchor=5, **kw)
+    assert s1.added == 150 and s1.calibration is None and "uncertainty" not in s1.by_strategy
+    assert _silver_votes(store, conc, run_id=s1.run_id) == 150
+    cal = calibrate(store, "same-technique", alpha_bootstrap=0)
+    before = {(t.anchor_id, t.first_id, t.second_id) for t in triplets(store)}
+
+    s2 = propose(store, "same-technique", budget=300, per_anchor=10, **kw)
+    assert s2.added == 150 and s2.calibration["run_id"] == cal["run_id"] and s2.calibration["anchors"] > 0
+    assert s2.by_strategy.get("uncertainty", 0) >= 15, s2.by_strategy
+    assert set(s2.by_strategy) <= set(sel.STRATEGIES)
+    with store.session() as s:
+        ps = {(min(p.anchor_id, p.candidate_id), max(p.anchor_id, p.candidate_id)): (p.score, p.stderr, p.component)
+              for p in s.scalars(select(PairScore).where(PairScore.calibration_run_id == cal["run_id"])).all()}
+        assert s.get(ProposalRun, s2.run_id).params["calibration_run"] == cal["run_id"]
+
+    def model_p(a, f, sec):
+        """P(s_af > s_asec) under the stored fit (with its prior: one scale across components), or None."""
+        pf, psec = ps.get((min(a, f), max(a, f))), ps.get((min(a, sec), max(a, sec)))
+        if pf is None or psec is None:
+            return None
+        return float(ndtr((pf[0] - psec[0]) / np.sqrt(max(pf[1] ** 2 + psec[1] ** 2, 1e-12))))
+
+    def bits(p):  # how far from a coin flip the model is
+        return abs(p - 0.5)
+
+    new = [t for t in triplets(store) if t.proposal_run == s2.run_id]
+    unc = [t for t in new if t.strategy == "uncertainty"]
+    for t in unc:  # what the proposer recorded is the stored model's P, in canonical terms
+        assert t.meta["model_p"] == pytest.approx(model_p(t.anchor_id, t.first_id, t.second_id), abs=2e-3)
+    chosen = [bits(p) for t in new if (p := model_p(t.anchor_id, t.first_id, t.second_id)) is not None]
+    # every comparison the model could have asked: pairs of each anchor's scored partners, not asked before
+    partners: dict = defaultdict(set)
+    for u, v in ps:
+        partners[u].add(v)
+        partners[v].add(u)
+    pool = []
+    for a, xs in partners.items():
+        xs = sorted(xs)
+        for i in range(len(xs)):
+            for j in range(i + 1, len(xs)):
+                p = model_p(a, xs[i], xs[j])
+                if p is not None and (a, xs[i], xs[j]) not in before:
+                    pool.append(bits(p))
+    print(f"|P - .5|: chosen {np.mean(chosen):.3f} (n={len(chosen)}), all askable {np.mean(pool):.3f} (n={len(pool)}); "
+          f"P outside [.2, .8]: chosen {np.mean(np.asarray(chosen) > 0.3):.3f} all {np.mean(np.asarray(pool) > 0.3):.3f}")
+    assert len(chosen) >= 15 and len(pool) >= 3 * len(chosen)
+    # a random choice would sit at the pool's mean; the ranking is well inside it
+    assert np.mean(chosen) < 0.6 * np.mean(pool), (np.mean(chosen), np.mean(pool))
+    assert np.mean(np.asarray(chosen) > 0.3) <= np.mean(np.asarray(pool) > 0.3)
+    # the CLI says which calibration run ranked them
+    res = cli("propose", "same-technique", "--budget", "340", "--per-anchor", "10", "--methods", "embedding,bm25",
+              "--cache-dir", emb_cache, "--seed", "2", "--dry-run")
+    text = " ".join(res.stdout.split())
+    assert f"calibration run {cal['run_id']}" in text and "ranked by the model's uncertainty" in text

@@ -48,13 +48,16 @@ def register(main: click.Group) -> None:
         Each method scores (anchor, candidate) under the criterion; candidates are the union
         of every method's top-k plus mid-rank and random documents; pairs are ranked by how
         much the methods disagree (vote entropy x fused margin near 0), favouring
-        criterion-contrast negatives.  An audit slice, attention checks and bridge triplets
-        are mixed in.  Every method's margin is stored with each triplet.  Batches are
+        criterion-contrast negatives.  Once the criterion is calibrated (`calibrate`), pairs
+        whose two sides have fitted scores are ranked by the model's uncertainty instead
+        (P(x closer than y) near .5 first; strategy "uncertainty").  An audit slice,
+        attention checks and bridge triplets are mixed in.  Every method's margin is stored with each triplet.  Batches are
         committed as they are written: Ctrl-C keeps what was written, re-running resumes.
 
         \b
         Examples:
           condsim-annot propose proof-strategy --budget 500
+          condsim-annot calibrate proof-strategy && condsim-annot propose proof-strategy --budget 1000 --per-anchor 10
           condsim-annot propose proof-strategy --methods embedding,bm25 --budget 1000 --per-anchor 3
           condsim-annot propose proof-strategy --budget 500 --cross-encoder cross-encoder/ms-marco-MiniLM-L6-v2
           condsim-annot propose proof-strategy --budget 500 --model BAAI/bge-small-en-v1.5 --audit 0.2
@@ -88,6 +91,14 @@ def register(main: click.Group) -> None:
             out.print(
                 f"run {summary.run_id if summary.run_id is not None else '-'}: methods {', '.join(summary.methods)}; "
                 f"{summary.anchors} anchors, {summary.candidates} pooled candidates; {parts}; {summary.seconds:.1f}s",
+                highlight=False,
+            )
+        if summary.calibration and (summary.added or dry_run):
+            c = summary.calibration
+            out.print(
+                f"calibration run {c['run_id']} ({c['pairs']} scored pairs, {c['components']} components): "
+                f"{summary.by_strategy.get('uncertainty', 0)} triplets ranked by the model's uncertainty"
+                + (f", {c['bridging']} joining components" if c.get("bridging") else ""),
                 highlight=False,
             )
 

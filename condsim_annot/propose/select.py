@@ -1,4 +1,5 @@
-"""Proposing triplets: pool candidates from every method, rank by committee disagreement, write.
+"""Proposing triplets: pool candidates from every method, rank by committee disagreement (or,
+once the criterion is calibrated, by the fitted model's uncertainty), write.
 
 The algorithm (one call of :func:`propose`):
 
@@ -6,7 +7,9 @@ The algorithm (one call of :func:`propose`):
    ``budget - existing`` (nothing when that is <= 0, so re-running is a no-op).
 2. **Anchors.**  Documents of the criterion's corpus with room under the per-anchor cap,
    fewest existing triplets first (ties broken by the seed), about
-   ``remaining / per_anchor * 1.15`` of them, so triplets spread across anchors.
+   ``remaining / per_anchor * 1.15`` of them, so triplets spread across anchors.  Once
+   the criterion is calibrated, up to as many again are added: the anchors with room whose
+   scored pairs hold the most uncertain comparison (see 5b), most uncertain first.
 3. **Methods.**  Each method is prepared (models loaded, document embeddings read from
    or written to the cache, indexes built).  One that cannot run here (no LLM endpoint,
    no cross-encoder given) is skipped with its reason.
@@ -14,7 +17,8 @@ The algorithm (one call of :func:`propose`):
    (exact k-NN, numpy, in blocks); the pool is the union of every method's top-k, a few
    mid-rank documents (ranks k..max(4k, n/10) of the main criterion-aware method, found by
    sampling, not sorting) and a
-   few random ones.  Re-rank methods (cross-encoder, LM judge) then score the pools.
+   few random ones, plus (once calibrated) every document x whose pair {a, x} has a fitted
+   score.  Re-rank methods (cross-encoder, LM judge) then score the pools.
 5. **Features.**  For each pair (x, y) of an anchor's pool and each method m:
    ``margin_m = s_m(a, x) - s_m(a, y)``; the scores z-normalised within the pool give a
    fused margin ``f``; ``H`` = vote entropy of the methods' preferences (bits);
@@ -22,6 +26,29 @@ The algorithm (one call of :func:`propose`):
    BM25) disagrees with the criterion-aware methods.  ``priority = (H + 0.25) * exp(-|f|)
    + 0.5 * tanh(contrast)``: disagreement with a fused margin near 0 first, criterion-
    contrast negatives favoured.
+
+   5b. **Model uncertainty, once calibration exists.**  The latest calibration run of the
+   criterion (table ``pairscore``: s({a, x}) and its standard error per unordered pair,
+   with the component of the comparison graph it belongs to) is the model.  For a pair
+   (x, y) of a's pool where both {a, x} and {a, y} are scored:
+   ``P = Phi((s_ax - s_ay) / sqrt(se_ax^2 + se_ay^2))`` and ``u`` = its binary entropy
+   (bits; 1 at P = .5).  Such pairs are ranked by the model, the committee only breaking
+   ties: ``priority = 2 u + 0.25 committee`` where ``committee`` is the score above
+   (<= 1.75), so a comparison the model is unsure of (P within ~.25-.75) beats every
+   committee-only pair and one it is sure of (u ~ 0) falls below them: no vote is spent
+   on what the model already knows.  Strategy ``uncertainty``, ``model_p`` and
+   ``uncertainty`` in the triplet's meta.
+   *Components.*  A fit with a prior (the default) puts every component on one scale
+   (each shrunk towards 0, posteriors independent across components), so P is defined
+   for any two scored pairs; a comparison that joins two components also makes the
+   graph connected, so it gets a bonus: ``u + 0.25 (1 - u)`` (meta ``bridges_components``).
+   A fit without a prior compares scores only inside a component: across components P is
+   undefined, the comparison counts as u = 1 and its strategy is ``bridge``.  Pairs with
+   at most one scored side keep the committee priority.  Anchors: up to as many again as
+   step 2 picks are added from those with room and an unasked comparison among their
+   scored pairs, most uncertain first; their pools include every scored partner.
+   Without a calibration run (or without the calibration stage) nothing of this applies
+   and results are those of the committee alone.
 6. **Selection.**  Attention checks (all methods agree by a wide margin; ``expected``
    set), bridge triplets ({a, b} asked both as (a; b, ·) and (b; a, ·)), a uniformly
    random audit slice of the pools, then the highest-priority pairs round-robin across
@@ -55,7 +82,12 @@ from .tables import ProposalRun, TripletMargin
 
 Progress = Callable[[str, int, Optional[int]], Any]
 WRITE_BATCH = 500
-STRATEGIES = ("disagreement", "contrast", "audit", "attention", "bridge")
+STRATEGIES = ("disagreement", "contrast", "uncertainty", "audit", "attention", "bridge")
+RANKED = ("disagreement", "contrast", "uncertainty")  # strategies of the priority ranking (a candidate <= 2x per anchor)
+UNCERTAINTY_WEIGHT = 2.0  # priority per bit of model uncertainty (the committee score is <= 1.75)
+COMMITTEE_WEIGHT = 0.25  # the committee's share where the model decides
+BRIDGE_BONUS = 0.25  # a comparison across components of the comparison graph counts as u + 0.25 (1 - u) bits
+
 
 
 @dataclass
@@ -76,6 +108,7 @@ class ProposeSummary:
     timings: dict = field(default_factory=dict)
     message: str = ""
     proposals: Optional[list] = None  # dry runs only: what would be written, margins in (x, y) terms
+    calibration: Optional[dict] = None  # the calibration run whose uncertainty ranked comparisons, if any
 
     @property
     def total(self) -> int:
@@ -153,6 +186,96 @@ def _entropy2(p: np.ndarray) -> np.ndarray:
     return np.nan_to_num(h, nan=0.0)
 
 
+def _ndtr(z: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr
+
+    return ndtr(z)
+
+
+def _model_uncertainty(si, sj, sei, sej, ci, cj, across: bool) -> dict[str, np.ndarray]:
+    """The fitted model on comparisons s_i vs s_j (arrays): ``p`` = P(s_i > s_j) = Phi(d / sqrt(se_i^2 + se_j^2)),
+    ``bits`` = its binary entropy, ``cross`` = the two pairs lie in different components, ``defined`` = the model
+    compares them (same component, or any two when the fit had a prior), ``value`` = what the ranking uses."""
+    si, sj = np.asarray(si, dtype=np.float64), np.asarray(sj, dtype=np.float64)
+    cross = np.asarray(ci) != np.asarray(cj)
+    defined = ~cross if not across else np.ones_like(cross)
+    sd = np.sqrt(np.maximum(np.asarray(sei) ** 2 + np.asarray(sej) ** 2, 1e-12))
+    p = np.where(defined, _ndtr((si - sj) / sd), np.nan)
+    bits = np.where(defined, _entropy2(np.clip(np.nan_to_num(p, nan=0.5), 0.0, 1.0)), 1.0)
+    value = np.where(cross, bits + BRIDGE_BONUS * (1.0 - bits), bits)  # bits = 1 where undefined
+    return {"p": p, "bits": bits, "cross": cross, "defined": defined, "value": value}
+
+
+@dataclass
+class Calibration:
+    """The criterion's latest calibration run, as the proposer needs it."""
+
+    run_id: int
+    n_pairs: int  # scored pairs among this corpus' documents
+    n_components: int
+    partners: dict  # document position -> {partner position: (score, stderr, component)}
+    across: bool = True  # fitted with a prior: scores of different components share one scale
+
+    def info(self) -> dict:
+        return {"run_id": self.run_id, "pairs": self.n_pairs, "components": self.n_components,
+                "across_components": self.across}
+
+    def anchor_uncertainty(self, a: int, taken: set, doc_ids: np.ndarray) -> float:
+        """The largest model uncertainty (bits; 1 for a pair across components) of a not-yet-asked
+        comparison (a; x, y) among a's scored partners."""
+        part = self.partners.get(a)
+        if not part or len(part) < 2:
+            return 0.0
+        xs = list(part)
+        v = np.asarray([part[x] for x in xs])
+        s, se, c = v[:, 0], v[:, 1], v[:, 2]
+        iu, ju = np.triu_indices(len(xs), 1)
+        u = _model_uncertainty(s[iu], s[ju], se[iu], se[ju], c[iu], c[ju], self.across)["value"]
+        A = int(doc_ids[a])
+        for q in np.argsort(-u):
+            x, y = int(doc_ids[xs[iu[q]]]), int(doc_ids[xs[ju[q]]])
+            if canonical(A, x, y)[:3] not in taken:
+                return float(u[q])
+        return 0.0
+
+
+def _load_calibration(store: Store, criterion_id: int, pos_of: dict[int, int]) -> Optional[Calibration]:
+    """The latest calibration run's pair scores, or None (no run, or no calibration stage here)."""
+    try:
+        from ..calibrate.tables import PairScore
+        from ..models import CalibrationRun
+    except ImportError:  # pragma: no cover - the calibration stage is not installed
+        return None
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with store.session() as s:
+            run = s.execute(select(CalibrationRun.id, CalibrationRun.params).where(CalibrationRun.criterion_id == criterion_id)
+                            .order_by(CalibrationRun.id.desc()).limit(1)).first()
+            if run is None:
+                return None
+            run_id, params = run
+            rows = s.execute(select(PairScore.anchor_id, PairScore.candidate_id, PairScore.score, PairScore.stderr,
+                                    PairScore.component).where(PairScore.calibration_run_id == run_id)).all()
+    except DBAPIError:  # pragma: no cover - a store without the calibration tables
+        return None
+    partners: dict[int, dict[int, tuple]] = defaultdict(dict)
+    comps = set()
+    n = 0
+    for a, c, score, se, comp in rows:
+        pa, pc = pos_of.get(int(a)), pos_of.get(int(c))
+        if pa is None or pc is None or score is None or not math.isfinite(score):
+            continue
+        v = (float(score), float(se or 0.0), int(comp))
+        partners[pa][pc] = v  # the pair is unordered: usable with either document as anchor
+        partners[pc][pa] = v
+        comps.add(int(comp))
+        n += 1
+    if not n:
+        return None
+    return Calibration(int(run_id), n, len(comps), dict(partners), across=bool((params or {}).get("prior", 2.0)))
+
+
 def _z(S: np.ndarray) -> np.ndarray:
     mu = S.mean(axis=-1, keepdims=True)
     sd = S.std(axis=-1, keepdims=True)
@@ -168,10 +291,27 @@ class AnchorPool:
     G: Optional[np.ndarray]  # [P] criterion-blind similarity (for contrast), or None
     Z: Optional[np.ndarray] = None
     GZ: Optional[np.ndarray] = None
+    # the calibrated model, per candidate: s({a, x}), its stderr, its component (NaN / -1: not scored)
+    ms: Optional[np.ndarray] = None
+    mse: Optional[np.ndarray] = None
+    mc: Optional[np.ndarray] = None
 
-    def finish(self) -> None:
+    cal: Optional["Calibration"] = None
+
+    def finish(self, cal: Optional["Calibration"] = None) -> None:
+        self.cal = cal
         self.Z = _z(self.S)
         self.GZ = _z(self.G) if self.G is not None else None
+        part = cal.partners.get(self.anchor) if cal is not None else None
+        if part:
+            P = len(self.pos)
+            self.ms = np.full(P, np.nan)
+            self.mse = np.zeros(P)
+            self.mc = np.full(P, -1, dtype=np.int64)
+            for q, x in enumerate(self.pos.tolist()):
+                v = part.get(x)
+                if v is not None:
+                    self.ms[q], self.mse[q], self.mc[q] = v
 
     def features(self, i: np.ndarray, j: np.ndarray, aware: np.ndarray) -> dict[str, np.ndarray]:
         M = self.S.shape[0]
@@ -192,7 +332,20 @@ class AnchorPool:
             contrast = np.zeros(raw.shape[1])
         dis = (H + 0.25) * closeness
         con = 0.5 * contrast
-        return {"raw": raw, "fused": fused, "entropy": H, "contrast": contrast, "priority": dis + con, "is_contrast": con > dis}
+        committee = dis + con
+        out = {"raw": raw, "fused": fused, "entropy": H, "contrast": contrast, "priority": committee, "is_contrast": con > dis}
+        if self.ms is not None and self.cal is not None:
+            si, sj = self.ms[i], self.ms[j]
+            both = np.isfinite(si) & np.isfinite(sj)
+            if both.any():
+                m = _model_uncertainty(np.where(both, si, 0.0), np.where(both, sj, 0.0), self.mse[i], self.mse[j],
+                                       self.mc[i], self.mc[j], self.cal.across)
+                out["priority"] = np.where(both, UNCERTAINTY_WEIGHT * m["value"] + COMMITTEE_WEIGHT * committee, committee)
+                out["model_p"] = np.where(both & m["defined"], m["p"], np.nan)
+                out["uncertainty"] = np.where(both & m["defined"], m["bits"], np.nan)
+                out["defined"] = both & m["defined"]
+                out["cross"] = both & m["cross"]
+        return out
 
 
 def _load_docs(store: Store, criterion) -> tuple[np.ndarray, list[str]]:
@@ -293,7 +446,19 @@ def propose(
         )
     order = np.lexsort((rng.random(len(eligible)), used[eligible]))
     n_anchors = min(len(eligible), int(math.ceil(remaining / per_anchor * 1.15)) + 2)
-    anchors = np.sort(eligible[order[:n_anchors]])
+    picked = eligible[order[:n_anchors]]
+    # ---- once calibrated: also the anchors whose scored pairs hold the most uncertain comparisons
+    cal = _load_calibration(store, crit.id, {int(d): i for i, d in enumerate(doc_ids)})
+    if cal is not None:
+        t = time.perf_counter()
+        cand = np.asarray([a for a in eligible.tolist() if len(cal.partners.get(a, ())) >= 2], dtype=np.int64)
+        unc = np.asarray([cal.anchor_uncertainty(int(a), keys, doc_ids) for a in cand], dtype=np.float64)
+        cal_order = np.lexsort((rng.random(len(cand)), used[cand], -unc))
+        extra = [int(cand[q]) for q in cal_order if unc[q] > 0][:n_anchors]
+        picked = np.union1d(picked, np.asarray(extra, dtype=np.int64))
+        summary.calibration = {**cal.info(), "anchors": len(extra)}
+        timings["calibration"] = round(time.perf_counter() - t, 3)
+    anchors = np.sort(picked).astype(np.int64)
     summary.anchors = len(anchors)
 
     options = {"model": model, "cross_encoder": cross_encoder, "llm_model": llm_model, "base_url": base_url,
@@ -376,6 +541,9 @@ def propose(
             if n_random:
                 for x in rng.integers(0, N, size=n_random + 1):  # O(1) per draw, even over 1M documents
                     src.setdefault(int(x), "random")
+            if cal is not None:
+                for x in cal.partners.get(int(a), ()):  # every document the model has a score with
+                    src.setdefault(int(x), "scored")
             src.pop(int(a), None)
             pos = np.fromiter(src.keys(), dtype=np.int64)
             S = np.stack([R[i, pos] for R in rows]) if rows else np.zeros((0, len(pos)))
@@ -422,7 +590,7 @@ def propose(
         timings[f"score {m.name}"] = round(time.perf_counter() - t, 3)
         summary.method_info[m.name] = m.info()
     for p in pools:
-        p.finish()
+        p.finish(cal)
     method_names = [m.name for m in dense + rerank]
     summary.candidates = int(sum(len(p.pos) for p in pools))
 
@@ -433,7 +601,7 @@ def propose(
     use_in_anchor: dict[int, Counter] = defaultdict(Counter)
     chosen: list[dict] = []
 
-    def try_take(p: AnchorPool, i: int, j: int, strategy: str, feats: dict, col: int, **extra) -> bool:
+    def try_take(p: AnchorPool, i: int, j: int, strategy: str, feats: dict, col: int, *, ranked: bool = False, **extra) -> bool:
         a = p.anchor
         x, y = int(p.pos[i]), int(p.pos[j])
         if x == y or a in (x, y) or cap_left[a] <= 0:
@@ -441,18 +609,23 @@ def propose(
         key = canonical(int(doc_ids[a]), int(doc_ids[x]), int(doc_ids[y]))[:3]
         if key in taken:
             return False
-        if strategy in ("disagreement", "contrast") and (use_in_anchor[a][x] >= 2 or use_in_anchor[a][y] >= 2):
+        if ranked and (use_in_anchor[a][x] >= 2 or use_in_anchor[a][y] >= 2):
             return False
         taken.add(key)
         cap_left[a] -= 1
         use_in_anchor[a][x] += 1
         use_in_anchor[a][y] += 1
+        meta = {"entropy": round(float(feats["entropy"][col]), 4), "fused": round(float(feats["fused"][col]), 4),
+                "contrast": round(float(feats["contrast"][col]), 4), "sources": [p.src[i], p.src[j]]}
+        if "model_p" in feats and (feats["defined"][col] or feats["cross"][col]):
+            mp, ub = float(feats["model_p"][col]), float(feats["uncertainty"][col])
+            meta["model_p"] = round(mp, 4) if math.isfinite(mp) else None  # None: the fit has no common scale for them
+            meta["uncertainty"] = round(ub, 4) if math.isfinite(ub) else None
+            if feats["cross"][col]:
+                meta["bridges_components"] = True
         chosen.append({
             "a": a, "x": x, "y": y, "strategy": strategy, "priority": float(feats["priority"][col]),
-            "sx": p.S[:, i].tolist(), "sy": p.S[:, j].tolist(),
-            "meta": {"entropy": round(float(feats["entropy"][col]), 4), "fused": round(float(feats["fused"][col]), 4),
-                     "contrast": round(float(feats["contrast"][col]), 4), "sources": [p.src[i], p.src[j]]},
-            **extra,
+            "sx": p.S[:, i].tolist(), "sy": p.S[:, j].tolist(), "meta": meta, **extra,
         })
         return True
 
@@ -529,16 +702,23 @@ def propose(
             while cursor[r] < len(top) and cap_left[p.anchor] > 0:
                 col = int(top[cursor[r]])
                 cursor[r] += 1
-                strategy = "contrast" if f["is_contrast"][col] else "disagreement"
-                if try_take(p, int(iu[col]), int(ju[col]), strategy, f, col):
+                if "defined" in f and f["defined"][col]:
+                    strategy = "uncertainty"
+                elif "cross" in f and f["cross"][col]:
+                    strategy = "bridge"  # joins two components the fit cannot compare
+                else:
+                    strategy = "contrast" if f["is_contrast"][col] else "disagreement"
+                if try_take(p, int(iu[col]), int(ju[col]), strategy, f, col, ranked=True):
                     break
     # audit and attention triplets are interleaved in the queue: priorities drawn from the chosen ones
-    dis_prio = [c["priority"] for c in chosen if c["strategy"] in ("disagreement", "contrast", "bridge")] or [0.5]
+    dis_prio = [c["priority"] for c in chosen if c["strategy"] in RANKED + ("bridge",)] or [0.5]
     for c in chosen:
         if c["strategy"] in ("audit", "attention"):
             c["priority"] = float(rng.choice(dis_prio))
     chosen.sort(key=lambda c: -c["priority"])
     timings["select"] = round(time.perf_counter() - t, 3)
+    if summary.calibration is not None:
+        summary.calibration["bridging"] = sum(1 for c in chosen if c["meta"].get("bridges_components"))
     summary.shortfall = max(0, remaining - len(chosen))
     if dry_run:
         summary.by_strategy = dict(Counter(c["strategy"] for c in chosen))
@@ -557,7 +737,8 @@ def propose(
     t = time.perf_counter()
     summary.added, by_strategy = _write(store, crit, chosen, doc_ids, method_names, names, summary, ctx, dict(
         budget=budget, per_anchor=per_anchor, audit=audit, attention=attention, bridge=bridge, top_k=top_k, n_mid=n_mid,
-        n_random=n_random, model=model, cross_encoder=cross_encoder, llm_model=llm_model, seed=seed))
+        n_random=n_random, model=model, cross_encoder=cross_encoder, llm_model=llm_model, seed=seed,
+        calibration_run=cal.run_id if cal is not None else None))
     timings["write"] = round(time.perf_counter() - t, 3)
     summary.by_strategy = by_strategy
     summary.timings = timings
@@ -595,6 +776,8 @@ def _write(store: Store, crit, chosen: list[dict], doc_ids: np.ndarray, method_n
                 if swapped:
                     meta["sources"] = meta["sources"][::-1]
                     meta["fused"] = -meta["fused"]
+                    if meta.get("model_p") is not None:
+                        meta["model_p"] = round(1.0 - meta["model_p"], 4)
                 exp = to_canonical_choice(c["expected"], swapped) if c.get("expected") else None
                 rows.append((c, dict(criterion_id=crit.id, anchor_id=a, first_id=f, second_id=sec, method=method_label,
                                      strategy=c["strategy"], proposal_run=run_id, priority=c["priority"],
