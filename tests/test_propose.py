@@ -246,6 +246,55 @@ def test_cache_survives_torn_writes(tmp_path):
     assert np.load(tmp_path / "m.npy").shape == (7, 4)
 
 
+def test_bm25_index_is_cached_and_loaded_not_rebuilt(tmp_path, champ_jsonl, monkeypatch):
+    """The second run over the same texts loads the BM25 index (no tokenizing, no indexing, no text read)
+    and scores exactly as the built one; a changed document gives a new index."""
+    import bm25s
+
+    from condsim_annot.db import open_store
+    from condsim_annot.propose.bm25 import list_bm25_caches
+
+    calls = Counter()
+    real_index, real_load = bm25s.BM25.index, bm25s.BM25.load  # counted, the real code still runs
+
+    def index(self, *a, **k):
+        calls["index"] += 1
+        return real_index(self, *a, **k)
+
+    def load(cls, *a, **k):
+        calls["load"] += 1
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(bm25s.BM25, "index", index)
+    monkeypatch.setattr(bm25s.BM25, "load", classmethod(load))
+    cache = str(tmp_path / "cache")
+    store = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    seed(store, champ_jsonl)
+    kw = dict(methods=["bm25"], budget=40, cache_dir=cache, seed=4, dry_run=True)
+    s1 = propose(store, "same-technique", **kw)
+    assert calls == Counter(index=1) and s1.method_info["bm25"]["index"] == "built"
+    (entry,) = list_bm25_caches(tmp_path / "cache")
+    assert entry["documents"] == 270
+    texts_read = Counter()
+    real_all_texts = sel.ProposeContext.all_texts
+    monkeypatch.setattr(sel.ProposeContext, "all_texts", lambda self: texts_read.update(["all"]) or real_all_texts(self))
+    s2 = propose(store, "same-technique", **kw)
+    assert calls == Counter(index=1, load=1) and s2.method_info["bm25"]["index"] == "cached"
+    assert texts_read["all"] == 0  # the cached index needs no text at all
+    assert s2.proposals == s1.proposals  # same scores, same selection
+    # another store with the same texts shares it; an edited document makes a new index
+    with store.transaction() as s:
+        from condsim_annot.ingest import content_hash
+
+        d = s.scalars(select(Document).order_by(Document.id)).first()
+        d.text = d.text + " pigeonhole"
+        d.content_hash = content_hash(d.text)
+    s3 = propose(store, "same-technique", **kw)
+    assert calls["index"] == 2 and s3.method_info["bm25"]["index"] == "built"
+    assert len(list_bm25_caches(tmp_path / "cache")) == 2
+    store.close()
+
+
 # --------------------------------------------------------------------------- ranking quality on silver labels
 
 
@@ -348,6 +397,7 @@ def test_cli_propose_and_methods(cli, champ_jsonl, tmp_path, monkeypatch, emb_ca
     assert names == ["embedding", "bm25", "cross-encoder", "rewrite-bm25", "in-one-word", "lm-judge"]
     assert {x["name"] for x in m["methods"] if x["default"]} == {"embedding", "bm25", "rewrite-bm25", "in-one-word"}
     assert m["cache_dir"] == emb_cache and any(c["rows"] >= 270 for c in m["caches"])
+    assert any(c["documents"] == 270 for c in m["bm25_caches"])
     assert "Examples:" in cli("propose", "--help").stdout
     assert "Example:" in cli("methods", "--help").stdout
     assert "embedding" in cli("methods").stdout

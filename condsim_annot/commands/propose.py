@@ -37,7 +37,7 @@ def register(main: click.Group) -> None:
     @click.option("--base-url", metavar="URL", help="OpenAI-compatible endpoint for the LLM methods.")
     @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (anchors, mid-rank/random candidates, audit slice).")
     @click.option("--cache-dir", envvar="CONDSIM_CACHE", metavar="DIR",
-                  help="Embedding cache folder. Default: $CONDSIM_CACHE, else .condsim/ beside a SQLite store, else ~/.cache/condsim-annot.")
+                  help="Embedding and BM25 index cache folder. Default: $CONDSIM_CACHE, else .condsim/ beside a SQLite store, else ~/.cache/condsim-annot.")
     @click.option("--dry-run", is_flag=True, help="Score and select, but write nothing.")
     @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
     @pass_ctx
@@ -103,11 +103,11 @@ def register(main: click.Group) -> None:
             )
 
     @main.command("methods")
-    @click.option("--cache-dir", envvar="CONDSIM_CACHE", metavar="DIR", help="Embedding cache folder to report (default as for `propose`).")
+    @click.option("--cache-dir", envvar="CONDSIM_CACHE", metavar="DIR", help="Cache folder to report (default as for `propose`).")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     @pass_ctx
     def methods_cmd(ctx: Ctx, cache_dir, as_json):
-        """List the registered proposal methods, their settings and the embedding cache.
+        """List the registered proposal methods, their settings and the caches (embeddings, BM25 indexes).
 
         \b
         Example:
@@ -133,8 +133,12 @@ def register(main: click.Group) -> None:
                          "default": spec.name in DEFAULT_METHODS, "available": avail, "settings": spec.settings,
                          "description": spec.description})
         caches = list_caches(root)
+        from condsim_annot.propose.bm25 import list_bm25_caches
+
+        bm25_caches = list_bm25_caches(root)
         if as_json:
-            click.echo(json.dumps({"methods": rows, "cache_dir": str(root), "caches": caches}, indent=2, default=str))
+            click.echo(json.dumps({"methods": rows, "cache_dir": str(root), "caches": caches, "bm25_caches": bm25_caches},
+                                  indent=2, default=str))
             return
         from rich.table import Table
 
@@ -153,3 +157,7 @@ def register(main: click.Group) -> None:
             out.print(c)
         else:
             out.print(f"embedding cache: {root / 'emb'} (empty)", highlight=False)
+        if bm25_caches:
+            mib = sum(e["bytes"] for e in bm25_caches) / 2**20
+            out.print(f"BM25 indexes: {root / 'bm25'}: {len(bm25_caches)} "
+                      f"({', '.join(str(e['documents']) for e in bm25_caches)} documents; {mib:.1f} MiB)", highlight=False)

@@ -84,6 +84,10 @@ class RewriteBM25Method(BM25Method):
         texts, self.n_failed = _transform(self, "rewrite")
         return texts
 
+    def _text_keys(self) -> tuple[list[str], Optional[list[str]]]:
+        texts = self._texts()  # the rewrites themselves (cached by the LLM stage): the index is keyed by their hashes
+        return [text_key(t) for t in texts], texts
+
     def info(self) -> dict:
         return {**super().info(), "llm": getattr(self, "llm_stats", {})}
 
