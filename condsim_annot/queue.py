@@ -18,7 +18,7 @@ Rules
   votes (most uncertain first), then ``priority`` (highest first).  Hidden attention
   checks (``Triplet.is_attention_check``) are mixed in at ``attention_rate``; they do not
   count against the overlap (everybody may get each once).
-* Claiming is atomic across processes: ``SELECT ... FOR UPDATE SKIP LOCKED`` on
+* Claiming is atomic across processes: ``SELECT ... FOR NO KEY UPDATE SKIP LOCKED`` on
   PostgreSQL (with a re-count under the lock), ``BEGIN IMMEDIATE`` on SQLite.  So
   concurrent annotators get disjoint work where the overlap allows.
 * Every answer is committed (vote + assignment + session stats, one transaction) before
@@ -88,6 +88,7 @@ class Item:
     attention: bool = False
     expected: Optional[str] = None  # canonical answer of an attention check
     resumed: bool = False
+    previous: Optional[str] = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
     rationale: Optional[str] = None
     shown_at: float = field(default_factory=time.monotonic)
 
@@ -104,6 +105,7 @@ class GroupItem:
     candidates: list[Doc]
     seeds: list[int]  # claimed triplets (with pending assignments) the grid was built from
     resumed: bool = False
+    previous: Optional[str] = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
     rationale: Optional[str] = None
     shown_at: float = field(default_factory=time.monotonic)
 
@@ -134,6 +136,7 @@ class ReviewItem:
     reason: str
     rationale: Optional[str] = None
     resumed: bool = False
+    previous: Optional[str] = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
     shown_at: float = field(default_factory=time.monotonic)
 
     kind = "review"
@@ -169,8 +172,17 @@ def _needed_sql(dialect: str, *, attention: bool, lock: bool) -> str:
         {order}
         LIMIT :n"""
     if lock and dialect == "postgresql":
-        sql += " FOR UPDATE OF t SKIP LOCKED"
+        sql += _PG_LOCK
     return sql
+
+
+# NO KEY UPDATE: claimers exclude each other, but an answer's vote/assignment insert (which takes
+# KEY SHARE on the triplet through its foreign key) does not hide the triplet from a claimer
+_PG_LOCK = " FOR NO KEY UPDATE OF t SKIP LOCKED"
+
+
+class _Contended(Exception):
+    """Nothing could be claimed, but a needed triplet was skipped because another claim held its lock."""
 
 
 def _sql(sql: str):
@@ -399,6 +411,10 @@ class Queue:
             for v in group:
                 undo_vote(s, v.id)
             meta = last.meta or {}
+            winner = None
+            if last.group_id and last.choice in ("first", "second"):
+                t = s.get(Triplet, last.triplet_id)
+                winner = t.first_id if last.choice == "first" else t.second_id
             if self.source == "tui":
                 for tid in {v.triplet_id for v in group} if not last.group_id else set(meta.get("seeds") or []):
                     self._set_assignment(s, tid, "pending")
@@ -410,8 +426,34 @@ class Queue:
         if self.source == "review":
             self._review_pos = max(0, self._review_pos - 1)
         if last.group_id and meta.get("candidates"):
-            return self._group_from(last.group_id, meta, resumed=True)
-        return self._item_for(last.triplet_id, last.swapped, resumed=True, review=self.source == "review")
+            back = self._group_from(last.group_id, meta, resumed=True)
+            if back is not None and winner in meta["candidates"]:
+                back.previous = str(meta["candidates"].index(winner) + 1)
+            elif back is not None and last.choice in ("cant_tell", "skip"):
+                back.previous = last.choice
+            return back
+        back = self._item_for(last.triplet_id, last.swapped, resumed=True, review=self.source == "review")
+        if back is not None:
+            shown = to_canonical_choice(last.choice, bool(last.swapped))  # the same flip maps canonical to shown
+            back.previous = {"first": "A", "second": "B"}.get(shown, shown)
+        return back
+
+    def why_empty(self) -> dict:
+        """Why :meth:`next` has nothing left (for the empty screen): the criteria's triplets, how many
+        this annotator answered, and the most distinct annotators any other triplet already has."""
+        crits = list(self._crit)
+        with self.store.session() as s:
+            total = s.scalar(select(func.count()).select_from(Triplet).where(
+                Triplet.criterion_id.in_(crits), Triplet.is_attention_check.is_(False)))
+            mine = s.scalar(select(func.count(func.distinct(Vote.triplet_id))).join(Triplet, Triplet.id == Vote.triplet_id).where(
+                Triplet.criterion_id.in_(crits), Triplet.is_attention_check.is_(False),
+                Vote.annotator_id == self.annotator_id, Vote.state != "undone"))
+            held = (select(func.count(func.distinct(Vote.annotator_id)).label("n")).join(Triplet, Triplet.id == Vote.triplet_id)
+                    .where(Triplet.criterion_id.in_(crits), Triplet.is_attention_check.is_(False), Vote.state == "active",
+                           Vote.choice != "skip", Vote.source.in_(HUMAN_SOURCES), Vote.annotator_id != self.annotator_id)
+                    .group_by(Vote.triplet_id).subquery())
+            most = s.scalar(select(func.max(held.c.n)))
+        return {"total": int(total or 0), "mine": int(mine or 0), "most_others": int(most or 0), "overlap": self.overlap}
 
     def progress(self) -> Progress:
         done = self._done0 + self._session_done
@@ -435,14 +477,15 @@ class Queue:
         n = 0
         with self.store.session() as s:
             for c in self._crit:
-                sql = _needed_sql(self.dialect, attention=False, lock=False).replace("SELECT t.id", "SELECT count(*)", 1)
-                sql = sql.split("ORDER BY")[0]
-                n += s.execute(_sql(sql), {"c": c, "att": False, "me": self.annotator_id, "k": self.overlap,
-                                           "fresh": self._fresh()}).scalar_one()
-                n += s.execute(text(
-                    "SELECT count(*) FROM assignment a JOIN triplet t ON t.id = a.triplet_id "
-                    "WHERE a.annotator_id = :me AND a.state = 'pending' AND t.criterion_id = :c"),
-                    {"me": self.annotator_id, "c": c}).scalar_one()
+                needed = _needed_sql(self.dialect, attention=False, lock=False).replace("SELECT t.id", "SELECT count(*)", 1)
+                needed = needed.split("ORDER BY")[0]
+                mine = ("SELECT count(*) FROM assignment a JOIN triplet t ON t.id = a.triplet_id "
+                        "WHERE a.annotator_id = :me AND a.state = 'pending' AND t.criterion_id = :c")
+                # one statement, so one snapshot: a look-ahead claim committed between two separate
+                # counts would be counted twice (still needed, then pending)
+                n += s.execute(_sql(f"SELECT ({needed}) + ({mine})"),
+                               {"c": c, "att": False, "me": self.annotator_id, "k": self.overlap,
+                                "fresh": self._fresh()}).scalar_one()
         n = int(n)
         # the annotator's answers so far + what is left; attention checks are extra
         self._available = n + self._session_done
@@ -501,15 +544,26 @@ class Queue:
     def _claim(self, n: int) -> list[tuple[int, bool, bool]]:
         """Claim up to ``n`` triplets (pending assignments, committed): [(triplet_id, swapped, attention)]."""
         want_attention = self.attention_rate > 0 and self.rng.random() < self.attention_rate
-        for attempt in range(8):
+        contended = 0
+        attempt = 0
+        while attempt < 8:
             try:
                 got = self._claim_once(n, want_attention)
                 if not got and want_attention:
                     got = self._claim_once(n, False)
                 return got
+            except _Contended:
+                # SKIP LOCKED passed over a triplet another annotator is claiming right now: it may
+                # still need us once their claim commits, so "nothing left" is not known yet
+                contended += 1
+                if contended > 50:
+                    return []
+                time.sleep(0.005 + 0.01 * self.rng.random())
+                continue
             except (IntegrityError, OperationalError):
                 # another process of the same annotator took the same slot, or a transient lock timeout
-                time.sleep(0.02 * (attempt + 1) * self.rng.random())
+                attempt += 1
+                time.sleep(0.02 * attempt * self.rng.random())
         raise CondsimError("could not claim a triplet after several tries (the store is very busy)")
 
     def _claim_once(self, n: int, attention: bool) -> list[tuple[int, bool, bool]]:
@@ -521,10 +575,16 @@ class Queue:
                 got: list[tuple[int, bool, bool]] = []
                 if not attention and self._uncertain:
                     got = self._claim_uncertain(conn, n)
+                contended = False
                 for c in crits:
                     if len(got) >= n:
                         break
-                    got += self._claim_in(conn, c, n - len(got), attention)
+                    try:
+                        got += self._claim_in(conn, c, n - len(got), attention)
+                    except _Contended:
+                        contended = True  # this criterion may free up; look at the next one meanwhile
+                if not got and contended:
+                    raise _Contended()
                 conn.commit()
                 return got
             except BaseException:
@@ -554,6 +614,11 @@ class Queue:
             sw = self.rng.random() < 0.5
             self._assign(conn, tid, sw)
             got.append((tid, sw, attention))
+        if not got and self.dialect == "postgresql" and not attention and anchor is None:
+            # none we could lock: is one still needed that SKIP LOCKED passed over (fresh snapshot, no lock)?
+            free = _needed_sql(self.dialect, attention=False, lock=False).split("ORDER BY")[0] + " LIMIT 1"
+            if conn.execute(_sql(free), {k: v for k, v in params.items() if k != "n"}).first() is not None:
+                raise _Contended()
         return got
 
     def _claim_uncertain(self, conn, n: int) -> list[tuple[int, bool, bool]]:
@@ -562,7 +627,7 @@ class Queue:
         ids = [t for t in self._uncertain_order if t not in self._uncertain_tried][: 4 * n + 8]
         if not ids:
             return got
-        lock = " FOR UPDATE OF t SKIP LOCKED" if self.dialect == "postgresql" else ""
+        lock = _PG_LOCK if self.dialect == "postgresql" else ""
         sql = _needed_sql(self.dialect, attention=False, lock=False).split("ORDER BY")[0]
         sql = sql.replace("WHERE t.criterion_id = :c", "WHERE t.id = :tid")
         for tid in ids:

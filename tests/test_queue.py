@@ -151,6 +151,19 @@ def test_resume_shows_the_pending_triplet_first(store):
     assert q2.progress().done == 1
 
 
+def test_progress_counts_claimed_and_look_ahead_triplets_once(store):
+    seed(store, 6)
+    q = Queue(store, "alice", attention_rate=0, seed=4)
+    it = q.next()
+    q.prefetch(it)  # a second pending claim, in the background
+    q._ahead.result()
+    assert q.count_available() == 6 and q.progress().assigned == 6
+    q.answer(it, "A")
+    assert q.count_available() == 5 and q.progress().assigned == 6 and q.progress().done == 1
+    assert q.why_empty() == {"total": 6, "mine": 1, "most_others": 0, "overlap": 2}
+    q.close()
+
+
 def test_attention_checks_are_mixed_in_and_scored(store):
     info = seed(store, 30, attention=3)
     q = Queue(store, "alice", attention_rate=0.3, overlap=1, seed=5)
