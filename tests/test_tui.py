@@ -77,12 +77,14 @@ async def test_undo_skip_rationale_and_help(sqlite_store):
         second = _shown(app)
         await pilot.press("u")  # undo: the first triplet again, same A/B order
         assert _shown(app).triplet_id == first.triplet_id and _shown(app).swapped == first.swapped
-        assert "undone" in str(app.screen.query_one("#stats").render())
+        # pressed "a": the flash names the answer that was undone
+        assert "undone: was A" in str(app.screen.query_one("#stats").render()) and _shown(app).previous == "A"
         await pilot.press("n")
         assert isinstance(app.screen, RationaleScreen)
         await pilot.press(*"same parity argument")  # typed into the box, not taken as votes
         await pilot.press("enter")
         assert isinstance(app.screen, PairwiseScreen)
+        assert "note kept" in str(app.screen.query_one("#stats").render())
         await pilot.press("b")
         assert _shown(app).triplet_id == second.triplet_id
         await pilot.press("s")
@@ -98,6 +100,27 @@ async def test_undo_skip_rationale_and_help(sqlite_store):
     assert [(v.triplet_id, v.state) for v in rows] == [(first.triplet_id, "undone"), (first.triplet_id, "active"),
                                                          (second.triplet_id, "active")]
     assert rows[1].rationale == "same parity argument" and rows[2].choice == "skip"
+
+
+async def test_empty_queue_says_why_and_how_to_add_votes(sqlite_store):
+    store = sqlite_store
+    info = seed(store, 3, texts=TEXTS)
+    with store.transaction() as s:  # two others already voted every triplet but the last
+        for name in ("bob", "carol"):
+            ann = get_or_create_annotator(s, name)
+            for tid in info["triplets"][:2]:
+                record_vote(s, tid, ann.id, "first", source="tui")
+    app = _app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("a")
+        assert _shown(app) is None
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        text = str(app.screen.query_one("#empty").render())
+        assert "Nothing left" in text and "You answered 1 of the 3 triplets" in text
+        assert "the other 2 already have 2 annotators each (--overlap 2)" in text and "--overlap 3" in text
+        await pilot.press("q")
 
 
 async def test_resume_after_quit_shows_the_same_screen(sqlite_store):
@@ -131,6 +154,7 @@ async def test_best_of_k_grid(sqlite_store):
         await pilot.press("3")
         await pilot.press("u")
         assert [d.id for d in _shown(app).candidates] == [d.id for d in grid.candidates]
+        assert _shown(app).previous == "3" and "undone: was 3" in str(app.screen.query_one("#stats").render())
         await pilot.press("2")
     rows = votes_of(store)
     assert len(rows) == 3 and len({v.group_id for v in rows}) == 1
@@ -215,6 +239,16 @@ def test_snapshot_best_of_k(sqlite_store, snap_compare, size):
 def test_snapshot_review(sqlite_store, snap_compare):
     _disagreements(sqlite_store)
     assert snap_compare(_app(sqlite_store, annotator="carol", review=True), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_snapshot_nothing_left(sqlite_store, snap_compare):
+    info = seed(sqlite_store, 2, texts=TEXTS)
+    with sqlite_store.transaction() as s:
+        for name in ("bob", "carol", "dave"):
+            ann = get_or_create_annotator(s, name)
+            for tid in info["triplets"]:
+                record_vote(s, tid, ann.id, "first", source="tui")
+    assert snap_compare(_app(sqlite_store), terminal_size=(80, 24), run_before=_settle)
 
 
 async def test_long_documents_scroll_with_the_keyboard(sqlite_store):

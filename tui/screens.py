@@ -54,6 +54,23 @@ _STRIPS: "OrderedDict[tuple, list[Strip]]" = OrderedDict()  # (doc id, text hash
 _STRIPS_MAX = 256
 
 
+def _why_empty(why: dict) -> Text:
+    """Explain an empty queue: nothing proposed yet, all answered, or the rest held by enough others."""
+    total, mine, overlap = why["total"], why["mine"], why["overlap"]
+    if total == 0:
+        return Text("There are no triplets for this criterion yet: propose some first (condsim-annot propose).\n\n")
+    rest = total - mine
+    t = Text(f"You answered {mine} of the {total} triplets")
+    if rest <= 0:
+        return t.append(".\n\n")
+    t.append(f"; the other {rest} already have {overlap} annotator{'s' if overlap != 1 else ''} each (--overlap {overlap}).\n")
+    if why["most_others"] >= overlap:
+        t.append("To add your votes to them too, start again with ")
+        t.append(f"--overlap {why['most_others'] + 1}", "bold")
+        t.append(".\n")
+    return t.append("\n")
+
+
 class DocView(ScrollView, can_focus=True):
     """A document in a scrolling, bordered box, rendered as Markdown.
 
@@ -188,6 +205,7 @@ class BaseAnnotateScreen(Screen):
             body.display = False
             empty.display = True
             empty.update(self.empty_text())
+            self.explain_empty()
             self.query_one("#criterion", Static).update(Text("condsim-annot", style="bold"))
             self._shown_criterion = None
         else:
@@ -234,15 +252,34 @@ class BaseAnnotateScreen(Screen):
     def show_item(self, item) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def empty_text(self) -> Text:
-        return Text.assemble(("Nothing left for you to label here.\n\n", "bold"),
-                             ("Every answer is saved. Press ", ""), ("q", "bold reverse"), (" to quit and see the summary.", ""))
+    def empty_text(self, why: Optional[dict] = None) -> Text:
+        t = Text.assemble(("Nothing left for you to label here.\n\n", "bold"))
+        if why is not None:
+            t.append_text(_why_empty(why))
+        t.append_text(Text.assemble(("Every answer is saved. Press ", ""), ("q", "bold reverse"), (" to quit and see the summary.", "")))
+        return t
+
+    def explain_empty(self) -> None:
+        """Say why the queue is empty (counted in a worker thread: a big store takes a moment)."""
+
+        def work() -> None:
+            try:
+                why = self.queue.why_empty()
+            except Exception:
+                return
+            self.app.call_from_thread(self._show_why, why)
+
+        self.run_worker(work, thread=True, exclusive=True, group="why-empty", exit_on_error=False)
+
+    def _show_why(self, why: dict) -> None:
+        if self.item is None and self.is_attached:
+            self.query_one("#empty", Static).update(self.empty_text(why))
 
     def update_progress(self) -> None:
         p = self.queue.progress()
         rate = f"{p.votes_per_min:.1f}/min" if p.votes_per_min else "-/min"
         assigned = str(p.assigned) if p.assigned is not None else "…"
-        note = "  ✎ note" if self.item is not None and getattr(self.item, "rationale", None) else ""
+        note = "  ✎ note" if self.item is not None and getattr(self.item, "rationale", None) and not self.flash.startswith("✎") else ""
         line = Text.assemble(_bar(p.done, p.assigned), (f"{p.done}/{assigned}", "bold"), f" · {rate} · {_fmt_eta(p.eta_s)}",
                              (note, "italic"), (f"  {self.flash}" if self.flash else "", "green"))
         self.query_one("#stats", Static).update(line, layout=False)  # one fixed line: no relayout needed
@@ -267,7 +304,9 @@ class BaseAnnotateScreen(Screen):
             self.flash = "nothing to undo"
             self.update_progress()
             return
-        self.flash = "↶ undone"
+        was = getattr(back, "previous", None)
+        was = {"cant_tell": "can't tell", "skip": "skipped"}.get(was, was)
+        self.flash = f"↶ undone: was {was}" if was else "↶ undone"
         self.show(back)
 
     def action_rationale(self) -> None:
@@ -277,7 +316,7 @@ class BaseAnnotateScreen(Screen):
         def done(text: Optional[str]) -> None:
             if text is not None and self.item is not None:
                 self.item.rationale = text.strip() or None
-                self.flash = "✎ note kept for this answer" if self.item.rationale else ""
+                self.flash = "✎ note kept" if self.item.rationale else ""
                 self.update_progress()
 
         self.app.push_screen(RationaleScreen(self.item.rationale or ""), done)
@@ -338,7 +377,10 @@ class ReviewScreen(PairwiseScreen):
         self.query_one("#votes-text", Static).update(t if item.votes else Text("(no votes)", "dim"))
         self.query_one("#votes").scroll_home(animate=False)
 
-    def empty_text(self) -> Text:
+    def explain_empty(self) -> None:
+        pass  # the review queue's own message says it all
+
+    def empty_text(self, why: Optional[dict] = None) -> Text:
         return Text.assemble(("No disagreements left to review.\n\n", "bold"), ("Press ", ""), ("q", "bold reverse"), (" to quit.", ""))
 
 
