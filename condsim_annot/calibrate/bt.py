@@ -338,46 +338,8 @@ class _Problem:
         nll = 0.0
         beta = np.exp(lb)
         if len(self.w):
-            d = s[self.w] - s[self.l]
-            bb = beta[self.ann] if not self.single_beta else None
-            z = d * bb if bb is not None else d
-            wt = self.wt
-            if not self.any_tie or lnu == -np.inf:
-                # P(win) = sigmoid(z); nll = softplus(-z)
-                e = np.exp(-np.abs(z))
-                nll_k = np.maximum(-z, 0.0) + np.log1p(e)
-                # q = 1 - sigmoid(z)
-                q = np.where(z >= 0, e, 1.0) / (1.0 + e)
-                dz = -q  # d nll / dz
-                if self.any_tie:  # ties present but nu = 0: a tie has probability 0 (-> excluded upstream)
-                    pass
-            else:
-                # Z = e^h + e^-h + nu = e^|h| (1 + e1^2 + nu e1) with e1 = e^-|h|: one exp, one log
-                # (no overflow: log nu <= 5 and e1 <= 1)
-                h = 0.5 * z
-                ah = np.abs(h)
-                e1 = np.exp(-ah)
-                e2 = e1 * e1
-                nu_ = math.exp(lnu)
-                Zr = 1.0 + e2 + nu_ * e1
-                tie = self.tie
-                nll_k = ah + np.log(Zr) - np.where(tie, lnu, h)
-                # d nll / dh = (pA - pB) - [win], pA - pB = sign(h) (1 - e1^2) / Zr
-                dh = np.copysign((1.0 - e2) / Zr, h) - (1.0 - self.tie_f)
-                pT = (nu_ * e1) / Zr
-                dz = 0.5 * dh
-                if self.fit_nu:
-                    glnu += float(np.dot(wt, pT - self.tie_f)) if wt is not None else float((pT - self.tie_f).sum())
-            if wt is not None:
-                nll += float(np.dot(wt, nll_k))
-                dz = dz * wt
-            else:
-                nll += float(nll_k.sum())
-            gd = dz * bb if bb is not None else dz
-            gs += np.bincount(self.w, gd, minlength=n)
-            gs -= np.bincount(self.l, gd, minlength=n)
-            if self.nb:
-                glb += np.bincount(self.ann, dz * z, minlength=len(glb))
+            nll_p, glnu = self._pairwise(s, beta, lnu, gs, glb)
+            nll += nll_p
         ch = self.ch
         if ch is not None:
             bset = beta[ch.ann]
@@ -412,6 +374,90 @@ class _Problem:
             return nll, g, ll
         return nll, g
 
+    def _work(self, k):
+        """``k`` scratch arrays of the comparisons' length, allocated once per problem: the
+        pass over the comparisons runs in place (fresh 8 MB temporaries per evaluation cost
+        more in page faults than the arithmetic)."""
+        ws = self.__dict__.setdefault("_ws", [])
+        while len(ws) < k:
+            ws.append(np.empty(len(self.w)))
+        return ws
+
+    def _pair_consts(self, davidson):
+        """Per-comparison constants of the pairwise pass (cached): float win indicator, the same
+        times the weight, the weighted number of ties.  Without Davidson's term (nu = 0) a tie
+        counts as a win of ``winners[k]``."""
+        pcs = self.__dict__.setdefault("_pc", {})
+        if davidson not in pcs:
+            wt = self.wt
+            if davidson and self.tie is not None:
+                win = (~self.tie).astype(np.float64)
+                ntie = float(np.dot(wt, self.tie_f)) if wt is not None else float(self.tie_f.sum())
+            else:
+                win, ntie = np.ones(len(self.w)), 0.0
+            win_w = win * wt if wt is not None else win
+            pcs[davidson] = (win, win_w, ntie)
+        return pcs[davidson]
+
+    def _pairwise(self, s, beta, lnu, gs, glb):
+        """Pairwise comparisons' negative log-likelihood; adds d/ds into ``gs`` and d/d log beta
+        into ``glb`` (when beta is fitted); returns ``(nll, d nll / d log nu)``.
+
+        In terms of h = beta (s_w - s_l) / 2: a win has nll = |h| - h + log Zr, a tie
+        |h| - log nu + log Zr, with Zr = 1 + e1 (e1 + nu), e1 = exp(-|h|) (Davidson; nu = 0
+        is the logistic model); d nll / dh = sign(h) (1 - e1^2) / Zr - [win] and
+        d nll / d log nu = nu e1 / Zr - [tie].  One exp and one log per comparison."""
+        n, wt = self.n, self.wt
+        d, e, r, g, bb = self._work(5)[:5]
+        davidson = self.any_tie and lnu > -np.inf
+        win, win_w, ntie = self._pair_consts(davidson)
+        np.take(s, self.w, out=d)
+        np.take(s, self.l, out=e)
+        np.subtract(d, e, out=d)
+        if not self.single_beta:
+            np.take(0.5 * beta, self.ann, out=bb)
+            np.multiply(d, bb, out=d)  # d = h
+        else:
+            np.multiply(d, 0.5, out=d)
+        nu_ = math.exp(lnu) if davidson else 0.0
+        np.abs(d, out=e)
+        nll = float(np.dot(wt, e)) if wt is not None else float(e.sum())
+        nll -= float(np.dot(win_w, d))
+        np.negative(e, out=e)
+        np.exp(e, out=e)  # e1
+        if nu_:
+            np.add(e, nu_, out=g)
+            np.multiply(g, e, out=g)
+        else:
+            np.multiply(e, e, out=g)
+        np.add(g, 1.0, out=g)  # Zr
+        np.log(g, out=r)
+        nll += float(np.dot(wt, r)) if wt is not None else float(r.sum())
+        np.reciprocal(g, out=g)  # 1 / Zr
+        glnu = 0.0
+        if davidson:
+            nll -= lnu * ntie
+            if self.fit_nu:
+                np.multiply(e, g, out=r)  # pT / nu
+                glnu = nu_ * (float(np.dot(wt, r)) if wt is not None else float(r.sum())) - ntie
+        np.multiply(e, e, out=r)
+        np.subtract(1.0, r, out=r)
+        np.multiply(r, g, out=r)
+        np.copysign(r, d, out=r)  # pA - pB
+        np.subtract(r, win, out=r)  # d nll / dh
+        if wt is not None:
+            np.multiply(r, wt, out=r)
+        if self.nb:
+            np.multiply(r, d, out=g)  # d nll / d log beta = dh * h
+            glb += np.bincount(self.ann, g, minlength=len(glb))
+        if not self.single_beta:
+            np.multiply(r, bb, out=r)
+        else:
+            np.multiply(r, 0.5, out=r)
+        gs += np.bincount(self.w, r, minlength=n)
+        gs -= np.bincount(self.l, r, minlength=n)
+        return nll, glnu
+
     def fisher_diag(self, theta):
         """Diagonal of the expected Hessian of the negative log posterior (for preconditioning)."""
         s, lb, lnu = self.unpack(theta)
@@ -421,26 +467,7 @@ class _Problem:
         hb = np.zeros(max(self.A, 1))
         hnu = 0.0
         if len(self.w):
-            bb = beta[self.ann] if not self.single_beta else 1.0
-            d = s[self.w] - s[self.l]
-            z = d * bb
-            if self.any_tie and lnu > -np.inf:
-                h = 0.5 * z
-                m = np.maximum(np.abs(h), lnu)
-                eA, eB, eT = np.exp(h - m), np.exp(-h - m), np.exp(lnu - m)
-                Z = eA + eB + eT
-                pA, pB, pT = eA / Z, eB / Z, eT / Z
-                c = 0.25 * (pA + pB - (pA - pB) ** 2)
-                hnu = float((pT * (1 - pT) * (self.wt if self.wt is not None else 1.0)).sum())
-            else:
-                p = 1.0 / (1.0 + np.exp(-z))
-                c = p * (1 - p)
-            if self.wt is not None:
-                c = c * self.wt
-            cs = c * bb**2 if not self.single_beta else c
-            hs += np.bincount(self.w, cs, minlength=n) + np.bincount(self.l, cs, minlength=n)
-            if self.nb:
-                hb += np.bincount(self.ann, c * z * z, minlength=len(hb))
+            hnu = self._pair_fisher(s, beta, lnu, hs, hb)
         ch = self.ch
         if ch is not None:
             bm = beta[ch.ann][self.set_of]
@@ -459,6 +486,64 @@ class _Problem:
         if self.fit_nu:
             parts.append(np.array([hnu]))
         return np.concatenate(parts)
+
+    def _pair_fisher(self, s, beta, lnu, hs, hb):
+        """Pairwise part of :meth:`fisher_diag` (in place, like :meth:`_pairwise`): adds the
+        scores' diagonal into ``hs`` and log beta's into ``hb``; returns log nu's.
+
+        With z = 2h = beta (s_w - s_l): the information in z is
+        c = (pA + pB - (pA - pB)^2) / 4, pA + pB = (1 + e1^2) / Zr, |pA - pB| = (1 - e1^2) / Zr."""
+        n, wt = self.n, self.wt
+        d, e, r, g, bb = self._work(5)[:5]
+        np.take(s, self.w, out=d)
+        np.take(s, self.l, out=e)
+        np.subtract(d, e, out=d)
+        if not self.single_beta:
+            np.take(0.5 * beta, self.ann, out=bb)
+            np.multiply(d, bb, out=d)  # h
+        else:
+            np.multiply(d, 0.5, out=d)
+        davidson = self.any_tie and lnu > -np.inf
+        nu_ = math.exp(lnu) if davidson else 0.0
+        np.abs(d, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)  # e1
+        if nu_:
+            np.add(e, nu_, out=g)
+            np.multiply(g, e, out=g)
+        else:
+            np.multiply(e, e, out=g)
+        np.add(g, 1.0, out=g)
+        np.reciprocal(g, out=g)  # 1 / Zr
+        hnu = 0.0
+        if davidson:
+            t = self._work(6)[5]
+            np.multiply(e, g, out=r)
+            np.multiply(r, nu_, out=r)  # pT
+            np.subtract(1.0, r, out=t)
+            np.multiply(t, r, out=t)
+            hnu = float(np.dot(wt, t)) if wt is not None else float(t.sum())
+        np.multiply(e, e, out=e)  # e1^2
+        np.subtract(1.0, e, out=r)
+        np.multiply(r, g, out=r)
+        np.multiply(r, r, out=r)  # (pA - pB)^2
+        np.add(e, 1.0, out=e)
+        np.multiply(e, g, out=e)  # pA + pB
+        np.subtract(e, r, out=e)
+        np.multiply(e, 0.25, out=e)  # c
+        if wt is not None:
+            np.multiply(e, wt, out=e)
+        if self.nb:
+            np.multiply(d, d, out=r)
+            np.multiply(r, e, out=r)
+            hb += 4.0 * np.bincount(self.ann, r, minlength=len(hb))  # c z^2
+        if not self.single_beta:
+            np.multiply(bb, bb, out=bb)
+            np.multiply(e, bb, out=e)
+            np.multiply(e, 4.0, out=e)  # c beta^2
+        hs += np.bincount(self.w, e, minlength=n)
+        hs += np.bincount(self.l, e, minlength=n)
+        return hnu
 
     def bounds(self):
         b = [(None, None)] * self.n
@@ -482,34 +567,51 @@ def _lbfgs(fg, x, lo, hi, *, max_iter: int, tol: float, memory: int = 20):
     f, g = fg(x)
     S: list = []
     Y: list = []
+    R: list = []  # 1 / (y @ s)
     n_iter = 0
-    free = lambda x_, g_: ~(((x_ <= lo) & (g_ > 0)) | ((x_ >= hi) & (g_ < 0)))  # noqa: E731
+    bounded = bool(np.any(np.isfinite(lo)) or np.any(np.isfinite(hi)))
+    tmp = np.empty_like(x)
+
+    def free(x_, g_):
+        if not bounded:
+            return None
+        return ~(((x_ <= lo) & (g_ > 0)) | ((x_ >= hi) & (g_ < 0)))
+
+    def gmax(g_, fr):
+        return float(np.max(np.abs(g_ if fr is None else g_[fr]), initial=0.0))
+
     for n_iter in range(1, max_iter + 1):
         fr = free(x, g)
-        if not np.any(np.abs(g[fr]) > tol):
+        if not gmax(g, fr) > tol:
             return x, n_iter - 1, True
-        # two-loop recursion
-        q = np.where(fr, g, 0.0)
+        # two-loop recursion (in place)
+        q = g.copy() if fr is None else np.where(fr, g, 0.0)
         al = []
-        for s_, y_, r_ in reversed(list(zip(S, Y, (1.0 / float(y @ s) for s, y in zip(S, Y))))):
+        for s_, y_, r_ in zip(reversed(S), reversed(Y), reversed(R)):
             a_ = r_ * float(s_ @ q)
             al.append(a_)
-            q -= a_ * y_
+            np.multiply(y_, a_, out=tmp)
+            q -= tmp
         gamma = float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]) if S else 1.0
         q *= gamma
-        for (s_, y_), a_ in zip(zip(S, Y), reversed(al)):
-            r_ = 1.0 / float(y_ @ s_)
+        for s_, y_, r_, a_ in zip(S, Y, R, reversed(al)):
             b_ = r_ * float(y_ @ q)
-            q += (a_ - b_) * s_
-        d = -np.where(fr, q, 0.0)
+            np.multiply(s_, a_ - b_, out=tmp)
+            q += tmp
+        if fr is not None:
+            q[~fr] = 0.0
+        d = np.negative(q, out=q)
         if float(g @ d) >= 0:  # not a descent direction: restart from the gradient
             S.clear()
             Y.clear()
-            d = -np.where(fr, g, 0.0)
+            R.clear()
+            d = -g if fr is None else -np.where(fr, g, 0.0)
         step = 1.0
         ok = False
         for _ in range(40):
-            xn = np.clip(x + step * d, lo, hi)
+            xn = x + step * d
+            if bounded:
+                np.clip(xn, lo, hi, out=xn)
             dx = xn - x
             gd = float(g @ dx)
             if gd >= 0:
@@ -523,18 +625,19 @@ def _lbfgs(fg, x, lo, hi, *, max_iter: int, tol: float, memory: int = 20):
             t_ = -gd / denom if denom > 0 else 0.5
             step *= min(0.5, max(0.1, t_))
         if not ok:
-            fr = free(x, g)
-            return x, n_iter, bool(not np.any(np.abs(g[fr]) > tol))
+            return x, n_iter, bool(not gmax(g, free(x, g)) > tol)
         s_, y_ = xn - x, gn - g
-        if float(s_ @ y_) > 1e-12 * float(y_ @ y_):
+        sy = float(s_ @ y_)
+        if sy > 1e-12 * float(y_ @ y_):
             S.append(s_)
             Y.append(y_)
+            R.append(1.0 / sy)
             if len(S) > memory:
                 S.pop(0)
                 Y.pop(0)
+                R.pop(0)
         x, f, g = xn, fn, gn
-    fr = free(x, g)
-    return x, n_iter, bool(not np.any(np.abs(g[fr]) > tol))
+    return x, n_iter, bool(not gmax(g, free(x, g)) > tol)
 
 
 OPTIMIZER = "lbfgs"  # "lbfgs" (ours, above) or "L-BFGS-B" (scipy); same objective and scaling
@@ -567,13 +670,21 @@ def _minimize(prob: _Problem, theta0: np.ndarray, *, max_iter: int, tol: float):
     return r.x / sc, int(r.nit), conv
 
 
-def _start_scores(n, w, l, wt):
-    """Log win ratio per item (a cheap, good start on a well-mixed graph)."""
+def _start_scores(n, w, l, wt, tie=None):
+    """Log win ratio per item (a cheap, good start on a well-mixed graph).  A tie counts half
+    a win and half a loss for each of its items (so the start, like the fit, does not depend on
+    the order in which a tie's two items are given)."""
     if len(w) == 0:
         return np.zeros(n)
     ww = wt if wt is not None else None
-    wins = np.bincount(w, ww, minlength=n)
-    losses = np.bincount(l, ww, minlength=n)
+    if tie is not None and tie.any():
+        ww = (np.where(tie, 0.5, 1.0) * (wt if wt is not None else 1.0))
+        half = np.where(tie, 0.5 * (wt if wt is not None else 1.0), 0.0)
+        wins = np.bincount(w, ww, minlength=n) + np.bincount(l, half, minlength=n)
+        losses = np.bincount(l, ww, minlength=n) + np.bincount(w, half, minlength=n)
+    else:
+        wins = np.bincount(w, ww, minlength=n)
+        losses = np.bincount(l, ww, minlength=n)
     s0 = np.log((wins + 0.5) / (losses + 0.5))
     return s0
 
@@ -707,7 +818,7 @@ def bradley_terry(
     if init_scores is not None:
         s0 = np.asarray(init_scores, dtype=np.float64).copy()
     else:
-        s0 = _start_scores(n, w, l, wt)
+        s0 = _start_scores(n, w, l, wt, tie)
         if prior_on:
             s0 = np.clip(s0, -3 * prior_scale, 3 * prior_scale)
 
