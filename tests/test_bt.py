@@ -322,3 +322,116 @@ def test_scipy_lbfgsb_gives_the_same_fit(monkeypatch):
     np.testing.assert_allclose(ours.beta, ref.beta, atol=1e-5)
     assert ours.nu == pytest.approx(ref.nu, abs=1e-5)
     assert ours.log_posterior == pytest.approx(ref.log_posterior, abs=1e-7)
+
+
+# --------------------------------------------------------------------------- fast paths and edge cases
+
+
+@pytest.mark.parametrize("kind", ["plain", "full", "weighted"])
+def test_aggregated_counts_give_the_same_fit_as_raw_comparisons(monkeypatch, kind):
+    """Repeated comparisons collapsed into counts (few items, many comparisons) fit exactly as
+    the raw comparisons do."""
+    if kind == "plain":
+        sim = simulate_pairwise(12, 6000, seed=21)
+        kw = {}
+    else:
+        sim = simulate_pairwise(12, 6000, n_annotators=3, noisy=0.34, nu=0.3, seed=21)
+        kw = dict(ties=sim.ties, annotators=sim.annotators, prior_scale=2.0)
+        if kind == "weighted":
+            kw["weights"] = np.random.default_rng(2).uniform(0.5, 2.0, len(sim.winners))
+    assert bt._worth_aggregating(12, 1 if kind == "plain" else 3, 6000, kind != "plain")
+    agg = bradley_terry(sim.winners, sim.losers, **kw)
+    monkeypatch.setattr(bt, "AGGREGATE", False)
+    raw = bradley_terry(sim.winners, sim.losers, **kw)
+    np.testing.assert_allclose(agg.scores, raw.scores, atol=1e-7)
+    np.testing.assert_allclose(agg.beta, raw.beta, atol=1e-7)
+    np.testing.assert_allclose(agg.stderr, raw.stderr, rtol=1e-7)
+    np.testing.assert_allclose(agg.cov, raw.cov, atol=1e-9)
+    assert agg.nu == pytest.approx(raw.nu, abs=1e-8)
+    assert agg.log_likelihood == pytest.approx(raw.log_likelihood, rel=1e-10)
+    assert agg.log_posterior == pytest.approx(raw.log_posterior, rel=1e-10)
+
+
+def test_aggregate_rows_expand_to_the_same_comparisons():
+    rng = np.random.default_rng(4)
+    n, m = 5, 300
+    w = rng.integers(0, n, m)
+    l = (w + rng.integers(1, n, m)) % n
+    tie = rng.random(m) < 0.3
+    ann = rng.integers(0, 3, m)
+    w2, l2, t2, a2, wt2, cnt = bt._aggregate(n, w, l, tie, ann, None)
+    assert cnt.sum() == m and np.array_equal(wt2, cnt) and len(w2) < m
+    lo, hi = np.minimum(w, l), np.maximum(w, l)
+    key = lambda w_, l_, t_, a_: sorted(zip(np.where(t_, np.minimum(w_, l_), w_).tolist(),  # noqa: E731
+                                            np.where(t_, np.maximum(w_, l_), l_).tolist(), t_.tolist(), a_.tolist()))
+    rep = cnt.astype(int)
+    assert key(np.repeat(w2, rep), np.repeat(l2, rep), np.repeat(t2, rep), np.repeat(a2, rep)) == key(w, l, tie, ann)
+    assert np.all(lo[tie] < hi[tie])
+
+
+def test_fisher_diagonal_in_place_matches_the_direct_formula():
+    rng = np.random.default_rng(8)
+    n, A, m = 7, 3, 120
+    w = rng.integers(0, n, m)
+    l = (w + rng.integers(1, n, m)) % n
+    ties = rng.random(m) < 0.25
+    ann = rng.integers(0, A, m)
+    wt = rng.uniform(0.5, 2.0, m)
+    for tie_, wt_, nu in ((ties, wt, 0.4), (None, None, 0.0), (ties, None, 0.7)):
+        prob = bt._Problem(n, A, w, l, tie_, ann, wt_, None, 1.5, 0.8, np.ones(A, bool), np.ones(A), tie_ is not None,
+                           max(nu, 1e-3))
+        theta = np.r_[rng.normal(size=n), rng.normal(scale=0.3, size=A)]
+        if tie_ is not None:
+            theta = np.r_[theta, math.log(nu)]
+        s, lb = theta[:n], theta[n:n + A]
+        beta = np.exp(lb)
+        z = beta[ann] * (s[w] - s[l])
+        if tie_ is not None:
+            eA, eB, eT = np.exp(z / 2), np.exp(-z / 2), nu
+            Z = eA + eB + eT
+            pA, pB, pT = eA / Z, eB / Z, eT / Z
+            c = 0.25 * (pA + pB - (pA - pB) ** 2)
+        else:
+            p = 1 / (1 + np.exp(-z))
+            c, pT = p * (1 - p), np.zeros(m)
+        cw = c * (wt_ if wt_ is not None else 1.0)
+        cb = cw * beta[ann] ** 2
+        hs = np.bincount(w, cb, minlength=n) + np.bincount(l, cb, minlength=n) + 1 / 1.5**2
+        hb = np.bincount(ann, cw * z * z, minlength=A) + 1 / 0.8**2
+        want = np.r_[hs, hb]
+        if tie_ is not None:
+            want = np.r_[want, float((pT * (1 - pT) * (wt_ if wt_ is not None else 1.0)).sum())]
+        np.testing.assert_allclose(prob.fisher_diag(theta), want, rtol=1e-10)
+
+
+def test_fit_does_not_depend_on_the_order_of_a_ties_items():
+    """A found example: the start (log win ratio) counted a tie as a win of its first item."""
+    w = np.array([1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 2, 1, 2, 2, 2, 0, 0, 0, 0])
+    l = np.array([0, 0, 2, 2, 0, 2, 2, 0, 2, 0, 2, 0, 2, 2, 2, 1, 0, 0, 1, 1, 1, 1, 2, 1])
+    ties = np.array([0, 0, 0, 1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0, 0, 1, 0], dtype=bool)
+    ann = np.array([0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1])
+    kw = dict(ties=ties, annotators=ann, n_items=3, prior_scale=2.0, beta_prior=1.0, tol=1e-9, compute_stderr=False)
+    r = bradley_terry(w, l, **kw)
+    r2 = bradley_terry(np.where(ties, l, w), np.where(ties, w, l), **kw)
+    np.testing.assert_allclose(r2.scores, r.scores, atol=1e-7)
+    np.testing.assert_allclose(r2.beta, r.beta, atol=1e-7)
+
+
+def test_no_comparisons_with_several_annotators():
+    r = bradley_terry([], [], n_items=3, n_annotators=2)
+    np.testing.assert_array_equal(r.scores, 0.0)
+    np.testing.assert_array_equal(r.beta, 1.0)
+    r = bradley_terry([], [], n_items=3, n_annotators=2, prior_scale=1.0)
+    np.testing.assert_allclose(r.stderr, 1.0)
+
+
+def test_singular_laplace_hessian_gives_inf_stderr_and_a_warning():
+    """Prior off and a component whose comparisons carry no information (its only annotator
+    pinned at beta ~ 0): no LinAlgError, inf stderr there, finite elsewhere."""
+    with pytest.warns(RuntimeWarning, match="singular in component"):
+        r = bradley_terry([0, 1, 2, 3], [1, 0, 3, 2], n_items=4, annotators=[0, 0, 1, 1],
+                          fixed_beta=[1e-200, np.nan], prior_scale=0)
+    comp_bad = r.components[0]
+    assert np.all(np.isinf(r.stderr[r.components == comp_bad]))
+    assert np.all(np.isfinite(r.stderr[r.components != comp_bad]))
+    assert np.all(np.isfinite(r.scores))

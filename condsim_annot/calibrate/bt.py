@@ -271,7 +271,7 @@ class _Problem:
         self.nb = len(self.free_b)
         self.norm_w = None  # vote shares: normalise sum_j w_j beta_j = 1 over the free annotators
         self.dim = n + self.nb + (1 if fit_nu else 0)
-        self.single_beta = A <= 1 and self.nb == 0 and np.all(beta_fixed == 1.0)
+        self.single_beta = bool(self.nb == 0 and np.all(beta_fixed == 1.0))  # every beta pinned at 1
         if ch is not None:
             self.set_of = ch.member_set
         self.plain = bool(self.single_beta and not self.any_tie and wt is None and ch is None and not fit_nu)
@@ -299,6 +299,8 @@ class _Problem:
     def _plain(self, s):
         """Fast path: one annotator, beta = 1, no ties, no weights, no Luce sets (in-place buffers)."""
         m = len(self.w)
+        if m == 0:
+            return 0.0, np.zeros(self.n)
         if not hasattr(self, "_buf"):
             B = 256  # sum log(1 + e) as the log of products of B factors in [1, 2] (no overflow)
             pad = -m % B
@@ -399,7 +401,7 @@ class _Problem:
             pcs[davidson] = (win, win_w, ntie)
         return pcs[davidson]
 
-    def _pairwise(self, s, beta, lnu, gs, glb):
+    def _pairwise(self, s, beta, lnu, gs, glb, want_s=True):
         """Pairwise comparisons' negative log-likelihood; adds d/ds into ``gs`` and d/d log beta
         into ``glb`` (when beta is fitted); returns ``(nll, d nll / d log nu)``.
 
@@ -450,6 +452,8 @@ class _Problem:
         if self.nb:
             np.multiply(r, d, out=g)  # d nll / d log beta = dh * h
             glb += np.bincount(self.ann, g, minlength=len(glb))
+        if not want_s:
+            return nll, glnu
         if not self.single_beta:
             np.multiply(r, bb, out=r)
         else:
@@ -487,7 +491,7 @@ class _Problem:
             parts.append(np.array([hnu]))
         return np.concatenate(parts)
 
-    def _pair_fisher(self, s, beta, lnu, hs, hb):
+    def _pair_fisher(self, s, beta, lnu, hs, hb, want_s=True):
         """Pairwise part of :meth:`fisher_diag` (in place, like :meth:`_pairwise`): adds the
         scores' diagonal into ``hs`` and log beta's into ``hb``; returns log nu's.
 
@@ -537,6 +541,8 @@ class _Problem:
             np.multiply(d, d, out=r)
             np.multiply(r, e, out=r)
             hb += 4.0 * np.bincount(self.ann, r, minlength=len(hb))  # c z^2
+        if not want_s:
+            return hnu
         if not self.single_beta:
             np.multiply(bb, bb, out=bb)
             np.multiply(e, bb, out=e)
@@ -689,6 +695,34 @@ def _start_scores(n, w, l, wt, tie=None):
     return s0
 
 
+AGGREGATE = True  # collapse repeated comparisons into counts when that certainly pays (see _worth_aggregating)
+
+
+def _worth_aggregating(n, A, m, any_tie):
+    """Aggregate when there are at most m/2 possible distinct comparisons (ordered item pair,
+    annotator, tie or not): then at least half of the comparisons are repeats, checked without
+    sorting anything.  (1M random comparisons on 10k items are nearly all distinct: no gain.)"""
+    return m > 0 and n * (n - 1) * max(A, 1) * (2 if any_tie else 1) * 2 <= m
+
+
+def _aggregate(n, w, l, tie, ann, wt):
+    """Collapse identical comparisons (winner, loser, tie, annotator) into one weighted by the
+    count (times their weights).  A tie's two items are put in a fixed order (its likelihood
+    is symmetric).  Returns ``(w, l, tie, ann, weights, counts)``."""
+    if tie is not None:
+        lo, hi = np.minimum(w, l), np.maximum(w, l)
+        w, l = np.where(tie, lo, w), np.where(tie, hi, l)
+    key = ((ann * 2 + (tie if tie is not None else 0)) * n + w) * n + l
+    uk, inv = np.unique(key, return_inverse=True)
+    inv = inv.ravel()
+    counts = np.bincount(inv, minlength=len(uk)).astype(np.float64)
+    weights = np.bincount(inv, wt, minlength=len(uk)) if wt is not None else counts
+    rest, l2 = np.divmod(uk, n)
+    rest, w2 = np.divmod(rest, n)
+    ann2, t2 = np.divmod(rest, 2)
+    return w2, l2, (t2.astype(bool) if tie is not None else None), ann2, weights, counts
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -796,6 +830,10 @@ def bradley_terry(
             wt = wt[keep] if wt is not None else None
         else:
             nu_fit = True
+    # repeated comparisons (same items, outcome and annotator) enter once, weighted by their count
+    cnt = None
+    if AGGREGATE and _worth_aggregating(n, A, len(w), tie is not None):
+        w, l, tie, ann, wt, cnt = _aggregate(n, w, l, tie, ann, wt)
 
     beta0 = np.ones(A)
     fixed_mask = np.zeros(A, dtype=bool)
@@ -813,6 +851,7 @@ def bradley_terry(
         used[np.unique(ch.ann)] = True
     do_beta = bool(fit_beta and beta_prior is not None and beta_prior > 0 and (A > 1 or fixed_mask.any()))
     fit_mask = (~fixed_mask) & used if do_beta else np.zeros(A, dtype=bool)
+    do_beta = bool(do_beta and fit_mask.any())  # e.g. no comparisons: nothing to fit beta from
     prior_on = bool(prior_scale) and prior_scale > 0
 
     if init_scores is not None:
@@ -843,7 +882,7 @@ def bradley_terry(
             lb = _beta_start(full, s, lb, lnu)
             if not fixed_mask.any():
                 # scale: the vote-weighted mean beta of the fitted annotators is 1
-                nv = np.bincount(ann, minlength=A).astype(float)
+                nv = np.bincount(ann, cnt, minlength=A).astype(float)
                 if ch is not None:
                     nv += np.bincount(ch.ann, minlength=A)
                 full.norm_w = nv[full.free_b] / nv[full.free_b].sum()
@@ -877,12 +916,24 @@ def _beta_start(prob: _Problem, s, lb, lnu):
     """A few Newton steps per annotator on log beta with the scores fixed (vectorised over annotators)."""
     lb = lb.copy()
     free = prob.free_b
+    if not len(free):
+        return lb
+    # pairwise comparisons only: the per-annotator sums without the scores' scatter
+    fast = prob.ch is None and prob.norm_w is None and len(prob.w) > 0
     for _ in range(8):
-        theta = prob.pack(s, lb, lnu)
-        _, g = prob.value_grad(theta)
-        h = prob.fisher_diag(theta)
-        gb = g[prob.n : prob.n + prob.nb]
-        hb = h[prob.n : prob.n + prob.nb]
+        if fast:
+            beta = np.exp(lb)
+            glb, hball = np.zeros(len(lb)), np.zeros(len(lb))
+            prob._pairwise(s, beta, lnu, None, glb, want_s=False)
+            prob._pair_fisher(s, beta, lnu, None, hball, want_s=False)
+            gb = glb[free] + prob.prec_b * lb[free]
+            hb = hball[free] + prob.prec_b
+        else:
+            theta = prob.pack(s, lb, lnu)
+            _, g = prob.value_grad(theta)
+            h = prob.fisher_diag(theta)
+            gb = g[prob.n : prob.n + prob.nb]
+            hb = h[prob.n : prob.n + prob.nb]
         step = np.clip(-gb / np.maximum(hb, 1e-9), -2.0, 2.0)
         lb[free] = np.clip(lb[free] + step, *LOG_BETA_BOUNDS)
         if np.max(np.abs(step)) < 1e-3:
@@ -951,15 +1002,24 @@ def _laplace(n, w, l, tie, ann, wt, ch, s, beta, nu, prior_scale, comps, *, exac
                 Hk = (beta[ch.ann[k]] ** 2) * (np.diag(pk) - np.outer(pk, pk))
                 H[np.ix_(it, it)] += Hk
         if prec:
-            cov = np.linalg.inv(H + prec * np.eye(n))
+            M = H + prec * np.eye(n)
+            P = None
         else:
             # pseudo-inverse on the per-component centred subspace: (H + P)^-1 - P,
             # P the projector onto the component indicators
             sizes = np.bincount(comps)
             P = (comps[:, None] == comps[None, :]) / sizes[comps][:, None]
-            cov = np.linalg.inv(H + P) - P
+            M = H + P
+        try:
+            cov = np.linalg.inv(M)
+        except np.linalg.LinAlgError:
+            cov = _inv_by_component(M, comps)
+        if P is not None:
+            cov -= P
         cov = 0.5 * (cov + cov.T)
-        return np.sqrt(np.maximum(np.diag(cov), 0.0)), cov
+        se = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        se[np.isnan(np.diag(cov))] = np.inf
+        return se, cov
     diag = np.bincount(w, c, minlength=n) + np.bincount(l, c, minlength=n)
     if ch is not None:
         diag += np.bincount(ch.member_item, bm**2 * p_m * (1 - p_m), minlength=n)
@@ -967,6 +1027,32 @@ def _laplace(n, w, l, tie, ann, wt, ch, s, beta, nu, prior_scale, comps, *, exac
     with np.errstate(divide="ignore"):
         se = np.where(diag > 0, 1.0 / np.sqrt(np.maximum(diag, 1e-300)), np.inf)
     return se, None
+
+
+def _inv_by_component(M, comps):
+    """Inverse of the block-diagonal (by component) Laplace matrix ``M`` when it is singular:
+    a component whose block is singular has scores the data do not determine (no finite
+    maximum-likelihood estimate, or comparisons that carry no information, e.g. an annotator
+    pinned at beta ~ 0) and the prior is off: its covariance is NaN (stderr inf), with a
+    warning, instead of a LinAlgError."""
+    import warnings
+
+    n = len(M)
+    cov = np.zeros((n, n))
+    bad = []
+    for c in range(int(comps.max()) + 1 if n else 0):
+        idx = np.flatnonzero(comps == c)
+        blk = np.ix_(idx, idx)
+        try:
+            cov[blk] = np.linalg.inv(M[blk])
+        except np.linalg.LinAlgError:
+            cov[blk] = np.nan
+            bad.append(c)
+    warnings.warn(f"Laplace standard errors: the Hessian of the scores is singular in component(s) {bad} "
+                  f"({int(np.isin(comps, bad).sum())} items): their scores are not identified by the comparisons "
+                  "(no finite maximum-likelihood estimate, or no information in them); stderr is inf there. "
+                  "Use a prior on the scores (prior_scale).", RuntimeWarning, stacklevel=4)
+    return cov
 
 
 @_single_blas_thread
