@@ -268,3 +268,13 @@ async def test_long_documents_scroll_with_the_keyboard(sqlite_store):
         item = _shown(app)
         await pilot.press("right")  # the arrows still vote while a box is focused
         assert _shown(app) is not item and box.scroll_y == 0
+
+
+def test_summary_of_a_session_with_no_answers_left_has_no_pace():
+    s = {"annotator": "kim", "mode": "pairwise", "criteria": ["c"], "answers": 0, "duration_s": 12.0, "votes_per_min": 0.0,
+         "median_latency_ms": 4200.0, "skips": 0, "undos": 1, "ties": 0, "cant_tell": 0, "rationales": 0,
+         "done_total": 0, "session": "abcdef0123"}
+    text = format_summary(s)
+    assert "0 answers in 0.2 min\n" in text and "median" not in text and "undone 1" in text
+    s.update(answers=3, votes_per_min=15.0, median_latency_ms=2100.0)
+    assert "3 answers in 0.2 min (15.0/min, median 2.1s per answer)" in format_summary(s)

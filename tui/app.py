@@ -90,11 +90,11 @@ def run_tui(store_url: Optional[str], annotator: str, criterion: Optional[str] =
 
 def format_summary(s: dict) -> str:
     """The session summary printed on exit."""
-    lat = f"{s['median_latency_ms'] / 1000:.1f}s" if s.get("median_latency_ms") is not None else "-"
     mins = s["duration_s"] / 60
+    pace = (f" ({s['votes_per_min']:.1f}/min, median {s['median_latency_ms'] / 1000:.1f}s per answer)"
+            if s["answers"] and s.get("median_latency_ms") is not None else "")
     parts = [
-        f"session of {s['annotator']} ({s['mode']}, {', '.join(s['criteria'])}): {s['answers']} answers in {mins:.1f} min "
-        f"({s['votes_per_min']:.1f}/min, median {lat} per answer)",
+        f"session of {s['annotator']} ({s['mode']}, {', '.join(s['criteria'])}): {s['answers']} answers in {mins:.1f} min{pace}",
         f"  skipped {s['skips']}, undone {s['undos']}, ties {s['ties']}, can't tell {s['cant_tell']}, rationales {s['rationales']}",
         f"  {s['done_total']} answered by {s['annotator']} in total; everything is saved (session {s['session'][:8]})",
     ]
