@@ -19,10 +19,20 @@ Methods:
   dropped, one annotator;
 * crowd-kit ``BradleyTerry`` (MM, n_iter=100; ties dropped; it builds a dense n x n win
   matrix, so case B's ~100k items do not fit in memory: reported as failed);
-* choix ``ilsr_pairwise`` (alpha 1e-6): ~150 s on case A (its cost grows with the number of
+* choix ``ilsr_pairwise`` (alpha 1e-6): ~150 s CPU on case A (its cost grows with the number of
   items, not comparisons: a subsample does not help), so it runs only with
-  ``--with-slow-peers`` (case A) or ``--quick``; case B's ~100k items are out of its reach;
+  ``--with-slow-peers`` (case A) or ``--quick``; case B's ~100k items are out of its reach, and
+  even ``--quick``'s 10k-item case B takes it ~13 min (``--quick --with-slow-peers`` runs it);
 * majority vote: share of wins per item (case B also: the majority label per triplet).
+
+Measured on this 2-CPU box (load average 0.6; 2026-11-28, after the in-place pairwise pass):
+
+    case A  ours plain 0.26 s (Spearman .9860, 8 iterations, with stderr) | Arena recipe 0.96 s (.9860;
+            4.5x our CPU) | crowd-kit 7.0 s (.9847; 27x) | choix ilsr 94 s wall, 151 s CPU (.9860; 581x)
+    case B  ours full 2.7 s (Spearman .8616, triplet accuracy .8789) | Arena recipe 2.1 s wall, 4.0 s CPU
+            (.6715 / .8277) | crowd-kit: MemoryError (dense 98,669^2) | choix: out of reach
+            --quick case B (9,662 items): ours .13 s (.8518 / .8785) | Arena .26 s (.5159 / .8293) |
+            crowd-kit 5.8 s (.7642 / .8364) | choix 779 s (.6050 / .8302)
 
 Reported: wall time and CPU time of this process (ratios use CPU time), Spearman to the true scores, triplet
 label accuracy against the true order (case B), and ratios to our fit.  The machine's load
@@ -167,12 +177,15 @@ def case_b(args):
         row("crowd-kit BradleyTerry", t, c, rho(est, truth), acc(np.nan_to_num(est, nan=-1e9)), ref=c_ours)
     except MemoryError as e:  # it builds a dense n x n win matrix
         print(f"  {'crowd-kit BradleyTerry':<34}{'failed':>11}  MemoryError: {str(e)[:70]}")
-    if args.quick:
+    if args.quick and args.with_slow_peers:
         est, t, c = timed(lambda: choix_ilsr(n, wk, lk))
         row("choix ilsr_pairwise", t, c, rho(est, truth), acc(est), ref=c_ours)
+    elif args.quick:
+        print(f"  {'choix ilsr_pairwise':<34}{'skipped':>11}  (~13 min on {n:,} items: --quick --with-slow-peers "
+              f"runs it)")
     else:
         print(f"  {'choix ilsr_pairwise':<34}{'skipped':>11}  (dense n x n stationary solve: {n:,} items is out "
-              f"of reach; see --quick)")
+              f"of reach; see --quick --with-slow-peers)")
     est, t, c = timed(lambda: win_rate(w, l, n, ties=ties))
     row("majority vote (win rate)", t, c, rho(est, truth), acc(np.nan_to_num(est, nan=0.5)), ref=c_ours)
     (_, lab, _), t, c = timed(lambda: majority_vote(unit, sim.choice))

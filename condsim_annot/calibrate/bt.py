@@ -25,7 +25,11 @@ small L-BFGS (:func:`_lbfgs`) whose first trial step is the full preconditioned 
 ``bt.OPTIMIZER = "L-BFGS-B"`` uses ``scipy.optimize``'s L-BFGS-B on the same objective and
 scaling instead (same optimum; a few more function evaluations).  The fit runs in two
 stages: scores with beta = 1 (and nu fixed), then everything, from there.  All BLAS work runs
-on one thread (threadpoolctl): the vectors are small and OpenBLAS threads only spin.
+on one thread (threadpoolctl): the vectors are small and OpenBLAS threads only spin.  The pass
+over the comparisons runs in place in buffers allocated once per fit (one exp and one log per
+comparison; fresh temporaries cost more in page faults than the arithmetic), and repeated
+comparisons (same items, outcome and annotator) enter once with their count as a weight when
+there are at most half as many possible distinct ones as comparisons (``AGGREGATE``).
 
 Choices (documented because they change numbers)
 ------------------------------------------------
