@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up condsim-annot on a fresh machine: a virtualenv in ./.venv with the project installed.
 #   bash scripts/bootstrap.sh          # the tool
-#   bash scripts/bootstrap.sh --dev    # + test dependencies, system packages for browser/TUI tests,
+#   bash scripts/bootstrap.sh --dev    # + test dependencies (incl. llama.cpp's server, built from source),
+#                                      #   system packages for browser/TUI tests,
 #                                      #   and the local PostgreSQL server started if it is down
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -18,7 +19,8 @@ fi
 # torch (pulled in by sentence-transformers) would download a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 if [[ $DEV == 1 ]]; then
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  # llm-local: llama-cpp-python[server] + a 270M GGUF for the real-model judge test (compiles once, ~8 min on 2 cores)
+  CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" .venv/bin/python -m pip install -q -e ".[dev,llm-local]"
 else
   .venv/bin/python -m pip install -q -e .
 fi

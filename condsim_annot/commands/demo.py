@@ -157,6 +157,8 @@ def register(main: click.Group) -> None:
                              command=f"condsim-annot report {name} --html {html}")
                 out.print(f"[bold]7. report[/] {html}")
 
+        # the silver crowd already voted every triplet: your votes come on top of theirs
+        overlap = 1 + (1 + len(SIMULATED_CROWD) if silver and simulated else 1 if silver else 0)
         out.print(f"done in {time.perf_counter() - t0:.0f}s. Next: `condsim-annot --db {ctx.db} status`")
         if open_tui is None:
             open_tui = sys.stdin.isatty() and sys.stdout.isatty()
@@ -166,9 +168,10 @@ def register(main: click.Group) -> None:
             except ImportError:
                 console.print("the TUI is not installed in this build")
                 return
-            run_tui(store.url, annotator=annotator, criterion=DEMO_CRITERIA[0]["name"])
+            run_tui(store.url, annotator=annotator, criterion=DEMO_CRITERIA[0]["name"], overlap=overlap)
         else:
-            out.print(f"label yourself: condsim-annot --db {ctx.db} tui --annotator {annotator} --criterion same-technique")
+            out.print(f"label yourself: condsim-annot --db {ctx.db} tui --annotator {annotator} --criterion same-technique"
+                      f" --overlap {overlap}")
 
 
 def _quiet_library_progress_bars() -> None:
