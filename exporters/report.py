@@ -322,7 +322,11 @@ def render_html(r: dict, figs: dict[str, str]) -> str:
                      _f(a["median_latency_ms"], 0)])
     parts.append(_table(["annotator", "kind", "β", "votes", "can't tell", "LOO agreement", "gold agreement", "attention", "position bias", "median latency ms"], rows))
     failed = r["attention"].get("failed", [])
-    if failed:
+    if r["attention"].get("key_suspect"):
+        parts.append("<p class='flag'>Most annotators fail the attention checks, so the checks' expected answers "
+                     "are suspect (they come from the proposer methods' agreement): they were left out of the fit "
+                     "and nobody is down-weighted for them.</p>")
+    elif failed:
         parts.append("<p class='flag'>Failed attention checks (accuracy below "
                      f"{r['attention'].get('threshold')}): down-weighted through β</p>"
                      + _table(["annotator", "attention accuracy", "checks", "β", "β / median β"],
@@ -382,7 +386,9 @@ def render_md(r: dict) -> str:
     for a in r["annotators"]:
         att = f"{a['attention_accuracy']:.2f} ({a['attention_n']})" if a["attention_n"] else "–"
         lines.append(f"| {a['name']}{' ⚠' if a['flagged'] else ''} | {a['kind']} | {_f(a['beta'], 2)} | {a['n_votes']} | {_f(a['loo_agreement'], 2)} | {att} | {_f(a['position_bias'], 2)} |")
-    if r["attention"].get("failed"):
+    if r["attention"].get("key_suspect"):
+        lines += ["", "Most annotators fail the attention checks: the checks are suspect and were left out of the fit."]
+    elif r["attention"].get("failed"):
         lines += ["", "Failed attention checks (down-weighted through beta): " + ", ".join(f["name"] for f in r["attention"]["failed"])]
     if r["ill_defined"]:
         lines += ["", f"## Ill-defined triplets ({len(r['ill_defined'])})", ""]

@@ -363,3 +363,19 @@ def test_a_spammer_on_tie_heavy_disjoint_triplets_is_not_trusted(sqlite_store):
     beta = {a["name"]: a["beta"] for a in summ["annotators"]}
     assert min(beta, key=beta.get) == "spammer", beta
     assert beta["spammer"] < 0.5 * min(beta["careful-1"], beta["careful-2"]), beta
+
+
+def test_attention_checks_most_annotators_fail_are_suspect_not_the_annotators(store):
+    """Attention checks come from the methods' agreement and can be wrong under a criterion
+    the methods capture badly: when most annotators fail them, nobody is flagged and the
+    checks stay out of the fit."""
+    simulate(store, annotators=GOOD)
+    honest = calibrate(store, "crit", write=False)
+    assert honest["attention"]["key_suspect"] is False
+    with store.transaction() as s:
+        for t in s.scalars(select(Triplet).where(Triplet.is_attention_check.is_(True))):
+            t.expected = "second" if t.expected == "first" else "first"
+    summ = calibrate(store, "crit")
+    assert summ["attention"]["key_suspect"] is True
+    assert summ["attention"]["failed"] == [] and not any(a["flagged"] for a in summ["annotators"])
+    assert min(a["beta"] for a in summ["annotators"]) > 0.5  # good annotators are not down-weighted

@@ -621,6 +621,23 @@ def _label_triplets(data: Comparisons, fitres: Fit, *, tau: float, min_votes: in
     return out
 
 
+def attention_key_suspect(data: Comparisons) -> bool:
+    """True when most annotators fail the attention checks: then the checks are suspect, not them.
+
+    Attention checks are triplets every proposer method found obvious; under a criterion
+    the methods capture badly (e.g. proof technique vs embeddings) their "expected"
+    answers can be wrong.  When the median annotator (among those with two or more
+    checks, at least two of them) scores below the threshold, the checks are left out
+    of the fit and nobody is flagged; the report says so."""
+    per: dict[int, list[bool]] = defaultdict(list)
+    for v in data.votes:
+        t = data.triplets[v["triplet_id"]]
+        if t["attention"] and t["expected"] in DECISIVE and v["choice"] != "skip":
+            per[v["ann"]].append(v["choice"] == t["expected"])
+    accs = [sum(x) / len(x) for x in per.values() if len(x) >= 2]
+    return len(accs) >= 2 and statistics.median(accs) < ATTENTION_FAIL_BELOW
+
+
 def calibrate(store: Store, criterion: str, *, tau: float = 0.9, min_votes: int = 2, prior: float = 2.0,
               beta_prior: Optional[float] = 1.0, bootstrap: int = 0, derive: bool = False, seed: int = 0,
               alpha_bootstrap: int = 200, command: Optional[str] = None, write: bool = True) -> dict:
@@ -638,6 +655,10 @@ def calibrate(store: Store, criterion: str, *, tau: float = 0.9, min_votes: int 
         data = load_comparisons(s, crit)
     if not data.votes:
         raise CondsimError(f"criterion {criterion!r} has no active votes yet: collect some (tui, argilla, llm judge) or `votes import FILE.csv`")
+    key_suspect = attention_key_suspect(data)
+    if key_suspect:  # the checks' expected answers, not the annotators, are wrong: fit without them
+        with store.session() as s:
+            data = load_comparisons(s, get_criterion(s, criterion), attention_key=False)
     fitres = fit(data, prior_scale=prior, beta_prior=beta_prior, bootstrap=bootstrap, seed=seed)
     labels = _label_triplets(data, fitres, tau=tau, min_votes=min_votes, derive=derive)
     gold_of = {g["triplet_id"]: g["label"] for g in labels if g["status"] == "gold"}
@@ -649,7 +670,7 @@ def calibrate(store: Store, criterion: str, *, tau: float = 0.9, min_votes: int 
     failed = []
     for a in astats:
         acc = a["attention_accuracy"]
-        a["flagged"] = bool(acc is not None and a["attention_n"] >= 2 and acc < ATTENTION_FAIL_BELOW)
+        a["flagged"] = bool(not key_suspect and acc is not None and a["attention_n"] >= 2 and acc < ATTENTION_FAIL_BELOW)
         if a["flagged"]:
             failed.append({"name": a["name"], "attention_accuracy": acc, "attention_n": a["attention_n"], "beta": a["beta"],
                            "beta_vs_median": a["beta"] / med_beta if med_beta else None})
@@ -724,7 +745,8 @@ def calibrate(store: Store, criterion: str, *, tau: float = 0.9, min_votes: int 
         "annotators": [{k: a[k] for k in ("name", "kind", "beta", "n_votes", "n_fitted", "n_cant_tell", "n_skip", "attention_n",
                                           "attention_accuracy", "loo_agreement", "gold_agreement", "position_bias",
                                           "position_bias_p", "median_latency_ms", "flagged")} for a in astats],
-        "attention": {"failed": failed, "threshold": ATTENTION_FAIL_BELOW, "median_beta": med_beta},
+        "attention": {"failed": failed, "threshold": ATTENTION_FAIL_BELOW, "median_beta": med_beta,
+                      "key_suspect": key_suspect},
         "cant_tell_rate": (n_ct / n_judged) if n_judged else 0.0,
         "ill_defined": sorted(ill, key=lambda r: (-r["cant_tell"], r["triplet_id"])),
     }
