@@ -67,6 +67,20 @@ def simulate(store, *, n_docs=30, n_anchors=6, per_anchor=16, votes_per=3, annot
     return truth, trips
 
 
+def corpus_with_criterion(s, name: str, n_docs: int, *, description: str = "d") -> tuple[Criterion, list[int]]:
+    """A corpus of ``n_docs`` tiny documents and a criterion over it (inside session ``s``)."""
+    c = Corpus(name=name)
+    s.add(c)
+    s.flush()
+    docs = [Document(corpus_id=c.id, ext_id=f"{name}{i}", text=f"t{i}", content_hash=f"{name}:{i}") for i in range(n_docs)]
+    s.add_all(docs)
+    s.flush()
+    crit = Criterion(name=name, description=description, corpus_id=c.id)
+    s.add(crit)
+    s.flush()
+    return crit, [x.id for x in docs]
+
+
 def truth_label(truth, t: Triplet) -> str:
     return "first" if truth[(t.anchor_id, t.first_id)] > truth[(t.anchor_id, t.second_id)] else "second"
 
@@ -102,16 +116,7 @@ def test_gold_labels_recover_truth_and_catch_the_adversary(store):
 
 def test_vote_kinds_ties_cant_tell_skip_undo_and_best_of_k(store):
     with store.transaction() as s:
-        c = Corpus(name="k")
-        s.add(c)
-        s.flush()
-        docs = [Document(corpus_id=c.id, ext_id=f"x{i}", text=f"t{i}", content_hash=f"{i:064x}") for i in range(8)]
-        s.add_all(docs)
-        s.flush()
-        crit = Criterion(name="k", description="d", corpus_id=c.id)
-        s.add(crit)
-        s.flush()
-        d = [x.id for x in docs]
+        crit, d = corpus_with_criterion(s, "k", 8)
         h1 = get_or_create_annotator(s, "h1")
         h2 = get_or_create_annotator(s, "h2")
         t1, _ = add_triplet(s, crit.id, d[0], d[1], d[2])
@@ -231,16 +236,7 @@ def test_an_lm_judge_asked_in_both_orders_is_one_answer(sqlite_store):
     (position effect) is no answer for alpha/kappa."""
     s_ = sqlite_store
     with s_.transaction() as s:
-        c = Corpus(name="j")
-        s.add(c)
-        s.flush()
-        docs = [Document(corpus_id=c.id, ext_id=f"j{i}", text=f"t{i}", content_hash=f"{i:064x}") for i in range(4)]
-        s.add_all(docs)
-        s.flush()
-        crit = Criterion(name="j", description="d", corpus_id=c.id)
-        s.add(crit)
-        s.flush()
-        d = [x.id for x in docs]
+        crit, d = corpus_with_criterion(s, "j", 4)
         judge = get_or_create_annotator(s, "judge", kind="llm")
         h = get_or_create_annotator(s, "h")
         t1, _ = add_triplet(s, crit.id, d[0], d[1], d[2])
@@ -341,19 +337,11 @@ def test_a_spammer_on_tie_heavy_disjoint_triplets_is_not_trusted(sqlite_store):
     store = sqlite_store
     rng = np.random.default_rng(3)
     with store.transaction() as s:
-        c = Corpus(name="ties")
-        s.add(c)
-        s.flush()
-        docs = [Document(corpus_id=c.id, ext_id=f"d{i}", text=f"doc {i}", content_hash=f"{i:064d}") for i in range(360)]
-        s.add_all(docs)
-        s.flush()
-        crit = Criterion(name="tie-heavy", description="mostly neither candidate is similar", corpus_id=c.id)
-        s.add(crit)
-        s.flush()
+        crit, docs = corpus_with_criterion(s, "tie-heavy", 360, description="mostly neither candidate is similar")
         crowd = [("careful-1", 0.0), ("careful-2", 0.1), ("hasty", 0.3), ("spammer", 1.0)]
         anns = {n: get_or_create_annotator(s, n, kind="human") for n, _ in crowd}
         for k in range(120):  # disjoint triplets: documents 3k, 3k+1, 3k+2
-            a, x, y = (docs[3 * k + i].id for i in range(3))
+            a, x, y = (docs[3 * k + i] for i in range(3))
             t, _ = add_triplet(s, crit.id, a, x, y, method="m", strategy="audit")
             true = "tie" if k % 5 else ("first" if k % 2 else "second")  # 80% ties
             for name, noise in crowd:
