@@ -72,6 +72,7 @@ class Comparisons:
     choice_trips: list[list[int]] = field(default_factory=list)
     votes: list[dict] = field(default_factory=list)  # every active vote, for statistics
     key_index: Optional[int] = None  # annotator index of the attention key, if any
+    key_suspect: bool = False  # most annotators fail the attention checks: the key was left out
 
     @property
     def n_items(self) -> int:
@@ -152,7 +153,8 @@ def load_comparisons(session, criterion: Criterion, *, attention_key: bool = Tru
         else:
             W.append(t["i_first"]); L.append(t["i_second"])
         T.append(v["choice"] == "tie"); A.append(v["ann"]); TR.append(t["id"])
-    if attention_key:
+    data.key_suspect = attention_key and attention_key_suspect(data)
+    if attention_key and not data.key_suspect:
         keyed = [t for t in data.triplets.values() if t["attention"] and t["expected"] in DECISIVE]
         if keyed:
             data.key_index = len(data.annotators)
@@ -259,24 +261,19 @@ def crossfit_betas(data: Comparisons, kw: dict) -> Optional[np.ndarray]:
         sets = [(c, list(o), a) for c, o, a in data.choice_sets if a != j]
         others = bt.bradley_terry(
             data.winners[keep], data.losers[keep], ties=data.ties[keep], annotators=data.ann[keep], n_items=data.n_items,
+            # always with a prior: the others alone may have no finite maximum-likelihood fit
             n_annotators=A, choice_sets=sets or None, prior_scale=kw["prior_scale"] or 2.0, beta_prior=None,
             fixed_beta=base_fixed, compute_stderr=False)
         s, nu = others.scores, float(others.nu)
         mine = ~keep
-        d = s[data.winners[mine]] - s[data.losers[mine]]
         tie = data.ties[mine]
-        luce = [(s[c], s[list(o)]) for c, o, a in data.choice_sets if a == j]
         if nu <= 0 and tie.any():
             nu = 0.5  # the others never tied: j's ties still need a tie parameter
-        log_nu = np.log(nu) if nu > 0 else -np.inf
+        mine_kw = dict(ties=tie if tie.any() else None, annotators=np.zeros(int(mine.sum()), dtype=np.int64), nu=nu,
+                       choice_sets=[(c, list(o), 0) for c, o, a in data.choice_sets if a == j] or None)
 
         def neg_log_post(lb: float) -> float:
-            b = np.exp(lb)
-            x = b * d / 2
-            norm = np.logaddexp(np.logaddexp(x, -x), log_nu)
-            ll = float(np.sum(np.where(tie, log_nu, x) - norm))
-            for sc, so in luce:
-                ll += b * sc - float(np.logaddexp.reduce(b * so))
+            ll, _ = bt.log_posterior(data.winners[mine], data.losers[mine], s, beta=np.array([np.exp(lb)]), **mine_kw)
             return -ll + 0.5 * (lb / prior) ** 2
 
         res = minimize_scalar(neg_log_post, bounds=(-8.0, 5.0), method="bounded", options={"xatol": 1e-4})
@@ -450,8 +447,7 @@ def _annotator_stats(data: Comparisons, gold_of: dict[int, str]) -> list[dict]:
         mine = by_ann.get(ai, [])
         fitted = [v for v in mine if v["choice"] in FITTED]
         decisive = [v for v in mine if v["choice"] in DECISIVE]
-        att = [v for v in mine if data.triplets[v["triplet_id"]]["attention"] and data.triplets[v["triplet_id"]]["expected"] in DECISIVE
-               and v["choice"] != "skip"]
+        att = [v for v in mine if _is_attention_answer(data, v)]
         att_ok = sum(v["choice"] == data.triplets[v["triplet_id"]]["expected"] for v in att)
         loo_n = loo_ok = 0
         for v in fitted:
@@ -621,6 +617,12 @@ def _label_triplets(data: Comparisons, fitres: Fit, *, tau: float, min_votes: in
     return out
 
 
+def _is_attention_answer(data: Comparisons, v: dict) -> bool:
+    """The vote answers an attention check with a known answer (skips do not count)."""
+    t = data.triplets[v["triplet_id"]]
+    return bool(t["attention"] and t["expected"] in DECISIVE and v["choice"] != "skip")
+
+
 def attention_key_suspect(data: Comparisons) -> bool:
     """True when most annotators fail the attention checks: then the checks are suspect, not them.
 
@@ -631,9 +633,8 @@ def attention_key_suspect(data: Comparisons) -> bool:
     of the fit and nobody is flagged; the report says so."""
     per: dict[int, list[bool]] = defaultdict(list)
     for v in data.votes:
-        t = data.triplets[v["triplet_id"]]
-        if t["attention"] and t["expected"] in DECISIVE and v["choice"] != "skip":
-            per[v["ann"]].append(v["choice"] == t["expected"])
+        if _is_attention_answer(data, v):
+            per[v["ann"]].append(v["choice"] == data.triplets[v["triplet_id"]]["expected"])
     accs = [sum(x) / len(x) for x in per.values() if len(x) >= 2]
     return len(accs) >= 2 and statistics.median(accs) < ATTENTION_FAIL_BELOW
 
@@ -655,10 +656,7 @@ def calibrate(store: Store, criterion: str, *, tau: float = 0.9, min_votes: int 
         data = load_comparisons(s, crit)
     if not data.votes:
         raise CondsimError(f"criterion {criterion!r} has no active votes yet: collect some (tui, argilla, llm judge) or `votes import FILE.csv`")
-    key_suspect = attention_key_suspect(data)
-    if key_suspect:  # the checks' expected answers, not the annotators, are wrong: fit without them
-        with store.session() as s:
-            data = load_comparisons(s, get_criterion(s, criterion), attention_key=False)
+    key_suspect = data.key_suspect  # then the checks' expected answers, not the annotators, are wrong
     fitres = fit(data, prior_scale=prior, beta_prior=beta_prior, bootstrap=bootstrap, seed=seed)
     labels = _label_triplets(data, fitres, tau=tau, min_votes=min_votes, derive=derive)
     gold_of = {g["triplet_id"]: g["label"] for g in labels if g["status"] == "gold"}
