@@ -256,6 +256,18 @@ def components(n_items: int, winners: Any = (), losers: Any = (), choice_sets: A
 # --------------------------------------------------------------------------- objective
 
 
+def _e1_zr(e, g, nu_):
+    """In place: ``e`` = |h| -> e1 = exp(-|h|); ``g`` <- Zr = 1 + e1 (e1 + nu) (Davidson's normaliser / e^|h|)."""
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    if nu_:
+        np.add(e, nu_, out=g)
+        np.multiply(g, e, out=g)
+    else:
+        np.multiply(e, e, out=g)
+    np.add(g, 1.0, out=g)
+
+
 class _Problem:
     """Negative log posterior and gradient on arrays; parameters theta = (s, log beta_free, log nu)."""
 
@@ -405,6 +417,17 @@ class _Problem:
             pcs[davidson] = (win, win_w, ntie)
         return pcs[davidson]
 
+    def _half_margin(self, s, beta, d, tmp, bb):
+        """h = beta (s_w - s_l) / 2 per comparison, into ``d`` (``tmp``, ``bb``: scratch)."""
+        np.take(s, self.w, out=d)
+        np.take(s, self.l, out=tmp)
+        np.subtract(d, tmp, out=d)
+        if not self.single_beta:
+            np.take(0.5 * beta, self.ann, out=bb)
+            np.multiply(d, bb, out=d)
+        else:
+            np.multiply(d, 0.5, out=d)
+
     def _pairwise(self, s, beta, lnu, gs, glb, want_s=True):
         """Pairwise comparisons' negative log-likelihood; adds d/ds into ``gs`` and d/d log beta
         into ``glb`` (when beta is fitted); returns ``(nll, d nll / d log nu)``.
@@ -417,26 +440,12 @@ class _Problem:
         d, e, r, g, bb = self._work(5)[:5]
         davidson = self.any_tie and lnu > -np.inf
         win, win_w, ntie = self._pair_consts(davidson)
-        np.take(s, self.w, out=d)
-        np.take(s, self.l, out=e)
-        np.subtract(d, e, out=d)
-        if not self.single_beta:
-            np.take(0.5 * beta, self.ann, out=bb)
-            np.multiply(d, bb, out=d)  # d = h
-        else:
-            np.multiply(d, 0.5, out=d)
+        self._half_margin(s, beta, d, e, bb)  # d = h
         nu_ = math.exp(lnu) if davidson else 0.0
         np.abs(d, out=e)
         nll = float(np.dot(wt, e)) if wt is not None else float(e.sum())
         nll -= float(np.dot(win_w, d))
-        np.negative(e, out=e)
-        np.exp(e, out=e)  # e1
-        if nu_:
-            np.add(e, nu_, out=g)
-            np.multiply(g, e, out=g)
-        else:
-            np.multiply(e, e, out=g)
-        np.add(g, 1.0, out=g)  # Zr
+        _e1_zr(e, g, nu_)  # e = e1, g = Zr
         np.log(g, out=r)
         nll += float(np.dot(wt, r)) if wt is not None else float(r.sum())
         np.reciprocal(g, out=g)  # 1 / Zr
@@ -503,25 +512,11 @@ class _Problem:
         c = (pA + pB - (pA - pB)^2) / 4, pA + pB = (1 + e1^2) / Zr, |pA - pB| = (1 - e1^2) / Zr."""
         n, wt = self.n, self.wt
         d, e, r, g, bb = self._work(5)[:5]
-        np.take(s, self.w, out=d)
-        np.take(s, self.l, out=e)
-        np.subtract(d, e, out=d)
-        if not self.single_beta:
-            np.take(0.5 * beta, self.ann, out=bb)
-            np.multiply(d, bb, out=d)  # h
-        else:
-            np.multiply(d, 0.5, out=d)
+        self._half_margin(s, beta, d, e, bb)  # d = h
         davidson = self.any_tie and lnu > -np.inf
         nu_ = math.exp(lnu) if davidson else 0.0
         np.abs(d, out=e)
-        np.negative(e, out=e)
-        np.exp(e, out=e)  # e1
-        if nu_:
-            np.add(e, nu_, out=g)
-            np.multiply(g, e, out=g)
-        else:
-            np.multiply(e, e, out=g)
-        np.add(g, 1.0, out=g)
+        _e1_zr(e, g, nu_)  # e = e1, g = Zr
         np.reciprocal(g, out=g)  # 1 / Zr
         hnu = 0.0
         if davidson:
