@@ -158,7 +158,8 @@ def register(main: click.Group) -> None:
                 out.print(f"[bold]7. report[/] {html}")
 
         # the silver crowd already voted every triplet: your votes come on top of theirs
-        overlap = 1 + (1 + len(SIMULATED_CROWD) if silver and simulated else 1 if silver else 0)
+        crowd = (1 + len(SIMULATED_CROWD) * simulated) if silver else 0
+        overlap = crowd + 1
         out.print(f"done in {time.perf_counter() - t0:.0f}s. Next: `condsim-annot --db {ctx.db} status`")
         if open_tui is None:
             open_tui = sys.stdin.isatty() and sys.stdout.isatty()
