@@ -1,0 +1,382 @@
+"""TripletModel: calibrated triplet labels from crowd votes, one estimator on arrays (crowd-kit/choix style).
+
+The model
+---------
+Items are unordered document pairs {a, x}; a vote on the triplet (a; x, y) compares items
+i = {a, x} and j = {a, y} through d = s_i - s_j (:mod:`.davidson`: Davidson ties, discrimination
+beta_j per annotator, beta >= 0 so an adversary's votes stop counting, they are not flipped)::
+
+    s_i = w . phi_i + u_i,    u_i ~ N(0, tau^2),    w ~ N(0, 3^2),    log beta_j ~ N(0, 1)
+
+``phi_i`` are features of the pair (the proposer methods' standardised scores under the
+criterion: embedding cosine, BM25, ...).  ``w`` ("what each method is worth under this
+criterion, learnt from the votes") and ``tau`` pool every triplet onto one global scale; a pair
+nobody voted on still has a prior N(w . phi_i, tau^2).  The scale's unit: the vote-weighted mean
+beta of the fitted annotators is 1 (pinned annotators, e.g. an answer key, are left out of it).
+
+How it is fitted (``fit``)
+--------------------------
+1. MAP of (u, w) given beta, nu, tau (L-BFGS in Fisher-scaled coordinates); its diagonal Hessian
+   gives each triplet a *cavity*: what everything except the triplet's own votes says about d
+   (for a triplet whose pairs occur nowhere else this is exactly the prior N(w . dphi, 2 tau^2)).
+2. Each triplet's posterior of d is the cavity times its votes' exact Davidson likelihood,
+   integrated on a grid (one dimension: exact for isolated triplets, expectation-propagation-like
+   where pairs are shared), mixed over tau's posterior (3 nodes) and, per vote, over beta_j's
+   posterior (3 nodes) - the uncertainty of beta and of the prior scale is carried.
+3. beta_j and nu maximise the leave-one-vote-out predictive likelihood of the votes (each vote
+   predicted from the cavity without it: an annotator cannot become an "oracle" by explaining
+   his own votes); tau maximises the votes' marginal likelihood (empirical Bayes, computed with
+   the same integrals).  Steps 1-3 alternate for ``rounds``; then a final MAP and integration.
+
+Results (attributes, after ``fit``): ``scores_``/``stderr_`` (posterior mean and sd of every
+pair on the one scale), ``beta_``/``beta_sd_`` (log scale sd), ``nu_``, ``tau_``, ``w_``/``w_sd_``,
+``components_``, per triplet ``triplet_first_``/``triplet_second_``/``p_first_`` (P(s_i > s_j)),
+per vote ``loo_`` (n_votes, 3): the held-out predictive P(first, second, tie) of each vote, the
+input of cross-validated reliability (:mod:`.reliability`).  ``predict_label`` gives
+P(s_i > s_j) for any item pairs, voted or not.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .davidson import FIRST, SECOND, TIE, log_z
+from .optim import components, lbfgs
+
+__all__ = ["TripletModel"]
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+_Q3 = (np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)]), np.array([1 / 6, 2 / 3, 1 / 6]))  # Gauss-Hermite, 3 nodes
+LOG_BETA_BOUNDS = (-6.0, 3.0)
+
+
+@dataclass
+class _Data:
+    """Votes grouped by triplet (a triplet = one ordered item pair i, j)."""
+
+    n: int
+    ti: I64  # (T,) item i of each triplet
+    tj: I64  # (T,) item j
+    vt: I64  # (m,) triplet of each vote, sorted
+    out: I64  # (m,) outcome relative to (i, j)
+    ann: I64  # (m,) annotator
+    order: I64  # (m,) position of each sorted vote in the caller's arrays
+    starts: I64  # (T + 1,) vote range of each triplet
+    dphi: F64  # (T, F) phi_i - phi_j
+    phi: F64  # (n, F)
+    A: int
+
+
+def _prepare(first: I64, second: I64, outcome: I64, ann: I64, n: int, A: int, phi: F64) -> _Data:
+    lo, hi = np.minimum(first, second), np.maximum(first, second)
+    flip = first > second
+    out = np.where(flip & (outcome != TIE), 1 - outcome, outcome)
+    key = lo * n + hi
+    uk, vt = np.unique(key, return_inverse=True)
+    vt = vt.ravel().astype(np.int64)
+    ti, tj = (uk // n).astype(np.int64), (uk % n).astype(np.int64)
+    order = np.argsort(vt, kind="stable").astype(np.int64)
+    vt_s = vt[order]
+    starts = np.searchsorted(vt_s, np.arange(len(uk) + 1)).astype(np.int64)
+    return _Data(n=n, ti=ti, tj=tj, vt=vt_s, out=out[order].astype(np.int64), ann=ann[order], order=order,
+                 starts=starts, dphi=phi[ti] - phi[tj], phi=phi, A=A)
+
+
+class TripletModel:
+    """Calibrated P(s(a, x) > s(a, y)) from triplet votes; see the module docstring.
+
+    Args:
+        prior_scale: tau, the sd of the pair scores around the feature prior; None = empirical Bayes.
+        beta_prior: sd of the N(0, sd^2) prior on log beta_j; None = every beta 1 (not fitted).
+        fit_ties: fit Davidson's nu from tie votes (False: tie votes are left out).
+        feature_sd: sd of the N(0, sd^2) prior on each feature weight.
+        grid: points of each triplet's one-dimensional integral.
+        rounds: alternations of MAP, integration and beta/nu/tau updates.
+        max_votes_per_annotator: votes per annotator used to update beta (a seeded sample).
+        max_loo_votes: votes whose held-out predictive ``loo_`` is computed (a seeded sample; the rest NaN).
+        seed: seed of that sample.
+    """
+
+    def __init__(self, *, prior_scale: Optional[float] = None, beta_prior: Optional[float] = 1.0,
+                 fit_ties: bool = True, feature_sd: float = 3.0, grid: int = 40, rounds: int = 2,
+                 max_votes_per_annotator: int = 1000, max_loo_votes: int = 100_000, seed: int = 0,
+                 tol: float = 1e-4) -> None:
+        self.max_loo_votes = max_loo_votes
+        self.prior_scale = prior_scale
+        self.beta_prior = beta_prior
+        self.fit_ties = fit_ties
+        self.feature_sd = feature_sd
+        self.grid = grid
+        self.rounds = rounds
+        self.max_votes_per_annotator = max_votes_per_annotator
+        self.seed = seed
+        self.tol = tol
+
+    # ------------------------------------------------------------------ public
+    def fit(self, first: ArrayLike, second: ArrayLike, outcome: ArrayLike, annotators: ArrayLike | None = None, *,
+            n_items: Optional[int] = None, n_annotators: Optional[int] = None, features: ArrayLike | None = None,
+            fixed_beta: ArrayLike | None = None) -> "TripletModel":
+        """Fit on votes: ``first``/``second`` item of each vote's two pairs, ``outcome`` 0 first / 1 second /
+        2 tie, ``annotators`` index per vote; ``features`` (n_items, F); ``fixed_beta`` (A,) NaN = fitted."""
+        t0 = time.perf_counter()
+        f, s, o, a, n, A, phi, fixed = self._validate(first, second, outcome, annotators, n_items, n_annotators,
+                                                      features, fixed_beta)
+        self.n_features_ = phi.shape[1]
+        d = _prepare(f, s, o, a, n, A, phi)
+        self._d = d
+        self._init_params(d, fixed)
+        for _ in range(self.rounds):
+            self._map()
+            self._integrate(update=True)
+        self._map()
+        self._integrate(update=False)
+        self._finish(d)
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def predict_label(self, first: ArrayLike, second: ArrayLike) -> F64:
+        """P(s_first > s_second) for item pairs: the exact triplet posterior where the pair of items was
+        voted on as a triplet, else the Gaussian posterior of the two pairs (w's uncertainty shared)."""
+        from scipy.stats import norm
+
+        f = np.asarray(first, dtype=np.int64).ravel()
+        s = np.asarray(second, dtype=np.int64).ravel()
+        d = self._d
+        dphi = d.phi[f] - d.phi[s]
+        mean = self.scores_[f] - self.scores_[s]
+        shared = np.einsum("kf,fg,kg->k", d.phi[f], self.w_cov_, d.phi[s]) if self.n_features_ else 0.0
+        var = np.maximum(self.stderr_[f] ** 2 + self.stderr_[s] ** 2 - 2 * shared, 1e-12)
+        del dphi
+        p = np.asarray(norm.cdf(mean / np.sqrt(var)), dtype=np.float64)
+        key = np.minimum(f, s) * d.n + np.maximum(f, s)
+        tkey = d.ti * d.n + d.tj
+        pos = np.searchsorted(tkey, key)
+        pos_c = np.minimum(pos, len(tkey) - 1)
+        hit = (len(tkey) > 0) & (tkey[pos_c] == key) if len(tkey) else np.zeros(len(key), dtype=bool)
+        pt = self.p_first_[pos_c] if len(tkey) else p
+        p = np.where(hit, np.where(f < s, pt, 1.0 - pt), p)
+        return p
+
+    # ------------------------------------------------------------------ set-up
+    def _validate(self, first: ArrayLike, second: ArrayLike, outcome: ArrayLike, annotators: ArrayLike | None,
+                  n_items: Optional[int], n_annotators: Optional[int], features: ArrayLike | None,
+                  fixed_beta: ArrayLike | None) -> tuple[I64, I64, I64, I64, int, int, F64, F64]:
+        f = np.asarray(first, dtype=np.int64).ravel()
+        s = np.asarray(second, dtype=np.int64).ravel()
+        o = np.asarray(outcome, dtype=np.int64).ravel()
+        m = len(f)
+        a = np.zeros(m, dtype=np.int64) if annotators is None else np.asarray(annotators, dtype=np.int64).ravel()
+        if not (len(s) == len(o) == len(a) == m):
+            raise ValueError("first, second, outcome and annotators must have the same length")
+        if m and (np.any(f == s) or o.min() < 0 or o.max() > 2):
+            raise ValueError("a vote compares two different items, with outcome 0, 1 or 2")
+        n = int(n_items if n_items is not None else (max(f.max(), s.max()) + 1 if m else 0))
+        A = int(n_annotators if n_annotators is not None else (a.max() + 1 if m else 1))
+        if m and (min(f.min(), s.min()) < 0 or max(f.max(), s.max()) >= n or a.min() < 0 or a.max() >= A):
+            raise ValueError("item or annotator index out of range")
+        if not self.fit_ties and m:
+            keep = o != TIE
+            f, s, o, a = f[keep], s[keep], o[keep], a[keep]
+        phi = np.zeros((n, 0)) if features is None else np.asarray(features, dtype=np.float64)
+        if phi.ndim != 2 or phi.shape[0] != n or not np.all(np.isfinite(phi)):
+            raise ValueError("features must be a finite (n_items, n_features) array")
+        fixed = np.full(A, np.nan) if fixed_beta is None else np.asarray(fixed_beta, dtype=np.float64).ravel()
+        if fixed.shape != (A,) or np.any(fixed[~np.isnan(fixed)] <= 0):
+            raise ValueError("fixed_beta must have one value > 0 (or NaN) per annotator")
+        return f, s, o, a, n, A, phi, fixed
+
+    def _init_params(self, d: _Data, fixed: F64) -> None:
+        self._fixed = ~np.isnan(fixed)
+        self.beta_ = np.where(self._fixed, fixed, 1.0)
+        self.beta_sd_ = np.zeros(d.A)
+        used = np.zeros(d.A, dtype=bool)
+        used[np.unique(d.ann)] = True
+        free = used & ~self._fixed
+        self._free = free if (self.beta_prior and free.sum() > 1) else np.zeros(d.A, dtype=bool)
+        ties = float(np.mean(d.out == TIE)) if len(d.out) else 0.0
+        self.nu_ = max(2 * ties / max(1e-9, 1 - ties), 0.05) if ties > 0 else 0.0
+        self.tau_ = float(self.prior_scale) if self.prior_scale else 1.5
+        self._tau_nodes = (np.zeros(1), np.ones(1))  # log-scale offsets and weights of tau's posterior
+        self.tau_sd_ = 0.0
+        self._u = np.zeros(d.n)
+        self.w_ = np.zeros(d.phi.shape[1])
+        self.n_iter_ = 0
+
+    # ------------------------------------------------------------------ step 1: MAP of (u, w)
+    def _vote_terms(self, u: F64, w: F64) -> tuple[F64, F64, F64, F64, F64]:
+        """Per triplet: d; per vote: log-lik, d nll / d d, and the curvature of nll in d."""
+        d = self._d
+        dt = u[d.ti] - u[d.tj] + (d.dphi @ w if d.dphi.shape[1] else 0.0)
+        half_b = 0.5 * self.beta_[d.ann]
+        h = half_b * dt[d.vt]
+        lz = log_z(h, self.nu_)
+        pf, ps = np.exp(h - lz), np.exp(-h - lz)
+        ll = np.where(d.out == FIRST, h, np.where(d.out == SECOND, -h, math.log(self.nu_) if self.nu_ > 0 else 0.0)) - lz
+        r = half_b * ((pf - ps) - (d.out == FIRST) + (d.out == SECOND))
+        c = half_b**2 * (pf + ps - (pf - ps) ** 2)
+        return dt, h, ll, r, c
+
+    def _objective(self, x: F64) -> tuple[float, F64]:
+        d = self._d
+        u, w = x[: d.n], x[d.n:]
+        _, _, ll, r, _ = self._vote_terms(u, w)
+        rt = np.bincount(d.vt, r, minlength=len(d.ti))
+        gu = np.bincount(d.ti, rt, minlength=d.n) - np.bincount(d.tj, rt, minlength=d.n) + u / self.tau_**2
+        gw = d.dphi.T @ rt + w / self.feature_sd**2
+        nll = -float(ll.sum()) + 0.5 * float(u @ u) / self.tau_**2 + 0.5 * float(w @ w) / self.feature_sd**2
+        return nll, np.concatenate([gu, gw])
+
+    def _curvature(self, u: F64, w: F64) -> F64:
+        """Per-triplet curvature of the votes' negative log-likelihood in d (expected information)."""
+        d = self._d
+        c = self._vote_terms(u, w)[4]
+        return np.bincount(d.vt, c, minlength=len(d.ti))
+
+    def _map(self) -> None:
+        d = self._d
+        ct = self._curvature(self._u, self.w_)
+        Du = np.bincount(d.ti, ct, minlength=d.n) + np.bincount(d.tj, ct, minlength=d.n) + 1 / self.tau_**2
+        Dw = np.einsum("tf,t,tf->f", d.dphi, ct, d.dphi) + 1 / self.feature_sd**2
+        sc = np.sqrt(np.concatenate([Du, Dw]))
+
+        def fg(x: F64) -> tuple[float, F64]:
+            v, g = self._objective(x / sc)
+            return v, g / sc
+
+        x0 = np.concatenate([self._u, self.w_]) * sc
+        inf = np.full(len(x0), np.inf)
+        x, it, _ = lbfgs(fg, x0, -inf, inf, max_iter=500, tol=self.tol)
+        x = x / sc
+        self.n_iter_ += it
+        self._u, self.w_ = x[: d.n], x[d.n:]
+        self._laplace()
+
+    def _laplace(self) -> None:
+        """Diagonal precision of u, w's covariance (Schur complement), each triplet's cavity of d."""
+        d = self._d
+        T = len(d.ti)
+        u, w = self._u, self.w_
+        dt, _, _, r, c = self._vote_terms(u, w)
+        ct = np.bincount(d.vt, c, minlength=T)
+        gt = -np.bincount(d.vt, r, minlength=T)  # d loglik / d d of each triplet's own votes
+        self._Du = np.bincount(d.ti, ct, minlength=d.n) + np.bincount(d.tj, ct, minlength=d.n) + 1 / self.tau_**2
+        F = d.dphi.shape[1]
+        if F:
+            Huw = np.stack([np.bincount(d.ti, ct * d.dphi[:, k], minlength=d.n)
+                            - np.bincount(d.tj, ct * d.dphi[:, k], minlength=d.n) for k in range(F)], axis=1)
+            Hww = (d.dphi * ct[:, None]).T @ d.dphi + np.eye(F) / self.feature_sd**2
+            S = Hww - Huw.T @ (Huw / self._Du[:, None])
+            self.w_cov_ = np.linalg.inv(0.5 * (S + S.T))
+        else:
+            self.w_cov_ = np.zeros((0, 0))
+        Pi = np.maximum(self._Du[d.ti] - ct, 1 / self.tau_**2)
+        Pj = np.maximum(self._Du[d.tj] - ct, 1 / self.tau_**2)
+        vu = 1 / Pi + 1 / Pj
+        vw = np.einsum("tf,fg,tg->t", d.dphi, self.w_cov_, d.dphi) if F else np.zeros(T)
+        self._cav = (dt - gt * vu, vu, vw, dt, Pi, Pj)
+
+    # ------------------------------------------------------------------ step 2-3: integrals and updates
+    def _integrate(self, *, update: bool) -> None:
+        from .integrate import TripletIntegrals
+
+        ig = TripletIntegrals(self._d, self._cav, self.beta_, self.beta_sd_, self.nu_, self._tau_nodes, self.grid)
+        if update:
+            rng = np.random.default_rng(self.seed)
+            sub = _sample_votes(self._d.ann, self.max_votes_per_annotator, rng)
+            loo = ig.loo_cavities(sub)
+            if self._free.any() and self.beta_prior:
+                self._update_beta(ig, loo, sub)
+            if self.nu_ > 0:
+                self.nu_ = ig.update_nu(loo, sub, self.beta_)
+            if not self.prior_scale:
+                tsub = rng.permutation(len(self._d.ti))[:40_000]
+                self._update_tau(ig.tau_profile(np.sort(tsub)))
+            return
+        ig.marginal_beta = True
+        m = len(self._d.vt)
+        want = np.zeros(m, dtype=bool)
+        want[np.random.default_rng(self.seed).permutation(m)[: self.max_loo_votes]] = True
+        *self._post, self.loo_ = ig.posterior_all(want)
+
+    def _update_beta(self, ig: "object", loo: tuple[F64, F64, I64], sub: I64) -> None:
+        from .integrate import beta_newton
+
+        d = self._d
+        lb, curv = beta_newton(loo, d.out[sub], d.ann[sub], np.log(self.beta_), self._free, self.nu_,
+                               float(self.beta_prior or 1.0))
+        n_all = np.bincount(d.ann, minlength=d.A).astype(float)
+        n_sub = np.maximum(np.bincount(d.ann[sub], minlength=d.A).astype(float), 1.0)
+        info = np.maximum((-curv - 1 / float(self.beta_prior or 1.0) ** 2) * n_all / n_sub, 0.0)
+        info += 1 / float(self.beta_prior or 1.0) ** 2
+        beta = self.beta_.copy()
+        beta[self._free] = np.exp(lb[self._free])
+        # the scale's unit: vote-weighted mean beta of the fitted annotators = 1
+        c = float(np.dot(n_all[self._free], beta[self._free]) / n_all[self._free].sum())
+        beta[self._free] /= c
+        self.beta_ = beta
+        self.beta_sd_ = np.where(self._free, 1 / np.sqrt(info), 0.0)
+        self._u *= c
+        self.w_ = self.w_ * c
+        if not self.prior_scale:
+            self.tau_ *= c
+
+    def _update_tau(self, profile: tuple[F64, F64]) -> None:
+        offs, lml = profile
+        k = int(np.argmax(lml))
+        step, sd = 0.0, 0.3
+        if 0 < k < len(offs) - 1:
+            y0, y1, y2 = lml[k - 1], lml[k], lml[k + 1]
+            h = offs[1] - offs[0]
+            curv = (y0 - 2 * y1 + y2) / h**2
+            if curv < 0:
+                step = offs[k] - (y2 - y0) / (2 * h) / curv
+                sd = 1 / math.sqrt(-curv)
+        else:
+            step = offs[k]
+        self.tau_ = float(np.clip(self.tau_ * math.exp(step), 1e-3, 50.0))
+        self.tau_sd_ = float(min(sd, 0.5))
+        self._tau_nodes = (_Q3[0] * self.tau_sd_, _Q3[1])
+
+    def _finish(self, d: _Data) -> None:
+        p_first, mean_d, var_d = self._post
+        self.triplet_first_, self.triplet_second_ = d.ti, d.tj
+        self.p_first_ = p_first
+        phi_w = d.phi @ self.w_ if d.phi.shape[1] else np.zeros(d.n)
+        scores = phi_w + self._u
+        var = 1 / self._Du + (np.einsum("nf,fg,ng->n", d.phi, self.w_cov_, d.phi) if d.phi.shape[1] else 0.0)
+        # pairs that occur in one triplet only: mean and sd from that triplet's exact posterior of d
+        cnt = np.bincount(np.concatenate([d.ti, d.tj]), minlength=d.n)
+        _, _, _, dt, Pi, Pj = self._cav
+        for items, P, other, sign in ((d.ti, Pi, Pj, 1.0), (d.tj, Pj, Pi, -1.0)):
+            only = cnt[items] == 1
+            vi, vo = 1 / P, 1 / other
+            k = sign * vi / (vi + vo)
+            mean_i = scores[items] + k * (mean_d - dt)
+            var_i = vi * (1 - abs(k)) + k**2 * var_d
+            scores[items[only]] = mean_i[only]
+            var[items[only]] = var_i[only] + var[items[only]] - 1 / self._Du[items[only]]
+        self.scores_ = scores
+        self.stderr_ = np.sqrt(np.maximum(var, 0.0))
+        self.w_sd_ = np.sqrt(np.diag(self.w_cov_)) if d.phi.shape[1] else np.zeros(0)
+        self.components_ = components(d.n, d.ti, d.tj)
+        self.log_marginal_ = float(self._post_lml) if hasattr(self, "_post_lml") else float("nan")
+        self.loo_ = self.loo_[np.argsort(d.order)]  # back to the caller's vote order
+
+
+def _sample_votes(ann: I64, k: int, rng: np.random.Generator) -> I64:
+    """Indexes of at most ``k`` votes per annotator (seeded), sorted."""
+    perm = rng.permutation(len(ann))
+    a = ann[perm]
+    order = np.argsort(a, kind="stable")
+    a_s = a[order]
+    first = np.searchsorted(a_s, a_s, side="left")
+    rank = np.arange(len(a_s)) - first
+    keep = perm[order[rank < k]]
+    return np.sort(keep).astype(np.int64)
