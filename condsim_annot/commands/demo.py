@@ -14,6 +14,8 @@ from typing import Optional
 
 import click
 
+from condsim_annot.cli import Ctx, console, out, pass_ctx
+
 
 #: The demo's crowd: CHAMP's own annotations (noise 0) and simulated annotators who
 #: answer like it but replace a share of their answers by a random one, so the report
@@ -66,115 +68,114 @@ def add_silver_votes(store, criterion: str, annotator: str = "champ-silver", *, 
     return n
 
 
-def register(main: click.Group) -> None:
-    from ..cli import Ctx, console, out, pass_ctx
+@click.command()
+@click.option("--dir", "folder", default="condsim-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Where the demo writes its corpus, store (unless --db is given), exports and report.")
+@click.option("--budget", default=120, show_default=True, help="Triplets to propose per criterion.")
+@click.option("--methods", default="embedding,bm25", show_default=True, help="Proposer methods (LLM methods need an endpoint).")
+@click.option("--silver/--no-silver", default=True, show_default=True,
+              help="Vote the proposals with CHAMP's own concept annotations (a silver annotator), so calibration has data.")
+@click.option("--simulated/--no-simulated", default=True, show_default=True,
+              help="Also add simulated annotators (CHAMP's answers with 10%, 30% and 100% of them random), "
+                   "so the report has agreement to measure and calibration has noise to find.")
+@click.option("--tui/--no-tui", "open_tui", default=None,
+              help="Open the labeling TUI at the end (default: when run in a terminal).")
+@click.option("--annotator", default="you", show_default=True, help="Your annotator name in the TUI.")
+@pass_ctx
+def demo(ctx: Ctx, folder, budget, methods, silver, simulated, open_tui, annotator):
+    """Build a demo project offline and run the whole loop on it.
 
-    @main.command()
-    @click.option("--dir", "folder", default="condsim-demo", show_default=True, type=click.Path(file_okay=False),
-                  help="Where the demo writes its corpus, store (unless --db is given), exports and report.")
-    @click.option("--budget", default=120, show_default=True, help="Triplets to propose per criterion.")
-    @click.option("--methods", default="embedding,bm25", show_default=True, help="Proposer methods (LLM methods need an endpoint).")
-    @click.option("--silver/--no-silver", default=True, show_default=True,
-                  help="Vote the proposals with CHAMP's own concept annotations (a silver annotator), so calibration has data.")
-    @click.option("--simulated/--no-simulated", default=True, show_default=True,
-                  help="Also add simulated annotators (CHAMP's answers with 10%, 30% and 100% of them random), "
-                       "so the report has agreement to measure and calibration has noise to find.")
-    @click.option("--tui/--no-tui", "open_tui", default=None,
-                  help="Open the labeling TUI at the end (default: when run in a terminal).")
-    @click.option("--annotator", default="you", show_default=True, help="Your annotator name in the TUI.")
-    @pass_ctx
-    def demo(ctx: Ctx, folder, budget, methods, silver, simulated, open_tui, annotator):
-        """Build a demo project offline and run the whole loop on it.
+    270 competition math problems (CHAMP, MIT) under two criteria, "same-technique"
+    and "same-topic", where different pairs are similar under each: ingest, propose
+    triplets with the ensemble, vote them with CHAMP's silver annotations (and, unless
+    --no-simulated, three simulated annotators of decreasing care), calibrate,
+    export gold triplets for sentence-transformers and write an HTML report; then
+    open the TUI so you can add your own votes.
 
-        270 competition math problems (CHAMP, MIT) under two criteria, "same-technique"
-        and "same-topic", where different pairs are similar under each: ingest, propose
-        triplets with the ensemble, vote them with CHAMP's silver annotations (and, unless
-        --no-simulated, three simulated annotators of decreasing care), calibrate,
-        export gold triplets for sentence-transformers and write an HTML report; then
-        open the TUI so you can add your own votes.
+    \b
+    Example:
+      condsim-annot demo                       # ./condsim-demo/{condsim.db,report-*.html,export-*}
+      condsim-annot demo --no-tui --budget 300
+      condsim-annot --db postgresql+psycopg://me@localhost/demo demo
+    """
+    from ..criteria import load_criteria_file
+    from ..db import redact
+    from ..demo import DEMO_CRITERIA, write_demo_files
+    from ..ingest import ingest
 
-        \b
-        Example:
-          condsim-annot demo                       # ./condsim-demo/{condsim.db,report-*.html,export-*}
-          condsim-annot demo --no-tui --budget 300
-          condsim-annot --db postgresql+psycopg://me@localhost/demo demo
-        """
-        from ..criteria import load_criteria_file
-        from ..db import redact
-        from ..demo import DEMO_CRITERIA, write_demo_files
-        from ..ingest import ingest
+    _quiet_library_progress_bars()
+    t0 = time.perf_counter()
+    folder_p = Path(folder)
+    folder_p.mkdir(parents=True, exist_ok=True)
+    if ctx.db is None:
+        ctx.db = str(folder_p / "condsim.db")
+    store = ctx.store(create=True)
+    out.rule("[bold]condsim-annot demo")
+    out.print(f"store: {redact(store.url)}")
 
-        _quiet_library_progress_bars()
-        t0 = time.perf_counter()
-        folder_p = Path(folder)
-        folder_p.mkdir(parents=True, exist_ok=True)
-        if ctx.db is None:
-            ctx.db = str(folder_p / "condsim.db")
-        store = ctx.store(create=True)
-        out.rule("[bold]condsim-annot demo")
-        out.print(f"store: {redact(store.url)}")
+    corpus_file, crit_file = write_demo_files(folder_p)
+    res = ingest(store, [corpus_file], corpus="champ")
+    out.print(f"[bold]1. ingest[/] {corpus_file}: {res.added} added, {res.unchanged} already there")
+    crits = load_criteria_file(store, crit_file, update_existing=True)
+    out.print(f"[bold]2. criteria[/] {', '.join(c.name for c in crits)} (from {crit_file})")
 
-        corpus_file, crit_file = write_demo_files(folder_p)
-        res = ingest(store, [corpus_file], corpus="champ")
-        out.print(f"[bold]1. ingest[/] {corpus_file}: {res.added} added, {res.unchanged} already there")
-        crits = load_criteria_file(store, crit_file, update_existing=True)
-        out.print(f"[bold]2. criteria[/] {', '.join(c.name for c in crits)} (from {crit_file})")
+    from condsim_annot.propose.select import propose
 
-        from condsim_annot.propose.select import propose
+    for c in DEMO_CRITERIA:
+        summ = propose(store, c["name"], methods=methods, budget=budget)
+        out.print(f"[bold]3. propose[/] {c['name']}: {_summary_line(summ)}")
+
+    if silver:
+        for c in DEMO_CRITERIA:
+            n = add_silver_votes(store, c["name"])
+            msg = f"{n} silver votes from CHAMP's annotations (annotator champ-silver)"
+            if simulated:
+                for who, noise in SIMULATED_CROWD:
+                    add_silver_votes(store, c["name"], who, noise=noise)
+                msg += f" + simulated {', '.join(f'{w} ({int(nz * 100)}% random)' for w, nz in SIMULATED_CROWD)}"
+            out.print(f"[bold]4. votes[/] {c['name']}: {msg}")
+
+        from condsim_annot.calibrate.pipeline import calibrate
+        from condsim_annot.exporters.export import export
+        from condsim_annot.exporters.report import write_report
 
         for c in DEMO_CRITERIA:
-            summ = propose(store, c["name"], methods=methods, budget=budget)
-            out.print(f"[bold]3. propose[/] {c['name']}: {_summary_line(summ)}")
-
-        if silver:
-            for c in DEMO_CRITERIA:
-                n = add_silver_votes(store, c["name"])
-                msg = f"{n} silver votes from CHAMP's annotations (annotator champ-silver)"
-                if simulated:
-                    for who, noise in SIMULATED_CROWD:
-                        add_silver_votes(store, c["name"], who, noise=noise)
-                    msg += f" + simulated {', '.join(f'{w} ({int(nz * 100)}% random)' for w, nz in SIMULATED_CROWD)}"
-                out.print(f"[bold]4. votes[/] {c['name']}: {msg}")
-
-            from condsim_annot.calibrate.pipeline import calibrate
-            from condsim_annot.exporters.export import export
-            from condsim_annot.exporters.report import write_report
-
-            for c in DEMO_CRITERIA:
-                name = c["name"]
-                # with one silver annotator a single vote per triplet is all there is
-                mv = 2 if simulated else 1
-                summ = calibrate(store, name, min_votes=mv, command=f"condsim-annot calibrate {name} --min-votes {mv}")
-                gold = summ.get("gold", {})
-                out.print(f"[bold]5. calibrate[/] {name}: gold counts {gold}; {_betas(summ)}")
-                try:
-                    ex = export(store, name, "st", folder_p / f"export-{name}-st", min_confidence=0.9)
-                    out.print(f"[bold]6. export[/] {name}: {ex.get('rows', ex)} triplets -> {folder_p / f'export-{name}-st'}")
-                except Exception as exc:  # e.g. nothing above the confidence threshold
-                    out.print(f"[bold]6. export[/] {name}: skipped ({exc})")
-                html = folder_p / f"report-{name}.html"
-                write_report(store, name, html=str(html), md=str(folder_p / f"report-{name}.md"),
-                             command=f"condsim-annot report {name} --html {html}")
-                out.print(f"[bold]7. report[/] {html}")
-
-        # the silver crowd already voted every triplet: your votes come on top of theirs
-        crowd = (1 + len(SIMULATED_CROWD) * simulated) if silver else 0
-        overlap = crowd + 1
-        out.print(f"done in {time.perf_counter() - t0:.0f}s. Next: `condsim-annot --db {ctx.db} status`")
-        if open_tui is None:
-            open_tui = sys.stdin.isatty() and sys.stdout.isatty()
-        if open_tui:
+            name = c["name"]
+            # with one silver annotator a single vote per triplet is all there is
+            mv = 2 if simulated else 1
+            summ = calibrate(store, name, min_votes=mv, command=f"condsim-annot calibrate {name} --min-votes {mv}")
+            gold = summ.get("gold", {})
+            out.print(f"[bold]5. calibrate[/] {name}: gold counts {gold}; {_betas(summ)}")
             try:
-                from condsim_annot.tui.app import run_tui
-            except ImportError:
-                console.print("the TUI is not installed in this build")
-                return
-            run_tui(store.url, annotator=annotator, criterion=DEMO_CRITERIA[0]["name"], overlap=overlap)
-        else:
-            out.print(f"label yourself: condsim-annot --db {ctx.db} tui --annotator {annotator} --criterion same-technique"
-                      f" --overlap {overlap}")
+                ex = export(store, name, "st", folder_p / f"export-{name}-st", min_confidence=0.9)
+                out.print(f"[bold]6. export[/] {name}: {ex.get('rows', ex)} triplets -> {folder_p / f'export-{name}-st'}")
+            except Exception as exc:  # e.g. nothing above the confidence threshold
+                out.print(f"[bold]6. export[/] {name}: skipped ({exc})")
+            html = folder_p / f"report-{name}.html"
+            write_report(store, name, html=str(html), md=str(folder_p / f"report-{name}.md"),
+                         command=f"condsim-annot report {name} --html {html}")
+            out.print(f"[bold]7. report[/] {html}")
+
+    # the silver crowd already voted every triplet: your votes come on top of theirs
+    crowd = (1 + len(SIMULATED_CROWD) * simulated) if silver else 0
+    overlap = crowd + 1
+    out.print(f"done in {time.perf_counter() - t0:.0f}s. Next: `condsim-annot --db {ctx.db} status`")
+    if open_tui is None:
+        open_tui = sys.stdin.isatty() and sys.stdout.isatty()
+    if open_tui:
+        try:
+            from condsim_annot.tui.app import run_tui
+        except ImportError:
+            console.print("the TUI is not installed in this build")
+            return
+        run_tui(store.url, annotator=annotator, criterion=DEMO_CRITERIA[0]["name"], overlap=overlap)
+    else:
+        out.print(f"label yourself: condsim-annot --db {ctx.db} tui --annotator {annotator} --criterion same-technique"
+                  f" --overlap {overlap}")
 
 
+def register(main: click.Group) -> None:
+    main.add_command(demo)
 def _quiet_library_progress_bars() -> None:
     """Our own steps print one line each; the libraries' per-file bars are noise here."""
     import os
