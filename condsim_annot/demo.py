@@ -9,7 +9,12 @@ conditional similarity is about.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+import champ_dataset
+import yaml
 
 DEMO_CRITERIA = [
     {
@@ -29,8 +34,6 @@ DEMO_CRITERIA = [
 
 def champ_records() -> list[dict[str, Any]]:
     """One dict per CHAMP problem: id, text, category, concepts (general concept ids), answer."""
-    import champ_dataset
-
     ds = champ_dataset.load("v0")
     out = []
     for pid, p in sorted(ds.problems.items()):
@@ -39,13 +42,8 @@ def champ_records() -> list[dict[str, Any]]:
     return out
 
 
-def write_demo_files(folder) -> tuple[str, str]:
+def write_demo_files(folder: str | Path) -> tuple[str, str]:
     """Write the corpus (JSONL) and the criteria (YAML) the demo ingests, as a user would."""
-    import json
-    from pathlib import Path
-
-    import yaml
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     corpus = folder / "champ.jsonl"

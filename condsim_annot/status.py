@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
 from sqlalchemy import func, select
 
 from .db import Store
@@ -47,9 +49,7 @@ def status_counts(store: Store) -> dict[str, Any]:
     return out
 
 
-def render_status(counts: dict[str, Any], console) -> None:
-    from rich.table import Table
-
+def render_status(counts: dict[str, Any], console: Console) -> None:
     corp = ", ".join(f"{k} ({v})" for k, v in counts["corpora"].items()) or "none"
     console.print(f"[bold]{counts['documents']}[/] documents in corpora: {corp}")
     if not counts["criteria"]:

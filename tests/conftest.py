@@ -52,9 +52,26 @@ def make_db_url(backend: str, tmp_path, pg_admin_engine=None) -> tuple[str, obje
     return _pg_schema_url(schema), drop
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    return request.param
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses the store runs on each backend, unless it is marked ``@pytest.mark.backends("sqlite")``
+    (its behaviour does not depend on the backend) or parametrises ``backend`` itself."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    for m in metafunc.definition.iter_markers("parametrize"):
+        names = m.args[0] if m.args else m.kwargs.get("argnames", "")
+        if "backend" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
+            return
+    marker = metafunc.definition.get_closest_marker("backends")
+    backends = list(marker.args) if marker else BACKENDS
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown backend(s) {sorted(unknown)}")
+    metafunc.parametrize("backend", backends, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture

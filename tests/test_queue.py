@@ -15,49 +15,13 @@ from sqlalchemy import func, select
 from condsim_annot.models import (Annotator, Assignment, CalibrationRun, Corpus, Criterion, Document, GoldLabel,
                                   Triplet, Vote)
 from condsim_annot.queue import GroupItem, Queue, ReviewItem
-from condsim_annot.store_api import add_triplet, get_or_create_annotator, record_vote
-
-
-def seed(store, n_triplets: int = 12, *, n_docs: int | None = None, attention: int = 0, criterion: str = "proof-strategy",
-         texts=None, priorities=None) -> dict:
-    """A corpus, one criterion and ``n_triplets`` triplets (anchor i; i+1.., distinct), plus attention checks."""
-    n_docs = n_docs or (3 * n_triplets + 2 * attention + 3)
-    with store.transaction() as s:
-        c = Corpus(name="c")
-        s.add(c)
-        s.flush()
-        docs = [Document(corpus_id=c.id, ext_id=f"d{i}", text=(texts[i % len(texts)] if texts else f"Document number {i}."),
-                         content_hash=str(i)) for i in range(n_docs)]
-        s.add_all(docs)
-        crit = Criterion(name=criterion, description="Same proof technique, regardless of the topic", corpus_id=c.id)
-        s.add(crit)
-        s.flush()
-        ids = [d.id for d in docs]
-        tids = []
-        for i in range(n_triplets):
-            t, _ = add_triplet(s, crit.id, ids[i % n_docs], ids[(n_triplets + i) % n_docs], ids[(2 * n_triplets + i) % n_docs],
-                               priority=(priorities[i] if priorities else 0.0))
-            tids.append(t.id)
-        att = []
-        for j in range(attention):
-            t, _ = add_triplet(s, crit.id, ids[0], ids[3 * n_triplets + 2 * j], ids[3 * n_triplets + 2 * j + 1],
-                               is_attention_check=True, expected="first", strategy="attention")
-            att.append(t.id)
-        return {"criterion_id": crit.id, "triplets": tids, "attention": att, "docs": ids}
-
-
-def votes_of(store, name=None, state="active"):
-    with store.session() as s:
-        q = select(Vote).join(Annotator, Annotator.id == Vote.annotator_id)
-        if name:
-            q = q.where(Annotator.name == name)
-        if state:
-            q = q.where(Vote.state == state)
-        return list(s.scalars(q.order_by(Vote.id)).all())
+from condsim_annot.queue.tables import AnnotationSession
+from condsim_annot.store_api import get_or_create_annotator, record_vote
+from helpers import seed_triplets, votes_of
 
 
 def test_each_annotator_gets_each_triplet_once_up_to_overlap(store):
-    seed(store, 6)
+    seed_triplets(store, 6)
     seen = {}
     for name in ("alice", "bob", "carol"):
         q = Queue(store, name, overlap=2, attention_rate=0, seed=1)
@@ -75,7 +39,7 @@ def test_each_annotator_gets_each_triplet_once_up_to_overlap(store):
 
 
 def test_choice_is_canonical_and_order_randomised(store):
-    info = seed(store, 20)
+    info = seed_triplets(store, 20)
     q = Queue(store, "alice", attention_rate=0, seed=7)
     shown = []
     while (it := q.next()) is not None:
@@ -96,7 +60,7 @@ def test_choice_is_canonical_and_order_randomised(store):
 
 
 def test_undo_is_a_new_state_and_the_triplet_comes_back(store):
-    seed(store, 3)
+    seed_triplets(store, 3)
     q = Queue(store, "alice", attention_rate=0, seed=2)
     first = q.next()
     q.answer(first, "B")
@@ -114,7 +78,7 @@ def test_undo_is_a_new_state_and_the_triplet_comes_back(store):
 
 
 def test_skip_cant_tell_tie_and_rationale(store):
-    seed(store, 4)
+    seed_triplets(store, 4)
     q = Queue(store, "alice", attention_rate=0, seed=3)
     a = q.next()
     q.answer(a, "skip")
@@ -142,7 +106,7 @@ def test_skip_cant_tell_tie_and_rationale(store):
 
 
 def test_resume_shows_the_pending_triplet_first(store):
-    seed(store, 5)
+    seed_triplets(store, 5)
     q = Queue(store, "alice", attention_rate=0, seed=4)
     it = q.answer(q.next(), "A") and q.next()  # answered one; the second is on screen when the process dies
     q2 = Queue(store, "alice", attention_rate=0, seed=99)
@@ -152,11 +116,11 @@ def test_resume_shows_the_pending_triplet_first(store):
 
 
 def test_progress_counts_claimed_and_look_ahead_triplets_once(store):
-    seed(store, 6)
+    seed_triplets(store, 6)
     q = Queue(store, "alice", attention_rate=0, seed=4)
     it = q.next()
     q.prefetch(it)  # a second pending claim, in the background
-    q._ahead.result()
+    q.wait_prefetch()
     assert q.count_available() == 6 and q.progress().assigned == 6
     q.answer(it, "A")
     assert q.count_available() == 5 and q.progress().assigned == 6 and q.progress().done == 1
@@ -165,7 +129,7 @@ def test_progress_counts_claimed_and_look_ahead_triplets_once(store):
 
 
 def test_attention_checks_are_mixed_in_and_scored(store):
-    info = seed(store, 30, attention=3)
+    info = seed_triplets(store, 30, attention=3)
     q = Queue(store, "alice", attention_rate=0.3, overlap=1, seed=5)
     seen = []
     while (it := q.next()) is not None:
@@ -176,8 +140,6 @@ def test_attention_checks_are_mixed_in_and_scored(store):
     assert len(seen) == 33
     s = q.close()
     assert s["attention"] == 3 and s["attention_correct"] == 3
-    from condsim_annot.tui.tables import AnnotationSession
-
     with store.session() as ss:
         row = ss.scalars(select(AnnotationSession).where(AnnotationSession.key == q.key)).one()
         assert row.n_votes == 33 and row.n_attention == 3 and row.n_attention_correct == 3 and row.ended_at is not None
@@ -188,7 +150,7 @@ def test_attention_checks_are_mixed_in_and_scored(store):
 
 
 def test_priority_then_calibration_uncertainty_first(store):
-    info = seed(store, 6, priorities=[0, 5, 1, 0, 0, 0])
+    info = seed_triplets(store, 6, priorities=[0, 5, 1, 0, 0, 0])
     q = Queue(store, "alice", attention_rate=0)
     assert q.next().triplet_id == info["triplets"][1]
     q.answer(q.next(), "A")
@@ -211,7 +173,7 @@ def test_priority_then_calibration_uncertainty_first(store):
 
 
 def test_best_of_k_stores_k_minus_1_votes_in_one_group(store):
-    info = seed(store, 2, n_docs=12)
+    info = seed_triplets(store, 2, n_docs=12)
     q = Queue(store, "alice", mode="best-of-k", k=4, attention_rate=0, seed=8)
     g = q.next()
     assert isinstance(g, GroupItem) and len(g.candidates) == 4 and g.anchor.id not in {d.id for d in g.candidates}
@@ -241,7 +203,7 @@ def test_best_of_k_stores_k_minus_1_votes_in_one_group(store):
 
 
 def test_review_finds_disagreements_and_records_adjudication(store):
-    info = seed(store, 4)
+    info = seed_triplets(store, 4)
     t = info["triplets"]
     with store.transaction() as s:
         al, bo = get_or_create_annotator(s, "alice"), get_or_create_annotator(s, "bob")
@@ -250,7 +212,7 @@ def test_review_finds_disagreements_and_records_adjudication(store):
         record_vote(s, t[0], bo.id, "second", source="tui", rationale="B is induction too")  # human vs human
         record_vote(s, t[1], al.id, "first", source="tui")
         record_vote(s, t[1], judge.id, "second", source="llm", supersede=False)
-        record_vote(s, t[1], judge.id, "second", source="llm", supersede=False)  # human vs LM judge
+        record_vote(s, t[1], judge.id, "second", source="llm", swapped=True, supersede=False)  # both orders agree
         record_vote(s, t[2], al.id, "first", source="tui")
         record_vote(s, t[2], bo.id, "first", source="tui")  # agreement: not reviewed
     q = Queue(store, "carol", mode="review")
@@ -294,7 +256,7 @@ WORKER = textwrap.dedent(
 @pytest.mark.parametrize("backend,overlap", [("postgresql", 1), ("postgresql", 2), ("sqlite", 2)])
 def test_four_annotators_concurrently_lose_and_double_nothing(store, db_url, overlap):
     n = 60
-    seed(store, n)
+    seed_triplets(store, n)
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, db_url, f"ann{k}", str(overlap)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(4)]
     for p in procs:  # every worker has imported, opened the store and started its session
@@ -327,7 +289,7 @@ def test_an_abandoned_claim_stops_blocking_after_the_ttl(store):
     from condsim_annot.models import utcnow
     from condsim_annot.queue import PENDING_TTL
 
-    info = seed(store, 1)
+    info = seed_triplets(store, 1)
     with store.transaction() as s:
         ghost = get_or_create_annotator(s, "ghost")
         s.add(Assignment(triplet_id=info["triplets"][0], annotator_id=ghost.id, state="pending",

@@ -9,22 +9,9 @@ from condsim_annot.models import Triplet
 from condsim_annot.store_api import get_or_create_annotator, record_vote
 from condsim_annot.tui.app import AnnotateApp, format_summary, make_queue
 from condsim_annot.tui.screens import BestOfKScreen, HelpScreen, PairwiseScreen, RationaleScreen, ReviewScreen
-from test_queue import seed, votes_of
+from helpers import TUI_TEXTS as TEXTS
+from helpers import seed_triplets, votes_of
 
-TEXTS = [
-    "Prove that for every positive integer $n$, the sum $1 + 3 + \\dots + (2n-1) = n^2$.",
-    "Show that among any **five** points inside a unit square, two are at distance at most $\\sqrt{2}/2$.",
-    "Find all real $x$ with $x^2 - 5x + 6 = 0$.\n\n* factor the quadratic\n* check both roots",
-    "A sequence satisfies $a_1 = 1$ and $a_{n+1} = 2a_n + 1$. Prove $a_n = 2^n - 1$ for all $n$.",
-    "Prove that any graph with $n$ vertices and more than $n^2/4$ edges contains a triangle.",
-    "How many strings of length 5 over the digits 0-9 have strictly increasing digits? " * 3,
-    "Show that $\\sqrt{2}$ is irrational.",
-    "Prove that every tournament has a Hamiltonian path.",
-    "Find the number of ways to tile a $2 \\times 11$ rectangle with $2 \\times 1$ dominoes.",
-    "Show that a $8 \\times 8$ board with two opposite corners removed cannot be tiled by dominoes.",
-    "Prove that $n^5 - n$ is divisible by 30 for every integer $n$.",
-    "Among 13 people, show that two were born in the same month.",
-]
 
 
 def _app(store, **kw) -> AnnotateApp:
@@ -38,7 +25,7 @@ def _shown(app):
 
 
 async def test_vote_keys_store_canonical_choices(store):
-    seed(store, 8, texts=TEXTS)
+    seed_triplets(store, 8, texts=TEXTS)
     app = _app(store)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
@@ -68,7 +55,7 @@ async def test_vote_keys_store_canonical_choices(store):
 
 async def test_undo_skip_rationale_and_help(sqlite_store):
     store = sqlite_store
-    seed(store, 5, texts=TEXTS)
+    seed_triplets(store, 5, texts=TEXTS)
     app = _app(store)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
@@ -104,7 +91,7 @@ async def test_undo_skip_rationale_and_help(sqlite_store):
 
 async def test_empty_queue_says_why_and_how_to_add_votes(sqlite_store):
     store = sqlite_store
-    info = seed(store, 3, texts=TEXTS)
+    info = seed_triplets(store, 3, texts=TEXTS)
     with store.transaction() as s:  # two others already voted every triplet but the last
         for name in ("bob", "carol"):
             ann = get_or_create_annotator(s, name)
@@ -125,7 +112,7 @@ async def test_empty_queue_says_why_and_how_to_add_votes(sqlite_store):
 
 async def test_resume_after_quit_shows_the_same_screen(sqlite_store):
     store = sqlite_store
-    seed(store, 4, texts=TEXTS)
+    seed_triplets(store, 4, texts=TEXTS)
     app = _app(store, seed=5)
     async with app.run_test() as pilot:
         await pilot.pause()
@@ -144,7 +131,7 @@ async def test_resume_after_quit_shows_the_same_screen(sqlite_store):
 
 async def test_best_of_k_grid(sqlite_store):
     store = sqlite_store
-    seed(store, 3, n_docs=12, texts=TEXTS)
+    seed_triplets(store, 3, n_docs=12, texts=TEXTS)
     app = _app(store, k=4)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
@@ -165,7 +152,7 @@ async def test_best_of_k_grid(sqlite_store):
 
 
 def _disagreements(store):
-    info = seed(store, 3, texts=TEXTS)
+    info = seed_triplets(store, 3, texts=TEXTS)
     t = info["triplets"]
     with store.transaction() as s:
         al, bo = get_or_create_annotator(s, "alice"), get_or_create_annotator(s, "bob")
@@ -214,25 +201,25 @@ async def _settle(pilot):
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 def test_snapshot_pairwise(sqlite_store, snap_compare, size):
-    seed(sqlite_store, 6, texts=TEXTS)
+    seed_triplets(sqlite_store, 6, texts=TEXTS)
     assert snap_compare(_app(sqlite_store), terminal_size=size, run_before=_settle)
 
 
 def test_snapshot_pairwise_light_theme(sqlite_store, snap_compare):
-    seed(sqlite_store, 6, texts=TEXTS)
+    seed_triplets(sqlite_store, 6, texts=TEXTS)
     app = _app(sqlite_store)
     app.theme = "textual-light"
     assert snap_compare(app, terminal_size=(80, 24), run_before=_settle)
 
 
 def test_snapshot_help(sqlite_store, snap_compare):
-    seed(sqlite_store, 6, texts=TEXTS)
+    seed_triplets(sqlite_store, 6, texts=TEXTS)
     assert snap_compare(_app(sqlite_store), press=["question_mark"], terminal_size=(80, 24), run_before=_settle)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 def test_snapshot_best_of_k(sqlite_store, snap_compare, size):
-    seed(sqlite_store, 3, n_docs=12, texts=TEXTS)
+    seed_triplets(sqlite_store, 3, n_docs=12, texts=TEXTS)
     assert snap_compare(_app(sqlite_store, k=4), terminal_size=size, run_before=_settle)
 
 
@@ -242,7 +229,7 @@ def test_snapshot_review(sqlite_store, snap_compare):
 
 
 def test_snapshot_nothing_left(sqlite_store, snap_compare):
-    info = seed(sqlite_store, 2, texts=TEXTS)
+    info = seed_triplets(sqlite_store, 2, texts=TEXTS)
     with sqlite_store.transaction() as s:
         for name in ("bob", "carol", "dave"):
             ann = get_or_create_annotator(s, name)
@@ -253,7 +240,7 @@ def test_snapshot_nothing_left(sqlite_store, snap_compare):
 
 async def test_long_documents_scroll_with_the_keyboard(sqlite_store):
     long = "\n\n".join(f"Paragraph {i}: " + "induction on the length of the sequence " * 6 for i in range(30))
-    seed(sqlite_store, 2, texts=[long])
+    seed_triplets(sqlite_store, 2, texts=[long])
     app = _app(sqlite_store)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()

@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from condsim_annot.db import open_store
 from condsim_annot.models import Assignment, Document, Triplet
-from test_queue import seed, votes_of
-from test_tui import TEXTS
+from helpers import TUI_TEXTS as TEXTS
+from helpers import seed_triplets, votes_of
 
 CLI = str(Path(sys.executable).parent / "condsim-annot")
 
@@ -80,7 +80,7 @@ def _ab_order(screen: str, ext: tuple) -> tuple:
 def test_sigkill_mid_session_loses_nothing_and_resumes(tmp_path):
     db = tmp_path / "store.db"
     store = open_store(f"sqlite:///{db}")
-    seed(store, 10, texts=TEXTS)
+    seed_triplets(store, 10, texts=TEXTS)
     tm = Tmux(tmp_path / "tmux.sock")
     cmd = f"exec {CLI} --db {db} tui --annotator alice --seed 3 --attention-rate 0"
     try:

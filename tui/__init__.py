@@ -1,17 +1,9 @@
-"""The labeling TUI (``condsim-annot tui``).  Kept light: Textual is imported only when the app runs.
+"""The labeling TUI (``condsim-annot tui``): Textual screens over :class:`condsim_annot.queue.Queue`.
 
+This package imports the queue; the queue never imports it.  Kept empty so that importing
+``condsim_annot.tui`` (e.g. while the store discovers stage tables) does not load Textual.
 From Python (the demo does this)::
 
-    from condsim_annot.tui import run_tui
+    from condsim_annot.tui.app import run_tui
     summary = run_tui("condsim.db", "alice", "proof-strategy")
 """
-
-
-def run_tui(store_url, annotator, criterion=None, **kw):
-    """Open the labeling TUI; blocks until the annotator quits and returns the session summary.
-
-    See :func:`condsim_annot.tui.app.run_tui` for the options (k, review, overlap, attention_rate, seed, theme).
-    """
-    from .app import run_tui as _run
-
-    return _run(store_url, annotator, criterion, **kw)

@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Optional
 
 from rich.markdown import Markdown
 from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.geometry import Size
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Static
 
 from ..queue import GroupItem, Item, ReviewItem
@@ -248,7 +250,7 @@ class BaseAnnotateScreen(Screen):
         for box_id, doc in pairs:
             try:
                 self.query_one(box_id, DocView).warm(doc.id, doc.text)
-            except Exception:
+            except NoMatches:  # the screen is closing: nothing to warm
                 pass
 
     def _set_header(self, c) -> None:
@@ -271,7 +273,7 @@ class BaseAnnotateScreen(Screen):
         def work() -> None:
             try:
                 why = self.queue.why_empty()
-            except Exception:
+            except SQLAlchemyError:  # the store closed while the app quits: no explanation to show
                 return
             self.app.call_from_thread(self._show_why, why)
 

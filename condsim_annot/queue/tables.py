@@ -1,7 +1,8 @@
-"""Tables of the TUI stage: one row per annotation session (stats kept current vote by vote).
+"""Tables of the annotation queue: one row per annotation session (stats kept current vote by vote).
 
-Also declares the queue index on the foundation ``triplet`` table: the claim query
-walks ``(criterion_id, is_attention_check, priority, id)`` in order and stops after a
+They live with the queue (the TUI's engine), so ``tui`` imports the queue and never the reverse;
+migration ``0004_tui`` creates them.  Also declares the queue index on the foundation ``triplet``
+table: the claim query walks ``(criterion_id, is_attention_check, priority, id)`` in order and stops after a
 few rows, so the next triplet is found in milliseconds with 100k triplets queued.
 """
 

@@ -1,0 +1,119 @@
+"""What the queue hands out: questions as shown to an annotator (documents in presented order)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import Document
+
+#: Presented answers (what a key press means) -> the choice in presented terms.
+PRESENTED = {"A": "first", "B": "second", "first": "first", "second": "second", "tie": "tie",
+             "cant_tell": "cant_tell", "skip": "skip"}
+#: Canonical/presented first|second back to the letters the screen shows.
+SHOWN_LETTER = {"first": "A", "second": "B"}
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: int
+    ext_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CriterionInfo:
+    id: int
+    name: str
+    description: str
+    version: int = 1
+
+
+@dataclass
+class Item:
+    """One pairwise question: anchor, A and B as shown."""
+
+    triplet_id: int
+    criterion: CriterionInfo
+    anchor: Doc
+    a: Doc
+    b: Doc
+    swapped: bool  # True when the canonical second candidate is shown as A
+    attention: bool = False
+    expected: Optional[str] = None  # canonical answer of an attention check
+    resumed: bool = False
+    previous: Optional[str] = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
+    rationale: Optional[str] = None
+    shown_at: float = field(default_factory=time.monotonic)
+
+    kind = "pairwise"
+
+
+@dataclass
+class GroupItem:
+    """One best-of-k question: the anchor and k candidates in shown order."""
+
+    group_id: str
+    criterion: CriterionInfo
+    anchor: Doc
+    candidates: list[Doc]
+    seeds: list[int]  # claimed triplets (with pending assignments) the grid was built from
+    resumed: bool = False
+    previous: Optional[str] = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
+    rationale: Optional[str] = None
+    shown_at: float = field(default_factory=time.monotonic)
+
+    kind = "best-of-k"
+
+
+@dataclass(frozen=True)
+class VoteInfo:
+    annotator: str
+    kind: str  # human | llm
+    source: str
+    choice: str  # in presented terms: A | B | tie | cant_tell | skip
+    rationale: Optional[str]
+    confidence: Optional[float]
+
+
+@dataclass
+class ReviewItem:
+    """A triplet whose votes disagree, with every active vote, for adjudication."""
+
+    triplet_id: int
+    criterion: CriterionInfo
+    anchor: Doc
+    a: Doc
+    b: Doc
+    swapped: bool
+    votes: list[VoteInfo]
+    reason: str
+    rationale: Optional[str] = None
+    resumed: bool = False
+    previous: Optional[str] = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
+    shown_at: float = field(default_factory=time.monotonic)
+
+    kind = "review"
+
+
+AnyItem = Union[Item, GroupItem, ReviewItem]
+
+
+@dataclass
+class Progress:
+    done: int
+    assigned: Optional[int]  # done + still available to this annotator (None until counted)
+    session_votes: int
+    votes_per_min: Optional[float]
+    eta_s: Optional[float]
+
+
+def load_docs(s: Session, ids: Iterable[int]) -> dict[int, Doc]:
+    """The documents a question shows (id, external id, text), by id."""
+    rows = s.execute(select(Document.id, Document.ext_id, Document.text).where(Document.id.in_(list(set(ids))))).all()
+    return {i: Doc(i, e, t) for i, e, t in rows}
