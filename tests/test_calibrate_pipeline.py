@@ -297,7 +297,7 @@ def test_plain_maximum_likelihood_without_prior(sqlite_store):
                 record_vote(s, t.id, anns[i if choice == "first" else 2].id, choice, source="tui")
         t_ct, _ = add_triplet(s, crit.id, d[0], d[4], d[5])
         record_vote(s, t_ct.id, anns[0].id, "cant_tell", source="tui")
-    summ = calibrate(sqlite_store, "ml", prior=0, beta_prior=None, alpha_bootstrap=0)
+    summ = calibrate(sqlite_store, "ml", prior=0, beta_prior=None, alpha_bootstrap=0, model="legacy")
     sc = {p["candidate_id"]: p["score"] for p in summ["pair_scores"]}
     assert set(sc) == {d[1], d[2], d[3]}  # the can't-tell-only pairs are not scored
     data = [(0, 1)] * 2 + [(1, 0)] + [(1, 2)] * 2 + [(2, 1)] + [(0, 2)] * 2 + [(2, 0)]
@@ -366,4 +366,6 @@ def test_attention_checks_most_annotators_fail_are_suspect_not_the_annotators(st
     summ = calibrate(store, "crit")
     assert summ["attention"]["key_suspect"] is True
     assert summ["attention"]["failed"] == [] and not any(a["flagged"] for a in summ["annotators"])
-    assert min(a["beta"] for a in summ["annotators"]) > 0.5  # good annotators are not down-weighted
+    # good annotators are not down-weighted (betas are normalised to a vote-weighted mean of 1; an
+    # annotator whose votes stop counting sits near 0.02)
+    assert min(a["beta"] for a in summ["annotators"]) > 0.3

@@ -13,6 +13,7 @@ run: per-pair posterior means and sds (``PairScore.score`` / ``stderr``), the an
 from __future__ import annotations
 
 import math
+from typing import Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -24,32 +25,38 @@ _GH_W = _GH_W / math.sqrt(2.0 * math.pi)
 Array = NDArray[np.float64]
 
 
-def log_z(h: Array, nu: float) -> Array:
-    """log(e^h + e^-h + nu), stable for large |h|."""
+def log_z(h: Array, nu: Union[float, Array]) -> Array:
+    """log(e^h + e^-h + nu), stable for large |h| (``nu`` a number or an array broadcast against ``h``)."""
     a = np.abs(h)
     inner = 1.0 + np.exp(-2.0 * a)
-    if nu > 0:
+    if np.any(np.asarray(nu) > 0):
         inner = inner + nu * np.exp(-a)
-    return a + np.log(inner)
+    return np.asarray(a + np.log(inner), dtype=np.float64)
 
 
-def vote_log_lik(h: Array, outcome: NDArray[np.int64], nu: float) -> Array:
-    """log P(outcome | h) element-wise (``h`` broadcast against ``outcome``)."""
+def _log_nu(nu: Union[float, Array]) -> Array:
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(nu, dtype=np.float64))
+
+
+def vote_log_lik(h: Array, outcome: NDArray[np.int64], nu: Union[float, Array]) -> Array:
+    """log P(outcome | h) element-wise (``h``, ``outcome`` and ``nu`` broadcast)."""
     lz = log_z(h, nu)
-    own = np.where(outcome == FIRST, h, np.where(outcome == SECOND, -h, math.log(nu) if nu > 0 else -np.inf))
-    return own - lz
+    own = np.where(outcome == FIRST, h, np.where(outcome == SECOND, -h, _log_nu(nu)))
+    return np.asarray(own - lz, dtype=np.float64)
 
 
-def vote_log_lik_fast(h: NDArray[np.float32], outcome: NDArray[np.int64], nu: float) -> NDArray[np.float32]:
+def vote_log_lik_fast(h: NDArray[np.float32], outcome: NDArray[np.int64],
+                      nu: Union[float, Array]) -> NDArray[np.float32]:
     """:func:`vote_log_lik` in float32 for grids (h clipped to +-30: beyond, a cell's mass is < e^-60)."""
     hc = np.clip(h, -30.0, 30.0).astype(np.float32, copy=False)
     e = np.exp(hc)
     z = e + np.reciprocal(e)
-    if nu > 0:
-        z += np.float32(nu)
+    nu32 = np.asarray(nu, dtype=np.float32)
+    if np.any(nu32 > 0):
+        z += nu32
     lz = np.log(z)
-    lnu = np.float32(math.log(nu)) if nu > 0 else np.float32(-np.inf)
-    own = np.where(outcome == FIRST, hc, np.where(outcome == SECOND, -hc, lnu))
+    own = np.where(outcome == FIRST, hc, np.where(outcome == SECOND, -hc, _log_nu(nu32).astype(np.float32)))
     return np.asarray(own - lz, dtype=np.float32)
 
 

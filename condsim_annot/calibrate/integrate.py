@@ -45,13 +45,14 @@ class _Block:
 def _logsumexp(x: F64, axis: int = -1) -> F64:
     mx = np.max(x, axis=axis, keepdims=True)
     mx = np.where(np.isfinite(mx), mx, 0.0)
-    return np.asarray(np.log(np.sum(np.exp(x - mx), axis=axis)) + np.squeeze(mx, axis=axis), dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.asarray(np.log(np.sum(np.exp(x - mx), axis=axis)) + np.squeeze(mx, axis=axis), dtype=np.float64)
 
 
 class TripletIntegrals:
     """Grid integrals over the triplets of one fit state (cavities, beta, nu, tau nodes)."""
 
-    def __init__(self, d: "_Data", cav: tuple[F64, F64, F64, F64, F64, F64], beta: F64, beta_sd: F64, nu: float,
+    def __init__(self, d: "_Data", cav: tuple[F64, F64, F64, F64, F64, F64], beta: F64, beta_sd: F64, nu: F64,
                  tau_nodes: tuple[F64, F64], G: int) -> None:
         self.d = d
         self.mu_c, self.vu, self.vw, self.dt = cav[0], cav[1], cav[2], cav[3]
@@ -88,11 +89,12 @@ class TripletIntegrals:
         a = d.ann[vidx]
         out = d.out[vidx][:, None]
         b = self.beta[a][:, None]
-        ll = vote_log_lik(0.5 * b * grid_rows, out, self.nu)
+        nu = self.nu[a][:, None]
+        ll = vote_log_lik(0.5 * b * grid_rows, out, nu)
         unsure = (self.beta_sd[a] > BETA_SD_NEGLIGIBLE) & self.marginal_beta
         if unsure.any():
             gr, ou, lb, sd = grid_rows[unsure], out[unsure], np.log(b[unsure]), self.beta_sd[a[unsure]][:, None]
-            parts = [lw + vote_log_lik(0.5 * np.exp(lb + z * sd) * gr, ou, self.nu) for z, lw in zip(*_Q3)]
+            parts = [lw + vote_log_lik(0.5 * np.exp(lb + z * sd) * gr, ou, nu[unsure]) for z, lw in zip(*_Q3)]
             ll[unsure] = _logsumexp(np.stack(parts), axis=0)
         return ll
 
@@ -155,11 +157,12 @@ class TripletIntegrals:
         rows = b.vrow[keep]
         lq = (b.lprior + b.LL)[rows] - b.vll[keep]
         lq -= _logsumexp(lq)[:, None]
-        h = 0.5 * self.beta[d.ann[b.vidx[keep]]][:, None].astype(np.float32) * b.grid[rows]
+        a = d.ann[b.vidx[keep]]
+        h = 0.5 * self.beta[a][:, None].astype(np.float32) * b.grid[rows]
+        nu = self.nu[a][:, None]
         out = np.zeros((len(rows), 3))
         for k in (FIRST, SECOND, TIE):
-            if k != TIE or self.nu > 0:
-                out[:, k] = np.exp(_logsumexp(lq + vote_log_lik(h, np.full(h.shape, k, dtype=np.int64), self.nu)))
+            out[:, k] = np.exp(_logsumexp(lq + vote_log_lik(h, np.full(h.shape, k, dtype=np.int64), nu)))
         return out
 
     def loo_cavities(self, vsub: I64) -> tuple[F64, F64, I64]:
@@ -180,25 +183,31 @@ class TripletIntegrals:
         order = np.argsort(np.concatenate(idx))
         return np.concatenate(grids)[order], np.concatenate(lqs)[order], np.sort(np.concatenate(idx))
 
-    def update_nu(self, loo: tuple[F64, F64, I64], sub: I64, beta: F64) -> float:
-        """Davidson's nu maximising the held-out predictive likelihood of the sampled votes (Newton on log nu)."""
+    def update_nu(self, loo: tuple[F64, F64, I64], beta: F64, prior_sd: float = 1.0) -> F64:
+        """Each annotator's tie parameter nu_j maximising the held-out predictive likelihood of his sampled
+        votes (Newton on log nu_j, prior N(log of the overall nu, 1)): the tie propensity is the
+        annotator's, so that beta_j measures discrimination and not how often one answers "tie"."""
         grid, lq, vidx = loo
+        ann = self.d.ann[vidx]
+        A = len(self.nu)
         out = self.d.out[vidx][:, None]
-        h = 0.5 * beta[self.d.ann[vidx]][:, None] * grid
-        lnu = math.log(self.nu)
+        h = (0.5 * beta[ann][:, None] * grid).astype(np.float32)
+        centre = float(np.log(np.median(self.nu[self.nu > 0]))) if np.any(self.nu > 0) else -2.0
+        lnu = np.log(np.maximum(self.nu, 1e-4))
 
-        def f(x: float) -> float:
-            return float(_logsumexp(lq + vote_log_lik(h, out, math.exp(x))).sum())
+        def f(x: F64) -> F64:
+            ll = _logsumexp(lq + vote_log_lik(h, out, np.exp(x[ann])[:, None]))
+            return np.bincount(ann, ll, minlength=A) - 0.5 * (x - centre) ** 2 / prior_sd**2
 
-        for _ in range(6):
-            e = 0.05
+        e = 0.05
+        for _ in range(5):
             f0, fp, fm = f(lnu), f(lnu + e), f(lnu - e)
             g1, g2 = (fp - fm) / (2 * e), (fp - 2 * f0 + fm) / e**2
-            step = -g1 / g2 if g2 < 0 else math.copysign(0.5, g1)
-            lnu = float(np.clip(lnu + np.clip(step, -1.0, 1.0), -8.0, 3.0))
-            if abs(step) < 1e-3:
+            step = np.where(g2 < 0, -g1 / np.where(g2 < 0, g2, -1.0), np.sign(g1) * 0.5)
+            lnu = np.clip(lnu + np.clip(step, -1.0, 1.0), -8.0, 3.0)
+            if np.max(np.abs(step)) < 1e-3:
                 break
-        return math.exp(lnu)
+        return np.asarray(np.exp(lnu), dtype=np.float64)
 
     def tau_profile(self, tids: I64) -> tuple[F64, F64]:
         """Log marginal likelihood of the triplets' votes for tau scaled by exp(offset) (offsets, values)."""
@@ -211,7 +220,7 @@ class TripletIntegrals:
         return offs, tot
 
 
-def beta_newton(loo: tuple[F64, F64, I64], out: I64, ann: I64, lb: F64, free: NDArray[np.bool_], nu: float,
+def beta_newton(loo: tuple[F64, F64, I64], out: I64, ann: I64, lb: F64, free: NDArray[np.bool_], nu: F64,
                 prior_sd: float, iters: int = 4) -> tuple[F64, F64]:
     """log beta_j maximising sum over j's sampled votes of log P(vote | the rest) - lb^2 / (2 prior_sd^2).
 
@@ -220,10 +229,11 @@ def beta_newton(loo: tuple[F64, F64, I64], out: I64, ann: I64, lb: F64, free: ND
     A = len(lb)
     lb = lb.copy()
     o = out[:, None]
+    nu_v = nu[ann][:, None]
     curv = np.full(A, -1 / prior_sd**2)
 
     def f(x: F64) -> F64:
-        ll = _logsumexp(lq + vote_log_lik(0.5 * np.exp(x[ann])[:, None] * grid, o, nu))
+        ll = _logsumexp(lq + vote_log_lik(0.5 * np.exp(x[ann])[:, None] * grid, o, nu_v))
         return np.bincount(ann, ll, minlength=A) - 0.5 * x**2 / prior_sd**2
 
     e = 0.05

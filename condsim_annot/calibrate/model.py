@@ -68,6 +68,7 @@ class _Data:
     out: I64  # (m,) outcome relative to (i, j)
     ann: I64  # (m,) annotator
     order: I64  # (m,) position of each sorted vote in the caller's arrays
+    flip: NDArray[np.bool_]  # (m,) the caller gave the vote's items as (j, i)
     starts: I64  # (T + 1,) vote range of each triplet
     dphi: F64  # (T, F) phi_i - phi_j
     phi: F64  # (n, F)
@@ -86,7 +87,7 @@ def _prepare(first: I64, second: I64, outcome: I64, ann: I64, n: int, A: int, ph
     vt_s = vt[order]
     starts = np.searchsorted(vt_s, np.arange(len(uk) + 1)).astype(np.int64)
     return _Data(n=n, ti=ti, tj=tj, vt=vt_s, out=out[order].astype(np.int64), ann=ann[order], order=order,
-                 starts=starts, dphi=phi[ti] - phi[tj], phi=phi, A=A)
+                 flip=flip[order], starts=starts, dphi=phi[ti] - phi[tj], phi=phi, A=A)
 
 
 class TripletModel:
@@ -202,6 +203,7 @@ class TripletModel:
         self._free = free if (self.beta_prior and free.sum() > 1) else np.zeros(d.A, dtype=bool)
         ties = float(np.mean(d.out == TIE)) if len(d.out) else 0.0
         self.nu_ = max(2 * ties / max(1e-9, 1 - ties), 0.05) if ties > 0 else 0.0
+        self.nu_annotator_ = np.full(d.A, self.nu_)
         self.tau_ = float(self.prior_scale) if self.prior_scale else 1.5
         self._tau_nodes = (np.zeros(1), np.ones(1))  # log-scale offsets and weights of tau's posterior
         self.tau_sd_ = 0.0
@@ -216,9 +218,11 @@ class TripletModel:
         dt = u[d.ti] - u[d.tj] + (d.dphi @ w if d.dphi.shape[1] else 0.0)
         half_b = 0.5 * self.beta_[d.ann]
         h = half_b * dt[d.vt]
-        lz = log_z(h, self.nu_)
+        nu = self.nu_annotator_[d.ann]
+        lz = log_z(h, nu)
         pf, ps = np.exp(h - lz), np.exp(-h - lz)
-        ll = np.where(d.out == FIRST, h, np.where(d.out == SECOND, -h, math.log(self.nu_) if self.nu_ > 0 else 0.0)) - lz
+        with np.errstate(divide="ignore"):
+            ll = np.where(d.out == FIRST, h, np.where(d.out == SECOND, -h, np.log(nu))) - lz
         r = half_b * ((pf - ps) - (d.out == FIRST) + (d.out == SECOND))
         c = half_b**2 * (pf + ps - (pf - ps) ** 2)
         return dt, h, ll, r, c
@@ -286,7 +290,8 @@ class TripletModel:
     def _integrate(self, *, update: bool) -> None:
         from .integrate import TripletIntegrals
 
-        ig = TripletIntegrals(self._d, self._cav, self.beta_, self.beta_sd_, self.nu_, self._tau_nodes, self.grid)
+        ig = TripletIntegrals(self._d, self._cav, self.beta_, self.beta_sd_, self.nu_annotator_, self._tau_nodes,
+                              self.grid)
         if update:
             rng = np.random.default_rng(self.seed)
             sub = _sample_votes(self._d.ann, self.max_votes_per_annotator, rng)
@@ -294,7 +299,9 @@ class TripletModel:
             if self._free.any() and self.beta_prior:
                 self._update_beta(ig, loo, sub)
             if self.nu_ > 0:
-                self.nu_ = ig.update_nu(loo, sub, self.beta_)
+                self.nu_annotator_ = ig.update_nu(loo, self.beta_)
+                n_a = np.bincount(self._d.ann, minlength=self._d.A)
+                self.nu_ = float(np.exp(np.dot(n_a, np.log(self.nu_annotator_)) / max(n_a.sum(), 1)))
             if not self.prior_scale:
                 tsub = rng.permutation(len(self._d.ti))[:40_000]
                 self._update_tau(ig.tau_profile(np.sort(tsub)))
@@ -309,7 +316,7 @@ class TripletModel:
         from .integrate import beta_newton
 
         d = self._d
-        lb, curv = beta_newton(loo, d.out[sub], d.ann[sub], np.log(self.beta_), self._free, self.nu_,
+        lb, curv = beta_newton(loo, d.out[sub], d.ann[sub], np.log(self.beta_), self._free, self.nu_annotator_,
                                float(self.beta_prior or 1.0))
         n_all = np.bincount(d.ann, minlength=d.A).astype(float)
         n_sub = np.maximum(np.bincount(d.ann[sub], minlength=d.A).astype(float), 1.0)
@@ -367,7 +374,8 @@ class TripletModel:
         self.w_sd_ = np.sqrt(np.diag(self.w_cov_)) if d.phi.shape[1] else np.zeros(0)
         self.components_ = components(d.n, d.ti, d.tj)
         self.log_marginal_ = float(self._post_lml) if hasattr(self, "_post_lml") else float("nan")
-        self.loo_ = self.loo_[np.argsort(d.order)]  # back to the caller's vote order
+        loo = np.where(d.flip[:, None], self.loo_[:, [1, 0, 2]], self.loo_)  # the caller's orientation
+        self.loo_ = loo[np.argsort(d.order)]  # and vote order
 
 
 def _sample_votes(ann: I64, k: int, rng: np.random.Generator) -> I64:

@@ -4,31 +4,70 @@ Columns (header row, any order): ``criterion, anchor, a, b, annotator, choice`` 
 optionally ``kind`` (human | llm), ``latency_ms``, ``confidence``, ``rationale``,
 ``group_id``.  ``anchor``/``a``/``b`` are document ids from the ingested files
 (``ext_id``); ``choice`` is ``a | b | tie | cant_tell | skip`` in the order the
-annotator saw them (``a`` shown first).  The whole file is one transaction: the
-first bad row writes nothing and the error names ``file:line: field``.
-Importing the same file twice adds nothing (each row has a content hash).
+annotator saw them (``a`` shown first).  Importing the same file twice adds nothing
+(each row has a content hash); when one annotator votes twice on a triplet in the
+file, the last line counts and the earlier ones are kept as ``superseded`` (and counted).
+
+All or nothing, without starving other writers:
+
+1. *validate* the whole file (reads only): the first bad row raises ``file:line: field``;
+2. *stage* the rows in a temporary table of this connection (SQLite keeps temporary
+   tables in a separate file, so this takes no lock on the store);
+3. *publish* with a few set-based statements in one short transaction (annotators,
+   triplets, superseded votes, new votes).  Until it commits nobody sees anything;
+   an annotator in the TUI waits at most for this step, never for the file.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+from sqlmodel import col
 
-from ..db import Store
+from ..db import Store, StoreError
 from ..errors import InputError
-from ..models import Criterion, Document, Vote
-from ..store_api import add_triplet, canonical, get_or_create_annotator, record_vote, to_canonical_choice
+from ..ingest import check_string, decoded_lines, next_csv_record
+from ..models import Annotator, Criterion, Document, Vote
+from ..store_api import canonical, max_length, to_canonical_choice
+from .votes_publish import publish
 
 REQUIRED = ("criterion", "anchor", "a", "b", "annotator", "choice")
 OPTIONAL = ("kind", "latency_ms", "confidence", "rationale", "group_id")
 CHOICE_MAP = {"a": "first", "b": "second", "tie": "tie", "cant_tell": "cant_tell", "skip": "skip",
               "cant-tell": "cant_tell", "canttell": "cant_tell"}
+CHUNK = 5000  # rows validated and staged at a time
+Progress = Callable[[str, int, int | None], None]  # (phase, done, total)
+
+STAGING = Table(
+    "vote_import_staging", MetaData(),
+    Column("line", Integer, nullable=False),
+    Column("criterion_id", Integer, nullable=False),
+    Column("anchor_id", Integer, nullable=False),
+    Column("first_id", Integer, nullable=False),
+    Column("second_id", Integer, nullable=False),
+    Column("annotator", String(300), nullable=False),
+    Column("choice", String(10), nullable=False),
+    Column("swapped", Boolean, nullable=False),
+    Column("latency_ms", Float),
+    Column("confidence", Float),
+    Column("rationale", Text),
+    Column("group_id", String(64)),
+    Column("external_id", String(200), nullable=False),
+    Column("dup", Integer, nullable=False, default=0),  # 1: repeats an earlier line; 2: already in the store
+    Column("state", String(12), nullable=False, default="active"),  # superseded: re-voted later in the file
+    Column("triplet_id", Integer),
+    Column("annotator_id", Integer),
+    prefixes=["TEMPORARY"],
+)
 
 
 @dataclass
@@ -37,123 +76,255 @@ class ImportResult:
     added: int = 0
     unchanged: int = 0
     triplets_created: int = 0
+    revoted_in_file: int = 0
     annotators: set = field(default_factory=set)
     criteria: set = field(default_factory=set)
+    kinds: dict = field(default_factory=dict, repr=False)  # annotator -> kind, for the publish step
+
+    @property
+    def warnings(self) -> list[str]:
+        if not self.revoted_in_file:
+            return []
+        return [f"{self.revoted_in_file} row(s) are an annotator voting again on a triplet voted earlier in this "
+                "file: the last line counts, the earlier ones are kept as superseded"]
 
     def as_dict(self) -> dict:
         return {"read": self.read, "added": self.added, "unchanged": self.unchanged,
-                "triplets_created": self.triplets_created, "annotators": sorted(self.annotators),
-                "criteria": sorted(self.criteria)}
+                "triplets_created": self.triplets_created, "revoted_in_file": self.revoted_in_file,
+                "annotators": sorted(self.annotators), "criteria": sorted(self.criteria), "warnings": self.warnings}
 
 
-def _float(v: str, *, file, line, fld) -> Optional[float]:
-    if v is None or str(v).strip() == "":
+def _number(v: str, *, file: str, line: int, fld: str) -> float | None:
+    if not v:
         return None
     try:
-        return float(v)
+        x = float(v)
     except ValueError:
         raise InputError(f"not a number: {v!r}", file=file, line=line, field=fld) from None
+    if not math.isfinite(x):
+        raise InputError(f"not a finite number: {v!r}", file=file, line=line, field=fld)
+    return x
 
 
-def import_votes(store: Store, path: str | Path, *, text: Optional[str] = None) -> ImportResult:
-    """Import a votes CSV (all or nothing).  ``text`` overrides reading ``path``."""
-    path = str(path)
-    if text is None:
-        p = Path(path)
-        if not p.exists():
-            raise InputError("no such file", file=path)
-        try:
-            text = p.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        raise InputError("empty file: expected a header row with " + ", ".join(REQUIRED), file=path, line=1)
-    reader.fieldnames = header
+def _csv_rows(lines: Iterator[bytes], name: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, {column: stripped value}) for each non-blank row; header and shape checked."""
+    current = [0]
+
+    def text_lines() -> Iterator[str]:
+        for n, line in decoded_lines(lines, name):
+            current[0] = n
+            yield line[1:] if n == 1 and line.startswith("\ufeff") else line
+
+    reader = csv.reader(text_lines(), strict=True)
+    header = next_csv_record(reader, name, current, 1)
+    if not header or not any(h.strip() for h in header):
+        raise InputError("empty file: expected a header row with " + ", ".join(REQUIRED), file=name, line=1)
+    header = [h.strip() for h in header]
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}; the header has {', '.join(header)}", file=path, line=1)
-    res = ImportResult()
-    with store.transaction() as s:
-        crit_cache: dict[str, Criterion] = {}
-        doc_cache: dict[tuple[Optional[int], str], int] = {}
+        raise InputError(f"missing column(s) {', '.join(missing)}; the header has {', '.join(header)}",
+                         file=name, line=1)
+    while True:
+        start = current[0] + 1
+        values = next_csv_record(reader, name, current, start)
+        if values is None:
+            return
+        if len(values) > len(header):
+            raise InputError(f"{len(values)} cells but {len(header)} columns", file=name, line=start)
+        row = {h: v.strip() for h, v in zip(header, values, strict=False)}
+        if any(row.values()):
+            yield start, row
 
-        def criterion(name: str, line: int) -> Criterion:
-            if name not in crit_cache:
-                c = s.scalars(select(Criterion).where(Criterion.name == name)).first()
-                if c is None:
-                    raise InputError(f"no criterion named {name!r} (add it with `condsim-annot criteria add`)",
-                                     file=path, line=line, field="criterion")
-                crit_cache[name] = c
-            return crit_cache[name]
 
-        def doc(corpus_id: Optional[int], ext: str, line: int, fld: str) -> int:
-            key = (corpus_id, ext)
-            if key not in doc_cache:
-                q = select(Document.id, Document.corpus_id).where(Document.ext_id == ext)
+class _Validator:
+    """Turns CSV rows into staging rows; looks criteria, documents and annotators up in bulk."""
+
+    def __init__(self, conn: Connection, name: str, file_label: str):
+        self.conn, self.name, self.file_label = conn, name, file_label
+        self.criteria: dict[str, tuple[int, int | None]] = {}
+        self.docs: dict[tuple[int | None, str], Any] = {}  # -> id, or an error message
+        self.kinds: dict[str, str] = {}  # annotator -> kind (existing or first seen in the file)
+        self.name_max = max_length(col(Annotator.name)) or 300
+        self.group_max = max_length(col(Vote.group_id)) or 64
+
+    def _criterion(self, name: str, line: int) -> tuple[int, int | None]:
+        if name not in self.criteria:
+            q = select(col(Criterion.id), col(Criterion.corpus_id)).where(col(Criterion.name) == name)
+            row = self.conn.execute(q).first()
+            if row is None:
+                raise InputError(f"no criterion named {name!r} (add it with `condsim-annot criteria add`)",
+                                 file=self.name, line=line, field="criterion")
+            self.criteria[name] = (cast(int, row[0]), row[1])
+        return self.criteria[name]
+
+    def _resolve_docs(self, keys: set[tuple[int | None, str]]) -> None:
+        """Look up every (corpus, ext_id) not yet known, 900 at a time."""
+        by_corpus: dict[int | None, list[str]] = {}
+        for corpus_id, ext in keys - self.docs.keys():
+            by_corpus.setdefault(corpus_id, []).append(ext)
+        for corpus_id, exts in by_corpus.items():
+            found: dict[str, list[int]] = {}
+            for i in range(0, len(exts), 900):
+                q = select(col(Document.ext_id), col(Document.id)).where(col(Document.ext_id).in_(exts[i:i + 900]))
                 if corpus_id is not None:
-                    q = q.where(Document.corpus_id == corpus_id)
-                rows = s.execute(q).all()
-                if not rows:
-                    raise InputError(f"no document with id {ext!r}" + (" in the criterion's corpus" if corpus_id else ""),
-                                     file=path, line=line, field=fld)
-                if len(rows) > 1:
-                    raise InputError(f"document id {ext!r} exists in {len(rows)} corpora; give the criterion a corpus",
-                                     file=path, line=line, field=fld)
-                doc_cache[key] = rows[0][0]
-            return doc_cache[key]
+                    q = q.where(col(Document.corpus_id) == corpus_id)
+                for ext, doc_id in self.conn.execute(q):
+                    found.setdefault(ext, []).append(cast(int, doc_id))
+            for ext in exts:
+                ids = found.get(ext, [])
+                if len(ids) == 1:
+                    self.docs[(corpus_id, ext)] = ids[0]
+                elif not ids:
+                    where = " in the criterion's corpus" if corpus_id is not None else ""
+                    self.docs[(corpus_id, ext)] = f"no document with id {ext!r}{where}"
+                else:
+                    self.docs[(corpus_id, ext)] = (f"document id {ext!r} exists in {len(ids)} corpora; "
+                                                   "give the criterion a corpus")
 
-        for row in reader:
-            line = reader.line_num
-            if None in row:  # more cells than header columns
-                raise InputError(f"{len(header) + len(row[None])} cells but {len(header)} columns", file=path, line=line)
-            vals = {k: (v or "").strip() for k, v in row.items()}
-            if not any(vals.values()):
-                continue
-            res.read += 1
+    def _doc(self, corpus_id: int | None, ext: str, line: int, fld: str) -> int:
+        found = self.docs[(corpus_id, ext)]
+        if isinstance(found, str):
+            raise InputError(found, file=self.name, line=line, field=fld)
+        return int(found)
+
+    def _annotator(self, name: str, kind: str, line: int) -> None:
+        check_string(name, self.name, line, "annotator")
+        if len(name) > self.name_max:
+            raise InputError(f"{len(name)} characters; at most {self.name_max} are allowed", file=self.name,
+                             line=line, field="annotator")
+        if name not in self.kinds:
+            known = self.conn.execute(select(col(Annotator.kind)).where(col(Annotator.name) == name)).scalar()
+            self.kinds[name] = known or kind
+        if self.kinds[name] != kind:
+            raise InputError(f"annotator {name!r} is {self.kinds[name]!r} (in the store or earlier in this file), "
+                             f"not {kind!r}", file=self.name, line=line, field="kind")
+
+    def chunk(self, rows: list[tuple[int, dict[str, str]]]) -> list[dict[str, Any]]:
+        """Validate a chunk of rows (in line order) into staging rows."""
+        keys: set[tuple[int | None, str]] = set()
+        for line, vals in rows:
             for c in REQUIRED:
                 if not vals.get(c):
-                    raise InputError("empty value", file=path, line=line, field=c)
-            crit = criterion(vals["criterion"], line)
-            choice_raw = vals["choice"].lower()
-            if choice_raw not in CHOICE_MAP:
-                raise InputError(f"unknown choice {vals['choice']!r}; expected a, b, tie, cant_tell or skip",
-                                 file=path, line=line, field="choice")
-            kind = (vals.get("kind") or "human").lower()
-            if kind not in ("human", "llm"):
-                raise InputError(f"unknown kind {vals.get('kind')!r}; expected human or llm", file=path, line=line, field="kind")
-            anchor = doc(crit.corpus_id, vals["anchor"], line, "anchor")
-            a = doc(crit.corpus_id, vals["a"], line, "a")
-            b = doc(crit.corpus_id, vals["b"], line, "b")
-            if a == b:
-                raise InputError("the two candidates are the same document", file=path, line=line, field="b")
-            if anchor in (a, b):
-                raise InputError("the anchor is also a candidate", file=path, line=line, field="a" if anchor == a else "b")
-            latency = _float(vals.get("latency_ms"), file=path, line=line, fld="latency_ms")
-            conf = _float(vals.get("confidence"), file=path, line=line, fld="confidence")
-            if conf is not None and not 0.0 <= conf <= 1.0:
-                raise InputError(f"confidence {conf} is not in [0, 1]", file=path, line=line, field="confidence")
-            try:
-                ann = get_or_create_annotator(s, vals["annotator"], kind=kind)
-            except Exception as exc:  # kind clash with an existing annotator
-                raise InputError(str(exc), file=path, line=line, field="kind") from None
-            _, _, _, swapped = canonical(anchor, a, b)
-            t, created = add_triplet(s, crit.id, anchor, a, b, method="import")
-            res.triplets_created += int(created)
-            choice = to_canonical_choice(CHOICE_MAP[choice_raw], swapped)
-            digest = hashlib.sha1("\x1f".join([crit.name, vals["anchor"], vals["a"], vals["b"], vals["annotator"],
-                                               choice_raw, vals.get("group_id", "")]).encode()).hexdigest()
-            ext = f"import:{digest[:32]}"
-            dup = s.scalars(select(Vote.id).where(Vote.external_id == ext, Vote.source == "import",
-                                                  Vote.triplet_id == t.id)).first()
-            if dup is not None:
-                res.unchanged += 1
-                continue
-            record_vote(s, t.id, ann.id, choice, source="import", swapped=swapped, latency_ms=latency,
-                        rationale=vals.get("rationale") or None, confidence=conf, group_id=vals.get("group_id") or None,
-                        external_id=ext, meta={"file": Path(path).name, "line": line})
-            res.added += 1
-            res.annotators.add(ann.name)
-            res.criteria.add(crit.name)
+                    raise InputError("empty value", file=self.name, line=line, field=c)
+            corpus_id = self._criterion(vals["criterion"], line)[1]
+            keys.update((corpus_id, vals[f]) for f in ("anchor", "a", "b"))
+        self._resolve_docs(keys)
+        return [self._row(line, vals) for line, vals in rows]
+
+    def _row(self, line: int, vals: dict[str, str]) -> dict[str, Any]:
+        f = self.name
+        crit_id, corpus_id = self._criterion(vals["criterion"], line)
+        choice_raw = vals["choice"].lower()
+        if choice_raw not in CHOICE_MAP:
+            raise InputError(f"unknown choice {vals['choice']!r}; expected a, b, tie, cant_tell or skip",
+                             file=f, line=line, field="choice")
+        kind = (vals.get("kind") or "human").lower()
+        if kind not in ("human", "llm"):
+            raise InputError(f"unknown kind {vals.get('kind')!r}; expected human or llm", file=f, line=line,
+                             field="kind")
+        anchor = self._doc(corpus_id, vals["anchor"], line, "anchor")
+        a = self._doc(corpus_id, vals["a"], line, "a")
+        b = self._doc(corpus_id, vals["b"], line, "b")
+        if a == b:
+            raise InputError("the two candidates are the same document", file=f, line=line, field="b")
+        if anchor in (a, b):
+            raise InputError("the anchor is also a candidate", file=f, line=line, field="a" if anchor == a else "b")
+        latency = _number(vals.get("latency_ms", ""), file=f, line=line, fld="latency_ms")
+        conf = _number(vals.get("confidence", ""), file=f, line=line, fld="confidence")
+        if conf is not None and not 0.0 <= conf <= 1.0:
+            raise InputError(f"confidence {conf} is not in [0, 1]", file=f, line=line, field="confidence")
+        self._annotator(vals["annotator"], kind, line)
+        group = vals.get("group_id") or None
+        if group is not None and len(group) > self.group_max:
+            raise InputError(f"{len(group)} characters; at most {self.group_max} are allowed", file=f, line=line,
+                             field="group_id")
+        rationale = vals.get("rationale") or None
+        for fld, v in (("rationale", rationale), ("group_id", group)):
+            if v is not None:
+                check_string(v, f, line, fld)
+        _, first, second, swapped = canonical(anchor, a, b)
+        digest = hashlib.sha1("\x1f".join([vals["criterion"], vals["anchor"], vals["a"], vals["b"], vals["annotator"],
+                                           choice_raw, vals.get("group_id", "")]).encode()).hexdigest()
+        return {"line": line, "criterion_id": crit_id, "anchor_id": anchor, "first_id": first, "second_id": second,
+                "annotator": vals["annotator"], "choice": to_canonical_choice(CHOICE_MAP[choice_raw], swapped),
+                "swapped": swapped, "latency_ms": latency, "confidence": conf, "rationale": rationale,
+                "group_id": group, "external_id": f"import:{digest[:32]}", "dup": 0, "state": "active"}
+
+
+def _open_lines(path: str, text: str | None) -> tuple[Iterator[bytes], int | None, Callable[[], int]]:
+    """Byte lines of the file (or of ``text``), its size and a bytes-read counter for progress."""
+    if text is not None:
+        data = text.encode("utf-8", "surrogatepass")
+        return iter(data.splitlines(keepends=True)), len(data), lambda: 0
+    p = Path(path)
+    if p.is_dir():
+        raise InputError("is a folder, not a file", file=path)
+    if not p.exists():
+        raise InputError("no such file", file=path)
+    fh = open(p, "rb")
+    pos = [0]
+
+    def lines() -> Iterator[bytes]:
+        with fh:
+            for line in fh:
+                pos[0] += len(line)
+                yield line
+
+    return lines(), p.stat().st_size, lambda: pos[0]
+
+
+def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, progress: Progress | None) -> None:
+    """Validate every row and stage it (temporary table: no lock on the store); raises on the first bad row."""
+    lines, total, pos = _open_lines(path, text)
+    v = _Validator(conn, path, Path(path).name)
+    buf: list[tuple[int, dict[str, str]]] = []
+
+    def flush() -> None:
+        staged = v.chunk(buf)
+        conn.execute(STAGING.insert(), staged)
+        conn.commit()  # the temporary table only: no lock on the store
+        res.read += len(staged)
+        buf.clear()
+        if progress:
+            progress("validate", pos(), total)
+
+    for item in _csv_rows(lines, path):
+        buf.append(item)
+        if len(buf) >= CHUNK:
+            flush()
+    if buf:
+        flush()
+    res.criteria = set(v.criteria)
+    res.annotators = set(v.kinds)
+    res.kinds = dict(v.kinds)
+    if progress:
+        progress("validate", total or 0, total)
+
+
+def import_votes(store: Store, path: str | Path, *, text: str | None = None,
+                 progress: Progress | None = None) -> ImportResult:
+    """Import a votes CSV, all or nothing.  ``text`` overrides reading ``path``.
+
+    ``progress(phase, done, total)``: phase ``validate`` (bytes of the file) then
+    ``publish`` (statements of the final transaction).
+    """
+    path = str(path)
+    res = ImportResult()
+    with store.engine.connect() as conn:
+        STAGING.create(conn)
+        conn.commit()
+        try:
+            _stage(conn, path, text, res, progress)
+            if not res.read:
+                raise InputError("no votes: the file has a header but no rows", file=path, line=2)
+            publish(conn, res, Path(path).name, progress)
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreError(f"{path}: nothing was imported: the store refused the write ({reason}); "
+                             "try again") from None
+        finally:
+            conn.rollback()
+            STAGING.drop(conn)
+            conn.commit()
     return res
+
