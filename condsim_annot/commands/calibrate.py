@@ -39,17 +39,45 @@ def _print_summary(s: dict) -> None:
     if s["ill_defined"]:
         out.print(f"[yellow]{len(s['ill_defined'])} triplet(s) look ill-defined[/] (mostly \"can't tell\"); "
                   f"criterion can't-tell rate {s['cant_tell_rate']:.1%}")
-    if s["components"]["count"] > 1:
+    _print_model(s)
+    if s["components"]["count"] > 1 and not s.get("model", {}).get("global_scale"):
         out.print(f"scores compare only inside a component: {s['components']['count']} components; "
                   "`condsim-annot propose` can add bridge triplets to join them")
+
+
+def _print_model(s: dict) -> None:
+    """The prior's feature weights and the measured calibration."""
+    m = s.get("model") or {}
+    if m.get("name") == "triplet":
+        ws = ", ".join(f"{w['method']} {w['w']:+.2f} (sd {w['sd']:.2f})" for w in m["feature_weights"])
+        out.print(f"model: pair scores on one scale, prior sd tau={m['prior_scale']:.2f} (empirical Bayes unless "
+                  f"--prior); what each method is worth under this criterion, learnt from the votes: {ws or '(no method scores stored)'}")
+    cal = s.get("calibration") or {}
+    v = cal.get("votes")
+    if v and v.get("ece") is not None:
+        out.print(f"calibration (each held-out vote predicted from the others, {v['n']} votes): "
+                  f"ECE {v['ece']:.3f}, Brier {v['brier']:.3f}")
+    ga = cal.get("gold_accuracy") or {}
+    if ga.get("expected") is not None:
+        txt = f"gold labels' expected accuracy {ga['expected']:.3f}"
+        if ga.get("reference_n"):
+            txt += (f"; on {ga['reference_n']} with a reference answer {ga['reference_correct']} right, "
+                    f"95% lower bound {ga['lower_95']:.3f} (Clopper-Pearson; {ga['reference']})")
+        out.print(txt)
 
 
 @click.command("calibrate")
 @click.argument("criterion")
 @click.option("--tau", type=float, default=0.9, show_default=True, help="Gold when P(s(a,x) > s(a,y)) >= tau.")
 @click.option("--min-votes", type=int, default=2, show_default=True, help="Gold needs at least this many fitted votes.")
-@click.option("--prior", type=float, default=2.0, show_default=True,
-              help="Scale of the Gaussian prior on pair scores (0 = off: plain maximum likelihood).")
+@click.option("--prior", type=float, default=None,
+              help="Sd of the pair scores around their prior (default: learnt from the votes, empirical Bayes; "
+                   "legacy model: 2; 0 with --model legacy = plain maximum likelihood).")
+@click.option("--model", "model", type=click.Choice(["triplet", "legacy"]), default="triplet", show_default=True,
+              help="triplet: feature prior + exact triplet probabilities; legacy: the previous Bradley-Terry fit.")
+@click.option("--target-accuracy", type=float, default=None,
+              help="Choose the gold threshold so the gold labels' expected accuracy reaches this (e.g. 0.95); "
+                   "overrides --tau.")
 @click.option("--beta-prior", type=float, default=1.0, show_default=True,
               help="Scale of the prior on log beta (0 = every annotator beta 1).")
 @click.option("--bootstrap", type=int, default=0, show_default=True, help="Bootstrap refits over votes for the uncertainty (0 = Laplace).")
@@ -57,26 +85,31 @@ def _print_summary(s: dict) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (stable keys), with every pair score.")
 @pass_ctx
-def calibrate_cmd(ctx: Ctx, criterion, tau, min_votes, prior, beta_prior, bootstrap, derive, seed, as_json):
-    """Fit the Bradley-Terry model to CRITERION's votes; store pair scores and gold labels.
+def calibrate_cmd(ctx: Ctx, criterion, tau, min_votes, prior, model, target_accuracy, beta_prior, bootstrap, derive,
+                  seed, as_json):
+    """Fit the calibration model to CRITERION's votes; store pair scores and gold labels.
 
-    Votes: first/second/tie enter the fit (ties by Davidson's model), can't-tell is
-    counted, skips ignored; best-of-k answers count as one Luce choice; each
-    annotator gets a discrimination beta (noisy = small), measured against the
-    scores the other annotators' votes imply, so nobody can look reliable by
-    voting alone.  A new calibration run is stored every time; exports, reports and the leaderboard use the latest.
+    Votes: first/second/tie enter the fit (ties by Davidson's model, each annotator's own
+    tie propensity), can't-tell is counted, skips ignored.  Each pair's score is
+    w . (the proposer methods' scores) + its own deviation: w is learnt from the votes, so
+    every triplet is on one scale and unvoted pairs get calibrated probabilities.  Each
+    annotator gets a discrimination beta (noisy = small) measured by how well the others'
+    votes predict theirs, so nobody can look reliable by voting alone.  Each triplet's
+    probability is integrated exactly; calibration is measured on held-out votes (ECE).
+    A new calibration run is stored every time; exports, reports and the leaderboard use the latest.
 
     \b
     Examples:
       condsim-annot calibrate proof-strategy
-      condsim-annot calibrate proof-strategy --tau 0.95 --min-votes 3 --bootstrap 200
+      condsim-annot calibrate proof-strategy --target-accuracy 0.95
+      condsim-annot calibrate proof-strategy --model legacy --tau 0.95 --bootstrap 200
       condsim-annot calibrate proof-strategy --json | jq '.gold'
     """
     from condsim_annot.calibrate.pipeline import calibrate
 
     s = calibrate(ctx.store(), criterion, tau=tau, min_votes=min_votes, prior=prior,
                   beta_prior=beta_prior if beta_prior > 0 else None, bootstrap=bootstrap, derive=derive, seed=seed,
-                  command=command_line())
+                  command=command_line(), model=model, target_accuracy=target_accuracy)
     if as_json:
         doc = {k: v for k, v in s.items() if k != "labels"}
         doc["pair_scores"] = [{k: p[k] for k in ("anchor", "candidate", "score", "stderr", "component", "n_votes")}
