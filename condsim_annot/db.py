@@ -10,27 +10,34 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Optional
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session
 
 from .errors import CondsimError
+from .models import load_all_models
 
 DEFAULT_DB = "condsim.db"
 ENV_DB = "CONDSIM_DB"
+ENV_BUSY = "CONDSIM_SQLITE_BUSY_S"
 
 
 class StoreError(CondsimError):
     pass
 
 
-def resolve_url(db: Optional[str] = None) -> str:
+def resolve_url(db: str | None = None) -> str:
     """``--db`` or ``$CONDSIM_DB`` or ``./condsim.db``; a bare path means SQLite."""
     db = db or os.environ.get(ENV_DB) or DEFAULT_DB
     if "://" not in db:
@@ -45,17 +52,53 @@ def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # pragma: no cover - unparsable URL: strip anything like user:pass@
+    except (ArgumentError, ValueError):  # pragma: no cover - unparsable URL: strip anything like user:pass@
         return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def busy_timeout_s() -> float:
+    """How long a SQLite writer waits for the lock (``$CONDSIM_SQLITE_BUSY_S``, default 60 s)."""
+    raw = os.environ.get(ENV_BUSY, "60")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise StoreError(f"${ENV_BUSY} must be a number of seconds, not {raw!r}") from None
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def check_sqlite_file(path: str) -> None:
+    """Refuse a file that is not ours before connecting (connecting switches it to WAL and migrating adds tables).
+
+    A text file is "not a SQLite database"; a SQLite database with tables but no
+    migration history belongs to something else and is left untouched.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise StoreError(f"cannot open database {p}: it is a folder (pass a file path, e.g. {p / 'condsim.db'})")
+    if not p.exists() or p.stat().st_size == 0:
+        return
+    try:
+        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{p} is not a condsim-annot store: {exc} (pass --db with a new or existing store)") from None
+    if tables and "alembic_version" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"{p} is a SQLite database of something else ({len(tables)} tables: {shown}; no condsim-annot "
+            "migration history): refusing to add tables to it. Pass --db with a new file name."
+        )
 
 
 def make_engine(url: str) -> Engine:
@@ -69,7 +112,8 @@ def make_engine(url: str) -> Engine:
             parent = Path(u.database).expanduser().resolve().parent
             if not parent.exists():
                 raise StoreError(f"cannot open database {redact(url)}: folder {parent} does not exist")
-        kwargs["connect_args"] = {"timeout": 60}
+            check_sqlite_file(u.database)
+        kwargs["connect_args"] = {"timeout": busy_timeout_s()}
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -79,7 +123,7 @@ def make_engine(url: str) -> Engine:
         kwargs["connect_args"] = ca
     try:
         return create_engine(url, **kwargs)
-    except Exception as exc:  # missing driver, bad options
+    except (ArgumentError, ImportError, TypeError, ValueError) as exc:  # missing driver, bad options
         raise StoreError(f"cannot use database {redact(url)}: {exc}") from exc
 
 
@@ -88,8 +132,6 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(engine: Engine, connection=None):
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
@@ -98,22 +140,16 @@ def alembic_config(engine: Engine, connection=None):
 
 
 def _script_heads(engine: Engine) -> set[str]:
-    from alembic.script import ScriptDirectory
-
     return set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
 
 
 def current_revisions(engine: Engine) -> set[str]:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         return set(MigrationContext.configure(conn).get_current_heads())
 
 
 def upgrade(engine: Engine, target: str = "heads") -> None:
     """Apply migrations (idempotent; serialised across processes on PostgreSQL)."""
-    from alembic import command
-
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(74211)"))
@@ -153,14 +189,12 @@ class Store:
         return f"Store({redact(self.url)})"
 
 
-def open_store(db: Optional[str] = None, *, migrate: bool = True, create: bool = True) -> Store:
+def open_store(db: str | None = None, *, migrate: bool = True, create: bool = True) -> Store:
     """Open (and by default migrate) the store at ``db``.
 
     Raises :class:`StoreError` with a readable message when the database cannot be
     reached, so the CLI never prints a driver traceback.
     """
-    from .models import load_all_models
-
     load_all_models()
     url = resolve_url(db)
     engine = make_engine(url)

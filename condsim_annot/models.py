@@ -18,10 +18,12 @@ Conventions
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import pkgutil
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 CHOICES = ("first", "second", "tie", "cant_tell", "skip")
@@ -45,34 +47,34 @@ def _json(nullable: bool = True):
 class Corpus(SQLModel, table=True):
     """A named collection of documents; criteria are views of one corpus."""
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=200)
-    source: Optional[str] = Field(default=None, sa_type=Text)
+    source: str | None = Field(default=None, sa_type=Text)
     created_at: datetime = _ts()
 
 
 class Document(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("corpus_id", "ext_id", name="uq_document_corpus_ext"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     corpus_id: int = Field(foreign_key="corpus.id", index=True)
     ext_id: str = Field(max_length=500, description="the id from the user's file")
     text: str = Field(sa_type=Text)
-    meta: Optional[dict] = _json()
+    meta: dict | None = _json()
     content_hash: str = Field(max_length=64, index=True, description="sha256 of the text")
     created_at: datetime = _ts()
-    updated_at: Optional[datetime] = Field(default=None, sa_type=DateTime(timezone=True))
+    updated_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class Criterion(SQLModel, table=True):
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=200)
     description: str = Field(sa_type=Text)
-    instruction: Optional[str] = Field(default=None, sa_type=Text, description="embedding query instruction")
+    instruction: str | None = Field(default=None, sa_type=Text, description="embedding query instruction")
     version: int = Field(default=1)
-    corpus_id: Optional[int] = Field(default=None, foreign_key="corpus.id")
+    corpus_id: int | None = Field(default=None, foreign_key="corpus.id")
     created_at: datetime = _ts()
-    updated_at: Optional[datetime] = Field(default=None, sa_type=DateTime(timezone=True))
+    updated_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class Triplet(SQLModel, table=True):
@@ -84,30 +86,31 @@ class Triplet(SQLModel, table=True):
         CheckConstraint("anchor_id <> first_id AND anchor_id <> second_id", name="ck_triplet_anchor_distinct"),
     )
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     criterion_id: int = Field(foreign_key="criterion.id", index=True)
     anchor_id: int = Field(foreign_key="document.id", index=True)
     first_id: int = Field(foreign_key="document.id")
     second_id: int = Field(foreign_key="document.id")
     method: str = Field(default="manual", max_length=100, description="how it was proposed")
-    strategy: Optional[str] = Field(default=None, max_length=100, description="disagreement | audit | attention | bridge | ...")
-    proposal_run: Optional[int] = Field(default=None)
+    strategy: str | None = Field(default=None, max_length=100,
+                                 description="disagreement | audit | attention | bridge | ...")
+    proposal_run: int | None = Field(default=None)
     priority: float = Field(default=0.0, description="higher = ask first")
     is_attention_check: bool = Field(default=False)
-    expected: Optional[str] = Field(default=None, max_length=10, description="known answer of an attention check")
-    meta: Optional[dict] = _json()
+    expected: str | None = Field(default=None, max_length=10, description="known answer of an attention check")
+    meta: dict | None = _json()
     created_at: datetime = _ts()
 
 
 class Annotator(SQLModel, table=True):
     __table_args__ = (CheckConstraint("kind IN ('human', 'llm')", name="ck_annotator_kind"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=300)
     kind: str = Field(default="human", max_length=10)
-    model: Optional[str] = Field(default=None, max_length=300)
-    prompt_version: Optional[str] = Field(default=None, max_length=100)
-    params: Optional[dict] = _json()
+    model: str | None = Field(default=None, max_length=300)
+    prompt_version: str | None = Field(default=None, max_length=100)
+    params: dict | None = _json()
     created_at: datetime = _ts()
 
 
@@ -116,23 +119,28 @@ class Vote(SQLModel, table=True):
         CheckConstraint("choice IN ('first', 'second', 'tie', 'cant_tell', 'skip')", name="ck_vote_choice"),
         CheckConstraint("state IN ('active', 'undone', 'superseded')", name="ck_vote_state"),
         Index("ix_vote_triplet_annotator", "triplet_id", "annotator_id"),
+        # One active vote per (annotator, triplet, source, presentation): enforced by the database, so two
+        # concurrent judge runs or imports cannot both add one (migration 0007).
+        Index("uq_vote_active_presentation", "triplet_id", "annotator_id", "source", "swapped", unique=True,
+              sqlite_where=text("state = 'active'"), postgresql_where=text("state = 'active'")),
     )
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     triplet_id: int = Field(foreign_key="triplet.id", index=True)
     annotator_id: int = Field(foreign_key="annotator.id", index=True)
     choice: str = Field(max_length=10)
     swapped: bool = Field(default=False, description="True when the canonical second candidate was shown as A")
-    latency_ms: Optional[float] = Field(default=None)
-    rationale: Optional[str] = Field(default=None, sa_type=Text)
-    confidence: Optional[float] = Field(default=None, description="e.g. an LLM's label probability")
+    latency_ms: float | None = Field(default=None)
+    rationale: str | None = Field(default=None, sa_type=Text)
+    confidence: float | None = Field(default=None, description="e.g. an LLM's label probability")
     source: str = Field(max_length=20, index=True)
     state: str = Field(default="active", max_length=12, index=True)
-    replaces_id: Optional[int] = Field(default=None, foreign_key="vote.id")
-    group_id: Optional[str] = Field(default=None, max_length=64, index=True, description="best-of-k answer this comparison came from")
-    session_id: Optional[str] = Field(default=None, max_length=64)
-    external_id: Optional[str] = Field(default=None, max_length=200, index=True)
-    meta: Optional[dict] = _json()
+    replaces_id: int | None = Field(default=None, foreign_key="vote.id")
+    group_id: str | None = Field(default=None, max_length=64, index=True,
+                                 description="best-of-k answer this comparison came from")
+    session_id: str | None = Field(default=None, max_length=64)
+    external_id: str | None = Field(default=None, max_length=200, index=True)
+    meta: dict | None = _json()
     created_at: datetime = _ts()
 
 
@@ -141,20 +149,20 @@ class Assignment(SQLModel, table=True):
 
     __table_args__ = (UniqueConstraint("triplet_id", "annotator_id", name="uq_assignment_triplet_annotator"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     triplet_id: int = Field(foreign_key="triplet.id", index=True)
     annotator_id: int = Field(foreign_key="annotator.id", index=True)
     state: str = Field(default="pending", max_length=12, description="pending | done | released")
-    swapped: Optional[bool] = Field(default=None)
+    swapped: bool | None = Field(default=None)
     created_at: datetime = _ts()
-    updated_at: Optional[datetime] = Field(default=None, sa_type=DateTime(timezone=True))
+    updated_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class CalibrationRun(SQLModel, table=True):
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     criterion_id: int = Field(foreign_key="criterion.id", index=True)
-    params: Optional[dict] = _json()
-    summary: Optional[dict] = _json()
+    params: dict | None = _json()
+    summary: dict | None = _json()
     n_votes: int = Field(default=0)
     created_at: datetime = _ts()
 
@@ -162,11 +170,11 @@ class CalibrationRun(SQLModel, table=True):
 class GoldLabel(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("calibration_run_id", "triplet_id", name="uq_gold_run_triplet"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     calibration_run_id: int = Field(foreign_key="calibrationrun.id", index=True)
     criterion_id: int = Field(foreign_key="criterion.id", index=True)
     triplet_id: int = Field(foreign_key="triplet.id", index=True)
-    label: Optional[str] = Field(default=None, max_length=10, description="first | second (canonical), None if undecided")
+    label: str | None = Field(default=None, max_length=10, description="first | second (canonical), None if undecided")
     probability: float = Field(default=0.5, description="P(label) under the fitted model")
     n_votes: int = Field(default=0)
     status: str = Field(default="uncertain", max_length=12, description="gold | uncertain | contested | derived")
@@ -182,22 +190,17 @@ MODEL_MODULES: list[str] = [
 
 def load_all_models() -> type[SQLModel]:
     """Import every module that defines tables, so ``SQLModel.metadata`` is complete."""
-    import pkgutil
-
     for name in MODEL_MODULES:
         importlib.import_module(name)
     # Stage table modules are discovered by name: any ``condsim_annot/<stage>/tables.py``
     # (plus the namespaced tui/ and exporters/ folders).  Keep stage __init__ files light.
-    import importlib.util as _ilu
-
-    import condsim_annot
-
-    names = [info.name + ".tables" for info in pkgutil.iter_modules(condsim_annot.__path__, "condsim_annot.") if info.ispkg]
+    package = importlib.import_module("condsim_annot")
+    names = [info.name + ".tables" for info in pkgutil.iter_modules(package.__path__, "condsim_annot.") if info.ispkg]
     names += ["condsim_annot.tui.tables", "condsim_annot.exporters.tables"]
     for name in names:
         try:
-            found = _ilu.find_spec(name) is not None
-        except ModuleNotFoundError:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # the parent package is not installed (e.g. tui/ without its extras)
             found = False
         if found:
             importlib.import_module(name)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from condsim_annot.models import Corpus, Criterion, Document, Vote
-from condsim_annot.store_api import add_triplet
+from condsim_annot.calibrate.votes_import import import_votes
+from condsim_annot.db import open_store
+from condsim_annot.models import Corpus, Criterion, Document, Triplet, Vote
+from condsim_annot.store_api import ActiveVoteExists, add_triplet, get_or_create_annotator, record_vote
 
 WRITER = textwrap.dedent(
     """
@@ -42,7 +48,10 @@ def test_four_processes_write_votes_concurrently(store, db_url):
         ids = [d.id for d in docs]
         for i in range(n):
             add_triplet(s, crit.id, ids[0], ids[1 + i], ids[n + 1])
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, db_url, f"w{k}", str(n)], stdout=subprocess.PIPE, text=True) for k in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, db_url, f"w{k}", str(n)], stdout=subprocess.PIPE, text=True)
+        for k in range(4)
+    ]
     acknowledged = 0
     for p in procs:
         out, _ = p.communicate(timeout=240)
@@ -53,3 +62,92 @@ def test_four_processes_write_votes_concurrently(store, db_url):
         per = dict(s.execute(select(Vote.annotator_id, func.count()).group_by(Vote.annotator_id)).all())
     assert acknowledged == 4 * n
     assert total == 4 * n and sorted(per.values()) == [n] * 4
+
+
+def _shared_triplet_files(tmp_path, n_files=4, n_rows=60):
+    """Vote files from different annotators over the same triplets (every file creates the same triplets)."""
+    files = []
+    for k in range(n_files):
+        rows = ["criterion,anchor,a,b,annotator,choice"]
+        rows += [f"k,d0,d{1 + i},d{2 + i},ann{k},{'a' if (i + k) % 2 else 'b'}" for i in range(n_rows)]
+        f = tmp_path / f"votes{k}.csv"
+        f.write_text("\n".join(rows) + "\n")
+        files.append(f)
+    return files
+
+
+def test_concurrent_imports_sharing_triplets_all_succeed(store, db_url, tmp_path):
+    """Defect 14.3: 3 of 4 concurrent imports failed on PostgreSQL with a uq_triplet_canonical traceback."""
+    with store.transaction() as s:
+        c = Corpus(name="c")
+        s.add(c)
+        s.flush()
+        s.add_all([Document(corpus_id=c.id, ext_id=f"d{i}", text=str(i), content_hash=str(i)) for i in range(64)])
+        s.add(Criterion(name="k", description="d", corpus_id=c.id))
+    files = _shared_triplet_files(tmp_path)
+    stores = [open_store(db_url) for _ in files]  # one engine (own connections) per importer
+    start = threading.Barrier(len(files))
+
+    def run(k: int) -> int:
+        start.wait()
+        return import_votes(stores[k], files[k]).added
+
+    with ThreadPoolExecutor(len(files)) as pool:
+        added = list(pool.map(run, range(len(files))))  # re-raises an importer's error
+    assert added == [60] * 4
+    for st in stores:
+        st.close()
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Vote).where(Vote.state == "active")) == 4 * 60
+        assert s.scalar(select(func.count()).select_from(Triplet)) == 60
+
+
+def test_one_active_vote_per_presentation_is_enforced_by_the_database(store):
+    with store.transaction() as s:
+        c = Corpus(name="c")
+        s.add(c)
+        s.flush()
+        docs = [Document(corpus_id=c.id, ext_id=str(i), text=str(i), content_hash=str(i)) for i in range(3)]
+        s.add_all(docs)
+        crit = Criterion(name="k", description="d")
+        s.add(crit)
+        s.flush()
+        t, _ = add_triplet(s, crit.id, docs[0].id, docs[1].id, docs[2].id)
+        ann = get_or_create_annotator(s, "judge", kind="llm")
+        record_vote(s, t.id, ann.id, "first", source="llm", swapped=False, supersede=False)
+        record_vote(s, t.id, ann.id, "second", source="llm", swapped=True, supersede=False)  # other presentation
+    with pytest.raises(ActiveVoteExists):
+        with store.transaction() as s:
+            record_vote(s, t.id, ann.id, "second", source="llm", swapped=False, supersede=False)
+    with pytest.raises(IntegrityError):  # the database itself refuses a second active vote
+        with store.transaction() as s:
+            s.add(Vote(triplet_id=t.id, annotator_id=ann.id, choice="tie", source="llm", swapped=False))
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Vote).where(Vote.state == "active")) == 2
+
+
+def test_two_concurrent_runs_of_one_judge_leave_one_vote_per_presentation(store, monkeypatch):
+    """Defect 14.3: two runs of the same judge left 61 active votes for 60 presentations."""
+    from openai_server import OpenAIServer, Reply, seed_corpus, seed_triplets
+
+    from condsim_annot.llm.judge import run_judge
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    cid, ids = seed_corpus(store, [f"document number {i}" for i in range(8)])
+    seed_triplets(store, cid, [(ids[0], ids[i], ids[i + 1]) for i in range(1, 7)])
+    with OpenAIServer(lambda req, n: Reply(content='{"answer": "A"}', delay=0.05)) as srv:
+        with ThreadPoolExecutor(2) as pool:
+            runs = [
+                pool.submit(run_judge, store, "same-technique", model="m", base_url=srv.base_url, concurrency=4)
+                for _ in range(2)
+            ]
+            added = sum(r.result(timeout=120).votes_added for r in runs)  # re-raises a run's error
+    with store.session() as s:
+        rows = s.execute(
+            select(Vote.triplet_id, Vote.swapped, func.count())
+            .where(Vote.state == "active")
+            .group_by(Vote.triplet_id, Vote.swapped)
+        ).all()
+    assert len(rows) == 12 and all(n == 1 for _t, _sw, n in rows), rows
+    assert added == 12  # the run that lost a presentation does not count it as added

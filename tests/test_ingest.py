@@ -69,11 +69,21 @@ BAD = [
     ("malformed.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2", "text": \n', "malformed.jsonl:2", "malformed JSON"),
     ("noid.jsonl", b'{"id": "1", "text": "ok"}\n{"text": "no id"}\n', "noid.jsonl:2: field 'id'", "missing"),
     ("notext.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2"}\n', "notext.jsonl:2: field 'text'", "missing"),
-    ("empty.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2", "text": "   "}\n', "empty.jsonl:2: field 'text'", "empty text"),
-    ("dup.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2", "text": "b"}\n{"id": "1", "text": "c"}\n', "dup.jsonl:3: field 'id'", "duplicate id"),
+    (
+        "empty.jsonl",
+        b'{"id": "1", "text": "ok"}\n{"id": "2", "text": "   "}\n',
+        "empty.jsonl:2: field 'text'",
+        "empty text",
+    ),
+    (
+        "dup.jsonl",
+        b'{"id": "1", "text": "ok"}\n{"id": "2", "text": "b"}\n{"id": "1", "text": "c"}\n',
+        "dup.jsonl:3: field 'id'",
+        "duplicate id",
+    ),
     ("latin1.jsonl", b'{"id": "1", "text": "ok"}\n{"id": "2", "text": "caf\xe9"}\n', "latin1.jsonl:2", "UTF-8"),
-    ("latin1.csv", b'id,text\n1,ok\n2,caf\xe9\n', "latin1.csv:3", "UTF-8"),
-    ("short.csv", b'id,text\n1,ok\n2\n', "short.csv:3", "columns"),
+    ("latin1.csv", b"id,text\n1,ok\n2,caf\xe9\n", "latin1.csv:3", "UTF-8"),
+    ("short.csv", b"id,text\n1,ok\n2\n", "short.csv:3", "columns"),
     ("data.xml", b"<xml/>", "data.xml", "unknown file type"),
 ]
 
@@ -110,3 +120,81 @@ def test_ingest_api_reports_progress(store, tmp_path):
     res = ingest(store, [str(f)], progress=lambda name, done, total: calls.append((done, total)))
     assert res.added == 2500
     assert len(calls) >= 3 and calls[-1][0] == calls[-1][1] == f.stat().st_size
+
+
+EDGE = [
+    (
+        "quote.csv",
+        b'id,text\n1,ok\n2,"never closed\n3,swallowed\n4,also swallowed\n',
+        "quote.csv:3",
+        "unterminated quoted field",
+    ),
+    ("fake.parquet", b"this is not parquet at all\n", "fake.parquet", "not a readable Parquet file"),
+    (
+        "deep.jsonl",
+        b'{"id": "1", "text": "ok", "m": ' + b"[" * 100000 + b"]" * 100000 + b"}\n",
+        "deep.jsonl:1",
+        "nested too deeply",
+    ),
+    (
+        "nested.jsonl",
+        b'{"id": "1", "text": "ok", "m": ' + b"[" * 80 + b"]" * 80 + b"}\n",
+        "nested.jsonl:1: field 'm'",
+        "nested deeper than 64",
+    ),
+    (
+        "surrogate.jsonl",
+        b'{"id": "1", "text": "bad \\ud800 half"}\n',
+        "surrogate.jsonl:1: field 'text'",
+        "lone surrogate",
+    ),
+    ("nul.jsonl", b'{"id": "1", "text": "a\\u0000b"}\n', "nul.jsonl:1: field 'text'", "NUL character"),
+    ("nulid.csv", b"id,text\na\x00b,text\n", "nulid.csv:2: field 'id'", "NUL character"),
+    (
+        "nulmeta.jsonl",
+        b'{"id": "1", "text": "t", "src": "x\\u0000y"}\n',
+        "nulmeta.jsonl:1: field 'src'",
+        "NUL character",
+    ),
+    ("longid.jsonl", b'{"id": "' + b"x" * 501 + b'", "text": "t"}\n', "longid.jsonl:1: field 'id'", "at most 500"),
+    ("empty.jsonl", b"", "empty.jsonl", "empty file"),
+    ("blank.jsonl", b"\n\n", "blank.jsonl", "empty file"),
+    ("header.csv", b"id,text\n", "header.csv", "empty file"),
+]
+
+
+@pytest.mark.parametrize("name,content,where,what", EDGE, ids=[e[0] for e in EDGE])
+def test_edge_inputs_are_one_line_errors_on_both_backends(cli, tmp_path, name, content, where, what):
+    """Defect 14.7: these were silent merges (CSV), 40-120-line tracebacks, or a PostgreSQL-only crash."""
+    good = write_jsonl(tmp_path / "good.jsonl", ROWS)
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    r = cli("ingest", good, bad, expect_ok=False)
+    assert r.exit_code == 1, r.output
+    assert where in r.output and what in r.output, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) <= 3, r.output
+    assert doc_count(cli) == 0
+
+
+@pytest.mark.backends("sqlite")
+def test_a_folder_is_a_one_line_error(cli, tmp_path):
+    (tmp_path / "docs.jsonl").mkdir()
+    r = cli("ingest", tmp_path / "docs.jsonl", expect_ok=False)
+    assert r.exit_code == 1 and "is a folder" in r.output and "Traceback" not in r.output
+
+
+def test_nan_and_infinity_in_metadata_are_stored_alike(cli, store, tmp_path):
+    """Defect 14.7: NaN/Infinity in metadata were stored by SQLite but crashed PostgreSQL."""
+    f = tmp_path / "nan.jsonl"
+    f.write_bytes(
+        b'{"id": "1", "text": "t", "score": NaN, "hi": Infinity, "lo": -Infinity, "ok": 1.5, '
+        b'"nested": {"x": [NaN, 2]}}\n'
+    )
+    cli("ingest", f)
+    from sqlalchemy import select
+
+    from condsim_annot.models import Document
+
+    with store.session() as s:
+        meta = s.scalars(select(Document.meta)).one()
+    assert meta == {"score": None, "hi": None, "lo": None, "ok": 1.5, "nested": {"x": [None, 2]}}

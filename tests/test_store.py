@@ -27,7 +27,17 @@ def _docs(store, n=4):
 def test_open_creates_tables_and_is_idempotent(db_url):
     s1 = open_store(db_url)
     names = table_names(s1)
-    for t in ("corpus", "document", "criterion", "triplet", "annotator", "vote", "assignment", "goldlabel", "calibrationrun"):
+    for t in (
+        "corpus",
+        "document",
+        "criterion",
+        "triplet",
+        "annotator",
+        "vote",
+        "assignment",
+        "goldlabel",
+        "calibrationrun",
+    ):
         assert t in names
     revs = current_revisions(s1.engine)
     s1.close()
@@ -85,3 +95,48 @@ def test_annotator_get_or_create_is_idempotent(store):
     with store.transaction() as s:
         a2 = get_or_create_annotator(s, "judge", kind="llm")
     assert a1.id == a2.id
+
+
+def test_unrelated_sqlite_file_is_refused_untouched(tmp_path):
+    """Defect 14.9: --db at someone else's SQLite file silently added 15 tables and switched it to WAL."""
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from condsim_annot.cli import main
+
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as c:
+        c.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+    before = other.read_bytes()
+    r = CliRunner().invoke(main, ["--db", str(other), "status"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "invoices" in r.output and "no condsim-annot migration history" in r.output.replace("\n", " ")
+    assert other.read_bytes() == before  # no tables added, still in rollback-journal mode
+    with sqlite3.connect(other) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_text_file_as_db_is_one_line(tmp_path):
+    """Defect 14.9: --db at a text file gave a 131-line traceback."""
+    from click.testing import CliRunner
+
+    from condsim_annot.cli import main
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a database\n" * 20)
+    r = CliRunner().invoke(main, ["--db", str(notes), "status"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "not a condsim-annot store" in r.output and len(r.output.strip().splitlines()) <= 2, r.output
+    assert notes.read_text().startswith("my notes")
+
+
+def test_overlong_annotator_name_is_named_the_same_on_both_backends(store):
+    """Defect 14.9: a 400-character name failed on PostgreSQL with the SQL printed and the wrong field named."""
+    from condsim_annot.errors import InputError
+
+    with pytest.raises(InputError, match=r"field 'annotator': 400 characters; at most 300"):
+        with store.transaction() as s:
+            get_or_create_annotator(s, "x" * 400)
+    with store.transaction() as s:
+        assert get_or_create_annotator(s, "x" * 300).id

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import func, select
 
-from condsim_annot.models import Annotator, Document, Triplet, Vote
+from condsim_annot.calibrate.votes_import import import_votes
+from condsim_annot.db import open_store
+from condsim_annot.errors import CondsimError
+from condsim_annot.models import Annotator, Criterion, Document, Triplet, Vote
+from condsim_annot.store_api import add_triplet, get_or_create_annotator, record_vote
 
 
 def _setup(cli, tmp_path):
@@ -26,8 +34,8 @@ def test_import_votes_canonical_and_idempotent(cli, store, tmp_path):
     f = tmp_path / "votes.csv"
     f.write_text(
         "criterion,anchor,a,b,annotator,choice,kind,confidence\n"
-        "proof,p1,p3,p2,alice,a,human,\n"   # a=p3 shown first; canonical first=p2 -> swapped, choice second
-        "proof,p1,p2,p3,bob,b,human,\n"     # same triplet, b=p3 -> canonical second
+        "proof,p1,p3,p2,alice,a,human,\n"  # a=p3 shown first; canonical first=p2 -> swapped, choice second
+        "proof,p1,p2,p3,bob,b,human,\n"  # same triplet, b=p3 -> canonical second
         "proof,p1,p2,p4,gpt,tie,llm,0.7\n"
         "proof,p1,p2,p5,carol,cant_tell,,\n"
         "proof,p1,p4,p5,carol,skip,,\n"
@@ -37,9 +45,14 @@ def test_import_votes_canonical_and_idempotent(cli, store, tmp_path):
     assert r["read"] == 5 and r["added"] == 5 and r["triplets_created"] == 4
     with store.session() as s:
         ids = {d: i for d, i in s.execute(select(Document.ext_id, Document.id)).all()}
-        t = s.scalars(select(Triplet).where(Triplet.anchor_id == ids["p1"], Triplet.first_id == ids["p2"],
-                                            Triplet.second_id == ids["p3"])).one()
-        votes = {s.get(Annotator, v.annotator_id).name: v for v in s.scalars(select(Vote).where(Vote.triplet_id == t.id))}
+        t = s.scalars(
+            select(Triplet).where(
+                Triplet.anchor_id == ids["p1"], Triplet.first_id == ids["p2"], Triplet.second_id == ids["p3"]
+            )
+        ).one()
+        votes = {
+            s.get(Annotator, v.annotator_id).name: v for v in s.scalars(select(Vote).where(Vote.triplet_id == t.id))
+        }
         assert votes["alice"].choice == "second" and votes["alice"].swapped is True
         assert votes["bob"].choice == "second" and votes["bob"].swapped is False
         assert all(v.source == "import" for v in votes.values())
@@ -67,7 +80,10 @@ def test_import_errors_name_file_line_field_and_write_nothing(cli, store, tmp_pa
         (head + good + "proof,p1,p2,p3,,a\n", "bad.csv:3: field 'annotator': empty value"),
         ("criterion,anchor,a,annotator,choice\n" + "proof,p1,p2,alice,a\n", "bad.csv:1: missing column(s) b"),
         (head + good + "proof,p1,p2,p3,alice,a,extra\n", "bad.csv:3: 7 cells but 6 columns"),
-        ("criterion,anchor,a,b,annotator,choice,kind\n" + "proof,p1,p2,p3,alice,a,robot\n", "bad.csv:2: field 'kind': unknown kind"),
+        (
+            "criterion,anchor,a,b,annotator,choice,kind\n" + "proof,p1,p2,p3,alice,a,robot\n",
+            "bad.csv:2: field 'kind': unknown kind",
+        ),
     ]
     for text, msg in cases:
         f = tmp_path / "bad.csv"
@@ -79,3 +95,121 @@ def test_import_errors_name_file_line_field_and_write_nothing(cli, store, tmp_pa
     assert _count(store, Vote) == 0 and _count(store, Triplet) == 0  # every file rolled back whole
     res = cli("votes", "import", tmp_path / "missing.csv", expect_ok=False)
     assert res.exit_code != 0
+
+
+def test_bad_file_leaves_no_annotator_and_a_corrected_file_imports(cli, store, tmp_path):
+    """Defect 14.5: a file whose second row is bad kept its new annotator; the corrected re-import was refused."""
+    _setup(cli, tmp_path)
+    f = tmp_path / "v.csv"
+    f.write_text(
+        "criterion,anchor,a,b,annotator,choice,kind\nproof,p1,p2,p3,newbie,a,human\nproof,p1,p2,p9,newbie,a,human\n"
+    )
+    res = cli("votes", "import", f, expect_ok=False)
+    assert res.exit_code == 1 and "v.csv:3: field 'b'" in res.output
+    assert _count(store, Annotator) == 0 and _count(store, Triplet) == 0
+    f.write_text(
+        "criterion,anchor,a,b,annotator,choice,kind\nproof,p1,p2,p3,newbie,a,llm\nproof,p1,p2,p4,newbie,b,llm\n"
+    )
+    r = json.loads(cli("votes", "import", f, "--json").stdout)
+    assert r["added"] == 2
+    with store.session() as s:
+        assert s.scalars(select(Annotator.kind).where(Annotator.name == "newbie")).one() == "llm"
+
+
+def test_revote_inside_one_file_is_reported_and_history_kept(cli, store, tmp_path):
+    """Defect 14.9: the same annotator voting twice on a triplet inside one file silently kept the last."""
+    _setup(cli, tmp_path)
+    f = tmp_path / "v.csv"
+    f.write_text(
+        "criterion,anchor,a,b,annotator,choice\n"
+        "proof,p1,p2,p3,alice,a\n"
+        "proof,p1,p2,p4,alice,a\n"
+        "proof,p1,p3,p2,alice,a\n"  # the first triplet again (other order): the last line counts
+        "proof,p1,p2,p3,alice,a\n"
+    )  # an exact repeat of line 2 adds nothing
+    r = json.loads(cli("votes", "import", f, "--json").stdout)
+    assert (r["read"], r["added"], r["unchanged"], r["revoted_in_file"]) == (4, 3, 1, 1)
+    assert "voting again" in r["warnings"][0]
+    with store.session() as s:
+        states = sorted(s.scalars(select(Vote.state)).all())
+        active = s.scalars(select(Vote).where(Vote.state == "active", Vote.swapped.is_(True))).one()
+    assert states == ["active", "active", "superseded"]
+    assert active.choice == "second" and active.meta == {"file": "v.csv", "line": 4}
+
+
+def test_overlong_annotator_and_bad_numbers_are_named(cli, store, tmp_path):
+    """Defect 14.9: a 400-character annotator name failed on PostgreSQL with the SQL printed."""
+    _setup(cli, tmp_path)
+    head = "criterion,anchor,a,b,annotator,choice,latency_ms\n"
+    cases = [
+        (head + f"proof,p1,p2,p3,{'x' * 400},a,\n", "v.csv:2: field 'annotator': 400 characters; at most 300"),
+        (head + "proof,p1,p2,p3,bob,a,nan\n", "v.csv:2: field 'latency_ms': not a finite number"),
+        (head + 'proof,p1,p2,p3,"bob,a,1\nproof,p1,p2,p4,bob,a,1\n', "v.csv:2: unterminated quoted field"),
+        (head, "v.csv:2: no votes"),
+    ]
+    for content, msg in cases:
+        f = tmp_path / "v.csv"
+        f.write_text(content)
+        res = cli("votes", "import", f, expect_ok=False)
+        assert res.exit_code == 1 and msg in res.output.replace("\n", ""), (msg, res.output)
+        assert "Traceback" not in res.output and "INSERT" not in res.output
+    assert _count(store, Vote) == 0 and _count(store, Annotator) == 0
+
+
+def _big_votes_file(path, n):
+    rows = ["criterion,anchor,a,b,annotator,choice"]
+    rows += [f"proof,p1,p{2 + i % 2},p{4 + i % 2},ann{i},{'a' if i % 3 else 'b'}" for i in range(n)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.backends("sqlite")
+def test_locked_store_is_a_store_error_not_field_kind(cli, store, db_url, tmp_path, monkeypatch):
+    """Defect 14.4: while another writer held the lock, the import failed with `field 'kind'`."""
+    _setup(cli, tmp_path)
+    f = _big_votes_file(tmp_path / "v.csv", 50)
+    monkeypatch.setenv("CONDSIM_SQLITE_BUSY_S", "0.3")
+    locker = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(CondsimError) as err:
+            import_votes(open_store(db_url), f)
+    finally:
+        locker.rollback()
+        locker.close()
+    assert "locked" in str(err.value) and "nothing was imported" in str(err.value)
+    assert "field 'kind'" not in str(err.value)
+    assert import_votes(open_store(db_url), f).added == 50
+
+
+@pytest.mark.backends("sqlite")
+def test_import_does_not_starve_another_writer(cli, store, db_url, tmp_path, monkeypatch):
+    """Defect 14.4: during an import every other writer waited for the whole file and failed with "locked"."""
+    _setup(cli, tmp_path)
+    f = _big_votes_file(tmp_path / "v.csv", 8000)
+    monkeypatch.setenv("CONDSIM_SQLITE_BUSY_S", "2")  # the other writer gives up after 2 s
+    other = open_store(db_url)
+    with other.transaction() as s:
+        t, _ = add_triplet(s, other_crit(s), *doc_ids(s, "p1", "p3", "p4"))
+        ann = get_or_create_annotator(s, "tui-user")
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(import_votes, store, f)
+        n = 0
+        while not job.done():
+            with other.transaction() as s:  # the TUI's path: record_vote, commit
+                record_vote(s, t.id, ann.id, "first" if n % 2 else "second", source="tui")
+            n += 1
+            time.sleep(0.01)
+        assert job.result().added == 8000
+    assert n >= 1
+    with other.session() as s:
+        assert s.scalar(select(func.count()).select_from(Vote).where(Vote.source == "tui")) == n
+
+
+def other_crit(s):
+    return s.scalars(select(Criterion.id).where(Criterion.name == "proof")).one()
+
+
+def doc_ids(s, *exts):
+    ids = dict(s.execute(select(Document.ext_id, Document.id)).all())
+    return [ids[e] for e in exts]
