@@ -1,12 +1,14 @@
-"""``condsim-annot votes import``: votes made elsewhere (CSV), added in one transaction."""
+"""``condsim-annot votes import``: votes made elsewhere (CSV), all or nothing."""
 
 from __future__ import annotations
 
 import json
 
 import click
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from condsim_annot.cli import Ctx, out, pass_ctx
+from condsim_annot.calibrate.votes_import import import_votes
+from condsim_annot.cli import Ctx, console, out, pass_ctx
 
 
 @click.group("votes")
@@ -23,27 +25,41 @@ def votes() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
 @pass_ctx
-def votes_import_cmd(ctx: Ctx, file, as_json):
-    """Import votes from a CSV file (one transaction; source "import").
+def votes_import_cmd(ctx: Ctx, file: str, as_json: bool) -> None:
+    """Import votes from a CSV file (all or nothing; source "import").
 
     Columns: criterion, anchor, a, b, annotator, choice (a|b|tie|cant_tell|skip), and
     optionally kind (human|llm), latency_ms, confidence, rationale, group_id.
     anchor/a/b are document ids of the ingested files; a was shown first.
-    Importing the same file again adds nothing.
+    The whole file is checked first (the first bad row is named file:line: field and
+    nothing is written), then published in one short transaction, so annotators in
+    the TUI keep working during a large import.  Importing the same file again adds
+    nothing; an annotator voting twice on a triplet in the file: the last line counts.
 
     \b
     Example:
-      condsim-annot votes import votes.csv
       printf 'criterion,anchor,a,b,annotator,choice\\nproof-strategy,p1,p2,p3,ann,a\\n' > v.csv
+      condsim-annot votes import v.csv
     """
-    from condsim_annot.calibrate.votes_import import import_votes
+    store = ctx.store()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=as_json) as bar:
+        tasks: dict[str, int] = {}
 
-    r = import_votes(ctx.store(), file)
+        def progress(phase: str, done: int, total: int | None) -> None:
+            if phase not in tasks:
+                label = "checking " + click.format_filename(file) if phase == "validate" else "writing votes"
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        r = import_votes(store, file, progress=progress)
     if as_json:
         click.echo(json.dumps(r.as_dict(), indent=2, sort_keys=True))
-    else:
-        out.print(f"read {r.read} rows: added {r.added} votes, {r.unchanged} already there, "
-                  f"{r.triplets_created} new triplets")
+        return
+    out.print(f"read {r.read} rows: added {r.added} votes, {r.unchanged} already there, "
+              f"{r.triplets_created} new triplets", highlight=False)
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
 def register(main: click.Group) -> None:
