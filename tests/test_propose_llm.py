@@ -7,13 +7,15 @@ import json
 import re
 
 import pytest
+from helpers import propose_margins as margins
+from helpers import propose_triplets as triplets
+from helpers import seed_propose as seed
 from openai_server import OpenAIServer, documents
 from sqlalchemy import select
 
 from condsim_annot.llm.templates import escape_document
 from condsim_annot.propose.select import propose
 from condsim_annot.propose.tables import TripletMargin
-from test_propose import margins, seed, triplets
 
 N_DOCS = 60
 

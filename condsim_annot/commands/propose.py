@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import click
 
@@ -11,11 +10,18 @@ from condsim_annot.cli import Ctx, console, out, pass_ctx
 
 
 def _progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=console, transient=True,
     )
 
 
@@ -24,33 +30,47 @@ def _progress_bar():
 @click.option("--methods", "methods", metavar="M1,M2,...", default=None,
               help="Committee members (see `condsim-annot methods`). "
                    "Default: embedding,bm25,rewrite-bm25,in-one-word (LLM ones skipped without an endpoint).")
-@click.option("--budget", type=int, required=True, help="The criterion's TOTAL number of triplets: re-running is a no-op, raising it adds the difference.")
-@click.option("--per-anchor", type=int, default=5, show_default=True, help="At most this many triplets per anchor document.")
-@click.option("--audit", type=float, default=0.1, show_default=True, help="Fraction of the new triplets drawn uniformly at random (unbiased method accuracy).")
-@click.option("--attention", type=float, default=0.05, show_default=True, help="Fraction of attention checks (obvious triplets with a known answer).")
-@click.option("--bridge", type=float, default=0.05, show_default=True, help="Fraction of bridge triplets ({a,b} asked with a and with b as anchor).")
+@click.option("--budget", type=int, required=True,
+              help="The criterion's TOTAL number of triplets: re-running is a no-op, raising it adds the difference.")
+@click.option("--per-anchor", type=int, default=5, show_default=True,
+              help="At most this many triplets per anchor document.")
+@click.option("--audit", type=float, default=0.1, show_default=True,
+              help="Fraction of the new triplets drawn uniformly at random (unbiased method accuracy).")
+@click.option("--attention", type=float, default=0.05, show_default=True,
+              help="Fraction of attention checks (obvious triplets with a known answer).")
+@click.option("--bridge", type=float, default=0.05, show_default=True,
+              help="Fraction of bridge triplets ({a,b} asked with a and with b as anchor).")
 @click.option("--top-k", type=int, default=10, show_default=True, help="Candidates each method nominates per anchor.")
-@click.option("--model", metavar="PATH_OR_NAME", help="Bi-encoder for `embedding` and `in-one-word` (default: the bundled all-MiniLM-L6-v2).")
-@click.option("--cross-encoder", "cross_encoder", metavar="PATH_OR_NAME", help="CrossEncoder model; giving one adds the `cross-encoder` method.")
-@click.option("--llm-model", metavar="NAME", help="LLM for rewrite-bm25 / in-one-word / lm-judge (default: the LM judge's configuration).")
+@click.option("--model", metavar="PATH_OR_NAME",
+              help="Bi-encoder for `embedding` and `in-one-word` (default: the bundled all-MiniLM-L6-v2).")
+@click.option("--cross-encoder", "cross_encoder", metavar="PATH_OR_NAME",
+              help="CrossEncoder model; giving one adds the `cross-encoder` method.")
+@click.option("--llm-model", metavar="NAME",
+              help="LLM for rewrite-bm25 / in-one-word / lm-judge (default: the LM judge's configuration).")
 @click.option("--base-url", metavar="URL", help="OpenAI-compatible endpoint for the LLM methods.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (anchors, mid-rank/random candidates, audit slice).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed (anchors, mid-rank/random candidates, audit slice).")
 @click.option("--cache-dir", envvar="CONDSIM_CACHE", metavar="DIR",
-              help="Embedding and BM25 index cache folder. Default: $CONDSIM_CACHE, else .condsim/ beside a SQLite store, else ~/.cache/condsim-annot.")
+              help="Embedding and BM25 index cache folder. Default: $CONDSIM_CACHE, else .condsim/ beside a SQLite "
+                   "store, else ~/.cache/condsim-annot.")
+@click.option("--chain/--no-chain", default=True, show_default=True,
+              help="Chain an anchor's triplets so they share pairs ((x,y), (y,z), (x,z)): one component per anchor.")
 @click.option("--dry-run", is_flag=True, help="Score and select, but write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @pass_ctx
 def propose_cmd(ctx: Ctx, criterion, methods, budget, per_anchor, audit, attention, bridge, top_k, model, cross_encoder,
-                llm_model, base_url, seed, cache_dir, dry_run, as_json):
+                llm_model, base_url, seed, cache_dir, chain, dry_run, as_json):
     """Propose informative triplets for CRITERION with a committee of methods.
 
     Each method scores (anchor, candidate) under the criterion; candidates are the union
     of every method's top-k plus mid-rank and random documents; pairs are ranked by how
     much the methods disagree (vote entropy x fused margin near 0), favouring
     criterion-contrast negatives.  Once the criterion is calibrated (`calibrate`), pairs
-    whose two sides have fitted scores are ranked by the model's uncertainty instead
-    (P(x closer than y) near .5 first; strategy "uncertainty").  An audit slice,
-    attention checks and bridge triplets are mixed in.  Every method's margin is stored with each triplet.  Batches are
+    whose two sides have fitted scores are ranked by the expected information of one
+    more vote under the fitted model (ties included: a settled tie or order is not asked
+    again; strategy "uncertainty").  An anchor's triplets are chained so they share
+    pairs; an audit slice, attention checks and bridge triplets (where they join
+    components of the comparison graph) are mixed in.  Every method's margin is stored with each triplet.  Batches are
     committed as they are written: Ctrl-C keeps what was written, re-running resumes.
 
     \b
@@ -62,22 +82,25 @@ def propose_cmd(ctx: Ctx, criterion, methods, budget, per_anchor, audit, attenti
       condsim-annot propose proof-strategy --budget 500 --model BAAI/bge-small-en-v1.5 --audit 0.2
       CONDSIM_CACHE=/data/emb condsim-annot --db postgresql+psycopg://me@db/annot propose same-topic --budget 200
     """
-    from condsim_annot.propose.select import propose
+    from condsim_annot.propose.select import ProposeOptions, propose
 
+    opts = ProposeOptions.from_kwargs(
+        methods=methods, budget=budget, per_anchor=per_anchor, audit=audit, attention=attention, bridge=bridge,
+        top_k=top_k, model=model, cross_encoder=cross_encoder, llm_model=llm_model, base_url=base_url, seed=seed,
+        cache_dir=cache_dir, dry_run=dry_run, chain=chain)
     store = ctx.store()
     with _progress_bar() as progress:
         tasks: dict[str, int] = {}
 
-        def cb(name: str, done: int, total: Optional[int]) -> None:
+        def cb(name: str, done: int, total: int | None) -> None:
             if name not in tasks:
                 tasks[name] = progress.add_task(name, total=total)
             progress.update(tasks[name], completed=done, total=total)
 
-        summary = propose(
-            store, criterion, methods=methods, budget=budget, per_anchor=per_anchor, audit=audit, attention=attention,
-            bridge=bridge, top_k=top_k, model=model, cross_encoder=cross_encoder, llm_model=llm_model, base_url=base_url,
-            seed=seed, cache_dir=cache_dir, progress=cb, dry_run=dry_run,
-        )
+        summary = propose(store, criterion, opts, progress=cb)
+    if summary.stale_runs:
+        console.print(f"[yellow]note:[/] proposal run(s) {', '.join(map(str, summary.stale_runs))} had died while "
+                      "running: marked 'interrupted (stale)' (their triplets stand)", highlight=False)
     for name, reason in summary.skipped.items():
         console.print(f"[yellow]note:[/] skipped method [bold]{name}[/]: {reason}", highlight=False)
     if as_json:
@@ -96,13 +119,18 @@ def propose_cmd(ctx: Ctx, criterion, methods, budget, per_anchor, audit, attenti
         c = summary.calibration
         out.print(
             f"calibration run {c['run_id']} ({c['pairs']} scored pairs, {c['components']} components): "
-            f"{summary.by_strategy.get('uncertainty', 0)} triplets ranked by the model's uncertainty"
+            f"{summary.by_strategy.get('uncertainty', 0)} triplets ranked by the expected information of one more vote"
             + (f", {c['bridging']} joining components" if c.get("bridging") else ""),
             highlight=False,
         )
+    if summary.components and (summary.added or dry_run):
+        g = summary.components
+        out.print(f"comparison graph: {g['before']} -> {g['after']} components "
+                  f"(largest {g['largest_before']} -> {g['largest_after']} pairs)", highlight=False)
 
 @click.command("methods")
-@click.option("--cache-dir", envvar="CONDSIM_CACHE", metavar="DIR", help="Cache folder to report (default as for `propose`).")
+@click.option("--cache-dir", envvar="CONDSIM_CACHE", metavar="DIR",
+              help="Cache folder to report (default as for `propose`).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def methods_cmd(ctx: Ctx, cache_dir, as_json):
@@ -128,9 +156,9 @@ def methods_cmd(ctx: Ctx, cache_dir, as_json):
             avail = "with --cross-encoder"
         else:
             avail = "yes"
-        rows.append({"name": spec.name, "family": spec.family, "kind": spec.kind, "criterion_aware": spec.criterion_aware,
-                     "default": spec.name in DEFAULT_METHODS, "available": avail, "settings": spec.settings,
-                     "description": spec.description})
+        rows.append({"name": spec.name, "family": spec.family, "kind": spec.kind,
+                     "criterion_aware": spec.criterion_aware, "default": spec.name in DEFAULT_METHODS,
+                     "available": avail, "settings": spec.settings, "description": spec.description})
     caches = list_caches(root)
     from condsim_annot.propose.bm25 import list_bm25_caches
 
@@ -141,10 +169,11 @@ def methods_cmd(ctx: Ctx, cache_dir, as_json):
         return
     from rich.table import Table
 
-    t = Table("method", "kind", "aware", "default", "available", "settings", title="proposal methods (aware = uses the criterion)")
+    t = Table("method", "kind", "aware", "default", "available", "settings",
+              title="proposal methods (aware = uses the criterion)")
     for r in rows:
-        t.add_row(r["name"], r["kind"], "yes" if r["criterion_aware"] else "no", "yes" if r["default"] else "no", r["available"],
-                  ", ".join(f"{k}={v}" for k, v in r["settings"].items()))
+        t.add_row(r["name"], r["kind"], "yes" if r["criterion_aware"] else "no", "yes" if r["default"] else "no",
+                  r["available"], ", ".join(f"{k}={v}" for k, v in r["settings"].items()))
     out.print(t)
     if not llm_ok:
         out.print(f"LLM methods: {llm_msg}", highlight=False)

@@ -20,8 +20,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -42,16 +42,17 @@ def _bm25s_version() -> str:
 
 def index_key(text_keys: Sequence[str], *, k1: float, b: float, stopwords: str) -> str:
     """The cache key of an index: the texts (by content hash, in order) and every setting that shapes it."""
-    h = hashlib.sha256(json.dumps({"format": FORMAT, "bm25s": _bm25s_version(), "k1": k1, "b": b, "stopwords": stopwords,
-                                   "method": "lucene", "n": len(text_keys)}, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({"format": FORMAT, "bm25s": _bm25s_version(), "k1": k1, "b": b,
+                                   "stopwords": stopwords, "method": "lucene", "n": len(text_keys)},
+                                  sort_keys=True).encode())
     h.update("\n".join(text_keys).encode("ascii", "replace"))
     return h.hexdigest()[:32]
 
 
 class BM25Index:
-    def __init__(self, texts: Optional[list[str]] = None, *, k1: float = 1.5, b: float = 0.75, stopwords: str = "english",
+    def __init__(self, texts: list[str] | None = None, *, k1: float = 1.5, b: float = 0.75, stopwords: str = "english",
                  show_progress: bool = False):
-        self.loaded_from: Optional[Path] = None
+        self.loaded_from: Path | None = None
         if texts is None:  # filled by load()
             return
         import bm25s
@@ -89,7 +90,7 @@ class BM25Index:
             raise
 
     @classmethod
-    def load(cls, folder: Path) -> Optional["BM25Index"]:
+    def load(cls, folder: Path) -> BM25Index | None:
         """The index cached in ``folder``, or None when there is none (or it is unreadable)."""
         folder = Path(folder)
         meta_path = folder / "condsim.json"
@@ -116,8 +117,8 @@ class BM25Index:
             return None
 
     @classmethod
-    def cached(cls, root: Path, text_keys: Sequence[str], texts: Callable[[], list[str]], *, k1: float = 1.5, b: float = 0.75,
-               stopwords: str = "english") -> "BM25Index":
+    def cached(cls, root: Path, text_keys: Sequence[str], texts: Callable[[], list[str]], *, k1: float = 1.5,
+               b: float = 0.75, stopwords: str = "english") -> BM25Index:
         """Load the index of these texts from ``root`` or build it (calling ``texts()``) and cache it."""
         root = Path(root)
         folder = root / index_key(text_keys, k1=k1, b=b, stopwords=stopwords)
@@ -173,7 +174,8 @@ def list_bm25_caches(root: Path) -> list[dict]:
                     n = json.loads(m.read_text()).get("n")
                 except Exception:
                     n = None
-                out.append({"key": d.name, "documents": n, "bytes": sum(f.stat().st_size for f in d.iterdir()), "path": str(d)})
+                out.append({"key": d.name, "documents": n, "bytes": sum(f.stat().st_size for f in d.iterdir()),
+                            "path": str(d)})
     return out
 
 
@@ -183,7 +185,7 @@ class BM25Method(DenseMethod):
     def _texts(self) -> list[str]:
         return self.ctx.all_texts()
 
-    def _text_keys(self) -> tuple[list[str], Optional[list[str]]]:
+    def _text_keys(self) -> tuple[list[str], list[str] | None]:
         """(one content hash per document, the texts if they had to be read for it)."""
         return list(self.ctx.content_hashes), None
 
@@ -192,7 +194,8 @@ class BM25Method(DenseMethod):
         keys, texts = self._text_keys()
         cb = self.ctx.progress_fn(f"indexing ({self.name})")
         cb(0, 1)
-        self.index = BM25Index.cached(self.ctx.cache_root / "bm25", keys, lambda: texts if texts is not None else self._texts(),
+        self.index = BM25Index.cached(self.ctx.cache_root / "bm25", keys,
+                                      lambda: texts if texts is not None else self._texts(),
                                       k1=float(s.get("k1", 1.5)), b=float(s.get("b", 0.75)),
                                       stopwords=str(s.get("stopwords", "english")))
         cb(1, 1)

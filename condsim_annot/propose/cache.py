@@ -27,16 +27,16 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
 ENV_CACHE = "CONDSIM_CACHE"
 
 
-def cache_root(store_url: Optional[str] = None, cache_dir: Optional[str] = None) -> Path:
+def cache_root(store_url: str | None = None, cache_dir: str | None = None) -> Path:
     """The folder holding ``emb/`` (and other proposal caches) for a store."""
     if cache_dir:
         return Path(cache_dir).expanduser()
@@ -76,7 +76,7 @@ def query_key(prompt: str, content_hash: str) -> str:
 class EmbeddingCache:
     """Append-only float32 rows keyed by content hash, memory-mapped for reading."""
 
-    def __init__(self, folder: Path, key: str, *, model: Optional[str] = None, dim: Optional[int] = None):
+    def __init__(self, folder: Path, key: str, *, model: str | None = None, dim: int | None = None):
         self.folder = Path(folder)
         self.key = key
         self.model = model
@@ -91,7 +91,7 @@ class EmbeddingCache:
             self.model = self.model or meta.get("model")
         self._index: dict[str, int] = {}
         self._n = 0
-        self._mm: Optional[np.ndarray] = None
+        self._mm: np.ndarray | None = None
         self.reload()
 
     # ------------------------------------------------------------------ reading
@@ -226,7 +226,8 @@ class EmbeddingCache:
 
     def info(self) -> dict:
         size = self.path.stat().st_size if self.path.exists() else 0
-        return {"key": self.key, "model": self.model, "dim": self.dim, "rows": self._n, "bytes": size, "path": str(self.path)}
+        return {"key": self.key, "model": self.model, "dim": self.dim, "rows": self._n, "bytes": size,
+                "path": str(self.path)}
 
 
 def list_caches(root: Path) -> list[dict]:

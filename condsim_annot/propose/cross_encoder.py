@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -48,13 +48,13 @@ class CrossEncoderMethod(RerankMethod):
         self.model = load_cross_encoder(name)
         self.prompt = self.ctx.prompt
 
-    def score_pools(self, anchors: Sequence[int], pools: Sequence[np.ndarray], progress: Optional[Callable] = None,
+    def score_pools(self, anchors: Sequence[int], pools: Sequence[np.ndarray], progress: Callable | None = None,
                     prior=None) -> list[np.ndarray]:
         ctx = self.ctx
         pairs: list[tuple[str, str]] = []
         bounds = []
         texts = ctx.texts_map(set(int(a) for a in anchors) | set(int(x) for p in pools for x in p))
-        for a, p in zip(anchors, pools):
+        for a, p in zip(anchors, pools, strict=False):
             start = len(pairs)
             pairs.extend((texts[int(a)], texts[int(x)]) for x in p)
             bounds.append((start, len(pairs)))

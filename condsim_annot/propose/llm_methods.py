@@ -18,7 +18,7 @@ model (``--llm-model`` / ``$CONDSIM_LLM_MODEL``) the methods are skipped with th
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ ENV_MODEL = "CONDSIM_LLM_MODEL"
 JUDGE_POOL = 5  # candidates per anchor the lm-judge compares pairwise
 
 
-def llm_status(base_url: Optional[str] = None, model: Optional[str] = None) -> tuple[bool, str]:
+def llm_status(base_url: str | None = None, model: str | None = None) -> tuple[bool, str]:
     """(usable, why): an endpoint and a model are configured."""
     try:
         from ..llm.transform import endpoint_status
@@ -84,7 +84,7 @@ class RewriteBM25Method(BM25Method):
         texts, self.n_failed = _transform(self, "rewrite")
         return texts
 
-    def _text_keys(self) -> tuple[list[str], Optional[list[str]]]:
+    def _text_keys(self) -> tuple[list[str], list[str] | None]:
         texts = self._texts()  # the rewrites themselves (cached by the LLM stage): the index is keyed by their hashes
         return [text_key(t) for t in texts], texts
 
@@ -104,7 +104,8 @@ class InOneWordMethod(DenseMethod):
         model = load_embedder(name)
         cache = EmbeddingCache(ctx.cache_root / "emb", model_key(name), model=name)
         keys = [text_key(w) for w in words]
-        encode_cached(model, cache, keys, lambda pos: [words[p] for p in pos], progress=ctx.progress_fn("embedding one-word forms"))
+        encode_cached(model, cache, keys, lambda pos: [words[p] for p in pos],
+                      progress=ctx.progress_fn("embedding one-word forms"))
         self.W = np.ascontiguousarray(cache.get(keys), dtype=np.float32)
 
     def scores(self, anchor_pos: np.ndarray) -> np.ndarray:
@@ -121,15 +122,15 @@ class LMJudgeMethod(RerankMethod):
     def prepare(self) -> None:
         _check(self.ctx)
 
-    def score_pools(self, anchors: Sequence[int], pools: Sequence[np.ndarray], progress: Optional[Callable] = None,
-                    prior: Optional[Sequence[np.ndarray]] = None) -> list[np.ndarray]:
+    def score_pools(self, anchors: Sequence[int], pools: Sequence[np.ndarray], progress: Callable | None = None,
+                    prior: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         from ..llm.judge import judge_margin
 
         ctx = self.ctx
         ids = ctx.doc_ids
         judged: list[np.ndarray] = []
         triples = []
-        for n, (a, p) in enumerate(zip(anchors, pools)):
+        for n, (a, p) in enumerate(zip(anchors, pools, strict=False)):
             order = np.argsort(-prior[n]) if prior is not None else np.arange(len(p))
             sel = order[: min(JUDGE_POOL, len(p))]
             judged.append(sel)
@@ -141,7 +142,7 @@ class LMJudgeMethod(RerankMethod):
         self.llm_stats = {"triples": len(triples), "failed": len(res.failed),
                           "calls": getattr(res.stats, "calls", None), "cached": getattr(res.stats, "cached", None)}
         out = []
-        for a, p, sel in zip(anchors, pools, judged):
+        for a, p, sel in zip(anchors, pools, judged, strict=False):
             tot = np.zeros(len(sel))
             cnt = np.zeros(len(sel))
             for i in range(len(sel)):

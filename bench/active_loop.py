@@ -1,0 +1,219 @@
+"""The whole loop, simulated: propose -> votes from simulated annotators -> calibrate, several rounds.
+
+Corpus: the 270 CHAMP problems under the "same-topic" criterion; the hidden truth is CHAMP's own
+category labels (a triplet (a; x, y) has a true answer when exactly one of x, y shares a's
+category, else it is a true tie).  Three simulated annotators answer every triplet: 92% right,
+80% right and a coin-flipper; on true ties the two good ones answer "tie" with probability .6,
+else a random side (the coin-flipper always picks a side at random).
+
+Arms, each in its own fresh store, the same number of triplets per round and 3 votes each:
+
+* ``tool``: ``propose`` (embedding + BM25 committee; from round 2 on, ranked by the expected
+  information of one more vote under the latest calibration run, chained per anchor).
+* ``audit``: ``propose --audit 1`` (uniformly random pairs of the same candidate pools).
+* ``random``: uniformly random triplets of the whole corpus (the peer of the issue's target).
+
+After the last round: gold triplets of the latest ``calibrate`` run (the public pipeline, its
+default settings), how many are right against the truth, and *correct gold triplets per human
+vote*.  Target (issue 11): tool >= 2x random.
+
+    python bench/active_loop.py            # 3 rounds x 80 triplets
+    python bench/active_loop.py --quick    # 3 rounds x 50 triplets (about 2 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from condsim_annot.calibrate.pipeline import calibrate
+from condsim_annot.criteria import add_criterion, get_criterion
+from condsim_annot.db import open_store
+from condsim_annot.demo import DEMO_CRITERIA, champ_records
+from condsim_annot.ingest import ingest
+from condsim_annot.models import CalibrationRun, Document, GoldLabel, Triplet, Vote
+from condsim_annot.propose.select import propose
+from condsim_annot.store_api import add_triplet, get_or_create_annotator, record_vote
+
+CRITERION = "same-topic"
+ANNOTATORS = (("good-92", 0.92), ("ok-80", 0.80), ("coin", 0.5))
+P_TIE_ANSWER = 0.6  # a good annotator answers "tie" on a true tie with this probability
+
+
+def _store(tmp: str, name: str, records_path: str):
+    store = open_store(f"sqlite:///{tmp}/{name}.db")
+    ingest(store, [records_path], corpus="champ")
+    c = next(c for c in DEMO_CRITERIA if c["name"] == CRITERION)
+    add_criterion(store, c["name"], c["description"], instruction=c["instruction"])
+    return store
+
+
+def _truth(store) -> dict[int, str]:
+    with store.session() as s:
+        return {int(d.id): str((d.meta or {}).get("category")) for d in s.scalars(select(Document)).all()}
+
+
+def true_answer(cat: dict[int, str], a: int, f: int, sec: int) -> str:
+    """first | second | tie in canonical terms, from the hidden categories."""
+    sf, ss = cat[f] == cat[a], cat[sec] == cat[a]
+    return "first" if sf and not ss else "second" if ss and not sf else "tie"
+
+
+def _answer(truth: str, acc: float, rng: np.random.Generator) -> str:
+    if truth == "tie":
+        if acc > 0.5 and rng.random() < P_TIE_ANSWER:
+            return "tie"
+        return "first" if rng.random() < 0.5 else "second"
+    if rng.random() < acc:
+        return truth
+    return "second" if truth == "first" else "first"
+
+
+def _vote(store, cat: dict[int, str], tids: list[int], rng: np.random.Generator) -> int:
+    with store.transaction() as s:
+        anns = [(get_or_create_annotator(s, name).id, acc) for name, acc in ANNOTATORS]
+        rows = s.execute(select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id)
+                         .where(Triplet.id.in_(tids))).all()
+        for tid, a, f, sec in rows:
+            t = true_answer(cat, a, f, sec)
+            for ann, acc in anns:
+                record_vote(s, tid, ann, _answer(t, acc, rng), source="import")
+    return len(rows) * len(ANNOTATORS)
+
+
+def _random_triplets(store, n: int, rng: np.random.Generator) -> list[int]:
+    with store.transaction() as s:
+        crit = get_criterion(s, CRITERION)
+        ids = [int(i) for i in s.scalars(select(Document.id)).all()]
+        out: list[int] = []
+        while len(out) < n:
+            a, x, y = (int(v) for v in rng.choice(ids, size=3, replace=False))
+            t, new = add_triplet(s, int(crit.id), a, x, y, strategy="audit", method="random")
+            if new:
+                out.append(int(t.id))
+    return out
+
+
+def _new_triplets(store, before: set[int]) -> list[int]:
+    with store.session() as s:
+        return [int(t) for t in s.scalars(select(Triplet.id)).all() if int(t) not in before]
+
+
+def _all_ids(store) -> set[int]:
+    with store.session() as s:
+        return {int(t) for t in s.scalars(select(Triplet.id)).all()}
+
+
+def _score(store, cat: dict[int, str], votes: int) -> dict[str, Any]:
+    """Gold triplets of the latest calibration run against the truth."""
+    with store.session() as s:
+        run = s.scalar(select(func.max(CalibrationRun.id)))
+        rows = s.execute(select(GoldLabel.label, GoldLabel.status, Triplet.anchor_id, Triplet.first_id,
+                                Triplet.second_id)
+                         .join(Triplet, Triplet.id == GoldLabel.triplet_id)
+                         .where(GoldLabel.calibration_run_id == run)).all()
+        n_trip = s.scalar(select(func.count()).select_from(Triplet)) or 0
+        n_votes = s.scalar(select(func.count()).select_from(Vote).where(Vote.state == "active")) or 0
+    truths = Counter()
+    gold = right = 0
+    for label, status, a, f, sec in rows:
+        t = true_answer(cat, a, f, sec)
+        truths[t != "tie"] += 1
+        if status == "gold":
+            gold += 1
+            right += label == t
+    assert n_votes == votes, (n_votes, votes)
+    return {"triplets": n_trip, "votes": votes, "with_true_answer": truths[True], "true_ties": truths[False],
+            "gold": gold, "gold_right": right, "gold_accuracy": round(right / gold, 3) if gold else None,
+            "correct_gold_per_vote": round(right / votes, 4) if votes else 0.0}
+
+
+def run_arm(arm: str, tmp: str, records_path: str, cache: str, rounds: int, per_round: int, seed: int) -> dict:
+    store = _store(tmp, arm, records_path)
+    cat = _truth(store)
+    rng = np.random.default_rng(seed)
+    votes = 0
+    t0 = time.perf_counter()
+    comps = []
+    for r in range(rounds):
+        before = _all_ids(store)
+        if arm == "random":
+            new = _random_triplets(store, per_round, rng)
+        else:
+            kw = dict(audit=1.0, attention=0.0, bridge=0.0) if arm == "audit" else {}
+            sm = propose(store, CRITERION, methods=["embedding", "bm25"], budget=(r + 1) * per_round, per_anchor=6,
+                         cache_dir=cache, seed=seed + r, **kw)
+            comps.append(sm.components)
+            new = _new_triplets(store, before)
+        votes += _vote(store, cat, new, rng)
+        calibrate(store, CRITERION, alpha_bootstrap=0)
+    out = _score(store, cat, votes)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    if comps:
+        out["components"] = comps
+    store.close()
+    return out
+
+
+def run(quick: bool = False, seed: int = 0) -> dict:
+    """The loop for every arm; ``quick``: 3 rounds x 50 triplets and no ``audit`` arm."""
+    rounds, per_round = (3, 50) if quick else (3, 80)
+    tmp = tempfile.mkdtemp(prefix="bench-active-loop-")
+    records = os.path.join(tmp, "champ.jsonl")
+    with open(records, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(json.dumps(r) for r in champ_records()) + "\n")
+    cache = os.environ.get("CONDSIM_CACHE") or os.path.join(tmp, "cache")
+    arms = ("tool", "random") if quick else ("tool", "audit", "random")
+    res: dict[str, Any] = {"rounds": rounds, "per_round": per_round, "annotators": dict(ANNOTATORS), "arms": {}}
+    for arm in arms:
+        res["arms"][arm] = run_arm(arm, tmp, records, cache, rounds, per_round, seed)
+    base = res["arms"]["random"]["correct_gold_per_vote"]
+    tool = res["arms"]["tool"]["correct_gold_per_vote"]
+    res["tool_vs_random"] = round(tool / base, 2) if base else None
+    res["target"] = ">= 2x random"
+    return res
+
+
+def _print(res: dict) -> None:
+    print(f"active loop on CHAMP / {CRITERION}: {res['rounds']} rounds x {res['per_round']} triplets, 3 votes each "
+          f"(annotators {res['annotators']})")
+    print(f"{'arm':8} {'triplets':>8} {'answerable':>10} {'ties':>5} {'gold':>5} {'right':>5} {'acc':>6} "
+          f"{'right/vote':>10} {'s':>6}")
+    for arm, r in res["arms"].items():
+        acc = f"{r['gold_accuracy']:.3f}" if r["gold_accuracy"] is not None else "-"
+        print(f"{arm:8} {r['triplets']:>8} {r['with_true_answer']:>10} {r['true_ties']:>5} {r['gold']:>5} "
+              f"{r['gold_right']:>5} {acc:>6} {r['correct_gold_per_vote']:>10.4f} {r['seconds']:>6}")
+    comps = res["arms"]["tool"].get("components")
+    if comps:
+        print("tool: comparison-graph components per round (before -> after): "
+              + ", ".join(f"{c['before']} -> {c['after']}" for c in comps if c))
+    print(f"correct gold per human vote, tool / random: {res['tool_vs_random']} (target {res['target']})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 rounds x 50 triplets, tool and random arms only")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    res = run(args.quick, args.seed)
+    if args.json:
+        json.dump(res, sys.stdout, indent=2)
+        print()
+    else:
+        _print(res)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The criterion's latest calibration run, as the proposer needs it (read from the store, then plain arrays).
+
+Read: every pair score s({a, x}) with its standard error and component (``pairscore``), the
+annotators' discriminations beta (``annotatorstat``, weighted by their fitted votes) and Davidson's
+tie parameter (the run's summary ``tie_parameter``, or ``nu`` in its parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from ..calibrate.tables import AnnotatorStat, PairScore
+from ..db import Store
+from ..models import CalibrationRun
+from ..store_api import canonical
+from .information import expected_information, order_probability
+
+BRIDGE_BONUS = 0.25  # a comparison across components of the comparison graph counts as v + 0.25 (1 - v)
+
+
+@dataclass
+class Calibration:
+    """The fitted model: pair scores by document position, annotators' betas and the tie parameter."""
+
+    run_id: int
+    n_pairs: int  # scored pairs among this corpus' documents
+    n_components: int
+    partners: dict  # document position -> {partner position: (score, stderr, component)}
+    across: bool = True  # fitted with a prior: scores of different components share one scale
+    beta: np.ndarray = field(default_factory=lambda: np.ones(1))
+    beta_weight: np.ndarray = field(default_factory=lambda: np.ones(1))
+    nu: float = 0.0
+    prior_sd: float = 2.0
+    typical_sd: float = 0.0  # median standard error of the scored pairs (0: use prior_sd)
+    _scale: float = field(default=0.0, repr=False)
+
+    def info(self) -> dict:
+        return {"run_id": self.run_id, "pairs": self.n_pairs, "components": self.n_components,
+                "across_components": self.across, "tie_parameter": round(self.nu, 4),
+                "betas": [round(float(b), 3) for b in self.beta]}
+
+    def unknown_information(self) -> float:
+        """The scale of ``bits``: the information of a vote on a comparison of two typical scored pairs with
+        equal means (the most a vote teaches about what the fit has seen), so the model's most open comparisons
+        score ~1 and outrank the committee's, settled ones ~0 and fall below them."""
+        if not self._scale:
+            sd = self.typical_sd or self.prior_sd
+            self._scale = max(float(expected_information(0.0, sd, 0.0, sd, self.beta, self.nu,
+                                                         self.beta_weight)[0]), 1e-9)
+        return self._scale
+
+    def comparisons(self, si: np.ndarray, sj: np.ndarray, sei: np.ndarray, sej: np.ndarray, ci: np.ndarray,
+                    cj: np.ndarray) -> dict[str, np.ndarray]:
+        """The model on comparisons s_i vs s_j: ``p`` = P(s_i > s_j), ``bits`` = expected information of one
+        more vote relative to an unknown pair (0..~1), ``cross`` = different components, ``defined`` = the fit
+        puts them on one scale, ``value`` = what the ranking uses (a bonus for joining components)."""
+        cross = np.asarray(ci) != np.asarray(cj)
+        defined = np.ones_like(cross) if self.across else ~cross
+        p = np.where(defined, order_probability(si, sei, sj, sej), np.nan)
+        info = expected_information(si, sei, sj, sej, self.beta, self.nu, self.beta_weight)
+        bits = np.where(defined, np.clip(info / self.unknown_information(), 0.0, 1.0), 1.0)
+        value = np.where(cross, bits + BRIDGE_BONUS * (1.0 - bits), bits)
+        return {"p": p, "bits": bits, "cross": cross, "defined": defined, "value": value}
+
+    def anchor_value(self, a: int, taken: set, doc_ids: np.ndarray) -> float:
+        """The largest ``value`` of a not-yet-asked comparison (a; x, y) among a's scored partners."""
+        part = self.partners.get(a)
+        if not part or len(part) < 2:
+            return 0.0
+        xs = list(part)
+        v = np.asarray([part[x] for x in xs])
+        iu, ju = np.triu_indices(len(xs), 1)
+        u = self.comparisons(v[iu, 0], v[ju, 0], v[iu, 1], v[ju, 1], v[iu, 2], v[ju, 2])["value"]
+        anchor = int(doc_ids[a])
+        for q in np.argsort(-u):
+            x, y = int(doc_ids[xs[iu[q]]]), int(doc_ids[xs[ju[q]]])
+            if canonical(anchor, x, y)[:3] not in taken:
+                return float(u[q])
+        return 0.0
+
+
+def _betas(rows: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    beta = np.asarray([float(b) for b, n in rows if b is not None and math.isfinite(b) and (n or 0) > 0])
+    weight = np.asarray([float(n) for b, n in rows if b is not None and math.isfinite(b) and (n or 0) > 0])
+    if not len(beta):
+        return np.ones(1), np.ones(1)
+    return np.maximum(beta, 0.0), weight
+
+
+def _tie_parameter(params: dict, summary: dict) -> float:
+    for src, key in ((summary, "tie_parameter"), (params, "nu"), (summary, "nu")):
+        v = src.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0:
+            return float(v)
+    return 0.0
+
+
+def load_calibration(store: Store, criterion_id: int, pos_of: dict[int, int]) -> Calibration | None:
+    """The latest calibration run of the criterion, or None (no run, or no pair of this corpus scored)."""
+    with store.session() as s:
+        q = (select(CalibrationRun.id, CalibrationRun.params, CalibrationRun.summary)
+             .where(CalibrationRun.criterion_id == criterion_id).order_by(CalibrationRun.id.desc()).limit(1))
+        run = s.execute(q).first()
+        if run is None:
+            return None
+        run_id, params, summary = run
+        rows = s.execute(select(PairScore.anchor_id, PairScore.candidate_id, PairScore.score, PairScore.stderr,
+                                PairScore.component).where(PairScore.calibration_run_id == run_id)).all()
+        stats = s.execute(select(AnnotatorStat.beta, AnnotatorStat.n_fitted)
+                          .where(AnnotatorStat.calibration_run_id == run_id)).all()
+    partners: dict[int, dict[int, tuple]] = defaultdict(dict)
+    comps = set()
+    n = 0
+    ses = []
+    for a, c, score, se, comp in rows:
+        pa, pc = pos_of.get(int(a)), pos_of.get(int(c))
+        if pa is None or pc is None or score is None or not math.isfinite(score):
+            continue
+        v = (float(score), float(se or 0.0), int(comp))
+        partners[pa][pc] = v  # the pair is unordered: usable with either document as anchor
+        partners[pc][pa] = v
+        comps.add(int(comp))
+        ses.append(v[1])
+        n += 1
+    if not n:
+        return None
+    params, summary = params or {}, summary or {}
+    across, prior_sd = _scale(params, summary)
+    beta, weight = _betas([tuple(r) for r in stats])
+    return Calibration(int(run_id), n, len(comps), dict(partners), across=across, beta=beta, beta_weight=weight,
+                       nu=_tie_parameter(params, summary), prior_sd=prior_sd, typical_sd=float(np.median(ses)))
+
+
+def _scale(params: dict, summary: dict) -> tuple[bool, float]:
+    """(one scale across components?, the prior sd of a pair nobody voted on).  The triplet model says so in its
+    summary (``model.global_scale``, ``model.prior_scale``); a legacy fit has one scale unless its prior was
+    switched off (``prior`` 0; None meant the default 2)."""
+    block = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+    prior = params.get("prior", 2.0)
+    across = bool(block.get("global_scale")) or prior is None or bool(prior)
+    sd = block.get("prior_scale") if isinstance(block.get("prior_scale"), (int, float)) else prior
+    return across, float(sd) if sd and math.isfinite(float(sd)) and float(sd) > 0 else 2.0
+

@@ -1,0 +1,117 @@
+"""What one more vote would teach, under the fitted model (pure maths on arrays, no store).
+
+The calibration model (Bradley-Terry with Davidson ties, per-annotator discrimination beta_j)
+says that annotator j, shown (a; x, y), answers with::
+
+    h = beta_j * d / 2,  d = s(a, x) - s(a, y)
+    P(first) = e^h / Z,  P(second) = e^-h / Z,  P(tie) = nu / Z,  Z = e^h + e^-h + nu
+
+and the calibration run gives s(a, x), s(a, y) as means and standard deviations on one scale.
+With ``d ~ N(mean_x - mean_y, sd_x^2 + sd_y^2)`` the *expected information* of one more vote is
+the mutual information between the answer Y (first / tie / second) and d (BALD)::
+
+    I = H(E_d[P(Y | d)]) - E_d[H(P(Y | d))]          (bits; Gauss-Hermite over d)
+
+Why this and not "P(x closer) near .5": a settled tie (d known to be ~0) has P(x closer) = .5 yet
+teaches nothing (every answer is as expected: I ~ 0), as does a settled order; only a comparison
+whose outcome depends on what we do not know yet is worth a vote.  Averaged over annotators
+(weights: their share of the votes), because we do not know who answers next.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtr
+
+NODES = 24  # Gauss-Hermite nodes over d
+CHUNK = 16384  # comparisons per block (bounds memory at ~CHUNK * NODES * 8 bytes per array)
+
+
+def entropy2(p: np.ndarray) -> np.ndarray:
+    """Binary entropy in bits (0 at p = 0 or 1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return np.nan_to_num(h, nan=0.0)
+
+
+def _entropy3(p_first: np.ndarray, p_tie: np.ndarray, p_second: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(p_first)
+    for p in (p_first, p_tie, p_second):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out -= np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+    return out
+
+
+def outcome_probabilities(d: np.ndarray, beta: float, nu: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P(first), P(tie), P(second) of one vote by an annotator with discrimination ``beta`` (stable for any d)."""
+    h = 0.5 * beta * np.asarray(d, dtype=np.float64)
+    m = np.abs(h)
+    e1 = np.exp(-m)  # the losing side relative to the winning one: e^{-|h|} / e^{|h|} = e1^2
+    z = 1.0 + e1 * (e1 + nu)
+    win, lose, tie = 1.0 / z, e1 * e1 / z, nu * e1 / z
+    return np.where(h >= 0, win, lose), tie, np.where(h >= 0, lose, win)
+
+
+def _weights(beta: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    w = np.ones(len(beta)) if weight is None else np.asarray(weight, dtype=np.float64)
+    if w.shape != beta.shape or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("annotator weights must be non-negative, one per beta, not all zero")
+    return w / w.sum()
+
+
+def _vote_entropy(h: np.ndarray, nu: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """P(first), P(tie), P(second) and the answer's entropy (nats) at half-margins ``h``, with one exp and one
+    log per element: -log P(first) = log Z - h, -log P(second) = log Z + h, -log P(tie) = log Z - log nu."""
+    m = np.abs(h)
+    e1 = np.exp(-m)
+    inner = 1.0 + e1 * (e1 + nu)
+    log_z = m + np.log(inner)
+    win, lose, tie = 1.0 / inner, e1 * e1 / inner, nu * e1 / inner
+    pf, ps = np.where(h >= 0, win, lose), np.where(h >= 0, lose, win)
+    ent = log_z - h * (pf - ps) - (tie * np.log(nu) if nu > 0 else 0.0)
+    return pf, tie, ps, ent
+
+
+def expected_information(mean_x: np.ndarray, sd_x: np.ndarray, mean_y: np.ndarray, sd_y: np.ndarray,
+                         beta: np.ndarray | float, nu: float, weight: np.ndarray | None = None) -> np.ndarray:
+    """Expected information (bits) of one more vote on each comparison s(a, x) vs s(a, y).
+
+    ``beta``: the annotators' discriminations (one or several; ``weight``: how likely each answers next);
+    ``nu``: Davidson's tie parameter (0: the model has no ties).  Pairs are taken as independent
+    (their covariance is not stored)."""
+    mu = np.asarray(mean_x, dtype=np.float64) - np.asarray(mean_y, dtype=np.float64)
+    sd = np.sqrt(np.asarray(sd_x, dtype=np.float64) ** 2 + np.asarray(sd_y, dtype=np.float64) ** 2)
+    mu, sd = np.broadcast_arrays(np.atleast_1d(mu), np.atleast_1d(sd))
+    betas = np.atleast_1d(np.asarray(beta, dtype=np.float64))
+    w = _weights(betas, weight)
+    nu = max(float(nu), 0.0)
+    z, gw = np.polynomial.hermite_e.hermegauss(NODES)
+    gw = gw / gw.sum()
+    out = np.empty(len(mu))
+    for c0 in range(0, len(mu), CHUNK):
+        d = mu[c0 : c0 + CHUNK, None] + sd[c0 : c0 + CHUNK, None] * z[None, :]
+        info = np.zeros(len(d))
+        for b, wj in zip(betas, w, strict=False):
+            pf, pt, ps, ent = _vote_entropy((0.5 * b) * d, nu)
+            info += wj * (_entropy3(pf @ gw, pt @ gw, ps @ gw) - (ent @ gw) / np.log(2.0))
+        out[c0 : c0 + CHUNK] = np.maximum(info, 0.0)
+    return out
+
+
+def order_probability(mean_x: np.ndarray, sd_x: np.ndarray, mean_y: np.ndarray, sd_y: np.ndarray) -> np.ndarray:
+    """P(s(a, x) > s(a, y)) = Phi(d / sd) under the model (what ``model_p`` records)."""
+    sd = np.sqrt(np.maximum(np.asarray(sd_x) ** 2 + np.asarray(sd_y) ** 2, 1e-12))
+    return ndtr((np.asarray(mean_x, dtype=np.float64) - np.asarray(mean_y, dtype=np.float64)) / sd)
+
+
+def tie_probability(mean_x: np.ndarray, sd_x: np.ndarray, mean_y: np.ndarray, sd_y: np.ndarray,
+                    beta: np.ndarray | float, nu: float, weight: np.ndarray | None = None) -> np.ndarray:
+    """The model's predictive probability that the next vote is a tie."""
+    mu = np.atleast_1d(np.asarray(mean_x, dtype=np.float64) - np.asarray(mean_y, dtype=np.float64))
+    sd = np.atleast_1d(np.sqrt(np.asarray(sd_x, dtype=np.float64) ** 2 + np.asarray(sd_y, dtype=np.float64) ** 2))
+    betas = np.atleast_1d(np.asarray(beta, dtype=np.float64))
+    w = _weights(betas, weight)
+    z, gw = np.polynomial.hermite_e.hermegauss(NODES)
+    d = mu[:, None] + sd[:, None] * z[None, :]
+    return sum(wj * (outcome_probabilities(d, float(b), max(float(nu), 0.0))[1] @ (gw / gw.sum()))
+               for b, wj in zip(betas, w, strict=False))
