@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from condsim_annot.errors import CondsimError
 
 TRIPLET_COLUMNS = ["anchor", "positive", "negative", "criterion", "criterion_version", "confidence", "n_votes", "annotators",
                    "status", "method", "strategy", "proposal_run", "method_margins", "anchor_id", "positive_id",
                    "negative_id", "triplet_id", "calibration_run"]
+# what ``Dataset.save_to_disk`` and the manifest write into an export folder
+_OURS = re.compile(r"(dataset_info\.json|state\.json|dataset_dict\.json|export\.json|data-\d{5}-of-\d{5}\.arrow)")
 
 
 def method_margins(store, triplet_ids: list[int]) -> dict[int, dict[str, float]]:
@@ -92,6 +100,67 @@ def out_file(out: str | Path, default_name: str, suffixes: tuple[str, ...]) -> P
     return p / default_name
 
 
+def _beside(path: Path, tag: str) -> Path:
+    """A fresh name next to ``path`` (same filesystem, so a rename is atomic)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.{tag}")
+
+
+@contextmanager
+def staged_file(path: Path, *, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    An existing ``path`` is refused unless ``overwrite`` (we never replace what we were not asked to)."""
+    if path.is_dir():
+        raise CondsimError(f"{path} is a folder; give a file name or another folder")
+    if path.exists() and not overwrite:
+        raise CondsimError(f"{path} already exists; pass --overwrite to replace it")
+    tmp = _beside(path, "tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Entries of ``folder`` an export did not write (a saved dataset plus ``export.json``)."""
+    return sorted(p.name for p in folder.iterdir() if not (p.is_file() and _OURS.fullmatch(p.name)))
+
+
+@contextmanager
+def staged_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty folder beside ``out``; on success it takes ``out``'s place (write beside, rename).
+
+    A non-empty ``out`` is refused unless ``overwrite``, and even then only when everything in it
+    was written by an earlier export: an export never deletes files it did not write."""
+    if out.exists() and not out.is_dir():
+        raise CondsimError(f"{out} exists and is not a folder")
+    busy = out.is_dir() and any(out.iterdir())
+    if busy and not overwrite:
+        raise CondsimError(f"{out} is not empty; choose a new or empty folder, or pass --overwrite to replace "
+                           "an earlier export there")
+    if busy:
+        foreign = foreign_entries(out)
+        if foreign:
+            raise CondsimError(f"{out} holds files an export did not write ({', '.join(foreign[:3])}"
+                               f"{', ...' if len(foreign) > 3 else ''}); exports never delete them: choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _beside(out, "tmp")
+    tmp.mkdir()  # honours the umask, unlike mkdtemp's 0700
+    old: Path | None = None
+    try:
+        yield tmp
+        if busy:
+            old = _beside(out, "old")
+            out.rename(old)
+        tmp.rename(out)  # onto a missing or empty folder: one atomic rename
+    finally:
+        for p in (tmp, old):
+            if p is not None and p.exists():
+                shutil.rmtree(p)
+
+
 def ensure_rows(rows: list, what: str, min_confidence: float) -> None:
     if not rows:
         raise CondsimError(f"no {what} to export at --min-confidence {min_confidence}: collect more votes, "
@@ -104,7 +173,7 @@ def write_manifest(folder: Path, info: dict) -> Path:
     return p
 
 
-def arrow_table(rows: list[dict], columns: Optional[list[str]] = None):
+def arrow_table(rows: list[dict], columns: list[str] | None = None):
     import pyarrow as pa
 
     cols = columns or list(rows[0].keys())

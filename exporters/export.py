@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Optional
 
 from condsim_annot.errors import CondsimError
 
@@ -12,11 +11,14 @@ FORMATS = ("st", "jsonl", "parquet", "hf", "pairs")
 
 
 def export(store, criterion: str, fmt: str, out: str | Path, *, min_confidence: float = 0.9, include_derived: bool = False,
-           run_id: Optional[int] = None, command: Optional[str] = None) -> dict:
-    """Write the latest calibration run of ``criterion`` in format ``fmt`` to ``out``; returns a summary dict."""
+           run_id: int | None = None, command: str | None = None, overwrite: bool = False) -> dict:
+    """Write the latest calibration run of ``criterion`` in format ``fmt`` to ``out``; returns a summary dict.
+
+    Never deletes what it did not write: an existing file or non-empty folder is refused unless
+    ``overwrite``, and then replaced in one rename (a folder only when it holds an earlier export)."""
     from condsim_annot.calibrate.pipeline import load_run
 
-    from .common import ensure_rows, gold_rows, pair_rows, write_manifest
+    from .common import ensure_rows, gold_rows, pair_rows
 
     if fmt not in FORMATS:
         raise CondsimError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -31,21 +33,20 @@ def export(store, criterion: str, fmt: str, out: str | Path, *, min_confidence: 
         rows = gold_rows(store, view, min_confidence=min_confidence, include_derived=include_derived)
         ensure_rows(rows, "gold triplets", min_confidence)
     mod = importlib.import_module(f"condsim_annot.exporters.{fmt}")
-    path = Path(mod.write(rows, out, name=view.criterion.name))
     info = {
         "criterion": view.criterion.name, "criterion_version": view.criterion.version, "format": fmt,
-        "path": str(path), "rows": len(rows), "calibration_run": view.run.id, "min_confidence": min_confidence,
+        "rows": len(rows), "calibration_run": view.run.id, "min_confidence": min_confidence,
         "include_derived": include_derived, "derived": sum(r.get("status") == "derived" for r in rows),
         "command": command,
     }
-    folder = path if path.is_dir() else path.parent
-    if path.is_dir() or fmt in ("st", "hf"):
-        write_manifest(folder, info)
-    return info
+    # folder formats write the manifest (export.json) inside the staged folder, before the rename
+    path = Path(mod.write(rows, out, name=view.criterion.name, overwrite=overwrite,
+                          manifest=info if fmt in ("st", "hf") else None))
+    return {**info, "path": str(path)}
 
 
 def export_all(store, criterion: str, folder: str | Path, *, min_confidence: float = 0.9, include_derived: bool = False,
-               report: bool = True, command: Optional[str] = None) -> dict:
+               report: bool = True, command: str | None = None, overwrite: bool = False) -> dict:
     """Every export format and the report of ``criterion`` into ``folder`` (for the demo and scripts).
 
     Layout: ``st/`` and ``hf/`` (datasets folders), ``<criterion>.jsonl``, ``<criterion>.parquet``,
@@ -59,7 +60,7 @@ def export_all(store, criterion: str, folder: str | Path, *, min_confidence: flo
     for fmt, target in targets.items():
         try:
             out[fmt] = export(store, criterion, fmt, target, min_confidence=min_confidence, include_derived=include_derived,
-                              command=command)
+                              command=command, overwrite=overwrite)
         except CondsimError as exc:
             out[fmt] = {"rows": 0, "error": str(exc)}
     if report:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .common import arrow_table
-from .hf import _save
+from .hf import save_folder
 
 
-def write(rows: list[dict], out: str | Path, *, name: str) -> Path:
-    return _save(arrow_table(rows, ["anchor", "positive", "negative"]), out)
+def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False, manifest: dict | None = None) -> Path:
+    return save_folder(arrow_table(rows, ["anchor", "positive", "negative"]), out, overwrite=overwrite, manifest=manifest)

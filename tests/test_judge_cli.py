@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+from helpers import JUDGE_TEXTS as TEXTS
+from helpers import judge_oracle as oracle
 from openai_server import OpenAIServer, seed_corpus, seed_triplets
-from test_judge import TEXTS, oracle
 
 
 def flat(res) -> str:
@@ -88,3 +89,18 @@ def test_judge_cli_without_triplets_says_what_to_do(cli, store):
     assert "no LM judge has voted" in flat(res)
     res = cli("judge", "same-technique", "-m", "m", "--limit", "0", "--dry-run", expect_ok=False)
     assert res.exit_code == 2 and "--limit" in res.output
+
+
+def test_llm_log_shows_rich_markup_in_replies_literally(cli, store, monkeypatch):
+    """Defect 9: `[` `]` in a reply or an error crashed `llm log` (Rich markup)."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    _seed(store)
+    nasty = "[/INST] [bold]B[/bold] [/] [link=x]"
+    with OpenAIServer(lambda r, n: nasty) as srv:
+        cli("judge", "same-technique", "-m", "[m]", "--base-url", srv.base_url, "--limit", "1", "--invalid-retries", "0",
+            expect_ok=False)
+    res = cli("llm", "log")
+    assert "[/INST] [bold]B[/bold]" in flat(res) and "[m]" in flat(res)
+    call_id = json.loads(cli("llm", "log", "--json").output)[0]["id"]
+    res = cli("llm", "log", "--show", call_id)
+    assert nasty in res.output and "[m]" in res.output and "error: unparseable reply: no final answer found" in flat(res)

@@ -1,15 +1,22 @@
 """``condsim-annot argilla serve``: the real argilla-server, locally, without Docker.
 
 argilla-server 2.8.0 pins old FastAPI/Pydantic, so it lives in its own virtual
-environment (created on first use with ``python -m venv`` + ``pip install``).  The
+environment (created on first use with ``python -m venv`` + ``pip install``; one
+default, ``~/.cache/condsim-annot/argilla-venv``, the one ``scripts/bootstrap.sh`` builds).  The
 server runs ``server_entry.py`` (shipped in this package) with SQLite in the home
 folder, a search engine over its own SQL tables (no Elasticsearch) and in-process
 background jobs (no Redis).  An owner user is created or updated on every start.
+
+One server per home: ``HOME/server.lock`` is held (flock) by the server for as long as it
+runs, so a second ``serve`` on the same home is refused before it touches anything.  The home
+is private (0700); the server runs with umask 077, so its database (which holds the API key)
+is 0600, and ``credentials.json`` is created 0600 (never world-readable, not even briefly).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -19,15 +26,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any
 
 from ..errors import CondsimError
 
 SERVER_VERSION = "2.8.0"
 SERVER_REQUIREMENT = f"argilla-server=={SERVER_VERSION}"
 DEFAULT_HOME = Path("~/.cache/condsim-annot/argilla")
+DEFAULT_VENV = Path("~/.cache/condsim-annot/argilla-venv")  # scripts/bootstrap.sh builds the same one
 ENV_VENV = "CONDSIM_ARGILLA_VENV"
 HERE = Path(__file__).resolve().parent
 ENTRY = HERE / "server_entry.py"
@@ -35,6 +44,31 @@ ENTRY = HERE / "server_entry.py"
 
 def default_home() -> Path:
     return Path(os.environ.get("CONDSIM_ARGILLA_HOME") or DEFAULT_HOME).expanduser()
+
+
+def default_venv() -> Path:
+    """The server's virtual environment: $CONDSIM_ARGILLA_VENV, else ~/.cache/condsim-annot/argilla-venv."""
+    return Path(os.environ.get(ENV_VENV) or DEFAULT_VENV).expanduser()
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700: it holds the owner's credentials."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a 0600 file: created with that mode beside ``path`` (O_EXCL), then renamed over it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _venv_python(venv: Path) -> Path:
@@ -83,8 +117,8 @@ class Credentials:
     api_key: str
 
 
-def load_credentials(home: Path, *, username: str = "owner", api_key: Optional[str] = None,
-                     password: Optional[str] = None) -> Credentials:
+def load_credentials(home: Path, *, username: str = "owner", api_key: str | None = None,
+                     password: str | None = None) -> Credentials:
     """Credentials kept in ``home/credentials.json`` (0600); given values override them."""
     path = home / "credentials.json"
     saved: dict = {}
@@ -100,9 +134,8 @@ def load_credentials(home: Path, *, username: str = "owner", api_key: Optional[s
         raise CondsimError("the API key must have at least 8 characters")
     if len(creds.password) < 8:
         raise CondsimError("the password must have at least 8 characters")
-    home.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(creds.__dict__, indent=2) + "\n")
-    os.chmod(path, 0o600)
+    private_dir(home)
+    write_private(path, json.dumps(creds.__dict__, indent=2) + "\n")
     return creds
 
 
@@ -119,18 +152,22 @@ def _port_free(host: str, port: int) -> bool:
 class LocalServer:
     """A running local argilla-server (a child process).  Use as a context manager."""
 
-    def __init__(self, *, home: Path, port: int = 6900, host: str = "127.0.0.1", api_key: Optional[str] = None,
-                 password: Optional[str] = None, username: str = "owner", venv: Optional[Path] = None,
-                 redis_url: Optional[str] = None, log: Callable[[str], None] = lambda m: None):
+    def __init__(self, *, home: Path, port: int = 6900, host: str = "127.0.0.1", api_key: str | None = None,
+                 password: str | None = None, username: str = "owner", venv: Path | None = None,
+                 redis_url: str | None = None, log: Callable[[str], None] = lambda m: None):
         self.home = Path(home).expanduser().resolve()
         self.port, self.host = port, host
-        self.venv = Path(venv or os.environ.get(ENV_VENV) or self.home / "venv").expanduser()
+        self.venv = Path(venv).expanduser() if venv else default_venv()
         self.redis_url = redis_url
         self.log = log
-        self.creds = load_credentials(self.home, username=username, api_key=api_key, password=password)
-        self.proc: Optional[subprocess.Popen] = None
-        self.worker: Optional[subprocess.Popen] = None
+        self._wanted = {"username": username, "api_key": api_key, "password": password}
+        self.creds = Credentials("", "", "")  # read in start(), once this server holds the home
+        self.proc: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
         self.logfile = self.home / "server.log"
+        self.lockfile = self.home / "server.lock"
+        self._lock: int | None = None  # fd holding the flock on server.lock (shared with the children)
+        self.static_tmp = self.home / "static-tmp"
 
     @property
     def url(self) -> str:
@@ -153,28 +190,60 @@ class LocalServer:
         env.pop("PYTHONPATH", None)
         return env
 
-    def start(self, timeout: float = 120.0) -> "LocalServer":
-        py = ensure_server_venv(self.venv, log=self.log)
+    def acquire_home(self) -> None:
+        """Take ``HOME/server.lock`` (flock) or refuse: another server runs from this home.
+
+        The lock is passed on to the server processes, so it stays held as long as any of them runs,
+        even when this process is killed; only its holder may clean the home's static copies."""
+        private_dir(self.home)
+        fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 500, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise CondsimError(f"an Argilla server already runs from {self.home} ({owner or 'pid unknown'}); "
+                               "stop it first, or give this one another --home") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {self.url}\n".encode(), 0)
+        self._lock = fd
+
+    def release_home(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def start(self, timeout: float = 120.0) -> LocalServer:
         if not _port_free(self.host, self.port):
             raise CondsimError(f"port {self.port} on {self.host} is in use: pass another --port")
-        (self.home / "data").mkdir(parents=True, exist_ok=True)
-        for stale in self.home.glob("static-tmp*"):  # left by a killed server
-            shutil.rmtree(stale, ignore_errors=True)
-        logf = open(self.logfile, "ab")
-        env = self._env()
-        if self.redis_url:
-            self.worker = subprocess.Popen(
-                [str(py), str(ENTRY), "worker", "--static-tmp", str(self.home / "static-tmp-worker")],
-                env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        self.proc = subprocess.Popen(
-            [str(py), str(ENTRY), "serve", "--host", self.host, "--port", str(self.port), "--username",
-             self.creds.username, "--static-tmp", str(self.home / "static-tmp")],
-            env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        logf.close()
-        self._wait_ready(timeout)
+        self.acquire_home()
+        try:
+            self.creds = load_credentials(self.home, **self._wanted)
+            self._spawn(ensure_server_venv(self.venv, log=self.log))
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def _spawn(self, py: Path) -> None:
+        private_dir(self.home / "data")
+        for stale in self.home.glob("static-tmp*"):  # left by a killed server (we hold the home: none runs)
+            shutil.rmtree(stale, ignore_errors=True)
+        for f in self.home.joinpath("data").glob("argilla.db*"):  # made before the server ran with umask 077
+            os.chmod(f, 0o600)
+        with open(self.logfile, "ab") as logf:
+            os.chmod(self.logfile, 0o600)
+            if self.redis_url:
+                self.worker = self._popen([str(py), str(ENTRY), "worker", "--static-tmp",
+                                           str(self.home / "static-tmp-worker")], logf)
+            self.proc = self._popen([str(py), str(ENTRY), "serve", "--host", self.host, "--port", str(self.port),
+                                     "--username", self.creds.username, "--static-tmp", str(self.static_tmp)], logf)
+
+    def _popen(self, args: list[str], logf: Any) -> subprocess.Popen:
+        """A server process: private files (umask 077), holding the home's lock while it lives."""
+        return subprocess.Popen(args, env=self._env(), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+                                umask=0o077, pass_fds=(self._lock,) if self._lock is not None else ())
 
     def _wait_ready(self, timeout: float) -> None:
         import httpx
@@ -205,14 +274,16 @@ class LocalServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait(5)
-        for stale in self.home.glob("static-tmp*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        if self._lock is not None:  # only the home's holder removes the static copies
+            for stale in self.home.glob("static-tmp*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.release_home()
 
     def wait(self) -> int:
         assert self.proc is not None
         return self.proc.wait()
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

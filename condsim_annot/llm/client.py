@@ -12,8 +12,11 @@
   re-running anything makes zero calls and a killed run resumes.  Failed requests
   (``error``) are tried again on the next run.
 * Concurrency is bounded by a semaphore; 429 / 5xx / timeouts / connection errors
-  are retried with exponential backoff and jitter, honouring ``Retry-After``;
-  every request has a timeout.
+  are retried with exponential backoff and jitter, honouring ``Retry-After`` up to
+  ``RETRY_AFTER_CAP`` (a longer one stops the run's requests at once, saying so), with
+  at most ``MAX_TOTAL_WAIT`` of waiting per request; every request has a timeout.
+* Replies are scrubbed of the key (a server may echo it) and capped at
+  ``MAX_REPLY_CHARS`` (stored truncated, flagged, never a vote) before they are stored.
 * Structured output (``response_format`` JSON schema) and ``logprobs`` are asked
   for when the caller wants them; a server that rejects either (HTTP 400/422) is
   asked again without it, and the client remembers that for the rest of the run.
@@ -25,12 +28,13 @@ import asyncio
 import email.utils
 import hashlib
 import json
-import os
+import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
-from urllib.parse import urlparse, urlunparse
+from typing import Any
+from urllib.parse import urlparse
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -38,99 +42,27 @@ from sqlalchemy.exc import IntegrityError
 from ..db import Store
 from ..errors import CondsimError
 from ..models import utcnow
+from .endpoint import (
+    DEFAULT_KEY_ENV,
+    ENV_MODEL,
+    NO_KEY,
+    Endpoint,
+    LLMError,
+    endpoint_status,
+    redact_url,
+    resolve_endpoint,
+)
 from .tables import LLMCall
 
-ENV_MODEL = "CONDSIM_LLM_MODEL"
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-NO_KEY = "sk-no-key-needed"  # the SDK insists on some key; local servers ignore it
+MAX_REPLY_CHARS = 100_000  # longer replies are stored truncated (and count as unreadable)
+RETRY_AFTER_CAP = 60.0  # seconds: the longest Retry-After waited for; a longer one stops the run's requests
+MAX_TOTAL_WAIT = 180.0  # seconds: waiting (backoff + Retry-After) one request may spend before giving up
+LONG_WAIT = 10.0  # waits at least this long are announced on the log
+log = logging.getLogger("condsim_annot.llm")
 
-
-class LLMError(CondsimError):
-    """A problem every request would hit (bad key, unknown model, unreachable config)."""
-
-
-# --------------------------------------------------------------------------- endpoint
-
-
-def redact_url(url: Optional[str]) -> Optional[str]:
-    """The URL without user:password (a key in the URL must not reach the store)."""
-    if not url:
-        return url
-    u = urlparse(url)
-    if u.username or u.password:
-        host = u.hostname or ""
-        if u.port:
-            host += f":{u.port}"
-        u = u._replace(netloc=host)
-    return urlunparse(u)
-
-
-@dataclass
-class Endpoint:
-    """Where and how to call.  ``api_key`` is excluded from repr and never stored."""
-
-    model: str
-    base_url: Optional[str] = field(default=None, repr=False)
-    api_key: Optional[str] = field(default=None, repr=False)
-    timeout: float = 60.0
-    max_retries: int = 5
-    concurrency: int = 8
-    backoff_base: float = 1.0
-    backoff_cap: float = 60.0
-
-    def __repr__(self) -> str:
-        return f"Endpoint(model={self.model!r}, base_url={self.safe_base_url!r}, key={'set' if self.api_key else 'none'})"
-
-    @property
-    def safe_base_url(self) -> str:
-        return redact_url(self.base_url) or "https://api.openai.com/v1"
-
-
-def endpoint_status(base_url: Optional[str] = None, api_key_env: Optional[str] = None) -> tuple[bool, str]:
-    """Whether an LLM endpoint is configured (flags or environment), and a sentence saying why (not).
-
-    Proposers use this to skip LLM methods with a clear message::
-
-        ok, why = endpoint_status(base_url)
-        if not ok: console.print(f"skipping lm-judge: {why}")
-    """
-    env = api_key_env or DEFAULT_KEY_ENV
-    url = base_url or os.environ.get("OPENAI_BASE_URL")
-    if url:
-        return True, f"using the server at {redact_url(url)}"
-    if os.environ.get(env):
-        return True, f"using the OpenAI API with the key in ${env}"
-    return False, (
-        f"no LLM endpoint configured: set ${env} for the OpenAI API, or point --base-url / $OPENAI_BASE_URL "
-        "at an OpenAI-compatible server (vLLM, Ollama, llama.cpp)"
-    )
-
-
-def resolve_endpoint(
-    model: Optional[str] = None,
-    base_url: Optional[str] = None,
-    api_key_env: Optional[str] = None,
-    *,
-    require_key: bool = True,
-    **kw: Any,
-) -> Endpoint:
-    """Build an :class:`Endpoint` from arguments and the environment; clear errors when incomplete.
-
-    ``kw``: timeout, max_retries, concurrency, backoff_base, backoff_cap.
-    """
-    model = model or os.environ.get(ENV_MODEL)
-    if not model:
-        raise LLMError(f"no model given: pass --model (e.g. gpt-4.1-mini) or set ${ENV_MODEL}")
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-    env = api_key_env or DEFAULT_KEY_ENV
-    key = os.environ.get(env) or None
-    if api_key_env and not key and require_key and not base_url:
-        raise LLMError(f"the environment variable ${api_key_env} (from --api-key-env) is not set")
-    if not key and not base_url and require_key:
-        raise LLMError(endpoint_status(None, env)[1])
-    if kw.get("concurrency") is not None and kw["concurrency"] < 1:
-        raise LLMError("--concurrency must be at least 1")
-    return Endpoint(model=model, base_url=base_url, api_key=key, **{k: v for k, v in kw.items() if v is not None})
+__all__ = ["DEFAULT_KEY_ENV", "ENV_MODEL", "NO_KEY", "CallResult", "CallStats", "Endpoint", "LLMClient", "LLMError",
+           "complete_with_retries", "endpoint_status", "json_schema_format", "redact_url", "request_hash",
+           "resolve_endpoint", "run_sync"]
 
 
 # --------------------------------------------------------------------------- results
@@ -151,15 +83,16 @@ def estimate_tokens(messages: list[dict]) -> int:
 class CallResult:
     request_hash: str
     status: str  # ok | invalid | error | dry
-    text: Optional[str] = None
+    text: str | None = None
     parsed: Any = None
-    logprobs: Optional[list] = None
-    tokens_in: Optional[int] = None
-    tokens_out: Optional[int] = None
-    latency_ms: Optional[float] = None
+    logprobs: list | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    latency_ms: float | None = None
     cached: bool = False
-    call_id: Optional[int] = None
-    error: Optional[str] = None
+    call_id: int | None = None
+    error: str | None = None
+    truncated: bool = False  # the reply was over MAX_REPLY_CHARS (stored cut; never a vote)
 
     @property
     def ok(self) -> bool:
@@ -188,10 +121,10 @@ class CallStats:
         return dict(self.__dict__)
 
 
-Parser = Callable[[Optional[str]], tuple[bool, Any]]
+Parser = Callable[[str | None], tuple[bool, Any]]
 
 
-def _retry_after(exc: Exception) -> Optional[float]:
+def _retry_after(exc: Exception) -> float | None:
     resp = getattr(exc, "response", None)
     headers = getattr(resp, "headers", None)
     if not headers:
@@ -218,7 +151,7 @@ def _retry_after(exc: Exception) -> Optional[float]:
 class LLMClient:
     """Use as ``async with LLMClient(store, endpoint) as c: await c.complete(...)``."""
 
-    def __init__(self, store: Store, endpoint: Endpoint, *, dry_run: bool = False):
+    def __init__(self, store: Store, endpoint: Endpoint, *, dry_run: bool = False, retry_invalid: bool = False):
         self.store = store
         self.endpoint = endpoint
         self.dry_run = dry_run
@@ -230,11 +163,15 @@ class LLMClient:
         self._cache: dict[str, dict] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._missing: set[str] = set()
-        self._sem: Optional[asyncio.Semaphore] = None
+        self._sem: asyncio.Semaphore | None = None
         self._client = None
+        self._last_warning = -1e9
+        self._closed_until = 0.0  # monotonic time before which the server asked not to be called
+        self.retry_invalid = retry_invalid  # ask again requests whose logged reply was unreadable
+        self._reasked: set[str] = set()
 
     # -- lifecycle
-    async def __aenter__(self) -> "LLMClient":
+    async def __aenter__(self) -> LLMClient:
         self._sem = asyncio.Semaphore(self.endpoint.concurrency)
         if not self.dry_run:
             from openai import AsyncOpenAI
@@ -252,7 +189,7 @@ class LLMClient:
             await self._client.close()
             self._client = None
 
-    def scrub(self, text: Optional[str]) -> Optional[str]:
+    def scrub(self, text: str | None) -> str | None:
         secrets = [self.endpoint.api_key]
         if self.endpoint.base_url:
             u = urlparse(self.endpoint.base_url)
@@ -271,6 +208,7 @@ class LLMClient:
         except (AttributeError, IndexError, TypeError):
             lp = None
         return {"id": r.id, "status": r.status, "text": r.response_text, "logprobs": lp,
+                "truncated": bool((r.meta or {}).get("truncated_from")),
                 "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "latency_ms": r.latency_ms}
 
     def prefetch(self, hashes: list[str]) -> int:
@@ -286,7 +224,7 @@ class LLMClient:
         self._missing.update(h for h in todo if h not in self._cache)
         return found
 
-    def _lookup(self, h: str) -> Optional[dict]:
+    def _lookup(self, h: str) -> dict | None:
         if h in self._cache:
             return self._cache[h]
         if h in self._missing:  # looked up moments ago by prefetch (another process may race us: harmless)
@@ -365,8 +303,8 @@ class LLMClient:
         import openai
 
         ep = self.endpoint
-        tries = 0
-        failures = 0
+        tries = failures = 0
+        waited = 0.0
         while True:
             req = self._wire_request(request)
             tries += 1
@@ -374,6 +312,9 @@ class LLMClient:
             try:
                 assert self._sem is not None and self._client is not None
                 async with self._sem:
+                    if self._closed_until > time.monotonic():
+                        raise _GaveUp(f"not sent: the server asked to wait {self._closed_until - time.monotonic():.0f} s "
+                                      "more (Retry-After); run the command again later", tries - 1)
                     req = self._wire_request(request)  # features may have been dropped while we waited
                     t0 = time.perf_counter()
                     resp = await self._client.chat.completions.create(**req)
@@ -402,13 +343,35 @@ class LLMClient:
             if failures > ep.max_retries:
                 raise _GaveUp(f"gave up after {tries} tries: {type(last).__name__}: {self.scrub(str(last))[:500]}", tries)
             self.stats.retries += 1
-            ra = _retry_after(last)
-            if ra is not None:
-                delay = min(ra, 600.0) + random.uniform(0, 0.05 + 0.1 * ra)
-            else:
-                d = min(ep.backoff_cap, ep.backoff_base * (2 ** (failures - 1)))
-                delay = random.uniform(d / 2, d)
+            delay = self._delay(last, failures, waited, tries)
+            waited += delay
             await asyncio.sleep(delay)
+
+    def _delay(self, last: Exception, failures: int, waited: float, tries: int) -> float:
+        """The wait before the next try: Retry-After or backoff with jitter, each capped, bounded in total.
+
+        A Retry-After over RETRY_AFTER_CAP (a spent quota) stops this request and every later one of the
+        run at once, with a message saying so, instead of stalling silently."""
+        ep = self.endpoint
+        ra = _retry_after(last)
+        if ra is not None and ra > RETRY_AFTER_CAP:
+            self._closed_until = max(self._closed_until, time.monotonic() + ra)
+            raise _GaveUp(f"the server asked to wait {ra:.0f} s (Retry-After), more than the {RETRY_AFTER_CAP:.0f} s "
+                          "this tool waits: gave up; run the command again later", tries)
+        if ra is not None:
+            delay = ra + random.uniform(0, 0.05 + 0.1 * ra)
+            asked = f"the server asked to wait {ra:.0f} s (Retry-After)"
+        else:
+            d = min(ep.backoff_cap, ep.backoff_base * (2 ** (failures - 1)))
+            delay = random.uniform(d / 2, d)
+            asked = f"backing off after {type(last).__name__}"
+        if waited + delay > MAX_TOTAL_WAIT:
+            raise _GaveUp(f"gave up after {tries} tries and {waited:.0f} s of waiting ({asked}): one request waits "
+                          f"at most {MAX_TOTAL_WAIT:.0f} s", tries)
+        if delay >= LONG_WAIT and time.monotonic() - self._last_warning > LONG_WAIT:
+            self._last_warning = time.monotonic()
+            log.warning("%s from %s: waiting %.0f s", asked, ep.safe_base_url, delay)
+        return delay
 
     async def complete(
         self,
@@ -416,11 +379,11 @@ class LLMClient:
         *,
         task: str,
         parse: Parser,
-        prompt_version: Optional[str] = None,
+        prompt_version: str | None = None,
         attempt: int = 0,
-        annotator_id: Optional[int] = None,
-        criterion_id: Optional[int] = None,
-        meta: Optional[dict] = None,
+        annotator_id: int | None = None,
+        criterion_id: int | None = None,
+        meta: dict | None = None,
         expect_tokens_out: int = 10,
     ) -> CallResult:
         """One logical request: from the log if answered before, else from the server (and logged).
@@ -433,8 +396,15 @@ class LLMClient:
         h = request_hash(request, attempt)
         self.stats.requests += 1
         hit = self._lookup(h)
+        if hit is not None and self.retry_invalid and h not in self._reasked and not self.dry_run:
+            ok, _ = parse(hit["text"])
+            if not ok or hit.get("truncated"):  # unreadable last time: ask the (fixed) server again, once a run
+                self._reasked.add(h)
+                self._cache.pop(h, None)
+                hit = None
         if hit is not None:
             ok, parsed = parse(hit["text"])  # parse again: parsing may have improved since
+            ok = ok and not hit.get("truncated")
             self.stats.cached += 1
             self.stats.cached_tokens_in += hit["tokens_in"] or 0
             self.stats.cached_tokens_out += hit["tokens_out"] or 0
@@ -444,6 +414,7 @@ class LLMClient:
             res = await asyncio.shield(self._inflight[h])
             self.stats.cached += 1
             ok, parsed = parse(res.text) if res.status in ("ok", "invalid") else (False, None)
+            ok = ok and not res.truncated
             status = res.status if res.status not in ("ok", "invalid") else ("ok" if ok else "invalid")
             return CallResult(h, status, res.text, parsed, res.logprobs, res.tokens_in, res.tokens_out, res.latency_ms,
                               cached=True, call_id=res.call_id, error=res.error)
@@ -480,27 +451,63 @@ class LLMClient:
                                      "tries": getattr(exc, "tries", 1), "latency_ms": (time.perf_counter() - t_start) * 1000.0,
                                      "response_text": None, "response": None, "parsed": None})
             return CallResult(h, "error", error=msg, call_id=call_id)
-        data = _finite(resp.model_dump(mode="json", exclude_none=True))
-        choice = (data.get("choices") or [{}])[0]
-        text = (choice.get("message") or {}).get("content")
-        if text is None:
-            text = (choice.get("message") or {}).get("refusal")
-        logprobs = (choice.get("logprobs") or {}).get("content")
+        data, text, logprobs, cut = self._safe_reply(resp)
         usage = data.get("usage") or {}
         tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
         ok, parsed = parse(text)
+        ok = ok and cut is None  # an oversized reply is never a vote
         status = "ok" if ok else "invalid"
+        why = parsed.get("error") if isinstance(parsed, dict) else None
+        error = None if ok else (f"reply of {cut:,} characters is over the cap of {MAX_REPLY_CHARS:,}; stored truncated"
+                                 if cut is not None else "unparseable reply" + (f": {why}" if why else ""))
         self.stats.calls += 1
         self.stats.tokens_in += tin or 0
         self.stats.tokens_out += tout or 0
         if not ok:
             self.stats.invalid += 1
-        call_id = self._save(h, {**base, "request": sent, "status": status, "error": None if ok else "unparseable reply",
-                                 "response_text": text, "response": data, "parsed": parsed if isinstance(parsed, dict) else {"value": parsed},
+        meta = {**(meta or {}), "truncated_from": cut} if cut is not None else meta
+        call_id = self._save(h, {**base, "meta": meta, "request": sent, "status": status, "error": error,
+                                 "response_text": text, "response": data,
+                                 "parsed": parsed if isinstance(parsed, dict) else {"value": parsed},
                                  "tokens_in": tin, "tokens_out": tout, "latency_ms": latency, "tries": tries})
-        self._cache[h] = {"id": call_id, "status": status, "text": text, "logprobs": logprobs,
+        self._cache[h] = {"id": call_id, "status": status, "text": text, "logprobs": logprobs, "truncated": cut is not None,
                           "tokens_in": tin, "tokens_out": tout, "latency_ms": latency}
-        return CallResult(h, status, text, parsed, logprobs, tin, tout, latency, cached=False, call_id=call_id)
+        return CallResult(h, status, text, parsed, logprobs, tin, tout, latency, cached=False, call_id=call_id, error=error,
+                          truncated=cut is not None)
+
+    def _safe_reply(self, resp: Any) -> tuple[dict, str | None, list | None, int | None]:
+        """(response JSON, text, logprobs, original length if truncated) with secrets scrubbed and size capped.
+
+        A server may echo the key back in a 200 reply: it is scrubbed before anything is parsed or stored."""
+        data = _finite(resp.model_dump(mode="json", exclude_none=True))
+        choice = (data.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        text = message.get("content")
+        if text is None:
+            text = message.get("refusal")
+        logprobs = (choice.get("logprobs") or {}).get("content")
+        joined = "".join(str(t.get("token", "")) for t in logprobs or [] if isinstance(t, dict))
+        if joined and self.scrub(joined) != joined:
+            logprobs = None  # the secret is spread over tokens: drop them rather than store it
+            choice.pop("logprobs", None)
+        cut = len(text) if text is not None and len(text) > MAX_REPLY_CHARS else None
+        if cut is not None:
+            text = text[:MAX_REPLY_CHARS]
+            logprobs = None
+            choice.pop("logprobs", None)
+            for k in ("content", "refusal"):
+                if isinstance(message.get(k), str):
+                    message[k] = message[k][:MAX_REPLY_CHARS]
+        return self._scrub_json(data), self.scrub(text), logprobs, cut
+
+    def _scrub_json(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            return self.scrub(obj)
+        if isinstance(obj, dict):
+            return {k: self._scrub_json(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._scrub_json(v) for v in obj]
+        return obj
 
 
 def _finite(obj: Any) -> Any:
@@ -535,7 +542,7 @@ async def complete_with_retries(
     client: LLMClient,
     request: dict,
     *,
-    retry_message: Optional[str],
+    retry_message: str | None,
     invalid_retries: int,
     **kw: Any,
 ) -> tuple[CallResult, int]:

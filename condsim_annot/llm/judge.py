@@ -26,14 +26,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from sqlalchemy import case, func, select
 
 from ..db import Store
 from ..models import Annotator, Criterion, Triplet, Vote
-from ..store_api import canonical, documents_by_id, get_or_create_annotator, record_vote, to_canonical_choice
+from ..store_api import (
+    ActiveVoteExists,
+    canonical,
+    documents_by_id,
+    get_or_create_annotator,
+    record_vote,
+    to_canonical_choice,
+)
 from .client import (
     CallResult,
     CallStats,
@@ -47,7 +56,7 @@ from .client import (
 from .parse import label_confidence, parse_judge
 from .prices import estimate_cost, load_prices
 from .tables import LLMCall
-from .templates import PromptTemplate, document_block, load_prompt
+from .templates import PromptTemplate, document_block, escape_document, load_prompt
 from .transform import get_criterion
 
 Progress = Callable[[int, int], None]
@@ -59,7 +68,7 @@ class JudgeParams:
     """What defines a judge besides the model and prompt (``identity``), plus how to ask."""
 
     temperature: float = 0.0
-    max_tokens: Optional[int] = None  # default: 20, or 300 with a rationale
+    max_tokens: int | None = None  # default: 20, or 300 with a rationale
     allow_tie: bool = False
     rationale: bool = False
     structured: bool = True  # ask for a JSON schema (response_format) where supported
@@ -105,9 +114,9 @@ def judge_request(tpl: PromptTemplate, criterion: Criterion, anchor: str, a: str
 
 @dataclass
 class Judgement:
-    label: Optional[str]  # presented terms: A | B | tie | None
-    confidence: Optional[float]
-    rationale: Optional[str]
+    label: str | None  # presented terms: A | B | tie | None
+    confidence: float | None
+    rationale: str | None
     result: CallResult
     attempts: int
 
@@ -119,9 +128,9 @@ class _Judge:
         self.store, self.criterion, self.endpoint, self.params, self.dry_run = store, criterion, endpoint, params, dry_run
         self.tpl = load_prompt("judge")
         self.name = judge_name(endpoint.model, self.tpl.version, params)
-        self.annotator_id: Optional[int] = None
+        self.annotator_id: int | None = None
 
-    def ensure_annotator(self) -> Optional[int]:
+    def ensure_annotator(self) -> int | None:
         if self.dry_run:
             with self.store.session() as s:
                 a = s.scalars(select(Annotator).where(Annotator.name == self.name)).first()
@@ -137,15 +146,18 @@ class _Judge:
         a, b = (second, first) if swapped else (first, second)
         return judge_request(self.tpl, self.criterion, anchor, a, b, self.endpoint.model, self.params)
 
-    def parse(self, text: Optional[str]) -> tuple[bool, Any]:
-        p = parse_judge(text, allow_tie=self.params.allow_tie)
+    def parse(self, text: str | None, quoted: Sequence[str] = ()) -> tuple[bool, Any]:
+        p = parse_judge(text, allow_tie=self.params.allow_tie, quoted=quoted)
         return p.ok, p.as_dict()
 
-    async def ask(self, client: LLMClient, req: dict, meta: dict) -> Judgement:
+    async def ask(self, client: LLMClient, req: dict, meta: dict, docs: Sequence[str] = ()) -> Judgement:
+        """Ask until readable; ``docs`` (the texts shown) are quotations, never the reply's answer."""
+        quoted = [v for d in docs for v in (d, escape_document(d))]
         res, n = await complete_with_retries(
             client, req, retry_message=self.tpl.extra.get("retry"),
             invalid_retries=0 if self.dry_run else self.params.invalid_retries,
-            task="judge", parse=self.parse, prompt_version=self.tpl.version, annotator_id=self.annotator_id,
+            task="judge", parse=lambda text: self.parse(text, quoted), prompt_version=self.tpl.version,
+            annotator_id=self.annotator_id,
             criterion_id=self.criterion.id, meta=meta, expect_tokens_out=6 if not self.params.rationale else 60,
         )
         if not res.ok:
@@ -168,9 +180,10 @@ class JudgeRun:
     votes_added: int = 0
     invalid: int = 0  # presentations left without a vote: unreadable after retries
     errors: int = 0  # presentations left without a vote: server errors after retries
+    last_error: str | None = None  # the last server error (scrubbed), for the summary
     dry_run: bool = False
     stats: CallStats = field(default_factory=CallStats)
-    cost_usd: Optional[float] = None  # of the calls made now (dry run: estimated for the calls it would make)
+    cost_usd: float | None = None  # of the calls made now (dry run: estimated for the calls it would make)
     bias: dict[str, Any] = field(default_factory=dict)  # judge_report row of this judge after the run
 
     def as_dict(self) -> dict[str, Any]:
@@ -179,7 +192,7 @@ class JudgeRun:
         return d
 
 
-def _vote_version(meta: Optional[dict]) -> Optional[int]:
+def _vote_version(meta: dict | None) -> int | None:
     return (meta or {}).get("criterion_version")
 
 
@@ -192,18 +205,19 @@ def run_judge(
     store: Store,
     criterion_name: str,
     *,
-    model: Optional[str] = None,
-    base_url: Optional[str] = None,
-    api_key_env: Optional[str] = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
     concurrency: int = 8,
-    limit: Optional[int] = None,
+    limit: int | None = None,
     dry_run: bool = False,
-    params: Optional[JudgeParams] = None,
+    params: JudgeParams | None = None,
     timeout: float = 60.0,
     max_retries: int = 5,
     backoff_base: float = 1.0,
-    prices_file: Optional[str] = None,
-    progress: Optional[Progress] = None,
+    prices_file: str | None = None,
+    progress: Progress | None = None,
+    retry_invalid: bool = False,
 ) -> JudgeRun:
     """Judge the criterion's triplets (highest priority first; ``limit`` of them) in both orders.
 
@@ -211,6 +225,7 @@ def run_judge(
     version) are skipped, and answered requests come from the call log, so a second
     run makes zero calls and a killed run resumes.  After ``criteria edit`` the new
     wording is a new prompt: the judge votes again and the old votes are superseded.
+    ``retry_invalid``: ask again the requests whose logged reply was unreadable (after fixing the server).
     """
     params = params or JudgeParams()
     prices = load_prices(prices_file)
@@ -240,15 +255,17 @@ def run_judge(
     run.requests = len(jobs)
 
     async def go() -> CallStats:
-        async with LLMClient(store, endpoint, dry_run=dry_run) as client:
+        async with LLMClient(store, endpoint, dry_run=dry_run, retry_invalid=retry_invalid) as client:
             n_done = 0
 
             async def one(t: Triplet, sw: bool, req: dict) -> None:
                 nonlocal n_done
-                jd = await j.ask(client, req, {"triplet_id": t.id, "swapped": sw})
+                jd = await j.ask(client, req, {"triplet_id": t.id, "swapped": sw},
+                                 [docs[i].text for i in (t.anchor_id, t.first_id, t.second_id)])
                 if jd.label is not None and not dry_run:
                     presented = {"A": "first", "B": "second", "tie": "tie"}[jd.label]
-                    with store.transaction() as s:
+                    # a concurrent run of this judge that voted this presentation first wins (one active vote)
+                    with suppress(ActiveVoteExists), store.transaction() as s:
                         prev = s.scalars(select(Vote).where(Vote.triplet_id == t.id, Vote.annotator_id == j.annotator_id,
                                                             Vote.swapped == sw, Vote.state == "active")).all()
                         if not any(_vote_version(p.meta) == crit.version for p in prev):
@@ -268,6 +285,7 @@ def run_judge(
                     run.invalid += 1
                 elif jd.result.status == "error":
                     run.errors += 1
+                    run.last_error = jd.result.error
                 n_done += 1
                 if progress:
                     progress(n_done, len(jobs))
@@ -296,7 +314,7 @@ class MarginResult(dict):
         super().__init__(*a, **kw)
         self.failed: list[tuple[int, int, int]] = []
         self.stats: CallStats = CallStats()
-        self.judge: Optional[str] = None
+        self.judge: str | None = None
 
 
 def judge_margin(
@@ -304,14 +322,14 @@ def judge_margin(
     criterion_name: str,
     triples: Iterable[tuple[int, int, int]],
     *,
-    model: Optional[str] = None,
-    base_url: Optional[str] = None,
-    api_key_env: Optional[str] = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
     concurrency: int = 8,
-    params: Optional[JudgeParams] = None,
+    params: JudgeParams | None = None,
     timeout: float = 60.0,
     max_retries: int = 5,
-    progress: Optional[Progress] = None,
+    progress: Progress | None = None,
     dry_run: bool = False,
 ) -> MarginResult:
     """Score candidate triplets with the judge, without storing votes (for an ``lm-judge`` proposer).
@@ -349,7 +367,8 @@ def judge_margin(
                 nonlocal n_done
                 a, f, sec, x_is_second = canon[tr]
                 scores = []
-                both = await asyncio.gather(*(j.ask(client, reqs[k], {"margin": list(tr), "swapped": sw})
+                shown = [docs[i].text for i in canon[tr][:3]]
+                both = await asyncio.gather(*(j.ask(client, reqs[k], {"margin": list(tr), "swapped": sw}, shown)
                                               for k, sw in enumerate((False, True))))
                 for sw, jd in zip((False, True), both):
                     if jd.label is None:
@@ -387,9 +406,9 @@ def judge_report(
     store: Store,
     criterion_name: str,
     *,
-    prices_file: Optional[str] = None,
-    base_url: Optional[str] = None,
-    judge: Optional[str] = None,
+    prices_file: str | None = None,
+    base_url: str | None = None,
+    judge: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per LM judge on a criterion: votes, position bias, invalid replies, tokens and estimated cost.
 
