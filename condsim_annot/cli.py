@@ -18,6 +18,7 @@ from typing import Optional
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import CondsimError
@@ -53,7 +54,7 @@ class Main(click.Group):
         try:
             return super().invoke(ctx)
         except CondsimError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: everything acknowledged so far is saved")
@@ -293,7 +294,7 @@ def criteria_list(ctx: Ctx, as_json):
         return
     t = Table("name", "version", "description")
     for c in rows:
-        t.add_row(c.name, str(c.version), c.description)
+        t.add_row(escape(c.name), str(c.version), escape(c.description))
     out.print(t)
 
 

@@ -219,3 +219,27 @@ def test_file_export_refuses_an_existing_file_unless_overwrite(tmp_path, fmt, na
     mod.write(ROWS, target, name="crit", overwrite=True)
     assert target.read_bytes() != b"the user's own file"
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left
+
+
+@pytest.mark.backends("sqlite")
+def test_export_into_the_project_folder_deletes_nothing(cli, calibrated, tmp_path):
+    """Defect 1 through the CLI: the project folder (store + notes) used to be emptied by `export --format hf`."""
+    project = tmp_path  # holds the SQLite store, condsim.db
+    (project / "notes.md").write_text("my notes")
+    (project / "dataset_info.json").write_text("{}")  # what made the exporter rmtree the folder
+    store_bytes = (project / "condsim.db").stat().st_size
+    for fmt in ("hf", "st"):
+        for extra in ([], ["--overwrite"]):
+            res = cli("export", "crit", "--format", fmt, project, *extra, expect_ok=False)
+            assert res.exit_code == 1, res.output
+            assert ("did not write (condsim.db" if extra else "is not empty") in " ".join(res.output.split())
+    assert (project / "notes.md").read_text() == "my notes" and (project / "condsim.db").stat().st_size >= store_bytes
+    assert json.loads(cli("status", "--json").output)  # the store still opens
+    (project / "gold.jsonl").write_text("mine")
+    res = cli("export", "crit", "--format", "jsonl", project / "gold.jsonl", expect_ok=False)
+    assert res.exit_code == 1 and "already exists; pass --overwrite" in res.output
+    assert (project / "gold.jsonl").read_text() == "mine"
+    cli("export", "crit", "--format", "jsonl", project / "gold.jsonl", "--overwrite")
+    assert json.loads((project / "gold.jsonl").read_text().splitlines()[0])["criterion"] == "crit"
+    cli("export", "crit", "--format", "st", project / "st")
+    cli("export", "crit", "--format", "st", project / "st", "--overwrite")  # an earlier export is replaced

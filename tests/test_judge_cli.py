@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import JUDGE_TEXTS as TEXTS
 from helpers import judge_oracle as oracle
 from openai_server import OpenAIServer, seed_corpus, seed_triplets
@@ -91,6 +92,7 @@ def test_judge_cli_without_triplets_says_what_to_do(cli, store):
     assert res.exit_code == 2 and "--limit" in res.output
 
 
+@pytest.mark.backends("sqlite")
 def test_llm_log_shows_rich_markup_in_replies_literally(cli, store, monkeypatch):
     """Defect 9: `[` `]` in a reply or an error crashed `llm log` (Rich markup)."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import click
+from rich.markup import escape
 
 from condsim_annot.cli import Ctx, console, out, pass_ctx
 
@@ -104,11 +103,10 @@ def pull_cmd(ctx: Ctx, criterion, dataset, workspace, api_url, api_key):
         )
 
 @argilla.command("install-server")
-@click.option("--home", type=click.Path(file_okay=False), default=None,
-              help="As for serve (default ~/.cache/condsim-annot/argilla); the venv goes in HOME/venv.")
 @click.option("--venv", type=click.Path(file_okay=False), default=None, envvar="CONDSIM_ARGILLA_VENV",
-              help="Where to create the server's virtual environment (default HOME/venv).")
-def install_server_cmd(home, venv):
+              help="Where to create the server's virtual environment "
+                   "(default $CONDSIM_ARGILLA_VENV or ~/.cache/condsim-annot/argilla-venv, as scripts/bootstrap.sh).")
+def install_server_cmd(venv):
     """Create the local server's own virtual environment now (serve does it on first use).
 
     \b
@@ -117,9 +115,9 @@ def install_server_cmd(home, venv):
     """
     from pathlib import Path
 
-    from condsim_annot.argilla.serve import SERVER_REQUIREMENT, default_home, ensure_server_venv
+    from condsim_annot.argilla.serve import SERVER_REQUIREMENT, default_venv, ensure_server_venv
 
-    target = Path(venv).expanduser() if venv else (Path(home).expanduser() if home else default_home()) / "venv"
+    target = Path(venv).expanduser() if venv else default_venv()
     py = ensure_server_venv(target, log=lambda m: console.print(m, highlight=False))
     out.print(f"{SERVER_REQUIREMENT} is ready: {py}", highlight=False)
 
@@ -131,9 +129,11 @@ def install_server_cmd(home, venv):
 @click.option("--password", envvar="ARGILLA_PASSWORD", default=None, help="Owner's password (default: generated once).")
 @click.option("--username", default="owner", show_default=True, help="Owner's username.")
 @click.option("--home", type=click.Path(file_okay=False), default=None,
-              help="Server data, credentials and its virtual environment (default ~/.cache/condsim-annot/argilla).")
+              help="Server data, credentials and logs, private to you; one server per home "
+                   "(default ~/.cache/condsim-annot/argilla).")
 @click.option("--venv", type=click.Path(file_okay=False), default=None, envvar="CONDSIM_ARGILLA_VENV",
-              help="Where the server's own virtual environment lives (default HOME/venv).")
+              help="Where the server's own virtual environment lives "
+                   "(default ~/.cache/condsim-annot/argilla-venv, the one scripts/bootstrap.sh builds).")
 @click.option("--redis-url", default=None, help="Use this Redis for background jobs (default: in-process, no Redis).")
 def serve_cmd(port, host, api_key, password, username, home, venv, redis_url):
     """Run a local Argilla 2.8 server (web UI included): SQLite, no Elasticsearch, no Docker.
@@ -162,11 +162,11 @@ def serve_cmd(port, host, api_key, password, username, home, venv, redis_url):
     def show(s):
         for line in (
             f"Argilla is running at [bold]{s.url}[/]",
-            f"  username: {s.creds.username}",
-            f"  password: {s.creds.password}",
-            f"  API key:  {s.creds.api_key}",
-            f"  export ARGILLA_API_URL={s.url} ARGILLA_API_KEY={s.creds.api_key}",
-            f"  data and logs: {s.home}",
+            f"  username: {escape(s.creds.username)}",
+            f"  password: {escape(s.creds.password)}",
+            f"  API key:  {escape(s.creds.api_key)}",
+            f"  export ARGILLA_API_URL={s.url} ARGILLA_API_KEY={escape(s.creds.api_key)}",
+            f"  data and logs: {escape(str(s.home))}",
             "  Ctrl-C stops the server",
         ):
             out.print(line, highlight=False, soft_wrap=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import click
+from rich.markup import escape
 
 from ..cli import Ctx, console, out, pass_ctx
+from ..errors import CondsimError
+
 
 def _endpoint_options(f):
     f = click.option("--api-key-env", metavar="VAR", help="Read the API key from this environment variable (default OPENAI_API_KEY).")(f)
@@ -16,18 +18,25 @@ def _endpoint_options(f):
     return f
 
 
-def _money(x: Optional[float]) -> str:
+def _money(x: float | None) -> str:
     if x is None:
         return "unknown"
     return f"${x:,.4f}" if x < 1 else f"${x:,.2f}"
 
 
-def _pct(x: Optional[float]) -> str:
+def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def _progress(description: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=console, transient=True)
@@ -49,17 +58,23 @@ def _progress(description: str):
 @click.option("--no-structured", is_flag=True, help="Do not ask for a JSON schema (response_format); replies are parsed anyway.")
 @click.option("--no-logprobs", is_flag=True, help="Do not ask for logprobs (no confidence).")
 @click.option("--invalid-retries", default=2, show_default=True, help="Ask again this often when a reply cannot be read.")
+@click.option("--retry-invalid", is_flag=True,
+              help="Ask again the presentations whose logged reply was unreadable (e.g. after fixing the server); "
+                   "by default they are answered from the log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_ctx
 def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit, dry_run, prices_file, timeout, max_retries,
-          temperature, max_tokens, allow_tie, rationale, no_structured, no_logprobs, invalid_retries, as_json):
+          temperature, max_tokens, allow_tie, rationale, no_structured, no_logprobs, invalid_retries, retry_invalid, as_json):
     """Let an LM judge vote on a criterion's triplets, each in both presentation orders.
 
     The judge (model, prompt version, parameters) becomes an annotator of kind llm;
     both answers are stored as votes with the order shown, so its position bias is
     visible (`condsim-annot llm judges CRITERION`). Every call is logged and cached:
     running the command again makes zero calls, and a run that was stopped resumes.
-    Unreadable replies are retried and never stop the batch.
+    Unreadable replies are retried and never stop the batch; only the reply's own final
+    answer counts (text quoted from a document never does). The command exits 1 when
+    presentations were to be judged and none got a vote (server errors, a rate limit,
+    unreadable replies), with a summary saying why.
 
     The key comes from $OPENAI_API_KEY (or the variable named by --api-key-env),
     never from the command line, and is never stored; local servers need none.
@@ -71,6 +86,7 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
       condsim-annot judge proof-strategy --model gpt-4.1-mini --concurrency 8 --limit 500
       condsim-annot judge proof-strategy --model qwen2.5-7b --base-url http://127.0.0.1:8000/v1
       condsim-annot judge proof-strategy -m llama3.1 --base-url http://localhost:11434/v1 --no-logprobs
+      condsim-annot judge proof-strategy -m qwen2.5-7b --base-url http://127.0.0.1:8000/v1 --retry-invalid
     """
     from ..llm.judge import JudgeParams, run_judge
     from ..llm.prices import load_prices, price_for
@@ -84,15 +100,17 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
         task = prog.add_task("dry run" if dry_run else "judging", total=None)
         run = run_judge(store, criterion, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
                         limit=limit, dry_run=dry_run, params=params, timeout=timeout, max_retries=max_retries,
-                        prices_file=prices_file, progress=lambda d, t: prog.update(task, completed=d, total=t))
+                        prices_file=prices_file, progress=lambda d, t: prog.update(task, completed=d, total=t),
+                        retry_invalid=retry_invalid)
     if as_json:
         click.echo(json.dumps(run.as_dict(), indent=2, default=str))
+        _fail_if_nothing_voted(run)
         return
     st = run.stats
     if run.triplets == 0:
-        out.print(f"no triplets for criterion {run.criterion!r} yet: propose some first (`condsim-annot propose --help`)")
+        out.print(f"no triplets for criterion {escape(repr(run.criterion))} yet: propose some first (`condsim-annot propose --help`)")
         return
-    out.print(f"judge [bold]{run.judge}[/] on [bold]{run.criterion}[/] ({run.server})", highlight=False)
+    out.print(f"judge [bold]{escape(run.judge)}[/] on [bold]{escape(run.criterion)}[/] ({escape(run.server)})", highlight=False)
     out.print(f"  {run.triplets} triplets, {2 * run.triplets} presentations: {run.already_voted} already voted, "
               f"{run.requests} to do")
     if dry_run:
@@ -101,7 +119,7 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
                   f"(plus retries of unreadable replies)")
         out.print(f"  about {st.est_tokens_in:,} input + {st.est_tokens_out:,} output tokens, estimated cost {_money(run.cost_usd)}"
                   + (f" (at ${pr[0]}/${pr[1]} per 1M tokens in/out)" if pr else
-                     f" — no price for {run.model!r}: add one with --prices FILE"))
+                     f" — no price for {escape(repr(run.model))}: add one with --prices FILE"))
         return
     out.print(f"  votes added {run.votes_added}; unreadable {run.invalid}; failed {run.errors}")
     out.print(f"  calls {st.calls} new, {st.cached} from the log, {st.retries} retries; tokens {st.tokens_in:,} in / "
@@ -114,8 +132,22 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
                   f"answer follows the order in {_pct(b['position_flips'])}; A chosen {_pct(b['a_rate'])} (0.5 = no preference)"
                   + (f"; mean confidence {b['mean_confidence']:.2f}" if b.get("mean_confidence") is not None else ""))
         out.print(f"  all calls of this judge: {b['tokens_in']:,} in / {b['tokens_out']:,} out tokens, cost {_money(b['cost_usd'])}")
+    _fail_if_nothing_voted(run)
     if run.errors:
         console.print(f"[yellow]{run.errors} presentations failed after retries; run the command again to retry them[/]")
+    if run.invalid:
+        console.print(f"[yellow]{run.invalid} presentations got unreadable replies[/] (`condsim-annot llm log --status "
+                      "invalid`); after fixing the server or model, `--retry-invalid` asks them again")
+
+
+def _fail_if_nothing_voted(run) -> None:
+    """Exit 1 with a summary when there was work and no presentation got a vote."""
+    if run.dry_run or run.requests == 0 or run.votes_added > 0:
+        return
+    why = f"; last error: {run.last_error}" if run.last_error else ""
+    hint = " (--retry-invalid asks unreadable ones again)" if run.invalid else ""
+    raise CondsimError(f"no votes: all {run.requests} presentations failed ({run.errors} server errors, "
+                       f"{run.invalid} unreadable{hint}){why}")
 
 
 @click.group("llm")
@@ -152,10 +184,10 @@ def llm_judges(ctx: Ctx, criterion, prices_file, as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        out.print(f"no LM judge has voted on {criterion!r} yet: `condsim-annot judge {criterion} --model M`")
+        out.print(f"no LM judge has voted on {criterion!r} yet: `condsim-annot judge {criterion} --model M`", markup=False)
         return
     for r in rows:
-        out.print(f"[bold]{r['judge']}[/]", highlight=False)
+        out.print(f"[bold]{escape(r['judge'])}[/]", highlight=False)
         conf = "" if r["mean_confidence"] is None else f", mean confidence {r['mean_confidence']:.2f}"
         out.print(f"  votes {r['votes']} on {r['triplets']} triplets, {r['pairs']} judged in both orders: same answer "
                   f"{_pct(r['consistency'])}, A chosen {_pct(r['a_rate'])}{conf}", highlight=False)
@@ -185,7 +217,6 @@ def llm_log(ctx: Ctx, criterion, task, status, model, limit, show_id, as_json):
     from rich.table import Table
     from sqlalchemy import select
 
-    from ..errors import CondsimError
     from ..llm.tables import LLMCall
     from ..llm.transform import get_criterion
 
@@ -199,16 +230,17 @@ def llm_log(ctx: Ctx, criterion, task, status, model, limit, show_id, as_json):
             if as_json:
                 click.echo(json.dumps(d, indent=2))
                 return
-            out.print(f"[bold]call {r.id}[/] {r.task} {r.model} ({r.prompt_version}) at {r.base_url or 'OpenAI'}: "
-                      f"{r.status}, {r.tries} tries, {r.latency_ms or 0:.0f} ms, tokens {r.tokens_in}/{r.tokens_out}")
+            out.print(f"[bold]call {r.id}[/] {escape(r.task)} {escape(r.model)} ({escape(str(r.prompt_version))}) at "
+                      f"{escape(r.base_url or 'OpenAI')}: {r.status}, {r.tries} tries, {r.latency_ms or 0:.0f} ms, "
+                      f"tokens {r.tokens_in}/{r.tokens_out}")
             for m in (r.request or {}).get("messages", []):
                 out.print(f"[bold cyan]{m['role']}[/]:", highlight=False)
                 out.print(m.get("content") or "", markup=False, highlight=False)
             out.print("[bold cyan]reply[/]:", highlight=False)
             out.print(r.response_text or "", markup=False, highlight=False)
-            out.print(f"[bold]parsed[/]: {json.dumps(r.parsed)}", markup=True, highlight=False)
+            out.print(f"[bold]parsed[/]: {escape(json.dumps(r.parsed))}", highlight=False)
             if r.error:
-                out.print(f"[bold red]error[/]: {r.error}", highlight=False)
+                out.print(f"[bold red]error[/]: {escape(r.error)}", highlight=False)
             return
         q = select(LLMCall).order_by(LLMCall.id.desc()).limit(limit)
         if criterion:
@@ -229,8 +261,8 @@ def llm_log(ctx: Ctx, criterion, task, status, model, limit, show_id, as_json):
     t = Table("id", "task", "model", "status", "tries", "ms", "tokens", "reply / error")
     for r in rows:
         text = (r.error if r.status == "error" else r.response_text) or ""
-        t.add_row(str(r.id), r.task, r.model, r.status, str(r.tries), f"{r.latency_ms or 0:.0f}",
-                  f"{r.tokens_in or 0}/{r.tokens_out or 0}", text.replace("\n", " ")[:60])
+        t.add_row(str(r.id), escape(r.task), escape(r.model), r.status, str(r.tries), f"{r.latency_ms or 0:.0f}",
+                  f"{r.tokens_in or 0}/{r.tokens_out or 0}", escape(text.replace("\n", " ")[:60]))
     out.print(t)
 
 
@@ -282,7 +314,7 @@ def llm_transform(ctx: Ctx, criterion, task, model, base_url, api_key_env, ids, 
         if i in res:
             out.print(f"{i}\t{res[i]}", markup=False, highlight=False)
         elif i in res.failed:
-            out.print(f"{i}\t[red]failed[/]: {res.failed[i]}", highlight=False)
+            out.print(f"{i}\t[red]failed[/]: {escape(str(res.failed[i]))}", highlight=False)
     st = res.stats
     console.print(f"{st.calls} calls, {st.cached} from the log" + (f", {st.would_call} to make (dry run)" if dry_run else "")
                   + f"; tokens {st.tokens_in:,} in / {st.tokens_out:,} out")
