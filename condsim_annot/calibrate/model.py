@@ -263,7 +263,7 @@ class TripletModel:
         self._laplace()
 
     def _laplace(self) -> None:
-        """Diagonal precision of u, w's covariance (Schur complement), each triplet's cavity of d."""
+        """Diagonal precision of u, w's covariance, each triplet's cavity of d."""
         d = self._d
         T = len(d.ti)
         u, w = self._u, self.w_
@@ -271,18 +271,18 @@ class TripletModel:
         ct = np.bincount(d.vt, c, minlength=T)
         gt = -np.bincount(d.vt, r, minlength=T)  # d loglik / d d of each triplet's own votes
         self._Du = np.bincount(d.ti, ct, minlength=d.n) + np.bincount(d.tj, ct, minlength=d.n) + 1 / self.tau_**2
-        F = d.dphi.shape[1]
-        if F:
-            Huw = np.stack([np.bincount(d.ti, ct * d.dphi[:, k], minlength=d.n)
-                            - np.bincount(d.tj, ct * d.dphi[:, k], minlength=d.n) for k in range(F)], axis=1)
-            Hww = (d.dphi * ct[:, None]).T @ d.dphi + np.eye(F) / self.feature_sd**2
-            S = Hww - Huw.T @ (Huw / self._Du[:, None])
-            self.w_cov_ = np.linalg.inv(0.5 * (S + S.T))
-        else:
-            self.w_cov_ = np.zeros((0, 0))
         Pi = np.maximum(self._Du[d.ti] - ct, 1 / self.tau_**2)
         Pj = np.maximum(self._Du[d.tj] - ct, 1 / self.tau_**2)
         vu = 1 / Pi + 1 / Pj
+        F = d.dphi.shape[1]
+        if F:
+            # w's information: each triplet's votes measure d_t = w . dphi_t + (u_i - u_j) with precision c_t,
+            # the rest of d_t varying by vu: information c_t / (1 + c_t vu) per triplet (exact for isolated ones)
+            info = ct / (1.0 + ct * vu)
+            H = (d.dphi * info[:, None]).T @ d.dphi + np.eye(F) / self.feature_sd**2
+            self.w_cov_ = np.linalg.inv(0.5 * (H + H.T))
+        else:
+            self.w_cov_ = np.zeros((0, 0))
         vw = np.einsum("tf,fg,tg->t", d.dphi, self.w_cov_, d.dphi) if F else np.zeros(T)
         self._cav = (dt - gt * vu, vu, vw, dt, Pi, Pj)
 

