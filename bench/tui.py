@@ -46,8 +46,8 @@ def build(url: str, n_docs: int, n_triplets: int, seed: int = 0) -> None:
         c = Corpus(name="bench")
         s.add(c)
         s.flush()
-        crit = Criterion(name="proof-strategy", description="Same proof technique (induction, pigeonhole, invariants), regardless of topic",
-                         corpus_id=c.id)
+        crit = Criterion(name="proof-strategy", corpus_id=c.id,
+                         description="Same proof technique (induction, pigeonhole, invariants), regardless of topic")
         s.add(crit)
         s.flush()
         cid, crid = c.id, crit.id
@@ -118,7 +118,8 @@ async def drive(url: str, presses: int, rapid: int = 0) -> tuple[list[float], li
         def timed_display(screen, renderable):
             r = display(screen, renderable)
             item = getattr(app.screen, "item", None)
-            if state["t_key"] is not None and item is not None and item is not state["before"] and renderable is not None:
+            moved_on = item is not None and item is not state["before"]
+            if state["t_key"] is not None and moved_on and renderable is not None:
                 drawn.append((time.perf_counter() - state["t_key"]) * 1000)
                 cpu.append((time.process_time() - state["c_key"]) * 1000)
                 state["t_key"] = None
@@ -192,7 +193,8 @@ def main() -> None:
           f"p50 {statistics.median(lat):.1f} ms, p95 {pct(lat, 0.95):.1f} ms, max {max(lat):.1f} ms")
     slow = sorted(range(len(lat)), key=lambda i: -lat[i])[: max(1, len(lat) // 20)]
     print(f"  slowest presses (index: ms): {', '.join(f'{i}: {lat[i]:.0f}' for i in sorted(slow))}")
-    print(f"  CPU time of this process over the same span: p50 {statistics.median(cpu):.1f} ms, p95 {pct(cpu, 0.95):.1f} ms"
+    print(f"  CPU time of this process over the same span: p50 {statistics.median(cpu):.1f} ms, "
+          f"p95 {pct(cpu, 0.95):.1f} ms"
           f" (wall minus CPU = waiting for a core: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"  (Pilot's own press+pause round trip, which adds its idle waits: p50 {statistics.median(wall):.1f} ms, "
           f"p95 {pct(wall, 0.95):.1f} ms)")

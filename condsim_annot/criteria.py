@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+import tomllib
 import yaml
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from .db import Store
 from .errors import CondsimError, InputError
@@ -19,17 +20,17 @@ NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.
 
 def default_instruction(c: Criterion) -> str:
     """The query-side prompt for instruction-following embedders."""
-    return c.instruction or f"Represent this text for finding texts similar under the criterion: {c.description}\nText: "
+    return c.instruction or (
+        f"Represent this text for finding texts similar under the criterion: {c.description}\nText: ")
 
 
-def _check_name(name: str, *, file: Optional[str] = None, line: Optional[int] = None) -> None:
+def _check_name(name: str, *, file: str | None = None, line: int | None = None) -> None:
     if not name or not set(name) <= NAME_OK:
-        raise InputError(
-            f"invalid criterion name {name!r}: use letters, digits, '-', '_', '.' or ':'", file=file, line=line, field="name"
-        )
+        raise InputError(f"invalid criterion name {name!r}: use letters, digits, '-', '_', '.' or ':'",
+                         file=file, line=line, field="name")
 
 
-def _corpus_id(session, corpus: Optional[str]) -> Optional[int]:
+def _corpus_id(session: Session, corpus: str | None) -> int | None:
     if corpus is None:
         return None
     c = session.scalars(select(Corpus).where(Corpus.name == corpus)).first()
@@ -38,14 +39,17 @@ def _corpus_id(session, corpus: Optional[str]) -> Optional[int]:
     return c.id
 
 
-def add_criterion(store: Store, name: str, description: str, *, instruction: Optional[str] = None, corpus: Optional[str] = None) -> Criterion:
+def add_criterion(store: Store, name: str, description: str, *, instruction: str | None = None,
+                  corpus: str | None = None) -> Criterion:
     _check_name(name)
     if not description or not description.strip():
         raise InputError("empty description", field="description")
     with store.transaction() as s:
         if s.scalars(select(Criterion).where(Criterion.name == name)).first() is not None:
-            raise CondsimError(f"criterion {name!r} already exists (use `condsim-annot criteria edit {name}` to change it)")
-        c = Criterion(name=name, description=description.strip(), instruction=instruction, corpus_id=_corpus_id(s, corpus))
+            raise CondsimError(
+                f"criterion {name!r} already exists (use `condsim-annot criteria edit {name}` to change it)")
+        c = Criterion(name=name, description=description.strip(), instruction=instruction,
+                      corpus_id=_corpus_id(s, corpus))
         s.add(c)
         try:
             s.flush()
@@ -54,7 +58,8 @@ def add_criterion(store: Store, name: str, description: str, *, instruction: Opt
     return c
 
 
-def edit_criterion(store: Store, name: str, *, description: Optional[str] = None, instruction: Optional[str] = None) -> Criterion:
+def edit_criterion(store: Store, name: str, *, description: str | None = None,
+                   instruction: str | None = None) -> Criterion:
     with store.transaction() as s:
         c = get_criterion(s, name)
         changed = False
@@ -69,12 +74,13 @@ def edit_criterion(store: Store, name: str, *, description: Optional[str] = None
     return c
 
 
-def get_criterion(session, name: str) -> Criterion:
+def get_criterion(session: Session, name: str) -> Criterion:
+    """The criterion called ``name``; the one place a missing name becomes a user error (naming the known ones)."""
     c = session.scalars(select(Criterion).where(Criterion.name == name)).first()
     if c is None:
         names = session.scalars(select(Criterion.name).order_by(Criterion.name)).all()
         hint = f" (known: {', '.join(names)})" if names else " (none defined yet: `condsim-annot criteria add`)"
-        raise CondsimError(f"no criterion named {name!r}{hint}")
+        raise InputError(f"no criterion named {name!r}{hint}")
     return c
 
 
@@ -99,7 +105,8 @@ def _parse_file(path: str) -> list[dict[str, Any]]:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise InputError(f"malformed YAML: {getattr(exc, 'problem', exc)}", file=path, line=(mark.line + 1) if mark else None) from None
+            raise InputError(f"malformed YAML: {getattr(exc, 'problem', exc)}", file=path,
+                             line=(mark.line + 1) if mark else None) from None
     elif ext == ".toml":
         try:
             data = tomllib.loads(text)
@@ -110,13 +117,14 @@ def _parse_file(path: str) -> list[dict[str, Any]]:
     if isinstance(data, dict):
         data = data.get("criteria", data)
         if isinstance(data, dict):  # mapping name -> description | {description, ...}
-            data = [({"name": k, "description": v} if isinstance(v, str) else {"name": k, **v}) for k, v in data.items()]
+            data = [({"name": k, "description": v} if isinstance(v, str) else {"name": k, **v})
+                    for k, v in data.items()]
     if not isinstance(data, list):
         raise InputError("expected a list of criteria (or a 'criteria' key holding one)", file=path)
     return data
 
 
-def _line_of(path: str, name: str) -> Optional[int]:
+def _line_of(path: str, name: str) -> int | None:
     for n, line in enumerate(Path(path).read_text("utf-8").splitlines(), start=1):
         if name in line and "name" in line or line.strip().startswith(f"{name}:"):
             return n
@@ -146,7 +154,8 @@ def load_criteria_file(store: Store, path: str, *, update_existing: bool = False
             existing = s.scalars(select(Criterion).where(Criterion.name == name)).first()
             if existing is not None:
                 if not update_existing:
-                    raise InputError(f"criterion {name!r} already exists (pass --update to change it)", file=path, line=line, field="name")
+                    raise InputError(f"criterion {name!r} already exists (pass --update to change it)", file=path,
+                                     line=line, field="name")
                 if existing.description != desc.strip() or existing.instruction != item.get("instruction"):
                     existing.description = desc.strip()
                     existing.instruction = item.get("instruction")
@@ -155,7 +164,8 @@ def load_criteria_file(store: Store, path: str, *, update_existing: bool = False
                     s.add(existing)
                 out.append(existing)
                 continue
-            c = Criterion(name=name, description=desc.strip(), instruction=item.get("instruction"), corpus_id=_corpus_id(s, item.get("corpus")))
+            c = Criterion(name=name, description=desc.strip(), instruction=item.get("instruction"),
+                          corpus_id=_corpus_id(s, item.get("corpus")))
             s.add(c)
             out.append(c)
         s.flush()

@@ -10,18 +10,26 @@ conditional similarity is about.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import champ_dataset
 import yaml
+from sqlalchemy import select
+
+from .criteria import get_criterion
+from .db import Store
+from .models import Document, Triplet, Vote
+from .store_api import documents_by_id, get_or_create_annotator, record_vote
 
 DEMO_CRITERIA = [
     {
         "name": "same-technique",
         "description": "The two problems are solved with the same key technique or mathematical concept "
         "(e.g. pigeonhole, AM-GM, recursion, modular arithmetic), regardless of topic or wording.",
-        "instruction": "Represent the key solution technique of this math problem for retrieving problems solved the same way: ",
+        "instruction": "Represent the key solution technique of this math problem "
+        "for retrieving problems solved the same way: ",
     },
     {
         "name": "same-topic",
@@ -73,3 +81,48 @@ def silver_choice(criterion: str, anchor: dict, first: dict, second: dict) -> st
     if sy > sx:
         return "second"
     return "tie"
+
+
+#: The demo's crowd: CHAMP's own annotations (noise 0) and simulated annotators who
+#: answer like it but replace a share of their answers by a random one, so the report
+#: has agreement statistics to show and the model has annotators of different quality
+#: to tell apart (the spammer should end with beta near 0).
+SIMULATED_CROWD = (("sim-careful", 0.1), ("sim-hasty", 0.3), ("sim-spammer", 1.0))
+
+
+def _silver_record(d: Document) -> dict[str, Any]:
+    m = d.meta or {}
+    return {"category": m.get("category"), "concepts": m.get("concepts") or []}
+
+
+def add_silver_votes(store: Store, criterion: str, annotator: str = "champ-silver", *, noise: float = 0.0,
+                     seed: int = 0) -> int:
+    """Vote every unvoted triplet of ``criterion`` from CHAMP's own annotations (source ``import``).
+
+    CHAMP's authors annotated each problem with the concepts its solution uses and a
+    category; these give a *silver* answer for both demo criteria.  Marked as an
+    import from a named annotator, so it never mixes silently with real votes.  With
+    ``noise`` > 0 the annotator is simulated: that share of answers is replaced by a
+    uniformly random first | second | tie (seeded, so re-runs agree).
+    """
+    n = 0
+    with store.transaction() as s:
+        crit = get_criterion(s, criterion)
+        params: dict[str, Any] = {"source": "CHAMP concept/category annotations"}
+        if noise:
+            params.update(simulated=True, noise=noise)
+        ann = get_or_create_annotator(s, annotator, kind="human", params=params)
+        rng = random.Random(f"{seed}:{criterion}:{annotator}")
+        voted = set(s.scalars(select(Vote.triplet_id).where(Vote.annotator_id == ann.id)).all())
+        trips = [t for t in s.scalars(select(Triplet).where(Triplet.criterion_id == crit.id)).all()
+                 if t.id not in voted]
+        docs = documents_by_id(s, [i for t in trips for i in (t.anchor_id, t.first_id, t.second_id)])
+        for t in trips:
+            anchor, first, second = (_silver_record(docs[i]) for i in (t.anchor_id, t.first_id, t.second_id))
+            choice = silver_choice(criterion, anchor, first, second)
+            why = "CHAMP silver annotation"
+            if noise and rng.random() < noise:
+                choice, why = rng.choice(("first", "second", "tie")), f"simulated annotator (noise {noise})"
+            record_vote(s, t.id, ann.id, choice, source="import", rationale=why)
+            n += 1
+    return n

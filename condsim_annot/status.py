@@ -16,7 +16,8 @@ def status_counts(store: Store) -> dict[str, Any]:
     with store.session() as s:
         docs = s.scalar(select(func.count()).select_from(Document)) or 0
         corpora = {name: n for name, n in s.execute(
-            select(Corpus.name, func.count(Document.id)).outerjoin(Document, Document.corpus_id == Corpus.id).group_by(Corpus.name)
+            select(Corpus.name, func.count(Document.id))
+            .outerjoin(Document, Document.corpus_id == Corpus.id).group_by(Corpus.name)
         ).all()}
         crits = s.scalars(select(Criterion).order_by(Criterion.name)).all()
         trip = dict(s.execute(select(Triplet.criterion_id, func.count()).group_by(Triplet.criterion_id)).all())
@@ -29,7 +30,8 @@ def status_counts(store: Store) -> dict[str, Any]:
         ).all():
             votes.setdefault(cid, {})[source] = n
         # gold = gold labels of the latest calibration run of each criterion
-        latest = select(CalibrationRun.criterion_id, func.max(CalibrationRun.id).label("run")).group_by(CalibrationRun.criterion_id).subquery()
+        latest = (select(CalibrationRun.criterion_id, func.max(CalibrationRun.id).label("run"))
+                  .group_by(CalibrationRun.criterion_id).subquery())
         gold = dict(s.execute(
             select(GoldLabel.criterion_id, func.count())
             .join(latest, latest.c.run == GoldLabel.calibration_run_id)
@@ -58,5 +60,6 @@ def render_status(counts: dict[str, Any], console: Console) -> None:
     t = Table("criterion", "v", "triplets", "tui", "argilla", "llm", "import", "review", "gold", title="per criterion")
     for name, c in counts["criteria"].items():
         v = c["votes"]
-        t.add_row(name, str(c["version"]), str(c["triplets"]), *(str(v[k]) for k in ("tui", "argilla", "llm", "import", "review")), str(c["gold"]))
+        per_source = (str(v[k]) for k in ("tui", "argilla", "llm", "import", "review"))
+        t.add_row(name, str(c["version"]), str(c["triplets"]), *per_source, str(c["gold"]))
     console.print(t)

@@ -22,11 +22,13 @@ def test_add_list_edit_and_duplicate(cli):
 
 def test_load_yaml_and_toml_all_or_nothing(cli, tmp_path):
     y = tmp_path / "c.yaml"
-    y.write_text("criteria:\n  - name: topic\n    description: Same topic\n  - name: technique\n    description: Same technique\n    instruction: 'Represent the technique: '\n")
+    y.write_text("criteria:\n  - name: topic\n    description: Same topic\n"
+                 "  - name: technique\n    description: Same technique\n    instruction: 'Represent the technique: '\n")
     r = cli("criteria", "load", y)
     assert "2 criteria loaded" in r.output
     t = tmp_path / "c.toml"
-    t.write_text('[[criteria]]\nname = "difficulty"\ndescription = "Same difficulty"\n\n[[criteria]]\nname = "topic"\ndescription = "dup"\n')
+    t.write_text('[[criteria]]\nname = "difficulty"\ndescription = "Same difficulty"\n\n'
+                 '[[criteria]]\nname = "topic"\ndescription = "dup"\n')
     r = cli("criteria", "load", t, expect_ok=False)
     assert r.exit_code == 1 and "c.toml" in r.output and "'topic' already exists" in r.output
     names = [c["name"] for c in json.loads(cli("criteria", "list", "--json").output)]

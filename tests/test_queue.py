@@ -10,14 +10,21 @@ import textwrap
 from collections import Counter
 
 import pytest
+from helpers import seed_triplets, votes_of
 from sqlalchemy import func, select
 
-from condsim_annot.models import (Annotator, Assignment, CalibrationRun, Corpus, Criterion, Document, GoldLabel,
-                                  Triplet, Vote)
+from condsim_annot.models import (
+    Annotator,
+    Assignment,
+    CalibrationRun,
+    Criterion,
+    GoldLabel,
+    Triplet,
+    Vote,
+)
 from condsim_annot.queue import GroupItem, Queue, ReviewItem
 from condsim_annot.queue.tables import AnnotationSession
 from condsim_annot.store_api import get_or_create_annotator, record_vote
-from helpers import seed_triplets, votes_of
 
 
 def test_each_annotator_gets_each_triplet_once_up_to_overlap(store):
@@ -271,10 +278,11 @@ def test_four_annotators_concurrently_lose_and_double_nothing(store, db_url, ove
         acked[f"ann{k}"] = [json.loads(line)[0] for line in out.splitlines()]
     total_acked = sum(len(v) for v in acked.values())
     assert total_acked == n * overlap  # every triplet got exactly `overlap` answers
-    for name, tids in acked.items():
+    for _name, tids in acked.items():
         assert len(tids) == len(set(tids))  # nobody saw a triplet twice
     with store.session() as s:
-        rows = s.execute(select(Vote.triplet_id, Annotator.name).join(Annotator, Annotator.id == Vote.annotator_id)).all()
+        rows = s.execute(select(Vote.triplet_id, Annotator.name)
+                         .join(Annotator, Annotator.id == Vote.annotator_id)).all()
         pending = s.scalar(select(func.count()).select_from(Assignment).where(Assignment.state == "pending"))
     assert len(rows) == total_acked and len(set(rows)) == len(rows)  # nothing lost, nothing doubled
     assert set(Counter(t for t, _ in rows).values()) == {overlap} and len({t for t, _ in rows}) == n

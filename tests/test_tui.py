@@ -4,14 +4,13 @@ review, resume; layout snapshots at 80x24 and 160x48."""
 from __future__ import annotations
 
 import pytest
+from helpers import TUI_TEXTS as TEXTS
+from helpers import seed_triplets, votes_of
 
 from condsim_annot.models import Triplet
 from condsim_annot.store_api import get_or_create_annotator, record_vote
 from condsim_annot.tui.app import AnnotateApp, format_summary, make_queue
 from condsim_annot.tui.screens import BestOfKScreen, HelpScreen, PairwiseScreen, RationaleScreen, ReviewScreen
-from helpers import TUI_TEXTS as TEXTS
-from helpers import seed_triplets, votes_of
-
 
 
 def _app(store, **kw) -> AnnotateApp:
@@ -42,7 +41,7 @@ async def test_vote_keys_store_canonical_choices(store):
     rows = {v.triplet_id: v for v in votes_of(store)}
     expect = {"a": "A", "left": "A", "1": "A", "b": "B", "right": "B", "2": "B", "t": "tie", "c": "cant_tell"}
     with store.session() as s:
-        for key, item in zip(presses, shown):
+        for key, item in zip(presses, shown, strict=False):
             v = rows[item.triplet_id]
             t = s.get(Triplet, item.triplet_id)
             if expect[key] in ("A", "B"):
@@ -258,9 +257,9 @@ async def test_long_documents_scroll_with_the_keyboard(sqlite_store):
 
 
 def test_summary_of_a_session_with_no_answers_left_has_no_pace():
-    s = {"annotator": "kim", "mode": "pairwise", "criteria": ["c"], "answers": 0, "duration_s": 12.0, "votes_per_min": 0.0,
-         "median_latency_ms": 4200.0, "skips": 0, "undos": 1, "ties": 0, "cant_tell": 0, "rationales": 0,
-         "done_total": 0, "session": "abcdef0123"}
+    s = {"annotator": "kim", "mode": "pairwise", "criteria": ["c"], "answers": 0, "duration_s": 12.0,
+         "votes_per_min": 0.0, "median_latency_ms": 4200.0, "skips": 0, "undos": 1, "ties": 0, "cant_tell": 0,
+         "rationales": 0, "done_total": 0, "session": "abcdef0123"}
     text = format_summary(s)
     assert "0 answers in 0.2 min\n" in text and "median" not in text and "undone 1" in text
     s.update(answers=3, votes_per_min=15.0, median_latency_ms=2100.0)

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import TUI_TEXTS as TEXTS
+from helpers import seed_triplets, votes_of
 from sqlalchemy import select
 
 from condsim_annot.db import open_store
 from condsim_annot.models import Assignment, Document, Triplet
-from helpers import TUI_TEXTS as TEXTS
-from helpers import seed_triplets, votes_of
 
 CLI = str(Path(sys.executable).parent / "condsim-annot")
 
@@ -64,7 +64,8 @@ class Tmux:
 def _ext_ids(store, tid):
     with store.session() as s:
         t = s.get(Triplet, tid)
-        docs = {d.id: d.ext_id for d in s.scalars(select(Document).where(Document.id.in_([t.anchor_id, t.first_id, t.second_id])))}
+        ids = [t.anchor_id, t.first_id, t.second_id]
+        docs = {d.id: d.ext_id for d in s.scalars(select(Document).where(Document.id.in_(ids)))}
         return docs[t.anchor_id], docs[t.first_id], docs[t.second_id]
 
 
@@ -89,7 +90,7 @@ def test_sigkill_mid_session_loses_nothing_and_resumes(tmp_path):
         for i in range(3):
             tm.keys("one", "a" if i % 2 == 0 else "b")
             # acknowledged = the screen says saved and shows the next triplet; the store must already have it
-            tm.wait(lambda: f"{i + 1}/10" in tm.screen("one"), f"vote {i + 1} acknowledged")
+            tm.wait(lambda i=i: f"{i + 1}/10" in tm.screen("one"), f"vote {i + 1} acknowledged")
             assert len(votes_of(store, "alice")) == i + 1
         screen = tm.screen("one")
         assert "✓ saved" in screen

@@ -8,7 +8,6 @@ Open it from Python with :func:`run_tui` (the demo does), or from the shell::
 from __future__ import annotations
 
 import gc
-from typing import Optional
 
 from textual.app import App
 from textual.binding import Binding
@@ -26,11 +25,11 @@ class AnnotateApp(App):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [Binding("ctrl+t", "toggle_theme", "theme", show=False)]
 
-    def __init__(self, queue: Queue, *, theme: Optional[str] = None):
+    def __init__(self, queue: Queue, *, theme: str | None = None):
         super().__init__()
         self.queue = queue
         self.k = queue.k if queue.mode == "best-of-k" else None
-        self.summary: Optional[dict] = None
+        self.summary: dict | None = None
         if theme:
             self.theme = {"light": "textual-light", "dark": "textual-dark"}.get(theme, theme)
 
@@ -61,16 +60,16 @@ class AnnotateApp(App):
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 
 
-def make_queue(store: Store, annotator: str, *, criterion: Optional[str] = None, k: Optional[int] = None,
-               review: bool = False, overlap: int = 2, attention_rate: float = 0.05, seed: Optional[int] = None) -> Queue:
+def make_queue(store: Store, annotator: str, *, criterion: str | None = None, k: int | None = None,
+               review: bool = False, overlap: int = 2, attention_rate: float = 0.05, seed: int | None = None) -> Queue:
     mode = "review" if review else ("best-of-k" if k and k > 2 else "pairwise")
     return Queue(store, annotator, criterion=criterion, mode=mode, overlap=overlap, attention_rate=attention_rate,
                  k=k or 4, seed=seed)
 
 
-def run_tui(store_url: Optional[str], annotator: str, criterion: Optional[str] = None, *, k: Optional[int] = None,
-            review: bool = False, overlap: int = 2, attention_rate: float = 0.05, seed: Optional[int] = None,
-            theme: Optional[str] = None) -> dict:
+def run_tui(store_url: str | None, annotator: str, criterion: str | None = None, *, k: int | None = None,
+            review: bool = False, overlap: int = 2, attention_rate: float = 0.05, seed: int | None = None,
+            theme: str | None = None) -> dict:
     """Open the labeling TUI on the store at ``store_url`` (None: ``$CONDSIM_DB`` or ./condsim.db).
 
     Blocks until the annotator quits; returns the session summary (also stored in ``annotationsession``).
@@ -93,9 +92,11 @@ def format_summary(s: dict) -> str:
     mins = s["duration_s"] / 60
     pace = (f" ({s['votes_per_min']:.1f}/min, median {s['median_latency_ms'] / 1000:.1f}s per answer)"
             if s["answers"] and s.get("median_latency_ms") is not None else "")
+    crits = ", ".join(s["criteria"])
     parts = [
-        f"session of {s['annotator']} ({s['mode']}, {', '.join(s['criteria'])}): {s['answers']} answers in {mins:.1f} min{pace}",
-        f"  skipped {s['skips']}, undone {s['undos']}, ties {s['ties']}, can't tell {s['cant_tell']}, rationales {s['rationales']}",
+        f"session of {s['annotator']} ({s['mode']}, {crits}): {s['answers']} answers in {mins:.1f} min{pace}",
+        f"  skipped {s['skips']}, undone {s['undos']}, ties {s['ties']}, can't tell {s['cant_tell']}, "
+        f"rationales {s['rationales']}",
         f"  {s['done_total']} answered by {s['annotator']} in total; everything is saved (session {s['session'][:8]})",
     ]
     return "\n".join(parts)

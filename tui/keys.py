@@ -2,42 +2,49 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.binding import Binding
 
-# (keys, action, label shown in the footer, longer help text)
+
+def _key(keys: str, action: str, label: str, tooltip: str | None = None, **kw: Any) -> Binding:
+    """A screen key: (keys, action, label shown in the footer, longer help text); keys win over widgets."""
+    return Binding(keys, action, label, priority=True, tooltip=tooltip or "", **kw)
+
+
 PAIRWISE = [
-    Binding("a,1,left", "answer('A')", "A", key_display="a/←", priority=True, tooltip="A is more similar to the anchor"),
-    Binding("b,2,right", "answer('B')", "B", key_display="b/→", priority=True, tooltip="B is more similar to the anchor"),
-    Binding("t", "answer('tie')", "tie", priority=True, tooltip="both are equally similar"),
-    Binding("c", "answer('cant_tell')", "can't tell", priority=True, tooltip="the criterion does not apply to these documents"),
-    Binding("s", "answer('skip')", "skip", priority=True, tooltip="skip (you will not see this triplet again)"),
-    Binding("u", "undo", "undo", priority=True, tooltip="undo your last answer (it is kept, marked undone)"),
-    Binding("n", "rationale", "note", priority=True, tooltip="add a rationale to this answer"),
-    Binding("question_mark", "help", "help", key_display="?", priority=True, tooltip="this help"),
-    Binding("q", "quit_session", "quit", priority=True, tooltip="quit (every answer is already saved)"),
+    _key("a,1,left", "answer('A')", "A", "A is more similar to the anchor", key_display="a/←"),
+    _key("b,2,right", "answer('B')", "B", "B is more similar to the anchor", key_display="b/→"),
+    _key("t", "answer('tie')", "tie", "both are equally similar"),
+    _key("c", "answer('cant_tell')", "can't tell", "the criterion does not apply to these documents"),
+    _key("s", "answer('skip')", "skip", "skip (you will not see this triplet again)"),
+    _key("u", "undo", "undo", "undo your last answer (it is kept, marked undone)"),
+    _key("n", "rationale", "note", "add a rationale to this answer"),
+    _key("question_mark", "help", "help", "this help", key_display="?"),
+    _key("q", "quit_session", "quit", "quit (every answer is already saved)"),
 ]
 
 BEST_OF_K = [
-    Binding("1", "pick(0)", "pick", key_display="1-k", priority=True, tooltip="pick the candidate most similar to the anchor"),
-    *[Binding(str(i), f"pick({i - 1})", f"pick {i}", show=False, priority=True) for i in range(2, 10)],
-    Binding("c", "answer('cant_tell')", "can't tell", priority=True, tooltip="the criterion does not apply to these documents"),
-    Binding("s", "answer('skip')", "skip", priority=True, tooltip="skip this grid"),
-    Binding("u", "undo", "undo", priority=True, tooltip="undo your last answer (it is kept, marked undone)"),
-    Binding("n", "rationale", "note", priority=True, tooltip="add a rationale to this answer"),
-    Binding("question_mark", "help", "help", key_display="?", priority=True, tooltip="this help"),
-    Binding("q", "quit_session", "quit", priority=True, tooltip="quit (every answer is already saved)"),
+    _key("1", "pick(0)", "pick", "pick the candidate most similar to the anchor", key_display="1-k"),
+    *[_key(str(i), f"pick({i - 1})", f"pick {i}", show=False) for i in range(2, 10)],
+    _key("c", "answer('cant_tell')", "can't tell", "the criterion does not apply to these documents"),
+    _key("s", "answer('skip')", "skip", "skip this grid"),
+    _key("u", "undo", "undo", "undo your last answer (it is kept, marked undone)"),
+    _key("n", "rationale", "note", "add a rationale to this answer"),
+    _key("question_mark", "help", "help", "this help", key_display="?"),
+    _key("q", "quit_session", "quit", "quit (every answer is already saved)"),
 ]
 
 REVIEW = [
-    Binding("a,1,left", "answer('A')", "A", key_display="a/←", priority=True, tooltip="adjudicate: A is more similar"),
-    Binding("b,2,right", "answer('B')", "B", key_display="b/→", priority=True, tooltip="adjudicate: B is more similar"),
-    Binding("t", "answer('tie')", "tie", priority=True, tooltip="adjudicate: a tie"),
-    Binding("c", "answer('cant_tell')", "can't tell", priority=True, tooltip="adjudicate: the criterion does not apply"),
-    Binding("s", "answer('skip')", "next", priority=True, tooltip="leave it for another reviewer"),
-    Binding("u", "undo", "undo", priority=True, tooltip="undo your last adjudication"),
-    Binding("n", "rationale", "note", priority=True, tooltip="add a rationale to the adjudication"),
-    Binding("question_mark", "help", "help", key_display="?", priority=True, tooltip="this help"),
-    Binding("q", "quit_session", "quit", priority=True, tooltip="quit (every answer is already saved)"),
+    _key("a,1,left", "answer('A')", "A", "adjudicate: A is more similar", key_display="a/←"),
+    _key("b,2,right", "answer('B')", "B", "adjudicate: B is more similar", key_display="b/→"),
+    _key("t", "answer('tie')", "tie", "adjudicate: a tie"),
+    _key("c", "answer('cant_tell')", "can't tell", "adjudicate: the criterion does not apply"),
+    _key("s", "answer('skip')", "next", "leave it for another reviewer"),
+    _key("u", "undo", "undo", "undo your last adjudication"),
+    _key("n", "rationale", "note", "add a rationale to the adjudication"),
+    _key("question_mark", "help", "help", "this help", key_display="?"),
+    _key("q", "quit_session", "quit", "quit (every answer is already saved)"),
 ]
 
 SCROLL_HELP = [

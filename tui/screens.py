@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from rich.markdown import Markdown
 from rich.text import Text
@@ -29,10 +29,10 @@ from ..queue import GroupItem, Item, ReviewItem
 from . import keys
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import AnnotateApp
+    pass
 
 
-def _fmt_eta(s: Optional[float]) -> str:
+def _fmt_eta(s: float | None) -> str:
     if s is None:
         return "ETA -"
     s = int(s)
@@ -43,7 +43,7 @@ def _fmt_eta(s: Optional[float]) -> str:
     return f"ETA {s}s"
 
 
-def _bar(done: int, total: Optional[int], width: int = 20) -> Text:
+def _bar(done: int, total: int | None, width: int = 20) -> Text:
     """A text progress bar (cheaper to redraw than a ProgressBar widget)."""
     if not total:
         return Text("░" * width + "    ", style="dim")
@@ -53,7 +53,7 @@ def _bar(done: int, total: Optional[int], width: int = 20) -> Text:
                          (f" {frac:4.0%} ", ""))
 
 
-_STRIPS: "OrderedDict[tuple, list[Strip]]" = OrderedDict()  # (doc id, text hash, width, style) -> rendered lines
+_STRIPS: OrderedDict[tuple, list[Strip]] = OrderedDict()  # (doc id, text hash, width, style) -> rendered lines
 _STRIPS_MAX = 256
 
 
@@ -66,7 +66,8 @@ def _why_empty(why: dict) -> Text:
     t = Text(f"You answered {mine} of the {total} triplets")
     if rest <= 0:
         return t.append(".\n\n")
-    t.append(f"; the other {rest} already have {overlap} annotator{'s' if overlap != 1 else ''} each (--overlap {overlap}).\n")
+    plural = "s" if overlap != 1 else ""
+    t.append(f"; the other {rest} already have {overlap} annotator{plural} each (--overlap {overlap}).\n")
     if why["most_others"] >= overlap:
         t.append("To add your votes to them too, start again with ")
         t.append(f"--overlap {why['most_others'] + 1}", "bold")
@@ -84,7 +85,7 @@ class DocView(ScrollView, can_focus=True):
     def __init__(self, title: str, **kw):
         super().__init__(**kw)
         self.border_title = title
-        self._text: Optional[str] = None
+        self._text: str | None = None
         self._doc_id = None
         self._strips: list[Strip] = []
         self._width = -1
@@ -92,7 +93,7 @@ class DocView(ScrollView, can_focus=True):
     def _content_width(self) -> int:
         return self.size.width - self.styles.scrollbar_size_vertical  # scrollbar-gutter: stable
 
-    def set_doc(self, text: Optional[str], subtitle: str = "", title: Optional[str] = None, doc_id=None) -> None:
+    def set_doc(self, text: str | None, subtitle: str = "", title: str | None = None, doc_id=None) -> None:
         if doc_id is not None and doc_id == self._doc_id:
             return  # same document as before (e.g. the same anchor): nothing to redraw
         self._doc_id = doc_id
@@ -106,7 +107,8 @@ class DocView(ScrollView, can_focus=True):
             self.border_title = title
         if self.scroll_y:
             self.scroll_to(0, 0, animate=False)
-        self.refresh(layout=self.styles.height is not None and self.styles.height.is_auto and len(self._strips) != old_height)
+        auto_height = self.styles.height is not None and self.styles.height.is_auto
+        self.refresh(layout=auto_height and len(self._strips) != old_height)
 
     def _render_strips(self, doc_id, text: str, width: int) -> list[Strip]:
         style = self.rich_style
@@ -235,7 +237,7 @@ class BaseAnnotateScreen(Screen):
     def _warm_from_thread(self, item) -> None:
         self.post_message(self.Ahead(item))  # never blocks the queue's thread, even while the app closes
 
-    def on_base_annotate_screen_ahead(self, message: "BaseAnnotateScreen.Ahead") -> None:
+    def on_base_annotate_screen_ahead(self, message: BaseAnnotateScreen.Ahead) -> None:
         self.warm(message.item)
         # while the annotator reads: collect what the last answer left behind and freeze the
         # survivors (the strip cache, the claimed item), so the collector's full passes stay
@@ -254,17 +256,19 @@ class BaseAnnotateScreen(Screen):
                 pass
 
     def _set_header(self, c) -> None:
-        head = Text.assemble((c.name, "bold"), (f" v{c.version}" if c.version > 1 else "", "dim"), ("  ", ""), (c.description, ""))
+        head = Text.assemble((c.name, "bold"), (f" v{c.version}" if c.version > 1 else "", "dim"), ("  ", ""),
+                             (c.description, ""))
         self.query_one("#criterion", Static).update(head)
 
     def show_item(self, item) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def empty_text(self, why: Optional[dict] = None) -> Text:
+    def empty_text(self, why: dict | None = None) -> Text:
         t = Text.assemble(("Nothing left for you to label here.\n\n", "bold"))
         if why is not None:
             t.append_text(_why_empty(why))
-        t.append_text(Text.assemble(("Every answer is saved. Press ", ""), ("q", "bold reverse"), (" to quit and see the summary.", "")))
+        t.append_text(Text.assemble(("Every answer is saved. Press ", ""), ("q", "bold reverse"),
+                                    (" to quit and see the summary.", "")))
         return t
 
     def explain_empty(self) -> None:
@@ -287,9 +291,11 @@ class BaseAnnotateScreen(Screen):
         p = self.queue.progress()
         rate = f"{p.votes_per_min:.1f}/min" if p.votes_per_min else "-/min"
         assigned = str(p.assigned) if p.assigned is not None else "…"
-        note = "  ✎ note" if self.item is not None and getattr(self.item, "rationale", None) and not self.flash.startswith("✎") else ""
-        line = Text.assemble(_bar(p.done, p.assigned), (f"{p.done}/{assigned}", "bold"), f" · {rate} · {_fmt_eta(p.eta_s)}",
-                             (note, "italic"), (f"  {self.flash}" if self.flash else "", "green"))
+        noted = self.item is not None and getattr(self.item, "rationale", None) and not self.flash.startswith("✎")
+        note = "  ✎ note" if noted else ""
+        line = Text.assemble(_bar(p.done, p.assigned), (f"{p.done}/{assigned}", "bold"),
+                             f" · {rate} · {_fmt_eta(p.eta_s)}", (note, "italic"),
+                             (f"  {self.flash}" if self.flash else "", "green"))
         self.query_one("#stats", Static).update(line, layout=False)  # one fixed line: no relayout needed
 
     # ---------------------------------------------------------------- actions
@@ -321,7 +327,7 @@ class BaseAnnotateScreen(Screen):
         if self.item is None:
             return
 
-        def done(text: Optional[str]) -> None:
+        def done(text: str | None) -> None:
             if text is not None and self.item is not None:
                 self.item.rationale = text.strip() or None
                 self.flash = "✎ note kept" if self.item.rationale else ""
@@ -388,8 +394,9 @@ class ReviewScreen(PairwiseScreen):
     def explain_empty(self) -> None:
         pass  # the review queue's own message says it all
 
-    def empty_text(self, why: Optional[dict] = None) -> Text:
-        return Text.assemble(("No disagreements left to review.\n\n", "bold"), ("Press ", ""), ("q", "bold reverse"), (" to quit.", ""))
+    def empty_text(self, why: dict | None = None) -> Text:
+        return Text.assemble(("No disagreements left to review.\n\n", "bold"), ("Press ", ""), ("q", "bold reverse"),
+                             (" to quit.", ""))
 
 
 class BestOfKScreen(BaseAnnotateScreen):
@@ -425,7 +432,7 @@ class BestOfKScreen(BaseAnnotateScreen):
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q,enter", "dismiss_help", "close")]
 
-    def __init__(self, bindings: list[Binding], mode: str, k: Optional[int] = None):
+    def __init__(self, bindings: list[Binding], mode: str, k: int | None = None):
         super().__init__()
         self._keylist = bindings
         self._mode = mode
@@ -458,7 +465,7 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class RationaleScreen(ModalScreen[Optional[str]]):
+class RationaleScreen(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "cancel", "cancel")]
 
     def __init__(self, current: str = ""):
@@ -467,8 +474,10 @@ class RationaleScreen(ModalScreen[Optional[str]]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="rationale-box"):
-            yield Static("Why? (saved with your next answer on this screen; enter keeps it, esc cancels)", id="rationale-label")
-            yield Input(value=self._current, placeholder="e.g. both use induction, but A also bounds the sum", id="rationale-input")
+            yield Static("Why? (saved with your next answer on this screen; enter keeps it, esc cancels)",
+                         id="rationale-label")
+            yield Input(value=self._current, placeholder="e.g. both use induction, but A also bounds the sum",
+                        id="rationale-input")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()

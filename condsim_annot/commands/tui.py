@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import click
 
 from condsim_annot.cli import Ctx, out, pass_ctx
+from condsim_annot.errors import InputError
 
 
 @click.command("tui")
-@click.option("--annotator", "-a", required=True, help="Your name (votes are stored under it; a new name creates an annotator).")
+@click.option("--annotator", "-a", required=True,
+              help="Your name (votes are stored under it; a new name creates an annotator).")
 @click.option("--criterion", help="Label only this criterion (default: every criterion, one after another).")
 @click.option("--k", "k", type=click.IntRange(3, 9), default=None,
-              help="Best-of-k: show the anchor with K candidates and pick the most similar (K-1 comparisons per answer).")
-@click.option("--review", is_flag=True, help="Review mode: adjudicate triplets whose votes disagree (human vs human, human vs LM judge).")
+              help="Best-of-k: show the anchor with K candidates and pick the most similar "
+                   "(K-1 comparisons per answer).")
+@click.option("--review", is_flag=True,
+              help="Review mode: adjudicate triplets whose votes disagree (human vs human, human vs LM judge).")
 @click.option("--overlap", type=click.IntRange(1, 100), default=2, show_default=True,
               help="Distinct annotators wanted per triplet.")
 @click.option("--attention-rate", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True,
@@ -23,8 +25,8 @@ from condsim_annot.cli import Ctx, out, pass_ctx
 @click.option("--theme", type=click.Choice(["dark", "light"]), default=None,
               help="Colour theme (default dark; ctrl+t switches while labeling).")
 @pass_ctx
-def tui(ctx: Ctx, annotator: str, criterion: Optional[str], k: Optional[int], review: bool, overlap: int,
-        attention_rate: float, seed: Optional[int], theme: Optional[str]):
+def tui(ctx: Ctx, annotator: str, criterion: str | None, k: int | None, review: bool, overlap: int,
+        attention_rate: float, seed: int | None, theme: str | None) -> None:
     """Label triplets in the terminal: which candidate is more similar to the anchor?
 
     Keys: a/1/← = A, b/2/→ = B, t tie, c can't tell, s skip, u undo, n rationale, ? help, q quit.
@@ -38,8 +40,7 @@ def tui(ctx: Ctx, annotator: str, criterion: Optional[str], k: Optional[int], re
       condsim-annot tui --annotator carol --review             # adjudicate disagreements
       condsim-annot --db postgresql+psycopg://me@host/annot tui -a dave --overlap 3
     """
-    from condsim_annot.errors import InputError
-    from condsim_annot.tui.app import AnnotateApp, format_summary, make_queue
+    from condsim_annot.tui.app import AnnotateApp, format_summary, make_queue  # Textual: only this command needs it
 
     if review and k:
         raise InputError("--review and --k cannot be combined")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -26,13 +26,13 @@ class Undone:
     triplet_id: int
     choice: str
     swapped: bool
-    group_id: Optional[str]
+    group_id: str | None
     meta: dict[str, Any]
     triplet_ids: list[int]
-    winner: Optional[int]
+    winner: int | None
 
 
-def undo_latest(s: Session, ctx: QueueContext) -> Optional[Undone]:
+def undo_latest(s: Session, ctx: QueueContext) -> Undone | None:
     """Mark this annotator's latest answer (all comparisons of a best-of-k answer) ``undone``."""
     last = s.scalars(
         select(Vote).join(Triplet, Triplet.id == Vote.triplet_id)
@@ -66,7 +66,7 @@ class Mode:
     def __init__(self, ctx: QueueContext):
         self.ctx = ctx
 
-    def next(self, exclude: tuple[int, ...] = ()) -> Optional[AnyItem]:  # pragma: no cover - overridden
+    def next(self, exclude: tuple[int, ...] = ()) -> AnyItem | None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def done_before(self) -> int:
@@ -75,7 +75,7 @@ class Mode:
 
     # ------------------------------------------------------------------ pairwise questions
 
-    def item_for(self, tid: int, swapped: Optional[bool], *, resumed: bool = False) -> Optional[AnyItem]:
+    def item_for(self, tid: int, swapped: bool | None, *, resumed: bool = False) -> AnyItem | None:
         """The pairwise question of triplet ``tid`` (A/B order drawn when not given)."""
         with self.ctx.store.session() as s:
             t = s.get(Triplet, tid)
@@ -93,7 +93,7 @@ class Mode:
 
     # ------------------------------------------------------------------ answers
 
-    def answer(self, item: AnyItem, choice: Union[str, int], latency_ms: float) -> list[int]:
+    def answer(self, item: AnyItem, choice: str | int, latency_ms: float) -> list[int]:
         if isinstance(item, GroupItem):  # e.g. undo brought back a grid of an earlier best-of-k session
             return answer_group(self.ctx, item, choice, latency_ms)
         presented = PRESENTED.get(choice) if isinstance(choice, str) else None
@@ -101,7 +101,7 @@ class Mode:
             raise InputError(f"unknown answer {choice!r}")
         return [self.record_pair(item, presented, latency_ms)]
 
-    def record_pair(self, item: Union[Item, ReviewItem], presented: str, latency_ms: float) -> int:
+    def record_pair(self, item: Item | ReviewItem, presented: str, latency_ms: float) -> int:
         """Vote, slot and statistics in one transaction (retried on a transient lock timeout)."""
         ctx = self.ctx
         canon = to_canonical_choice(presented, item.swapped)
@@ -143,7 +143,7 @@ class Mode:
     def after_undo(self) -> None:
         """Mode bookkeeping once an undo is committed."""
 
-    def shown_again(self, u: Undone) -> Optional[AnyItem]:
+    def shown_again(self, u: Undone) -> AnyItem | None:
         """The undone question, to show again, with the answer that was undone as shown."""
         if u.group_id and u.meta.get("candidates"):
             back = group_from(self.ctx, u.meta, resumed=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from sqlalchemy import select
 
 from ..models import Triplet
@@ -17,7 +15,7 @@ class BestOfKMode(Mode):
 
     name = "best-of-k"
 
-    def next(self, exclude: tuple[int, ...] = ()) -> Optional[GroupItem]:
+    def next(self, exclude: tuple[int, ...] = ()) -> GroupItem | None:
         ctx = self.ctx
         seeds = [tid for tid, _ in ctx.claims.pending(exclude, limit=ctx.k)]
         resumed = bool(seeds)

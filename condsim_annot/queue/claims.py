@@ -17,7 +17,6 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Optional
 
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -149,7 +148,7 @@ class ClaimStore:
             return got
 
     def claim_in(self, conn: Connection, c: int, n: int, attention: bool, *,
-                 anchor: Optional[int] = None) -> list[Claimed]:
+                 anchor: int | None = None) -> list[Claimed]:
         """Claim up to ``n`` needed triplets of criterion ``c`` (optionally of one anchor) on ``conn``."""
         fresh = sql.fresh_since()
         base = sql.needed(self.annotator_id, overlap=self.overlap, fresh=fresh, attention=attention, criterion=c,
@@ -212,7 +211,7 @@ class ClaimStore:
                      .where(Assignment.triplet_id == tid, Assignment.annotator_id == self.annotator_id)
                      .values(state="released", updated_at=utcnow()))
 
-    def set_state(self, s: Session, tid: int, state: str, swapped: Optional[bool] = None) -> None:
+    def set_state(self, s: Session, tid: int, state: str, swapped: bool | None = None) -> None:
         """Move this annotator's slot of ``tid`` to ``state`` (created if missing, unless releasing)."""
         vals: dict[str, object] = {"state": state, "updated_at": utcnow()}
         if swapped is not None:

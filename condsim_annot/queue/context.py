@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 from ..db import Store
 from .claims import ClaimStore
@@ -23,7 +22,7 @@ class QueueContext:
     annotator_id: int
     key: str  # Vote.session_id of this session's votes
     criteria: dict[int, CriterionInfo]
-    corpus: dict[int, Optional[int]]  # criterion id -> its corpus
+    corpus: dict[int, int | None]  # criterion id -> its corpus
     claims: ClaimStore
     stats: SessionStats
     rng: random.Random

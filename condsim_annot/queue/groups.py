@@ -4,7 +4,7 @@ choice, tied by ``vote.group_id``), rebuilt from a stored answer after an undo."
 from __future__ import annotations
 
 import uuid
-from typing import Any, Optional, Union
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -95,12 +95,12 @@ def _fill_at_random(ctx: QueueContext, s: Session, c: int, anchor: int, cands: l
             cands.append(d)
 
 
-def answer_group(ctx: QueueContext, item: GroupItem, choice: Union[str, int], latency_ms: float) -> list[int]:
+def answer_group(ctx: QueueContext, item: GroupItem, choice: str | int, latency_ms: float) -> list[int]:
     """Record a grid's answer: the pick as k-1 comparisons, or can't tell / skip on every seed."""
     cands = [d.id for d in item.candidates]
     meta = {"best_of_k": len(cands), "candidates": cands, "seeds": item.seeds, "anchor": item.anchor.id,
             "criterion_id": item.criterion.id, "answer_latency_ms": latency_ms}
-    picked: Optional[int] = None
+    picked: int | None = None
     if isinstance(choice, int) or (isinstance(choice, str) and choice.isdigit()):
         picked = int(choice)
         if not 0 <= picked < len(cands):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,10 +44,10 @@ class Item:
     b: Doc
     swapped: bool  # True when the canonical second candidate is shown as A
     attention: bool = False
-    expected: Optional[str] = None  # canonical answer of an attention check
+    expected: str | None = None  # canonical answer of an attention check
     resumed: bool = False
-    previous: Optional[str] = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
-    rationale: Optional[str] = None
+    previous: str | None = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
+    rationale: str | None = None
     shown_at: float = field(default_factory=time.monotonic)
 
     kind = "pairwise"
@@ -64,8 +63,8 @@ class GroupItem:
     candidates: list[Doc]
     seeds: list[int]  # claimed triplets (with pending assignments) the grid was built from
     resumed: bool = False
-    previous: Optional[str] = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
-    rationale: Optional[str] = None
+    previous: str | None = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
+    rationale: str | None = None
     shown_at: float = field(default_factory=time.monotonic)
 
     kind = "best-of-k"
@@ -77,8 +76,8 @@ class VoteInfo:
     kind: str  # human | llm
     source: str
     choice: str  # in presented terms: A | B | tie | cant_tell | skip
-    rationale: Optional[str]
-    confidence: Optional[float]
+    rationale: str | None
+    confidence: float | None
 
 
 @dataclass
@@ -93,24 +92,24 @@ class ReviewItem:
     swapped: bool
     votes: list[VoteInfo]
     reason: str
-    rationale: Optional[str] = None
+    rationale: str | None = None
     resumed: bool = False
-    previous: Optional[str] = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
+    previous: str | None = None  # after an undo: the answer that was undone, as shown (A, B, tie, 2, ...)
     shown_at: float = field(default_factory=time.monotonic)
 
     kind = "review"
 
 
-AnyItem = Union[Item, GroupItem, ReviewItem]
+AnyItem = Item | GroupItem | ReviewItem
 
 
 @dataclass
 class Progress:
     done: int
-    assigned: Optional[int]  # done + still available to this annotator (None until counted)
+    assigned: int | None  # done + still available to this annotator (None until counted)
     session_votes: int
-    votes_per_min: Optional[float]
-    eta_s: Optional[float]
+    votes_per_min: float | None
+    eta_s: float | None
 
 
 def load_docs(s: Session, ids: Iterable[int]) -> dict[int, Doc]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .base import Mode
 from .items import AnyItem
 
@@ -14,7 +12,7 @@ class PairwiseMode(Mode):
     name = "pairwise"
     prefetches = True
 
-    def next(self, exclude: tuple[int, ...] = ()) -> Optional[AnyItem]:
+    def next(self, exclude: tuple[int, ...] = ()) -> AnyItem | None:
         got = self.ctx.claims.pending(exclude, limit=1)
         if got:
             tid, sw = got[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, Optional, TypeVar
+from typing import Generic, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,14 +25,14 @@ class Prefetcher(Generic[T]):
     def __init__(self, store: Store, lock: threading.RLock):
         self.store = store
         self.lock = lock
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self._ahead: Optional[Future[Optional[T]]] = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: Future[T | None] | None = None
 
     @property
     def busy(self) -> bool:
         return self._ahead is not None
 
-    def start(self, claim: Callable[[], Optional[T]], on_ready: Optional[Callable[[T], object]] = None) -> None:
+    def start(self, claim: Callable[[], T | None], on_ready: Callable[[T], object] | None = None) -> None:
         """Run ``claim`` in the background; ``on_ready(item)`` once it produced one (from that thread)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="condsim-queue")
@@ -40,7 +40,7 @@ class Prefetcher(Generic[T]):
         if on_ready is not None:  # e.g. the TUI renders the next documents while the annotator reads
             self._ahead.add_done_callback(lambda f: _notify(f, on_ready))
 
-    def _work(self, claim: Callable[[], Optional[T]]) -> Optional[T]:
+    def _work(self, claim: Callable[[], T | None]) -> T | None:
         with self.lock:
             item = claim()
             if self.store.dialect == "sqlite":
@@ -55,7 +55,7 @@ class Prefetcher(Generic[T]):
         if self._ahead is not None:
             self._ahead.exception()
 
-    def take(self) -> Optional[T]:
+    def take(self) -> T | None:
         """The look-ahead item, or None (none started, nothing left, or the claim failed: claim again)."""
         ahead, self._ahead = self._ahead, None
         if ahead is None:

@@ -4,7 +4,7 @@ or flagged for adjudication), most split first; an adjudication is a vote with s
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any, Optional, Union
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -46,7 +46,7 @@ def _flagged(s: Session, ids: list[int]) -> set[int]:
     return flagged
 
 
-def _disagreement(g: Stances, flagged: bool) -> Optional[tuple[float, str]]:
+def _disagreement(g: Stances, flagged: bool) -> tuple[float, str] | None:
     """(how split, why) when a triplet needs review, else None."""
     human = [vs[-1] for vs in g["human"].values()]
     llm = [vs[0] for vs in g["llm"].values() if len(set(vs)) == 1]  # an LM judge's stance: its votes agree
@@ -66,7 +66,7 @@ class ReviewMode(Mode):
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
-        self.todo: Optional[list[tuple[int, str]]] = None  # (triplet id, reason), most split first
+        self.todo: list[tuple[int, str]] | None = None  # (triplet id, reason), most split first
         self.total = 0
         self.pos = 0
 
@@ -86,7 +86,7 @@ class ReviewMode(Mode):
         self.todo = [(tid, reason) for _, tid, reason in out]
         self.total = len(self.todo)
 
-    def next(self, exclude: tuple[int, ...] = ()) -> Optional[ReviewItem]:
+    def next(self, exclude: tuple[int, ...] = ()) -> ReviewItem | None:
         if self.todo is None:
             self.load()
         assert self.todo is not None
@@ -110,7 +110,7 @@ class ReviewMode(Mode):
         return ReviewItem(t.id, self.ctx.criteria[t.criterion_id], docs[t.anchor_id], a, b, swapped,
                           _votes_as_shown(s, t.id, swapped), "", resumed=resumed)
 
-    def answer(self, item: AnyItem, choice: Union[str, int], latency_ms: float) -> list[int]:
+    def answer(self, item: AnyItem, choice: str | int, latency_ms: float) -> list[int]:
         if not isinstance(item, ReviewItem):
             return super().answer(item, choice, latency_ms)
         presented = PRESENTED.get(choice) if isinstance(choice, str) else None

@@ -10,11 +10,13 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..criteria import get_criterion
 from ..db import Store
 from ..errors import InputError
 from ..models import Criterion, Triplet, Vote
@@ -44,14 +46,11 @@ def _check(mode: str, overlap: int, attention_rate: float, k: int) -> None:
         raise InputError("--k must be between 3 and 9 (best-of-k: the anchor with k candidates)")
 
 
-def _criteria(s: Session, name: Optional[str]) -> list[Criterion]:
-    q = select(Criterion).order_by(Criterion.id)
+def _criteria(s: Session, name: str | None) -> list[Criterion]:
+    """The named criterion, or every criterion (one after another)."""
     if name:
-        q = q.where(Criterion.name == name)
-    crits = list(s.scalars(q).all())
-    if name and not crits:
-        names = ", ".join(s.scalars(select(Criterion.name).order_by(Criterion.name)).all()) or "none yet"
-        raise InputError(f"no criterion named {name!r} (criteria: {names})")
+        return [get_criterion(s, name)]
+    crits = list(s.scalars(select(Criterion).order_by(Criterion.id)).all())
     if not crits:
         raise InputError("the store has no criteria yet: `condsim-annot criteria add NAME -d DESCRIPTION`")
     return crits
@@ -67,8 +66,8 @@ class Queue:
     >>> q.close()                       # session summary (dict)
     """
 
-    def __init__(self, store: Store, annotator: str, *, criterion: Optional[str] = None, mode: str = "pairwise",
-                 overlap: int = 2, attention_rate: float = 0.05, k: int = 4, seed: Optional[int] = None,
+    def __init__(self, store: Store, annotator: str, *, criterion: str | None = None, mode: str = "pairwise",
+                 overlap: int = 2, attention_rate: float = 0.05, k: int = 4, seed: int | None = None,
                  uncertainty: bool = True):
         _check(mode, overlap, attention_rate, k)
         self.store, self.mode, self.overlap, self.k = store, mode, overlap, k
@@ -92,7 +91,7 @@ class Queue:
         self._mode = MODES[mode](self.ctx)
         self._lock = threading.RLock()
         self._prefetch: Prefetcher[AnyItem] = Prefetcher(store, self._lock)
-        self._available: Optional[int] = None
+        self._available: int | None = None
         if uncertainty and mode != "review":
             claims.load_uncertain()
         self._done0 = self._mode.done_before()
@@ -103,7 +102,7 @@ class Queue:
 
     # ------------------------------------------------------------------ questions and answers
 
-    def next(self, exclude: tuple[int, ...] = ()) -> Optional[AnyItem]:
+    def next(self, exclude: tuple[int, ...] = ()) -> AnyItem | None:
         """The next question (claimed and committed), or None when nothing is left."""
         item = self._prefetch.take()
         if item is not None and not exclude:
@@ -112,7 +111,7 @@ class Queue:
         with self._lock:
             return self._mode.next(exclude)
 
-    def prefetch(self, showing: Optional[AnyItem], on_ready: Optional[Callable[[AnyItem], object]] = None) -> None:
+    def prefetch(self, showing: AnyItem | None, on_ready: Callable[[AnyItem], object] | None = None) -> None:
         """Claim the question after ``showing`` in a background thread, while the annotator reads.
 
         The claim is a normal pending assignment (a killed session resumes it after the one on
@@ -126,7 +125,7 @@ class Queue:
         """Block until a look-ahead claim in flight is committed."""
         self._prefetch.wait()
 
-    def answer(self, item: AnyItem, choice: Union[str, int], *, latency_ms: Optional[float] = None) -> list[int]:
+    def answer(self, item: AnyItem, choice: str | int, *, latency_ms: float | None = None) -> list[int]:
         """Record an answer and commit.  ``choice``: ``A``/``B``/``tie``/``cant_tell``/``skip``
         (presented terms), or for best-of-k the index of the chosen candidate.  Returns vote ids."""
         if latency_ms is None:
@@ -134,7 +133,7 @@ class Queue:
         with self._lock:  # a look-ahead claim in flight finishes first
             return self._mode.answer(item, choice, latency_ms)
 
-    def undo(self) -> Optional[AnyItem]:
+    def undo(self) -> AnyItem | None:
         """Undo this annotator's latest answer (a new state, no row is lost); returns it to show again."""
         self._prefetch.drop()
         with self.store.transaction() as s:

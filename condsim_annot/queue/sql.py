@@ -8,7 +8,6 @@ fewer than ``overlap`` distinct annotators hold it (:func:`coverage`).  The clai
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Optional, Union
 
 from sqlalchemy import ColumnElement, Select, distinct, exists, func, or_, select
 
@@ -27,7 +26,7 @@ def fresh_since() -> datetime:
     return utcnow() - PENDING_TTL
 
 
-def coverage(tid: Union[int, ColumnElement[int]], fresh: datetime) -> ColumnElement[int]:
+def coverage(tid: int | ColumnElement[int], fresh: datetime) -> ColumnElement[int]:
     """How many distinct annotators hold triplet ``tid``: pending slots + active human non-skip votes.
 
     A pending slot older than :data:`PENDING_TTL` (a session that never came back) stops
@@ -47,8 +46,8 @@ def coverage(tid: Union[int, ColumnElement[int]], fresh: datetime) -> ColumnElem
     return pending + voters
 
 
-def needed(me: int, *, overlap: int, fresh: datetime, attention: bool = False, criterion: Optional[int] = None,
-           triplet: Optional[int] = None, anchor: Optional[int] = None) -> Select:
+def needed(me: int, *, overlap: int, fresh: datetime, attention: bool = False, criterion: int | None = None,
+           triplet: int | None = None, anchor: int | None = None) -> Select:
     """``SELECT t.id FROM triplet t`` of the triplets annotator ``me`` may still be given (unordered)."""
     t, m, v = _T.alias("t"), _A.alias("m"), _V.alias("v")
     q = select(t.c.id).select_from(t)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ class SessionStats:
     """Answers, skips, undos, latencies and attention scores of one queue session."""
 
     def __init__(self, s: Session, *, key: str, annotator: str, annotator_id: int, mode: str,
-                 criterion_id: Optional[int], criteria: list[str], params: dict[str, Any]):
+                 criterion_id: int | None, criteria: list[str], params: dict[str, Any]):
         row = AnnotationSession(key=key, annotator_id=annotator_id, criterion_id=criterion_id, mode=mode,
                                 params=params)
         s.add(row)
@@ -36,8 +36,8 @@ class SessionStats:
         self.votes = 0  # answers given in this session (a best-of-k answer counts once)
         self.done = 0  # triplets answered in this session (k-1 per best-of-k answer)
 
-    def answered(self, s: Session, choice: Optional[str], latency_ms: Optional[float], *, rationale: bool = False,
-                 attention: Optional[bool] = None, comparisons: int = 0) -> None:
+    def answered(self, s: Session, choice: str | None, latency_ms: float | None, *, rationale: bool = False,
+                 attention: bool | None = None, comparisons: int = 0) -> None:
         """Count one answer (``attention``: None unless it was a scored attention check)."""
         T = AnnotationSession
         self.votes += 1
@@ -76,7 +76,7 @@ class SessionStats:
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
-    def votes_per_min(self) -> Optional[float]:
+    def votes_per_min(self) -> float | None:
         return self.votes / (max(self.elapsed(), 1e-6) / 60.0) if self.votes else None
 
     def end(self, store: Store) -> None:

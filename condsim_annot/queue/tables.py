@@ -9,7 +9,6 @@ few rows, so the next triplet is found in milliseconds with 100k triplets queued
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlalchemy import JSON, Column, DateTime, Index
 from sqlmodel import Field, SQLModel
@@ -20,14 +19,14 @@ from ..models import Triplet, utcnow
 class AnnotationSession(SQLModel, table=True):
     """One run of ``condsim-annot tui``: who, what, when, and how fast (updated with every vote)."""
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=64, index=True, unique=True, description="Vote.session_id of this session's votes")
     annotator_id: int = Field(foreign_key="annotator.id", index=True)
-    criterion_id: Optional[int] = Field(default=None, foreign_key="criterion.id")
+    criterion_id: int | None = Field(default=None, foreign_key="criterion.id")
     mode: str = Field(default="pairwise", max_length=20, description="pairwise | best-of-k | review")
     started_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
-    ended_at: Optional[datetime] = Field(default=None, sa_type=DateTime(timezone=True))
-    last_vote_at: Optional[datetime] = Field(default=None, sa_type=DateTime(timezone=True))
+    ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_vote_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     n_votes: int = Field(default=0, description="answers given (a best-of-k answer counts once)")
     n_comparisons: int = Field(default=0, description="vote rows written (k-1 per best-of-k answer)")
     n_skips: int = Field(default=0)
@@ -36,8 +35,8 @@ class AnnotationSession(SQLModel, table=True):
     n_attention: int = Field(default=0)
     n_attention_correct: int = Field(default=0)
     total_latency_ms: float = Field(default=0.0)
-    median_latency_ms: Optional[float] = Field(default=None)
-    params: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    median_latency_ms: float | None = Field(default=None)
+    params: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 # The queue's walk order over the foundation triplet table (migration 0004_tui creates it).
