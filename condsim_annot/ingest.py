@@ -290,6 +290,33 @@ def get_or_create_corpus(session: Session, name: str, source: str | None = None)
     return corpus
 
 
+_DOC_COLUMNS = "corpus_id, ext_id, text, meta, content_hash, created_at"
+
+
+def _insert_documents(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """Bulk insert straight through the driver, in the session's transaction.
+
+    SQLite: one ``executemany`` with the values as SQLAlchemy would store them (JSON
+    text, the DateTime string); PostgreSQL: ``COPY``.  Going around SQLAlchemy's
+    per-row parameter processing is what makes ingest faster than sqlite-utils.
+    """
+    conn = session.connection()
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "sqlite":
+        dumps = json.dumps
+        stamp = rows[0][5].strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DateTime format (UTC)
+        raw.executemany(f"INSERT INTO document ({_DOC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                        [(c, e, t, dumps(m), h, stamp) for c, e, t, m, h, _ in rows])
+        return
+    if conn.dialect.name == "postgresql":
+        with raw.cursor() as cur, cur.copy(f"COPY document ({_DOC_COLUMNS}) FROM STDIN") as copy:
+            for c, e, t, m, h, now in rows:
+                copy.write_row((c, e, t, json.dumps(m), h, now))
+        return
+    session.execute(insert(Document.__table__), [  # type: ignore[attr-defined]
+        dict(zip(("corpus_id", "ext_id", "text", "meta", "content_hash", "created_at"), r, strict=True)) for r in rows])
+
+
 class _FileWriter:
     """Batches one file's documents into the transaction; classifies ids already in the corpus."""
 
@@ -330,8 +357,7 @@ class _FileWriter:
             h = content_hash(text)
             old = existing.get(ext_id)
             if old is None:
-                new_rows.append({"corpus_id": self.corpus.id, "ext_id": ext_id, "text": text, "meta": meta,
-                                 "content_hash": h, "created_at": now})
+                new_rows.append((self.corpus.id, ext_id, text, meta, h, now))
             elif old[0] > self.first_new:
                 self._duplicate(ext_id, line)
             elif old[1] == h:
@@ -344,7 +370,7 @@ class _FileWriter:
                 raise InputError(f"id {ext_id!r} is already in corpus {self.corpus.name!r} with a different text "
                                  "(pass --update to replace it)", file=self.name, line=line, field=self.id_field)
         if new_rows:
-            self.s.execute(insert(Document.__table__), new_rows)  # type: ignore[attr-defined]
+            _insert_documents(self.s, new_rows)
             self.result.added += len(new_rows)
         self.batch.clear()
         self.in_batch.clear()
