@@ -45,6 +45,7 @@ OPTIONAL = ("kind", "latency_ms", "confidence", "rationale", "group_id")
 CHOICE_MAP = {"a": "first", "b": "second", "tie": "tie", "cant_tell": "cant_tell", "skip": "skip",
               "cant-tell": "cant_tell", "canttell": "cant_tell"}
 CHUNK = 5000  # rows validated and staged at a time
+SQLITE_CACHE_KIB = 65536  # page cache of the importing connection (SQLite's default is 2 MiB)
 Progress = Callable[[str, int, int | None], None]  # (phase, done, total)
 
 STAGING = Table(
@@ -68,6 +69,7 @@ STAGING = Table(
     Column("annotator_id", Integer),
     prefixes=["TEMPORARY"],
 )
+STAGED = [c.name for c in STAGING.columns][:15]  # the columns _Validator fills, in order
 
 
 @dataclass
@@ -144,6 +146,7 @@ class _Validator:
         self.criteria: dict[str, tuple[int, int | None]] = {}
         self.docs: dict[tuple[int | None, str], Any] = {}  # -> id, or an error message
         self.kinds: dict[str, str] = {}  # annotator -> kind (existing or first seen in the file)
+        self.known: dict[str, str] = {}  # annotators already in the store -> kind
         self.name_max = max_length(col(Annotator.name)) or 300
         self.group_max = max_length(col(Vote.group_id)) or 64
 
@@ -188,20 +191,25 @@ class _Validator:
         return int(found)
 
     def _annotator(self, name: str, kind: str, line: int) -> None:
+        if self.kinds.get(name) == kind:  # seen before: already checked
+            return
         check_string(name, self.name, line, "annotator")
         if len(name) > self.name_max:
             raise InputError(f"{len(name)} characters; at most {self.name_max} are allowed", file=self.name,
                              line=line, field="annotator")
         if name not in self.kinds:
-            known = self.conn.execute(select(col(Annotator.kind)).where(col(Annotator.name) == name)).scalar()
-            self.kinds[name] = known or kind
+            self.kinds[name] = self.known.get(name) or kind
         if self.kinds[name] != kind:
             raise InputError(f"annotator {name!r} is {self.kinds[name]!r} (in the store or earlier in this file), "
                              f"not {kind!r}", file=self.name, line=line, field="kind")
 
-    def chunk(self, rows: list[tuple[int, dict[str, str]]]) -> list[dict[str, Any]]:
-        """Validate a chunk of rows (in line order) into staging rows."""
+    def chunk(self, rows: list[tuple[int, dict[str, str]]]) -> list[tuple[Any, ...]]:
+        """Validate a chunk of rows (in line order) into staging rows (in :data:`STAGED` order)."""
         keys: set[tuple[int | None, str]] = set()
+        new_names = list({vals.get("annotator", "") for _, vals in rows} - self.kinds.keys())
+        for i in range(0, len(new_names), 900):
+            q = select(col(Annotator.name), col(Annotator.kind)).where(col(Annotator.name).in_(new_names[i:i + 900]))
+            self.known.update({n: k for n, k in self.conn.execute(q)})
         for line, vals in rows:
             for c in REQUIRED:
                 if not vals.get(c):
@@ -211,7 +219,7 @@ class _Validator:
         self._resolve_docs(keys)
         return [self._row(line, vals) for line, vals in rows]
 
-    def _row(self, line: int, vals: dict[str, str]) -> dict[str, Any]:
+    def _row(self, line: int, vals: dict[str, str]) -> tuple[Any, ...]:
         f = self.name
         crit_id, corpus_id = self._criterion(vals["criterion"], line)
         choice_raw = vals["choice"].lower()
@@ -245,10 +253,9 @@ class _Validator:
         _, first, second, swapped = canonical(anchor, a, b)
         digest = hashlib.sha1("\x1f".join([vals["criterion"], vals["anchor"], vals["a"], vals["b"], vals["annotator"],
                                            choice_raw, vals.get("group_id", "")]).encode()).hexdigest()
-        return {"line": line, "criterion_id": crit_id, "anchor_id": anchor, "first_id": first, "second_id": second,
-                "annotator": vals["annotator"], "choice": to_canonical_choice(CHOICE_MAP[choice_raw], swapped),
-                "swapped": swapped, "latency_ms": latency, "confidence": conf, "rationale": rationale,
-                "group_id": group, "external_id": f"import:{digest[:32]}", "dup": 0, "state": "active"}
+        return (line, crit_id, anchor, first, second, vals["annotator"],
+                to_canonical_choice(CHOICE_MAP[choice_raw], swapped), swapped, latency, conf, rationale, group,
+                f"import:{digest[:32]}", 0, "active")
 
 
 def _open_lines(path: str, text: str | None) -> tuple[Iterator[bytes], int | None, Callable[[], int]]:
@@ -273,6 +280,20 @@ def _open_lines(path: str, text: str | None) -> tuple[Iterator[bytes], int | Non
     return lines(), p.stat().st_size, lambda: pos[0]
 
 
+def _write_staged(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Bulk-write staged rows through the driver (SQLite ``executemany``, PostgreSQL ``COPY``)."""
+    raw: Any = conn.connection.driver_connection
+    cols = ", ".join(STAGED)
+    if conn.dialect.name == "postgresql":
+        with raw.cursor() as cur, cur.copy(f"COPY vote_import_staging ({cols}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+    elif conn.dialect.name == "sqlite":
+        raw.executemany(f"INSERT INTO vote_import_staging ({cols}) VALUES ({', '.join('?' * len(STAGED))})", rows)
+    else:
+        conn.execute(STAGING.insert(), [dict(zip(STAGED, r, strict=True)) for r in rows])
+
+
 def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, progress: Progress | None) -> None:
     """Validate every row and stage it (temporary table: no lock on the store); raises on the first bad row."""
     lines, total, pos = _open_lines(path, text)
@@ -281,7 +302,7 @@ def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, pro
 
     def flush() -> None:
         staged = v.chunk(buf)
-        conn.execute(STAGING.insert(), staged)
+        _write_staged(conn, staged)
         conn.commit()  # the temporary table only: no lock on the store
         res.read += len(staged)
         buf.clear()
@@ -311,6 +332,8 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
     path = str(path)
     res = ImportResult()
     with store.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":  # the publish step walks the vote indexes: keep them in memory
+            conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         STAGING.create(conn)
         conn.commit()
         try:
@@ -326,5 +349,7 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
             conn.rollback()
             STAGING.drop(conn)
             conn.commit()
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA cache_size = -2000")  # the pooled connection goes back as it came
     return res
 

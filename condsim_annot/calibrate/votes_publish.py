@@ -43,9 +43,10 @@ _TRIPLETS = (
     " ON CONFLICT (criterion_id, anchor_id, first_id, second_id) DO NOTHING"
 )
 _IDS = (
-    "UPDATE {t} SET triplet_id = (SELECT tr.id FROM triplet tr WHERE tr.criterion_id = {t}.criterion_id"
-    " AND tr.anchor_id = {t}.anchor_id AND tr.first_id = {t}.first_id AND tr.second_id = {t}.second_id),"
-    " annotator_id = (SELECT a.id FROM annotator a WHERE a.name = {t}.annotator) WHERE dup = 0"
+    "UPDATE {t} SET triplet_id = tr.id FROM triplet tr WHERE tr.criterion_id = {t}.criterion_id"
+    " AND tr.anchor_id = {t}.anchor_id AND tr.first_id = {t}.first_id AND tr.second_id = {t}.second_id"
+    " AND {t}.dup = 0",
+    "UPDATE {t} SET annotator_id = a.id FROM annotator a WHERE a.name = {t}.annotator AND {t}.dup = 0",
 )
 _PRESENT = (
     "UPDATE {t} SET dup = 2 WHERE dup = 0 AND EXISTS (SELECT 1 FROM vote v WHERE v.external_id = {t}.external_id"
@@ -86,6 +87,8 @@ def mark_in_file(conn: Connection) -> None:
                          "(criterion_id, anchor_id, first_id, second_id, annotator, line)")
     for stmt in _IN_FILE:
         _sql(conn, stmt)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE vote_import_staging")  # temporary tables are never auto-analyzed
     conn.commit()
 
 
@@ -107,12 +110,12 @@ def _publish_once(conn: Connection, res: Any, file_label: str, progress: Progres
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock now: no stale read snapshot to upgrade
     now = datetime.now(timezone.utc)
-    steps = 6
+    steps = 7
     _annotators(conn, res.kinds)
     if progress:
         progress("publish", 1, steps)
     res.triplets_created = _sql(conn, _TRIPLETS, now=now).rowcount
-    for k, stmt in enumerate((_IDS, _PRESENT, _SUPERSEDE), start=2):
+    for k, stmt in enumerate((*_IDS, _PRESENT, _SUPERSEDE), start=2):
         _sql(conn, stmt)
         if progress:
             progress("publish", k, steps)
