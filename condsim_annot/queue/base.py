@@ -7,16 +7,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlmodel import Session, col, select
 
 from ..errors import InputError
 from ..models import Triplet, Vote
 from ..store_api import record_vote, to_canonical_choice, undo_vote
 from .context import QueueContext
 from .groups import answer_group, group_from
-from .items import PRESENTED, SHOWN_LETTER, AnyItem, Doc, GroupItem, Item, ReviewItem, load_docs
+from .items import PRESENTED, SHOWN_LETTER, AnyItem, Doc, GroupItem, Item, ReviewItem, get_triplet, load_docs, pk
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,10 @@ class Undone:
 def undo_latest(s: Session, ctx: QueueContext) -> Undone | None:
     """Mark this annotator's latest answer (all comparisons of a best-of-k answer) ``undone``."""
     last = s.scalars(
-        select(Vote).join(Triplet, Triplet.id == Vote.triplet_id)
+        select(Vote).join(Triplet, col(Triplet.id) == Vote.triplet_id)
         .where(Vote.annotator_id == ctx.annotator_id, Vote.source == ctx.source, Vote.state == "active",
-               Triplet.criterion_id.in_(list(ctx.criteria)))
-        .order_by(Vote.id.desc()).limit(1)
+               col(Triplet.criterion_id).in_(list(ctx.criteria)))
+        .order_by(col(Vote.id).desc()).limit(1)
     ).first()
     if last is None:
         return None
@@ -48,10 +47,10 @@ def undo_latest(s: Session, ctx: QueueContext) -> Undone | None:
                                                   Vote.annotator_id == ctx.annotator_id,
                                                   Vote.state == "active")).all())
     for v in group:
-        undo_vote(s, v.id)
+        undo_vote(s, pk(v))
     winner = None
     if last.group_id and last.choice in ("first", "second"):
-        t = s.get(Triplet, last.triplet_id)
+        t = get_triplet(s, last.triplet_id)
         winner = t.first_id if last.choice == "first" else t.second_id
     return Undone(last.triplet_id, last.choice, bool(last.swapped), last.group_id, dict(last.meta or {}),
                   [v.triplet_id for v in group], winner)
@@ -88,7 +87,7 @@ class Mode:
 
     def _make_item(self, s: Session, t: Triplet, docs: dict[int, Doc], swapped: bool, resumed: bool) -> AnyItem:
         a, b = (docs[t.second_id], docs[t.first_id]) if swapped else (docs[t.first_id], docs[t.second_id])
-        return Item(t.id, self.ctx.criteria[t.criterion_id], docs[t.anchor_id], a, b, swapped,
+        return Item(pk(t), self.ctx.criteria[t.criterion_id], docs[t.anchor_id], a, b, swapped,
                     attention=bool(t.is_attention_check), expected=t.expected, resumed=resumed)
 
     # ------------------------------------------------------------------ answers
@@ -118,7 +117,7 @@ class Mode:
                     self.slot_answered(s, item.triplet_id)
                     ctx.stats.answered(s, canon, latency_ms, rationale=bool(item.rationale), attention=correct,
                                        comparisons=1)
-                return int(v.id)
+                return pk(v)
             except OperationalError:
                 if attempt == 4:
                     raise

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlmodel import col, select
 
 from ..models import Triplet
 from .base import Mode
 from .groups import build_group
-from .items import GroupItem
+from .items import GroupItem, get_triplet
 
 
 class BestOfKMode(Mode):
@@ -21,8 +21,8 @@ class BestOfKMode(Mode):
         resumed = bool(seeds)
         if seeds:
             with ctx.store.session() as s:
-                first = s.get(Triplet, seeds[0])
-                rows = s.execute(select(Triplet.id, Triplet.anchor_id).where(Triplet.id.in_(seeds))).all()
+                first = get_triplet(s, seeds[0])
+                rows = s.execute(select(Triplet.id, Triplet.anchor_id).where(col(Triplet.id).in_(seeds))).all()
             seeds = [tid for tid, a in rows if a == first.anchor_id]
         else:
             claimed = ctx.claims.claim(1)

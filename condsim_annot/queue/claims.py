@@ -17,10 +17,11 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, cast
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, CursorResult, func, insert, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlmodel import Session, col, select
 
 from ..db import Store
 from ..errors import CondsimError
@@ -55,9 +56,9 @@ class ClaimStore:
         """This annotator's pending slots (a resumed session's screen first), oldest first."""
         with self.store.session() as s:
             q = (select(Assignment.triplet_id, Assignment.swapped)
-                 .join(Triplet, Triplet.id == Assignment.triplet_id)
+                 .join(Triplet, col(Triplet.id) == Assignment.triplet_id)
                  .where(Assignment.annotator_id == self.annotator_id, Assignment.state == "pending",
-                        Triplet.criterion_id.in_(self.criteria))
+                        col(Triplet.criterion_id).in_(self.criteria))
                  .order_by(Assignment.id).limit(limit + len(exclude)))
             rows = [(tid, bool(sw)) for tid, sw in s.execute(q).all() if tid not in exclude]
         return rows[:limit]
@@ -65,9 +66,9 @@ class ClaimStore:
     def count_done(self) -> int:
         with self.store.session() as s:
             return int(s.scalar(
-                select(func.count()).select_from(Assignment).join(Triplet, Triplet.id == Assignment.triplet_id)
+                select(func.count()).select_from(Assignment).join(Triplet, col(Triplet.id) == Assignment.triplet_id)
                 .where(Assignment.annotator_id == self.annotator_id, Assignment.state == "done",
-                       Triplet.criterion_id.in_(self.criteria))) or 0)
+                       col(Triplet.criterion_id).in_(self.criteria))) or 0)
 
     def count_available(self) -> int:
         """Triplets this annotator could still be given, pending ones included (slow on big stores)."""
@@ -87,7 +88,7 @@ class ClaimStore:
                 if run is None:
                     continue
                 rows = s.execute(select(GoldLabel.triplet_id, GoldLabel.probability).where(
-                    GoldLabel.calibration_run_id == run, GoldLabel.status.in_(("uncertain", "contested")))).all()
+                    GoldLabel.calibration_run_id == run, col(GoldLabel.status).in_(("uncertain", "contested")))).all()
                 for tid, p in rows:
                     far[tid] = abs((p if p is not None else 0.5) - 0.5)
         self._uncertain_order = sorted(far, key=lambda t: (far[t], t))
@@ -198,17 +199,18 @@ class ClaimStore:
         """Take a slot (re-using a released one of this annotator)."""
         now = utcnow()
         res = conn.execute(
-            update(Assignment).where(Assignment.triplet_id == tid, Assignment.annotator_id == self.annotator_id,
-                                     Assignment.state == "released")
+            update(Assignment)
+            .where(col(Assignment.triplet_id) == tid, col(Assignment.annotator_id) == self.annotator_id,
+                   col(Assignment.state) == "released")
             .values(state=state, swapped=swapped, updated_at=now))
         if res.rowcount == 0:
-            conn.execute(Assignment.__table__.insert().values(
+            conn.execute(insert(Assignment).values(
                 triplet_id=tid, annotator_id=self.annotator_id, state=state, swapped=swapped, created_at=now,
                 updated_at=now))
 
     def release(self, conn: Connection, tid: int) -> None:
         conn.execute(update(Assignment)
-                     .where(Assignment.triplet_id == tid, Assignment.annotator_id == self.annotator_id)
+                     .where(col(Assignment.triplet_id) == tid, col(Assignment.annotator_id) == self.annotator_id)
                      .values(state="released", updated_at=utcnow()))
 
     def set_state(self, s: Session, tid: int, state: str, swapped: bool | None = None) -> None:
@@ -216,9 +218,10 @@ class ClaimStore:
         vals: dict[str, object] = {"state": state, "updated_at": utcnow()}
         if swapped is not None:
             vals["swapped"] = swapped
-        res = s.execute(update(Assignment)
-                        .where(Assignment.triplet_id == tid, Assignment.annotator_id == self.annotator_id)
-                        .values(**vals))
+        res = cast(CursorResult[Any], s.execute(
+            update(Assignment)
+            .where(col(Assignment.triplet_id) == tid, col(Assignment.annotator_id) == self.annotator_id)
+            .values(**vals)))
         if res.rowcount == 0 and state != "released":
             s.add(Assignment(triplet_id=tid, annotator_id=self.annotator_id, state=state, swapped=swapped,
                              updated_at=utcnow()))

@@ -6,14 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 from ..errors import InputError
 from ..models import Document, Triplet
 from ..store_api import add_triplet, record_vote
 from .context import QueueContext
-from .items import PRESENTED, GroupItem, load_docs
+from .items import PRESENTED, GroupItem, get_triplet, load_docs, pk
 
 
 def group_from(ctx: QueueContext, meta: dict[str, Any], *, resumed: bool) -> GroupItem:
@@ -23,7 +23,7 @@ def group_from(ctx: QueueContext, meta: dict[str, Any], *, resumed: bool) -> Gro
     anchor = meta["anchor"]
     with ctx.store.session() as s:
         docs = load_docs(s, [anchor, *cands])
-        c = meta.get("criterion_id") or s.get(Triplet, seeds[0]).criterion_id
+        c = meta.get("criterion_id") or get_triplet(s, seeds[0]).criterion_id
     return GroupItem(uuid.uuid4().hex, ctx.criteria[c], docs[anchor], [docs[d] for d in cands], seeds, resumed=resumed)
 
 
@@ -31,11 +31,11 @@ def build_group(ctx: QueueContext, seeds: list[int], *, resumed: bool) -> GroupI
     """The anchor of ``seeds[0]`` with k candidates: the seeds' own, more needed triplets of the same
     anchor (claimed too), documents it was compared with, then random documents of the corpus."""
     with ctx.store.session() as s:
-        t0 = s.get(Triplet, seeds[0])
+        t0 = get_triplet(s, seeds[0])
         anchor, c = t0.anchor_id, t0.criterion_id
         cands: list[int] = []
         for tid in seeds:
-            t = s.get(Triplet, tid)
+            t = get_triplet(s, tid)
             for d in (t.first_id, t.second_id):
                 if d not in cands:
                     cands.append(d)
@@ -87,10 +87,10 @@ def _fill_at_random(ctx: QueueContext, s: Session, c: int, anchor: int, cands: l
     in_corpus = [Document.corpus_id == corpus] if corpus else []
     lo, hi = s.execute(select(func.min(Document.id), func.max(Document.id)).where(*in_corpus)).one()
     tries = 0
-    while len(cands) < ctx.k and lo is not None and tries < 50:
+    while len(cands) < ctx.k and lo is not None and hi is not None and tries < 50:
         tries += 1
         r = ctx.rng.randint(lo, hi)
-        d = s.scalar(select(Document.id).where(Document.id >= r, *in_corpus).order_by(Document.id).limit(1))
+        d = s.scalar(select(Document.id).where(col(Document.id) >= r, *in_corpus).order_by(col(Document.id)).limit(1))
         if d is not None and d != anchor and d not in cands:
             cands.append(d)
 
@@ -133,11 +133,11 @@ def _record_pick(ctx: QueueContext, s: Session, item: GroupItem, w: int, latency
         t, _ = add_triplet(s, item.criterion.id, item.anchor.id, x, y, method="best-of-k", strategy="best-of-k")
         swapped = x > y  # canonical second shown first
         canon = "first" if t.first_id == win else "second"
-        v = record_vote(s, t.id, ctx.annotator_id, canon, source="tui", swapped=swapped, latency_ms=per,
+        v = record_vote(s, pk(t), ctx.annotator_id, canon, source="tui", swapped=swapped, latency_ms=per,
                         rationale=item.rationale, group_id=item.group_id, session_id=ctx.key, meta=meta)
-        ids.append(v.id)
-        voted.add(t.id)
-        ctx.claims.set_state(s, t.id, "done", swapped)
+        ids.append(pk(v))
+        voted.add(pk(t))
+        ctx.claims.set_state(s, pk(t), "done", swapped)
     for tid in item.seeds:
         if tid not in voted:  # shown, but the answer does not decide it: back to the pool
             ctx.claims.set_state(s, tid, "released")
@@ -150,10 +150,10 @@ def _record_pass(ctx: QueueContext, s: Session, item: GroupItem, presented: str,
     pos = {d: i for i, d in enumerate(meta["candidates"])}
     ids: list[int] = []
     for tid in item.seeds:
-        t = s.get(Triplet, tid)
+        t = get_triplet(s, tid)
         swapped = pos.get(t.second_id, 0) < pos.get(t.first_id, 0)
         v = record_vote(s, tid, ctx.annotator_id, presented, source="tui", swapped=swapped, latency_ms=latency_ms,
                         rationale=item.rationale, group_id=item.group_id, session_id=ctx.key, meta=meta)
-        ids.append(v.id)
+        ids.append(pk(v))
         ctx.claims.set_state(s, tid, "done")
     return ids

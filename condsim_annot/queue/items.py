@@ -6,10 +6,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlmodel import Session, SQLModel, col, select
 
-from ..models import Document
+from ..errors import CondsimError
+from ..models import Document, Triplet
 
 #: Presented answers (what a key press means) -> the choice in presented terms.
 PRESENTED = {"A": "first", "B": "second", "first": "first", "second": "second", "tie": "tie",
@@ -114,5 +114,21 @@ class Progress:
 
 def load_docs(s: Session, ids: Iterable[int]) -> dict[int, Doc]:
     """The documents a question shows (id, external id, text), by id."""
-    rows = s.execute(select(Document.id, Document.ext_id, Document.text).where(Document.id.in_(list(set(ids))))).all()
-    return {i: Doc(i, e, t) for i, e, t in rows}
+    q = select(Document.id, Document.ext_id, Document.text).where(col(Document.id).in_(list(set(ids))))
+    return {i: Doc(i, e, t) for i, e, t in s.execute(q).all() if i is not None}
+
+
+def pk(row: SQLModel) -> int:
+    """A stored row's primary key (set once the row is flushed; the models type it Optional)."""
+    value = getattr(row, "id", None)
+    if value is None:
+        raise CondsimError(f"{type(row).__name__} has no id yet (not flushed)")
+    return int(value)
+
+
+def get_triplet(s: Session, tid: int) -> Triplet:
+    """The triplet ``tid`` (a queue slot or a stored answer always names an existing one)."""
+    t = s.get(Triplet, tid)
+    if t is None:
+        raise CondsimError(f"triplet {tid} is not in the store")
+    return t

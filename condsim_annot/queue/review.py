@@ -6,14 +6,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func
+from sqlalchemy import select as core_select  # five columns: past sqlmodel.select's typed overloads
+from sqlmodel import Session, col, select
 
 from ..errors import InputError
 from ..models import Annotator, Triplet, Vote
 from ..store_api import to_canonical_choice
 from .base import Mode, Undone
-from .items import PRESENTED, SHOWN_LETTER, AnyItem, Doc, ReviewItem, VoteInfo
+from .items import PRESENTED, SHOWN_LETTER, AnyItem, Doc, ReviewItem, VoteInfo, pk
 
 Stances = dict[str, dict[int, list[str]]]  # "human" | "llm" -> annotator id -> their choices
 
@@ -21,14 +22,15 @@ Stances = dict[str, dict[int, list[str]]]  # "human" | "llm" -> annotator id -> 
 def _stances(s: Session, crit_ids: list[int]) -> tuple[dict[int, Stances], set[int]]:
     """Every triplet's decisive active votes by annotator kind, and the triplets already adjudicated."""
     rows = s.execute(
-        select(Vote.triplet_id, Vote.annotator_id, Annotator.kind, Vote.choice, Vote.source)
-        .join(Triplet, Triplet.id == Vote.triplet_id).join(Annotator, Annotator.id == Vote.annotator_id)
-        .where(Triplet.criterion_id.in_(crit_ids), Vote.state == "active",
-               Vote.choice.in_(("first", "second", "tie")))
+        core_select(col(Vote.triplet_id), col(Vote.annotator_id), col(Annotator.kind), col(Vote.choice),
+                    col(Vote.source))
+        .join(Triplet, col(Triplet.id) == Vote.triplet_id).join(Annotator, col(Annotator.id) == Vote.annotator_id)
+        .where(col(Triplet.criterion_id).in_(crit_ids), col(Vote.state) == "active",
+               col(Vote.choice).in_(("first", "second", "tie")))
     ).all()
     reviewed = set(s.scalars(
-        select(Vote.triplet_id).join(Triplet, Triplet.id == Vote.triplet_id)
-        .where(Triplet.criterion_id.in_(crit_ids), Vote.state == "active", Vote.source == "review")).all())
+        select(Vote.triplet_id).join(Triplet, col(Triplet.id) == Vote.triplet_id)
+        .where(col(Triplet.criterion_id).in_(crit_ids), Vote.state == "active", Vote.source == "review")).all())
     by_t: dict[int, Stances] = defaultdict(lambda: {"human": defaultdict(list), "llm": defaultdict(list)})
     for tid, aid, kind, choice, source in rows:
         if source != "review":
@@ -40,7 +42,7 @@ def _flagged(s: Session, ids: list[int]) -> set[int]:
     """Triplets whose meta asks for adjudication (looked up in chunks: bound-parameter limits)."""
     flagged = set()
     for i in range(0, len(ids), 900):
-        for tid, meta in s.execute(select(Triplet.id, Triplet.meta).where(Triplet.id.in_(ids[i:i + 900]))).all():
+        for tid, meta in s.execute(select(Triplet.id, Triplet.meta).where(col(Triplet.id).in_(ids[i:i + 900]))).all():
             if meta and (meta.get("needs_adjudication") or meta.get("adjudication") == "pending"):
                 flagged.add(tid)
     return flagged
@@ -107,8 +109,8 @@ class ReviewMode(Mode):
 
     def _make_item(self, s: Session, t: Triplet, docs: dict[int, Doc], swapped: bool, resumed: bool) -> AnyItem:
         a, b = (docs[t.second_id], docs[t.first_id]) if swapped else (docs[t.first_id], docs[t.second_id])
-        return ReviewItem(t.id, self.ctx.criteria[t.criterion_id], docs[t.anchor_id], a, b, swapped,
-                          _votes_as_shown(s, t.id, swapped), "", resumed=resumed)
+        return ReviewItem(pk(t), self.ctx.criteria[t.criterion_id], docs[t.anchor_id], a, b, swapped,
+                          _votes_as_shown(s, pk(t), swapped), "", resumed=resumed)
 
     def answer(self, item: AnyItem, choice: str | int, latency_ms: float) -> list[int]:
         if not isinstance(item, ReviewItem):
@@ -137,7 +139,7 @@ class ReviewMode(Mode):
 def _votes_as_shown(s: Session, tid: int, swapped: bool) -> list[VoteInfo]:
     """Every active vote on the triplet, its choice in the A/B terms of this screen."""
     rows = s.execute(
-        select(Vote, Annotator.name, Annotator.kind).join(Annotator, Annotator.id == Vote.annotator_id)
+        select(Vote, Annotator.name, Annotator.kind).join(Annotator, col(Annotator.id) == Vote.annotator_id)
         .where(Vote.triplet_id == tid, Vote.state == "active").order_by(Vote.id)
     ).all()
     out = []

@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 from ..criteria import get_criterion
 from ..db import Store
@@ -25,7 +25,7 @@ from .base import Mode, undo_latest
 from .best_of_k import BestOfKMode
 from .claims import ClaimStore
 from .context import QueueContext
-from .items import AnyItem, CriterionInfo, Progress
+from .items import AnyItem, CriterionInfo, Progress, pk
 from .pairwise import PairwiseMode
 from .prefetch import Prefetcher
 from .review import ReviewMode
@@ -50,7 +50,7 @@ def _criteria(s: Session, name: str | None) -> list[Criterion]:
     """The named criterion, or every criterion (one after another)."""
     if name:
         return [get_criterion(s, name)]
-    crits = list(s.scalars(select(Criterion).order_by(Criterion.id)).all())
+    crits = list(s.scalars(select(Criterion).order_by(col(Criterion.id))).all())
     if not crits:
         raise InputError("the store has no criteria yet: `condsim-annot criteria add NAME -d DESCRIPTION`")
     return crits
@@ -77,16 +77,16 @@ class Queue:
         params = {"overlap": overlap, "attention_rate": attention_rate, "k": k if mode == "best-of-k" else None,
                   "criterion": criterion, "seed": seed}
         with store.transaction() as s:
-            self.annotator_id = get_or_create_annotator(s, annotator, kind="human").id
+            self.annotator_id = pk(get_or_create_annotator(s, annotator, kind="human"))
             crits = _criteria(s, criterion)
-            self.criteria = [CriterionInfo(c.id, c.name, c.description, c.version) for c in crits]
+            self.criteria = [CriterionInfo(pk(c), c.name, c.description, c.version) for c in crits]
             stats = SessionStats(s, key=self.key, annotator=annotator, annotator_id=self.annotator_id, mode=mode,
-                                 criterion_id=crits[0].id if criterion else None,
+                                 criterion_id=pk(crits[0]) if criterion else None,
                                  criteria=[c.name for c in crits], params=params)
-        claims = ClaimStore(store, self.annotator_id, [c.id for c in crits], overlap=overlap,
+        claims = ClaimStore(store, self.annotator_id, [c.id for c in self.criteria], overlap=overlap,
                             attention_rate=attention_rate, rng=rng)
         self.ctx = QueueContext(store, self.annotator_id, self.key, {c.id: c for c in self.criteria},
-                                {c.id: c.corpus_id for c in crits}, claims, stats, rng, k=k,
+                                {pk(c): c.corpus_id for c in crits}, claims, stats, rng, k=k,
                                 source="review" if mode == "review" else "tui")
         self._mode = MODES[mode](self.ctx)
         self._lock = threading.RLock()
@@ -151,15 +151,15 @@ class Queue:
         """Why :meth:`next` has nothing left (for the empty screen): the criteria's triplets, how many
         this annotator answered, and the most distinct annotators any other triplet already has."""
         crits = list(self.ctx.criteria)
-        plain = (Triplet.criterion_id.in_(crits), Triplet.is_attention_check.is_(False))
+        plain = (col(Triplet.criterion_id).in_(crits), col(Triplet.is_attention_check).is_(False))
         with self.store.session() as s:
             total = s.scalar(select(func.count()).select_from(Triplet).where(*plain))
             mine = s.scalar(select(func.count(func.distinct(Vote.triplet_id)))
-                            .join(Triplet, Triplet.id == Vote.triplet_id)
+                            .join(Triplet, col(Triplet.id) == Vote.triplet_id)
                             .where(*plain, Vote.annotator_id == self.annotator_id, Vote.state != "undone"))
             held = (select(func.count(func.distinct(Vote.annotator_id)).label("n"))
-                    .join(Triplet, Triplet.id == Vote.triplet_id)
-                    .where(*plain, Vote.state == "active", Vote.choice != "skip", Vote.source.in_(HUMAN_SOURCES),
+                    .join(Triplet, col(Triplet.id) == Vote.triplet_id)
+                    .where(*plain, Vote.state == "active", Vote.choice != "skip", col(Vote.source).in_(HUMAN_SOURCES),
                            Vote.annotator_id != self.annotator_id)
                     .group_by(Vote.triplet_id).subquery())
             most = s.scalar(select(func.max(held.c.n)))

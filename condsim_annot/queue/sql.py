@@ -10,15 +10,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, distinct, exists, func, or_, select
+from sqlmodel import SQLModel
 
-from ..models import Assignment, Triplet, Vote, utcnow
+from ..models import utcnow
 
 HUMAN_SOURCES = ("tui", "argilla", "import")
 PENDING_TTL = timedelta(hours=12)
 
-_T = Triplet.__table__
-_A = Assignment.__table__
-_V = Vote.__table__
+_T = SQLModel.metadata.tables["triplet"]  # the foundation tables, as Core tables (typed columns)
+_A = SQLModel.metadata.tables["assignment"]
+_V = SQLModel.metadata.tables["vote"]
 
 
 def fresh_since() -> datetime:

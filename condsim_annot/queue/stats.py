@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlmodel import Session, col
 
 from ..db import Store
 from ..models import utcnow
@@ -61,14 +61,14 @@ class SessionStats:
             if attention:
                 self.counts["attention_correct"] += 1
                 vals["n_attention_correct"] = T.n_attention_correct + 1
-        s.execute(update(T).where(T.id == self.row_id).values(**vals))
+        s.execute(update(T).where(col(T.id) == self.row_id).values(**vals))
 
     def undone(self, s: Session, comparisons: int) -> None:
         T = AnnotationSession
         self.counts["undo"] += 1
         self.votes = max(0, self.votes - 1)
         self.done = max(0, self.done - max(comparisons, 1))
-        s.execute(update(T).where(T.id == self.row_id).values(n_undos=T.n_undos + 1))
+        s.execute(update(T).where(col(T.id) == self.row_id).values(n_undos=T.n_undos + 1))
 
     def skipped_without_vote(self) -> None:
         self.counts["skip"] += 1
@@ -82,7 +82,8 @@ class SessionStats:
     def end(self, store: Store) -> None:
         """The stored row gets its end time."""
         with store.transaction() as s:
-            s.execute(update(AnnotationSession).where(AnnotationSession.id == self.row_id).values(ended_at=utcnow()))
+            row = col(AnnotationSession.id) == self.row_id
+            s.execute(update(AnnotationSession).where(row).values(ended_at=utcnow()))
 
     def summary(self, done_total: int) -> dict[str, Any]:
         elapsed = self.elapsed()

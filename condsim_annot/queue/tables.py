@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, DateTime, Index
 from sqlmodel import Field, SQLModel
 
-from ..models import Triplet, utcnow
+from ..models import utcnow
 
 
 class AnnotationSession(SQLModel, table=True):
@@ -40,10 +40,5 @@ class AnnotationSession(SQLModel, table=True):
 
 
 # The queue's walk order over the foundation triplet table (migration 0004_tui creates it).
-Index(
-    "ix_triplet_queue",
-    Triplet.__table__.c.criterion_id,
-    Triplet.__table__.c.is_attention_check,
-    Triplet.__table__.c.priority,
-    Triplet.__table__.c.id,
-)
+_triplet = SQLModel.metadata.tables["triplet"]
+Index("ix_triplet_queue", _triplet.c.criterion_id, _triplet.c.is_attention_check, _triplet.c.priority, _triplet.c.id)
