@@ -150,6 +150,33 @@ class _Judge:
         p = parse_judge(text, allow_tie=self.params.allow_tie, quoted=quoted)
         return p.ok, p.as_dict()
 
+    def record(self, t: Triplet, sw: bool, jd: Judgement) -> bool:
+        """Store ``jd`` as this judge's vote on presentation (t, sw); False when it already has one.
+
+        A vote under an older wording of the criterion is superseded; a concurrent run of this judge
+        that voted this presentation first wins (one active vote, enforced by the database)."""
+        assert jd.label is not None and self.annotator_id is not None
+        presented = {"A": "first", "B": "second", "tie": "tie"}[jd.label]
+        version = self.criterion.version
+        with suppress(ActiveVoteExists), self.store.transaction() as s:
+            prev = s.scalars(select(Vote).where(Vote.triplet_id == t.id, Vote.annotator_id == self.annotator_id,
+                                                Vote.swapped == sw, Vote.state == "active")).all()
+            if any(_vote_version(p.meta) == version for p in prev):
+                return False
+            for p in prev:  # votes under an older wording of the criterion
+                p.state = "superseded"
+                s.add(p)
+            v = record_vote(s, t.id, self.annotator_id, to_canonical_choice(presented, sw), source="llm", swapped=sw,
+                            latency_ms=jd.result.latency_ms, rationale=jd.rationale, confidence=jd.confidence,
+                            supersede=False, meta={"llmcall_id": jd.result.call_id, "label": jd.label,
+                                                   "attempts": jd.attempts, "cached": jd.result.cached,
+                                                   "criterion_version": version})
+            if prev:
+                v.replaces_id = prev[-1].id
+                s.add(v)
+            return True
+        return False
+
     async def ask(self, client: LLMClient, req: dict, meta: dict, docs: Sequence[str] = ()) -> Judgement:
         """Ask until readable; ``docs`` (the texts shown) are quotations, never the reply's answer."""
         quoted = [v for d in docs for v in (d, escape_document(d))]
@@ -235,24 +262,8 @@ def run_judge(
     j.ensure_annotator()
     run = JudgeRun(judge=j.name, criterion=crit.name, model=endpoint.model, prompt_version=j.tpl.version, dry_run=dry_run,
                    server=endpoint.safe_base_url)
-    with store.session() as s:
-        q = select(Triplet).where(Triplet.criterion_id == crit.id).order_by(Triplet.priority.desc(), Triplet.id)
-        if limit is not None:
-            q = q.limit(limit)
-        triplets = list(s.scalars(q).all())
-        done: set[tuple[int, bool]] = set()
-        if j.annotator_id is not None and triplets:
-            ids = [t.id for t in triplets]
-            for i in range(0, len(ids), 900):
-                for tid, sw, meta in s.execute(select(Vote.triplet_id, Vote.swapped, Vote.meta).where(
-                        Vote.annotator_id == j.annotator_id, Vote.state == "active", Vote.triplet_id.in_(ids[i:i + 900]))).all():
-                    if _vote_version(meta) == crit.version:  # a vote on an older wording is judged again
-                        done.add((tid, bool(sw)))
-        docs = documents_by_id(s, {d for t in triplets for d in (t.anchor_id, t.first_id, t.second_id)})
-    run.triplets = len(triplets)
-    jobs = [(t, sw) for t in triplets for sw in (False, True) if (t.id, sw) not in done]
-    run.already_voted = 2 * len(triplets) - len(jobs)
-    run.requests = len(jobs)
+    triplets, jobs, docs = _pending(store, j, limit)
+    run.triplets, run.requests, run.already_voted = len(triplets), len(jobs), 2 * len(triplets) - len(jobs)
 
     async def go() -> CallStats:
         async with LLMClient(store, endpoint, dry_run=dry_run, retry_invalid=retry_invalid) as client:
@@ -263,24 +274,7 @@ def run_judge(
                 jd = await j.ask(client, req, {"triplet_id": t.id, "swapped": sw},
                                  [docs[i].text for i in (t.anchor_id, t.first_id, t.second_id)])
                 if jd.label is not None and not dry_run:
-                    presented = {"A": "first", "B": "second", "tie": "tie"}[jd.label]
-                    # a concurrent run of this judge that voted this presentation first wins (one active vote)
-                    with suppress(ActiveVoteExists), store.transaction() as s:
-                        prev = s.scalars(select(Vote).where(Vote.triplet_id == t.id, Vote.annotator_id == j.annotator_id,
-                                                            Vote.swapped == sw, Vote.state == "active")).all()
-                        if not any(_vote_version(p.meta) == crit.version for p in prev):
-                            for p in prev:  # votes under an older wording of the criterion
-                                p.state = "superseded"
-                                s.add(p)
-                            v = record_vote(s, t.id, j.annotator_id, to_canonical_choice(presented, sw), source="llm", swapped=sw,
-                                            latency_ms=jd.result.latency_ms, rationale=jd.rationale, confidence=jd.confidence,
-                                            supersede=False, meta={"llmcall_id": jd.result.call_id, "label": jd.label,
-                                                                   "attempts": jd.attempts, "cached": jd.result.cached,
-                                                                   "criterion_version": crit.version})
-                            if prev:
-                                v.replaces_id = prev[-1].id
-                                s.add(v)
-                            run.votes_added += 1
+                    run.votes_added += j.record(t, sw, jd)
                 elif jd.result.status == "invalid":
                     run.invalid += 1
                 elif jd.result.status == "error":
@@ -292,19 +286,40 @@ def run_judge(
 
             for c0 in range(0, len(jobs), CHUNK):  # bounded memory for very large runs
                 chunk = jobs[c0:c0 + CHUNK]
-                reqs = [j.request(docs[t.anchor_id].text, docs[t.first_id].text, docs[t.second_id].text, sw) for t, sw in chunk]
+                reqs = [j.request(docs[t.anchor_id].text, docs[t.first_id].text, docs[t.second_id].text, sw)
+                        for t, sw in chunk]
                 client.prefetch([request_hash(r, 0) for r in reqs])
-                await asyncio.gather(*(one(t, sw, r) for (t, sw), r in zip(chunk, reqs)))
+                await asyncio.gather(*(one(t, sw, r) for (t, sw), r in zip(chunk, reqs, strict=True)))
             return client.stats
 
-    run.stats = run_sync(go())
-    if dry_run:
-        run.cost_usd = estimate_cost(endpoint.model, run.stats.est_tokens_in, run.stats.est_tokens_out, prices, endpoint.base_url)
-    else:
-        run.cost_usd = estimate_cost(endpoint.model, run.stats.tokens_in, run.stats.tokens_out, prices, endpoint.base_url)
+    run.stats = st = run_sync(go())
+    tokens = (st.est_tokens_in, st.est_tokens_out) if dry_run else (st.tokens_in, st.tokens_out)
+    run.cost_usd = estimate_cost(endpoint.model, *tokens, prices, endpoint.base_url)
     rows = judge_report(store, crit.name, prices_file=prices_file, base_url=endpoint.base_url, judge=j.name)
     run.bias = rows[0] if rows else {}
     return run
+
+
+def _pending(store: Store, j: _Judge, limit: int | None) -> tuple[list[Triplet], list[tuple[Triplet, bool]], dict]:
+    """(triplets by priority, presentations still without this judge's vote, their documents)."""
+    crit = j.criterion
+    with store.session() as s:
+        q = select(Triplet).where(Triplet.criterion_id == crit.id).order_by(Triplet.priority.desc(), Triplet.id)
+        if limit is not None:
+            q = q.limit(limit)
+        triplets = list(s.scalars(q).all())
+        done: set[tuple[int, bool]] = set()
+        if j.annotator_id is not None and triplets:
+            ids = [t.id for t in triplets]
+            for i in range(0, len(ids), 900):
+                for tid, sw, meta in s.execute(select(Vote.triplet_id, Vote.swapped, Vote.meta).where(
+                        Vote.annotator_id == j.annotator_id, Vote.state == "active",
+                        Vote.triplet_id.in_(ids[i:i + 900]))).all():
+                    if _vote_version(meta) == crit.version:  # a vote on an older wording is judged again
+                        done.add((tid, bool(sw)))
+        docs = documents_by_id(s, {d for t in triplets for d in (t.anchor_id, t.first_id, t.second_id)})
+    jobs = [(t, sw) for t in triplets for sw in (False, True) if (t.id, sw) not in done]
+    return triplets, jobs, docs
 
 
 class MarginResult(dict):
@@ -365,21 +380,10 @@ def judge_margin(
 
             async def one(tr: tuple[int, int, int], reqs: tuple[dict, dict]) -> None:
                 nonlocal n_done
-                a, f, sec, x_is_second = canon[tr]
-                scores = []
                 shown = [docs[i].text for i in canon[tr][:3]]
                 both = await asyncio.gather(*(j.ask(client, reqs[k], {"margin": list(tr), "swapped": sw}, shown)
                                               for k, sw in enumerate((False, True))))
-                for sw, jd in zip((False, True), both):
-                    if jd.label is None:
-                        continue
-                    if jd.label == "tie":
-                        scores.append(0.0)
-                        continue
-                    chose_first = (jd.label == "A") != sw  # canonical first chosen?
-                    p = jd.confidence if jd.confidence is not None else 1.0
-                    chose_x = chose_first != x_is_second
-                    scores.append(p if chose_x else -p)
+                scores = _margins(both, x_is_second=canon[tr][3])
                 if scores:
                     out[tr] = sum(scores) / len(scores)
                 elif not dry_run:
@@ -395,11 +399,26 @@ def judge_margin(
                     a, f, sec, _ = canon[tr]
                     reqs.append(tuple(j.request(docs[a].text, docs[f].text, docs[sec].text, sw) for sw in (False, True)))
                 client.prefetch([request_hash(r, 0) for pair in reqs for r in pair])
-                await asyncio.gather(*(one(tr, r) for tr, r in zip(chunk, reqs)))
+                await asyncio.gather(*(one(tr, r) for tr, r in zip(chunk, reqs, strict=True)))
             return client.stats
 
     out.stats = run_sync(go())
     return out
+
+
+def _margins(both: Sequence[Judgement], *, x_is_second: bool) -> list[float]:
+    """Per readable answer (unswapped, swapped): +p when x was chosen, -p for y, 0 for a tie."""
+    scores = []
+    for sw, jd in zip((False, True), both, strict=True):
+        if jd.label is None:
+            continue
+        if jd.label == "tie":
+            scores.append(0.0)
+            continue
+        chose_first = (jd.label == "A") != sw  # canonical first chosen?
+        p = jd.confidence if jd.confidence is not None else 1.0
+        scores.append(p if chose_first != x_is_second else -p)
+    return scores
 
 
 def judge_report(
