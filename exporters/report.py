@@ -131,6 +131,8 @@ def report_data(store, criterion: str, *, command: Optional[str] = None, run_id:
         "n_items": s.get("n_items"),
         "components": s.get("components", {}),
         "tie_parameter": s.get("tie_parameter"),
+        "model": s.get("model") or {"name": "legacy"},
+        "calibration": s.get("calibration") or {},
         "gold": s.get("gold", {}),
         "alpha": s.get("alpha", {}),
         "kappa": s.get("kappa", []),
@@ -251,7 +253,67 @@ def _figures(r: dict) -> dict[str, str]:
     ax.set_xlabel("share of decisive votes for the candidate shown first (0.5 = no bias)")
     ax.set_title("position bias per annotator")
     figs["position_bias"] = _png(fig)
+    figs["reliability"] = _reliability_figure(r)
     return figs
+
+
+def _reliability_figure(r: dict) -> str:
+    """Reliability diagram of the held-out vote predictions (predicted P(first) against the observed share)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    bins = ((r.get("calibration") or {}).get("votes") or {}).get("bins") or []
+    ax.plot([0, 1], [0, 1], color="k", ls="--", lw=1)
+    if bins:
+        n = np.array([b["n"] for b in bins], dtype=float)
+        ax.scatter([b["mean_p"] for b in bins], [b["freq"] for b in bins], s=20 + 200 * n / n.max(), color="#4c72b0")
+        ax.plot([b["mean_p"] for b in bins], [b["freq"] for b in bins], color="#4c72b0", lw=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(vote = first), vote held out")
+    ax.set_ylabel("observed share of first")
+    ax.set_title("reliability (cross-validated)")
+    return _png(fig)
+
+
+def _calibration_html(r: dict, figs: dict[str, str]) -> str:
+    """The measured calibration, the gold guarantee and the model's feature weights."""
+    cal, m = r.get("calibration") or {}, r.get("model") or {}
+    v, ga = cal.get("votes") or {}, cal.get("gold_accuracy") or {}
+    rows = [["model", _html.escape(str(m.get("name"))) + (" (one global scale)" if m.get("global_scale") else "")]]
+    if v.get("ece") is not None:
+        rows.append(["held-out votes: ECE / Brier / votes", f"{_f(v['ece'])} / {_f(v['brier'])} / {v['n']}"])
+    if ga.get("expected") is not None:
+        rows.append(["gold labels' expected accuracy (mean calibrated probability)", _f(ga["expected"])])
+    if ga.get("reference_n"):
+        rows.append(["gold vs reference answers (Clopper-Pearson 95% lower bound)",
+                     f"{ga['reference_correct']} of {ga['reference_n']} right, bound {_f(ga['lower_95'])} "
+                     f"<span class='muted'>({_html.escape(ga['reference'])})</span>"])
+    rows.append(["gold threshold", f"{_f(r['params'].get('tau'))}" + (
+        f" (chosen for target accuracy {_f(r['params']['target_accuracy'])})" if r["params"].get("target_accuracy") else "")])
+    out = "<h2>Calibration (measured)</h2>" + _table(None, rows)
+    ws = m.get("feature_weights") or []
+    if ws:
+        out += ("<p>What each proposer method is worth under this criterion, learnt from the votes (weight of its "
+                f"standardised score in the pair-score prior; prior sd τ = {_f(m.get('prior_scale'))}):</p>"
+                + _table(["method", "weight", "sd"], [[_html.escape(w["method"]), _f(w["w"]), _f(w["sd"])] for w in ws]))
+    return out + f"<img alt='reliability diagram' src='{figs['reliability']}'>"
+
+
+def _calibration_md(r: dict) -> list[str]:
+    cal, m = r.get("calibration") or {}, r.get("model") or {}
+    v, ga = cal.get("votes") or {}, cal.get("gold_accuracy") or {}
+    lines = ["", "## Calibration (measured)", "", f"- model: {m.get('name')}"]
+    if v.get("ece") is not None:
+        lines.append(f"- held-out votes: ECE {_f(v['ece'])}, Brier {_f(v['brier'])} over {v['n']} votes")
+    if ga.get("expected") is not None:
+        lines.append(f"- gold labels' expected accuracy {_f(ga['expected'])}")
+    if ga.get("reference_n"):
+        lines.append(f"- gold vs reference answers: {ga['reference_correct']}/{ga['reference_n']}, "
+                     f"95% lower bound {_f(ga['lower_95'])} ({ga['reference']})")
+    for w in m.get("feature_weights") or []:
+        lines.append(f"- method {w['method']}: weight {_f(w['w'])} (sd {_f(w['sd'])})")
+    return lines
 
 
 # --------------------------------------------------------------------------- renderers
@@ -335,6 +397,7 @@ def render_html(r: dict, figs: dict[str, str]) -> str:
         parts.append("<p class='muted'>No annotator failed the attention checks.</p>")
     parts.append(f"<img alt='annotator reliability' src='{figs['annotator_reliability']}'>")
     parts.append(f"<img alt='position bias' src='{figs['position_bias']}'>")
+    parts.append(_calibration_html(r, figs))
     parts.append("<h2>Scores and labels</h2>" + f"<img alt='score distribution' src='{figs['score_distribution']}'>")
     parts.append("<h2>LM-judge calibration</h2><p>Stated confidence (label probability) against agreement with the "
                  "human answer (majority of human votes, adjudications decide; the model's gold only where no human voted "
@@ -386,6 +449,7 @@ def render_md(r: dict) -> str:
     for a in r["annotators"]:
         att = f"{a['attention_accuracy']:.2f} ({a['attention_n']})" if a["attention_n"] else "–"
         lines.append(f"| {a['name']}{' ⚠' if a['flagged'] else ''} | {a['kind']} | {_f(a['beta'], 2)} | {a['n_votes']} | {_f(a['loo_agreement'], 2)} | {att} | {_f(a['position_bias'], 2)} |")
+    lines += _calibration_md(r)
     if r["attention"].get("key_suspect"):
         lines += ["", "Most annotators fail the attention checks: the checks are suspect and were left out of the fit."]
     elif r["attention"].get("failed"):
