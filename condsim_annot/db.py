@@ -173,14 +173,10 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session whose work commits as one unit, or not at all."""
+        """A session whose work commits as one unit, or not at all (closing the session rolls back)."""
         with self.session() as s:
-            try:
-                yield s
-                s.commit()
-            except BaseException:
-                s.rollback()
-                raise
+            yield s
+            s.commit()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -334,6 +334,7 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
     with store.engine.connect() as conn:
         if conn.dialect.name == "sqlite":  # the publish step walks the vote indexes: keep them in memory
             conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+            conn.exec_driver_sql(f"PRAGMA temp.cache_size = -{SQLITE_CACHE_KIB}")
         STAGING.create(conn)
         conn.commit()
         try:

@@ -129,7 +129,10 @@ def _publish_once(conn: Connection, res: Any, file_label: str, progress: Progres
 
 
 def publish(conn: Connection, res: Any, file_label: str, progress: Progress | None = None) -> None:
-    """Move the staged rows into the store in one transaction (retried on a PostgreSQL deadlock)."""
+    """Move the staged rows into the store in one transaction (retried on a PostgreSQL deadlock).
+
+    Any other error propagates; the caller rolls the connection back.
+    """
     mark_in_file(conn)
     for attempt in range(RETRIES):
         try:
@@ -139,6 +142,3 @@ def publish(conn: Connection, res: Any, file_label: str, progress: Progress | No
             conn.rollback()
             if getattr(exc.orig, "sqlstate", None) not in _RETRY_SQLSTATES or attempt == RETRIES - 1:
                 raise
-        except BaseException:
-            conn.rollback()
-            raise
