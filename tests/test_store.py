@@ -24,8 +24,8 @@ def _docs(store, n=4):
         return [d.id for d in ds], crit.id
 
 
-def test_open_creates_tables_and_is_idempotent(db_url):
-    s1 = open_store(db_url)
+def test_open_creates_tables_and_is_idempotent(empty_db_url):
+    s1 = open_store(empty_db_url)
     names = table_names(s1)
     for t in (
         "corpus",
@@ -41,7 +41,7 @@ def test_open_creates_tables_and_is_idempotent(db_url):
         assert t in names
     revs = current_revisions(s1.engine)
     s1.close()
-    s2 = open_store(db_url)
+    s2 = open_store(empty_db_url)
     assert current_revisions(s2.engine) == revs and revs
     s2.close()
 
