@@ -1,26 +1,29 @@
 """The ``condsim-annot`` command line.
 
-The core commands (init, ingest, criteria, status, db, demo) live here.  Every
+The core commands (init, ingest, criteria, status, db) live here.  Every
 pipeline stage adds its own commands through a small plugin seam: each module in
 ``condsim_annot/commands/`` defines ``register(main: click.Group)``.  Stages stay
 independent and the help lists everything that is installed.
+
+Every command module is imported when the CLI starts, so the store-facing modules (SQLAlchemy,
+Alembic, SQLModel: about a second of imports) are imported by the command that runs, not here:
+``condsim-annot --help`` answers in well under 100 ms.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
 import pkgutil
 import sys
-from pathlib import Path
-from typing import Optional
 
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
-from . import __version__
+from . import __version__, commands
 from .errors import CondsimError
 
 console = Console(stderr=True)
@@ -32,7 +35,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 class Ctx:
     """Lazily opened store, shared by every subcommand of one invocation."""
 
-    def __init__(self, db: Optional[str]):
+    def __init__(self, db: str | None):
         self.db = db
         self._store = None
 
@@ -71,7 +74,7 @@ class Main(click.Group):
 )
 @click.version_option(__version__, prog_name="condsim-annot")
 @click.pass_context
-def main(ctx: click.Context, db: Optional[str]):
+def main(ctx: click.Context, db: str | None):
     """Gold triplets for conditional similarity: ingest a corpus and criteria, propose
     informative (anchor, candidate, candidate) triplets, collect votes from people
     (TUI, Argilla) and LM judges, calibrate them, export gold labels.
@@ -126,9 +129,7 @@ def db_upgrade(ctx: Ctx):
     Example:
       condsim-annot --db postgresql+psycopg://me@localhost/annot db upgrade
     """
-    from .db import current_revisions, upgrade
-
-    from .db import open_store
+    from .db import current_revisions, open_store, upgrade
 
     store = open_store(ctx.db, migrate=False, create=True)
     upgrade(store.engine)
@@ -158,8 +159,10 @@ def db_current(ctx: Ctx):
 @click.option("--id-field", default="id", show_default=True, help="Field/column holding the document id.")
 @click.option("--text-field", default="text", show_default=True, help="Field/column holding the text.")
 @click.option("--corpus", default="default", show_default=True, help="Corpus name (criteria are views of a corpus).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), help="Override detection by extension (needed for stdin other than JSONL).")
-@click.option("--update", "update_existing", is_flag=True, help="Replace the text of ids already stored with a different text.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]),
+              help="Override detection by extension (needed for stdin other than JSONL).")
+@click.option("--update", "update_existing", is_flag=True,
+              help="Replace the text of ids already stored with a different text.")
 @pass_ctx
 def ingest(ctx: Ctx, files, id_field, text_field, corpus, fmt, update_existing):
     """Add documents from JSONL, CSV or Parquet files (other fields are kept as metadata).
@@ -173,8 +176,6 @@ def ingest(ctx: Ctx, files, id_field, text_field, corpus, fmt, update_existing):
       condsim-annot ingest papers.parquet --id-field doi --text-field abstract
       cat more.jsonl | condsim-annot ingest -
     """
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
     from .ingest import ingest as do_ingest
 
     store = ctx.store(create=True)
@@ -184,7 +185,7 @@ def ingest(ctx: Ctx, files, id_field, text_field, corpus, fmt, update_existing):
     ) as progress:
         tasks: dict[str, int] = {}
 
-        def cb(name: str, done: int, total: Optional[int]) -> None:
+        def cb(name: str, done: int, total: int | None) -> None:
             if name not in tasks:
                 tasks[name] = progress.add_task(name, total=total)
             progress.update(tasks[name], completed=done, total=total)
@@ -235,7 +236,8 @@ def criteria_add(ctx: Ctx, name, description, instruction, corpus):
 
 @criteria.command("load")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--update", "update_existing", is_flag=True, help="Update criteria that already exist (bumps their version).")
+@click.option("--update", "update_existing", is_flag=True,
+              help="Update criteria that already exist (bumps their version).")
 @pass_ctx
 def criteria_load(ctx: Ctx, file, update_existing):
     """Load criteria from a YAML or TOML file (all or nothing).
@@ -284,13 +286,13 @@ def criteria_list(ctx: Ctx, as_json):
     Example:
       condsim-annot criteria list --json
     """
-    from rich.table import Table
-
     from .criteria import list_criteria
 
     rows = list_criteria(ctx.store())
     if as_json:
-        click.echo(json.dumps([{"name": c.name, "description": c.description, "instruction": c.instruction, "version": c.version} for c in rows], indent=2))
+        rows_out = [{"name": c.name, "description": c.description, "instruction": c.instruction, "version": c.version}
+                    for c in rows]
+        click.echo(json.dumps(rows_out, indent=2))
         return
     t = Table("name", "version", "description")
     for c in rows:
@@ -326,8 +328,6 @@ def status(ctx: Ctx, as_json):
 
 def _load_plugins() -> None:
     """Import ``condsim_annot.commands.*`` and let each register its commands."""
-    from . import commands
-
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
