@@ -15,7 +15,8 @@ from typing import Any
 
 from condsim_annot.errors import CondsimError
 
-TRIPLET_COLUMNS = ["anchor", "positive", "negative", "criterion", "criterion_version", "confidence", "n_votes", "annotators",
+TRIPLET_COLUMNS = ["anchor", "positive", "negative", "criterion", "criterion_version", "confidence", "n_votes",
+                   "annotators",
                    "status", "method", "strategy", "proposal_run", "method_margins", "anchor_id", "positive_id",
                    "negative_id", "triplet_id", "calibration_run"]
 # what ``Dataset.save_to_disk`` and the manifest write into an export folder
@@ -35,8 +36,9 @@ def method_margins(store, triplet_ids: list[int]) -> dict[int, dict[str, float]]
     try:
         with store.session() as s:
             for i in range(0, len(ids), 900):
-                for tid, m, mg in s.execute(select(TripletMargin.triplet_id, TripletMargin.method, TripletMargin.margin)
-                                            .where(TripletMargin.triplet_id.in_(ids[i:i + 900])).order_by(TripletMargin.id)).all():
+                q = (select(TripletMargin.triplet_id, TripletMargin.method, TripletMargin.margin)
+                     .where(TripletMargin.triplet_id.in_(ids[i:i + 900])).order_by(TripletMargin.id))
+                for tid, m, mg in s.execute(q).all():
                     out.setdefault(tid, {})[m] = float(mg)  # latest run wins
     except Exception:  # the proposers' migration not applied here
         return {}
@@ -80,9 +82,11 @@ def gold_rows(store, view, *, min_confidence: float = 0.9, include_derived: bool
 def pair_rows(view, *, z: float = 1.96) -> list[dict[str, Any]]:
     d = view.docs
     return [{
-        "criterion": view.criterion.name, "anchor_id": d[p["anchor_id"]].ext_id, "candidate_id": d[p["candidate_id"]].ext_id,
+        "criterion": view.criterion.name, "anchor_id": d[p["anchor_id"]].ext_id,
+        "candidate_id": d[p["candidate_id"]].ext_id,
         "anchor": d[p["anchor_id"]].text, "candidate": d[p["candidate_id"]].text,
-        "score": p["score"], "stderr": p["stderr"], "ci_low": p["score"] - z * p["stderr"], "ci_high": p["score"] + z * p["stderr"],
+        "score": p["score"], "stderr": p["stderr"],
+        "ci_low": p["score"] - z * p["stderr"], "ci_high": p["score"] + z * p["stderr"],
         "component": p["component"], "n_votes": p["n_votes"], "calibration_run": view.run.id,
     } for p in view.pairs]
 
@@ -143,8 +147,9 @@ def staged_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
     if busy:
         foreign = foreign_entries(out)
         if foreign:
-            raise CondsimError(f"{out} holds files an export did not write ({', '.join(foreign[:3])}"
-                               f"{', ...' if len(foreign) > 3 else ''}); exports never delete them: choose a new folder")
+            more = ", ..." if len(foreign) > 3 else ""
+            raise CondsimError(f"{out} holds files an export did not write ({', '.join(foreign[:3])}{more}); "
+                               "exports never delete them: choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _beside(out, "tmp")
     tmp.mkdir()  # honours the umask, unlike mkdtemp's 0700

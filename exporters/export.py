@@ -10,7 +10,8 @@ from condsim_annot.errors import CondsimError
 FORMATS = ("st", "jsonl", "parquet", "hf", "pairs")
 
 
-def export(store, criterion: str, fmt: str, out: str | Path, *, min_confidence: float = 0.9, include_derived: bool = False,
+def export(store, criterion: str, fmt: str, out: str | Path, *, min_confidence: float = 0.9,
+           include_derived: bool = False,
            run_id: int | None = None, command: str | None = None, overwrite: bool = False) -> dict:
     """Write the latest calibration run of ``criterion`` in format ``fmt`` to ``out``; returns a summary dict.
 
@@ -59,13 +60,15 @@ def export_all(store, criterion: str, folder: str | Path, *, min_confidence: flo
     targets = {"st": folder / "st", "hf": folder / "hf", "jsonl": folder, "parquet": folder, "pairs": folder}
     for fmt, target in targets.items():
         try:
-            out[fmt] = export(store, criterion, fmt, target, min_confidence=min_confidence, include_derived=include_derived,
+            out[fmt] = export(store, criterion, fmt, target, min_confidence=min_confidence,
+                              include_derived=include_derived,
                               command=command, overwrite=overwrite)
         except CondsimError as exc:
             out[fmt] = {"rows": 0, "error": str(exc)}
     if report:
         from .report import write_report
 
-        out["report"] = write_report(store, criterion, html=str(folder / "report.html"), json_path=str(folder / "report.json"),
+        out["report"] = write_report(store, criterion, html=str(folder / "report.html"),
+                                     json_path=str(folder / "report.json"),
                                      md=str(folder / "report.md"), command=command)
     return out

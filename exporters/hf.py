@@ -22,5 +22,6 @@ def save_folder(table: Any, out: str | Path, *, overwrite: bool = False, manifes
     return out
 
 
-def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False, manifest: dict | None = None) -> Path:
+def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False,
+          manifest: dict | None = None) -> Path:
     return save_folder(arrow_table(rows, TRIPLET_COLUMNS), out, overwrite=overwrite, manifest=manifest)

@@ -8,7 +8,8 @@ from pathlib import Path
 from .common import TRIPLET_COLUMNS, out_file, staged_file
 
 
-def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False, manifest: dict | None = None) -> Path:
+def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False,
+          manifest: dict | None = None) -> Path:
     """An existing file is refused unless ``overwrite``; then replaced in one rename."""
     path = out_file(out, f"{name}.jsonl", (".jsonl", ".json"))
     with staged_file(path, overwrite=overwrite) as tmp, tmp.open("w", encoding="utf-8") as f:

@@ -17,7 +17,8 @@ PAIR_COLUMNS = ["criterion", "anchor_id", "candidate_id", "anchor", "candidate",
                 "component", "n_votes", "calibration_run"]
 
 
-def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False, manifest: dict | None = None) -> Path:
+def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False,
+          manifest: dict | None = None) -> Path:
     """An existing file is refused unless ``overwrite``; then replaced in one rename."""
     path = out_file(out, f"{name}.pairs.jsonl", (".jsonl", ".parquet", ".csv"))
     with staged_file(path, overwrite=overwrite) as tmp:

@@ -7,7 +7,8 @@ from pathlib import Path
 from .common import TRIPLET_COLUMNS, arrow_table, out_file, staged_file
 
 
-def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False, manifest: dict | None = None) -> Path:
+def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False,
+          manifest: dict | None = None) -> Path:
     """An existing file is refused unless ``overwrite``; then replaced in one rename."""
     import pyarrow.parquet as pq
 

@@ -11,5 +11,7 @@ from .common import arrow_table
 from .hf import save_folder
 
 
-def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False, manifest: dict | None = None) -> Path:
-    return save_folder(arrow_table(rows, ["anchor", "positive", "negative"]), out, overwrite=overwrite, manifest=manifest)
+def write(rows: list[dict], out: str | Path, *, name: str, overwrite: bool = False,
+          manifest: dict | None = None) -> Path:
+    return save_folder(arrow_table(rows, ["anchor", "positive", "negative"]), out, overwrite=overwrite,
+                       manifest=manifest)

@@ -279,7 +279,8 @@ def test_clear_errors(sqlite_store, argilla_server, monkeypatch, tmp_path):
     client = connect(argilla_server.url, API_KEY)
     ds, ws = names()
     rg.Workspace(name=ws, client=client).create()
-    settings = rg.Settings(fields=[rg.TextField(name="text")], questions=[rg.LabelQuestion(name="label", labels=["x", "y"])])
+    settings = rg.Settings(fields=[rg.TextField(name="text")],
+                           questions=[rg.LabelQuestion(name="label", labels=["x", "y"])])
     rg.Dataset(name=ds, workspace=ws, settings=settings, client=client).create()
     with pytest.raises(ArgillaError, match="another schema"):
         push(sqlite_store, "topic", client=client, workspace=ws, dataset=ds)
@@ -309,7 +310,7 @@ def test_clear_errors(sqlite_store, argilla_server, monkeypatch, tmp_path):
 def test_search_engine_filters_sort_text_progress(sqlite_store, env, users):
     from condsim_annot.argilla.remote import connect, push
 
-    data = seed(sqlite_store)
+    seed(sqlite_store)
     ds, ws = names()
     push(sqlite_store, "topic", client=connect(), workspace=ws, dataset=ds, min_submitted=1)
     dsid = dataset_id(env.url, ds, ws)
@@ -323,12 +324,15 @@ def test_search_engine_filters_sort_text_progress(sqlite_store, env, users):
 
     with owner(env.url) as c:
         meta = lambda p: {"entity": "metadata", "metadata_property": p}  # noqa: E731
-        r = c.post(search, json={"filters": {"and": [{"type": "range", "scope": meta("triplet_id"), "ge": tids[1], "le": tids[2]}]}})
+        r = c.post(search,
+                   json={"filters": {"and": [{"type": "range", "scope": meta("triplet_id"), "ge": tids[1],
+                                              "le": tids[2]}]}})
         assert sorted(ids(r)) == tids[1:3] and r.json()["total"] == 2
         sw = [t for t in tids if recs[t]["metadata"]["swapped"]]
         r = c.post(search, json={"filters": {"and": [{"type": "range", "scope": meta("swapped"), "ge": 1, "le": 1}]}})
         assert sorted(ids(r)) == sw
-        r = c.post(search, json={"filters": {"and": [{"type": "terms", "scope": meta("strategy"), "values": ["nope"]}]}})
+        r = c.post(search,
+                   json={"filters": {"and": [{"type": "terms", "scope": meta("strategy"), "values": ["nope"]}]}})
         assert ids(r) == []
         r = c.post(search, json={"sort": [{"scope": meta("triplet_id"), "order": "desc"}]})
         assert ids(r) == sorted(tids, reverse=True)

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select
-
 from test_argilla_helpers import API_KEY, PASSWORD, Users, seed, shared_server
 
 pytestmark = pytest.mark.slow

@@ -52,7 +52,8 @@ class Users:
     def as_user(self, username: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.tokens[username]}"}, timeout=30)
 
-    def respond(self, username: str, record_id: str, status: str, label: str | None = None, rationale: str | None = None) -> dict:
+    def respond(self, username: str, record_id: str, status: str, label: str | None = None,
+                rationale: str | None = None) -> dict:
         """Create or update this user's response to a record (POST, then PUT like the UI)."""
         values: dict = {}
         if label is not None:

@@ -40,7 +40,8 @@ def test_second_serve_on_the_same_home_is_refused_and_deletes_nothing(tmp_path, 
     try:
         first.release_home()  # the server process alone holds the home now (as after a kill -9 of the CLI)
         second = LocalServer(home=home, port=6902, api_key="second-key-456")
-        with pytest.raises(CondsimError, match=re.escape(f"already runs from {home} (pid {os.getpid()}, http://127.0.0.1:6901")):
+        with pytest.raises(CondsimError,
+                           match=re.escape(f"already runs from {home} (pid {os.getpid()}, http://127.0.0.1:6901")):
             second.start(timeout=5)
         assert (home / "static-tmp" / "ui" / "index.html").read_text() == "<html>"
         assert json.loads((home / "credentials.json").read_text())["api_key"] == "first-key-123"

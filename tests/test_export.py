@@ -51,7 +51,8 @@ def test_exports_load_back(cli, calibrated, tmp_path):
 
     cli("export", "crit", "--format", "parquet", tmp_path / "pq")
     t = pq.read_table(tmp_path / "pq" / "crit.parquet")
-    assert t.num_rows == len(gold) and {"anchor", "positive", "negative", "annotators", "confidence"} <= set(t.column_names)
+    assert t.num_rows == len(gold) and {"anchor", "positive", "negative", "annotators",
+                                        "confidence"} <= set(t.column_names)
 
     cli("export", "crit", "--format", "hf", tmp_path / "hf")
     ds = datasets.load_from_disk(str(tmp_path / "hf"))
@@ -87,7 +88,8 @@ def test_export_with_proposer_margins_and_leaderboard(cli, calibrated, tmp_path)
             sign = 1.0 if g["label"] == "first" else -1.0
             s.add(TripletMargin(triplet_id=g["triplet_id"], method="oracle", margin=sign))
             s.add(TripletMargin(triplet_id=g["triplet_id"], method="contrarian", margin=-sign))
-            s.add(TripletMargin(triplet_id=g["triplet_id"], method="half", margin=sign if g["triplet_id"] % 2 else -sign))
+            s.add(TripletMargin(triplet_id=g["triplet_id"], method="half",
+                                margin=sign if g["triplet_id"] % 2 else -sign))
     lb = json.loads(cli("leaderboard", "crit", "--json", "--bootstrap", "200").stdout)
     acc = {m["method"]: m for m in lb["methods"]}
     assert acc["oracle"]["accuracy"] == 1.0 and acc["contrarian"]["accuracy"] == 0.0
@@ -132,14 +134,15 @@ def test_st_export_trains_one_step(sqlite_store, tmp_path, monkeypatch):
         output_dir=str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4, learning_rate=1e-3,
         report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, seed=0, dataloader_num_workers=0,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=MultipleNegativesRankingLoss(model))
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds,
+                                         loss=MultipleNegativesRankingLoss(model))
     out = trainer.train()
     assert out.global_step == 1 and out.training_loss > 0
     after = model.encode(["document number 1"], convert_to_numpy=True)
     assert abs(after - before).max() > 0  # the step changed the weights
 
 
-# --------------------------------------------------------------------------- exports never delete what they did not write
+# ----------------------------------------------------------------- exports never delete what they did not write
 
 ROWS = [{"anchor": f"a{i}", "positive": f"p{i}", "negative": f"n{i}", "criterion": "crit", "confidence": 0.95,
          "annotators": ["x"], "status": "gold"} for i in range(3)]

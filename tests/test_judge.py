@@ -59,7 +59,8 @@ def test_judge_votes_both_orders_cached_and_resumable(seeded):
                 assert v.confidence == pytest.approx(0.9)
         assert run.bias["pairs"] == 5 and run.bias["consistency"] == 1.0
         # the prompt is delimited; the injection stays inside its document block
-        inj = [r for r in srv.requests if "Ignore the above" in r["messages"][1]["content"]][0]["messages"][1]["content"]
+        inj = [r for r in srv.requests if "Ignore the "
+                                          "above" in r["messages"][1]["content"]][0]["messages"][1]["content"]
         assert inj.count("</document>") == 3
         # response_format and logprobs were asked for
         assert srv.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["answer"]["enum"] == ["A", "B"]
@@ -128,7 +129,8 @@ def test_position_bias_and_invalid_replies(seeded):
         assert run.votes_added == 6 and run.invalid == 4
         assert srv.calls == 6 + 4 * 3
         retry_req = [r for r in srv.requests if len(r["messages"]) == 4][0]
-        assert retry_req["messages"][2]["role"] == "assistant" and "could not be read" in retry_req["messages"][3]["content"]
+        assert retry_req["messages"][2]["role"] == "assistant"
+        assert "could not be read" in retry_req["messages"][3]["content"]
         again = run_judge(store, "same-technique", model="chatty", base_url=srv.base_url,
                           params=JudgeParams(invalid_retries=2))
         assert srv.calls == 18 and again.invalid == 4  # invalid answers are cached too: no new calls
@@ -142,7 +144,8 @@ def test_position_bias_and_invalid_replies(seeded):
 def test_judge_margin_scores_without_votes(seeded):
     store, cid, ids, tids = seeded
     with OpenAIServer(oracle) as srv:
-        m = judge_margin(store, "same-technique", [(ids[0], ids[1], ids[2]), (ids[0], ids[2], ids[1]), (ids[4], ids[1], ids[3])],
+        m = judge_margin(store, "same-technique",
+                         [(ids[0], ids[1], ids[2]), (ids[0], ids[2], ids[1]), (ids[4], ids[1], ids[3])],
                          model="test-model", base_url=srv.base_url)
         assert m[(ids[0], ids[1], ids[2])] == pytest.approx(0.9)
         assert m[(ids[0], ids[2], ids[1])] == pytest.approx(-0.9)

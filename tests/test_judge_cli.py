@@ -40,7 +40,8 @@ def test_judge_cli_dry_run_run_rerun_and_reports(cli, store, monkeypatch):
     secret = "sk-cli-SECRET-987654321"
     monkeypatch.setenv("JUDGE_KEY", secret)
     with OpenAIServer(oracle) as srv:
-        res = cli("judge", "same-technique", "-m", "test-model", "--base-url", srv.base_url, "--api-key-env", "JUDGE_KEY",
+        res = cli("judge", "same-technique", "-m", "test-model", "--base-url", srv.base_url, "--api-key-env",
+                  "JUDGE_KEY",
                   "--concurrency", "3")
         assert srv.calls == 10 and srv.headers[0]["authorization"] == f"Bearer {secret}"
         assert "votes added 10" in flat(res) and "calls 10 new" in flat(res)
@@ -76,9 +77,11 @@ def test_llm_transform_cli(cli, store, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     ids = _seed(store)
     with OpenAIServer(lambda r, n: '{"text": "induction"}') as srv:
-        res = cli("llm", "transform", "same-technique", "-m", "m", "--base-url", srv.base_url, "--ids", f"{ids[0]},{ids[1]}", "--json")
+        res = cli("llm", "transform", "same-technique", "-m", "m", "--base-url", srv.base_url, "--ids",
+                  f"{ids[0]},{ids[1]}", "--json")
         assert json.loads(res.output) == {str(ids[0]): "induction", str(ids[1]): "induction"}
-        res = cli("llm", "transform", "same-technique", "-m", "m", "--base-url", srv.base_url, "--task", "rewrite", "--limit", "3")
+        res = cli("llm", "transform", "same-technique", "-m", "m", "--base-url", srv.base_url, "--task", "rewrite",
+                  "--limit", "3")
         assert res.output.count("induction") == 3 and srv.calls == 5
 
 
@@ -99,10 +102,12 @@ def test_llm_log_shows_rich_markup_in_replies_literally(cli, store, monkeypatch)
     _seed(store)
     nasty = "[/INST] [bold]B[/bold] [/] [link=x]"
     with OpenAIServer(lambda r, n: nasty) as srv:
-        cli("judge", "same-technique", "-m", "[m]", "--base-url", srv.base_url, "--limit", "1", "--invalid-retries", "0",
+        cli("judge", "same-technique", "-m", "[m]", "--base-url", srv.base_url, "--limit", "1", "--invalid-retries",
+            "0",
             expect_ok=False)
     res = cli("llm", "log")
     assert "[/INST] [bold]B[/bold]" in flat(res) and "[m]" in flat(res)
     call_id = json.loads(cli("llm", "log", "--json").output)[0]["id"]
     res = cli("llm", "log", "--show", call_id)
-    assert nasty in res.output and "[m]" in res.output and "error: unparseable reply: no final answer found" in flat(res)
+    assert nasty in res.output and "[m]" in res.output
+    assert "error: unparseable reply: no final answer found" in flat(res)

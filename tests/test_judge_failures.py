@@ -44,13 +44,15 @@ def test_judge_exits_non_zero_when_every_presentation_fails(cli, store, monkeypa
     with OpenAIServer(lambda r, n: Reply(status=status)) as srv:
         url = f"http://127.0.0.1:{free_port()}/v1" if case == "unreachable" else srv.base_url
         extra = ["--timeout", "0"] if case == "timeout-0" else []
-        res = cli("judge", "same-technique", "-m", "m", "--base-url", url, "--max-retries", "0", *extra, expect_ok=False)
+        res = cli("judge", "same-technique", "-m", "m", "--base-url", url, "--max-retries", "0", *extra,
+                  expect_ok=False)
     assert res.exit_code == 1, res.output
     if case == "timeout-0":
         assert "--timeout must be a positive number of seconds" in flat(res)
     else:
         assert "no votes: all 4 presentations failed (4 server errors, 0 unreadable)" in flat(res)
-        assert {"500": "InternalServerError", "429": "RateLimitError", "unreachable": "APIConnectionError"}[case] in flat(res)
+        assert {"500": "InternalServerError", "429": "RateLimitError",
+                "unreachable": "APIConnectionError"}[case] in flat(res)
 
 
 def test_oversized_replies_are_stored_truncated_and_never_vote(sqlite_store, monkeypatch):

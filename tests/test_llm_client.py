@@ -23,7 +23,8 @@ def parse_any(text):
 
 
 def req(i=0, **kw):
-    return {"model": "m", "messages": [{"role": "user", "content": f"question {i}"}], "temperature": 0, "max_tokens": 5, **kw}
+    return {"model": "m", "messages": [{"role": "user", "content": f"question {i}"}], "temperature": 0,
+            "max_tokens": 5, **kw}
 
 
 def ask(store, base_url, requests, **ep):
@@ -66,7 +67,8 @@ def test_errors_are_logged_not_cached_and_never_stop_the_batch(store):
         res, c = ask(store, srv.base_url, [req(0), req(1), req(2)])
         assert [x.status for x in res] == ["ok", "ok", "ok"] and [x.cached for x in res] == [True, False, True]
         assert res[1].text == "now ok" and c.stats.calls == 1
-    assert [r.status for r in rows(store)] == ["ok", "error", "ok"][:0] or sorted(r.status for r in rows(store)) == ["ok"] * 3
+    assert [r.status for r in rows(store)] == ["ok", "error",
+                                               "ok"][:0] or sorted(r.status for r in rows(store)) == ["ok"] * 3
 
 
 def test_timeout_and_malformed_bodies_are_retried(store):
@@ -97,7 +99,8 @@ def test_structured_output_and_logprobs_fall_back_when_rejected(store):
 
     rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
     with OpenAIServer(rule) as srv:
-        res, c = ask(store, srv.base_url, [req(i, response_format=rf, logprobs=True, top_logprobs=3) for i in range(3)], concurrency=1)
+        res, c = ask(store, srv.base_url,
+                     [req(i, response_format=rf, logprobs=True, top_logprobs=3) for i in range(3)], concurrency=1)
         assert all(x.ok for x in res)
         # json_schema -> json_object (+schema) -> no response_format; then logprobs
         assert c.stats.dropped_features == ["json_schema", "response_format", "logprobs"]
@@ -109,10 +112,12 @@ def test_structured_output_and_logprobs_fall_back_when_rejected(store):
 def test_reasoning_model_parameters_are_adapted(store):
     def rule(r, n):  # what OpenAI says to o-series / gpt-5 models
         if "max_tokens" in r:
-            return Reply(status=400, json_body={"error": {"message": "Unsupported parameter: 'max_tokens' is not supported "
+            return Reply(status=400,
+                         json_body={"error": {"message": "Unsupported parameter: 'max_tokens' is not supported "
                                                           "with this model. Use 'max_completion_tokens' instead."}})
         if r.get("temperature") not in (None, 1):
-            return Reply(status=400, json_body={"error": {"message": "Unsupported value: 'temperature' does not support 0 "
+            return Reply(status=400,
+                         json_body={"error": {"message": "Unsupported value: 'temperature' does not support 0 "
                                                           "with this model. Only the default (1) value is supported."}})
         return "ok"
 
@@ -124,7 +129,8 @@ def test_reasoning_model_parameters_are_adapted(store):
 
 def test_other_400s_are_errors_without_dropping_features(store):
     rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
-    with OpenAIServer(lambda r, n: Reply(status=400, json_body={"error": {"message": "context length exceeded"}})) as srv:
+    with OpenAIServer(lambda r,
+                      n: Reply(status=400, json_body={"error": {"message": "context length exceeded"}})) as srv:
         (res,), c = ask(store, srv.base_url, [req(response_format=rf)])
         assert res.status == "error" and "400" in res.error and srv.calls == 1
         assert c.stats.dropped_features == [] and c.features["response_format"]
@@ -196,7 +202,8 @@ def test_wrong_key_and_wrong_model_stop_with_a_clear_message(sqlite_store):
 
 
 def test_infinite_logprobs_are_stored_on_every_backend(store):
-    lp = [{"token": "A", "logprob": -0.1, "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": float("-inf")}]}]
+    lp = [{"token": "A", "logprob": -0.1,
+           "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": float("-inf")}]}]
     with OpenAIServer(lambda r, n: Reply(content="A", logprobs=lp)) as srv:
         (res,), _ = ask(store, srv.base_url, [req()])
     assert res.ok
@@ -209,7 +216,8 @@ def test_json_schema_steps_down_to_llama_cpp_python_json_object(store):
     def rule(r, n):
         rf = r.get("response_format") or {}
         if rf.get("type") == "json_schema":
-            return Reply(status=500, json_body={"error": {"message": "1 validation error: ('body', 'response_format', 'type') "
+            return Reply(status=500,
+                         json_body={"error": {"message": "1 validation error: ('body', 'response_format', 'type') "
                                                           "Input should be 'text' or 'json_object'"}})
         assert rf == {"type": "json_object", "schema": {"type": "object"}}
         return '{"answer": "A"}'

@@ -96,7 +96,8 @@ def test_prompts_have_versions_and_render():
 
 
 def test_prompt_override_folder(tmp_path, monkeypatch):
-    (tmp_path / "judge.toml").write_text('task = "judge"\nversion = "judge-mine-v2"\nsystem = "s"\nuser = "u $anchor"\n')
+    (tmp_path / "judge.toml").write_text('task = "judge"\nversion = "judge-mine-v2"\nsystem = "s"\nuser = "u '
+                                         '$anchor"\n')
     monkeypatch.setenv("CONDSIM_PROMPTS", str(tmp_path))
     assert load_prompt("judge").version == "judge-mine-v2"
     assert load_prompt("rewrite").version == "rewrite-v1"

@@ -20,8 +20,9 @@ import hashlib
 import os
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any
 
 from sqlalchemy import select
 
@@ -67,7 +68,7 @@ class sdk_errors:
         return False
 
 
-def connect(api_url: Optional[str] = None, api_key: Optional[str] = None, *, timeout: int = 60):
+def connect(api_url: str | None = None, api_key: str | None = None, *, timeout: int = 60):
     """An SDK client after checking reachability, version and key (clear errors)."""
     import httpx
 
@@ -97,7 +98,8 @@ def connect(api_url: Optional[str] = None, api_key: Optional[str] = None, *, tim
     me = httpx.get(url + "/api/v1/me", headers={"X-Argilla-Api-Key": key}, timeout=15)
     if me.status_code in (401, 403):
         raise ArgillaError(
-            f"the Argilla server at {url} rejected the API key (HTTP {me.status_code}): check --api-key / ARGILLA_API_KEY"
+            f"the Argilla server at {url} rejected the API key (HTTP {me.status_code}): "
+            "check --api-key / ARGILLA_API_KEY"
         )
     if me.status_code != 200:
         raise ArgillaError(f"the Argilla server at {url} answered HTTP {me.status_code} at /api/v1/me")
@@ -162,7 +164,8 @@ def build_settings(min_submitted: int):
             rg.TermsMetadataProperty(name="method", title="Proposed by"),
             rg.TermsMetadataProperty(name="strategy", title="Strategy"),
             rg.FloatMetadataProperty(name="margin", title="Ensemble margin"),
-            rg.IntegerMetadataProperty(name="swapped", title="Canonical second shown as A", visible_for_annotators=False),
+            rg.IntegerMetadataProperty(name="swapped", title="Canonical second shown as A",
+                                       visible_for_annotators=False),
         ],
         distribution=rg.TaskDistribution(min_submitted=min_submitted),
         allow_extra_metadata=True,
@@ -193,7 +196,7 @@ def check_schema(dataset) -> None:
         )
 
 
-def find_dataset(client, name: str, workspace: Optional[str] = None):
+def find_dataset(client, name: str, workspace: str | None = None):
     """The dataset by name (in ``workspace``, or the only one with that name anywhere)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -217,10 +220,10 @@ def _criterion(session, name: str) -> Criterion:
     return c
 
 
-def _records_rest(client, dataset_id, include: List[str]) -> Iterator[dict]:
+def _records_rest(client, dataset_id, include: list[str]) -> Iterator[dict]:
     offset = 0
     while True:
-        params: Dict[str, Any] = {"offset": offset, "limit": PAGE}
+        params: dict[str, Any] = {"offset": offset, "limit": PAGE}
         if include:
             params["include"] = include
         r = client.http_client.get(f"/api/v1/datasets/{dataset_id}/records", params=params)
@@ -271,11 +274,12 @@ def _suggestion(session, triplet: Triplet, swapped: bool):
         score = n / len(rows)
     import argilla as rg
 
-    return rg.Suggestion(question_name=QUESTION, value=label, score=round(min(max(score, 0.0), 1.0), 4), agent=agent, type="model")
+    return rg.Suggestion(question_name=QUESTION, value=label, score=round(min(max(score, 0.0), 1.0), 4), agent=agent,
+                         type="model")
 
 
 def push(store, criterion: str, *, client, workspace: str, dataset: str, min_submitted: int = 2,
-         suggestions: bool = False, limit: Optional[int] = None, log=lambda m: None) -> PushResult:
+         suggestions: bool = False, limit: int | None = None, log=lambda m: None) -> PushResult:
     import argilla as rg
 
     if min_submitted < 1:
@@ -315,7 +319,7 @@ def push(store, criterion: str, *, client, workspace: str, dataset: str, min_sub
         for t in todo:
             swapped = presented_swapped(dataset, t.id)
             a_id, b_id = (t.second_id, t.first_id) if swapped else (t.first_id, t.second_id)
-            meta: Dict[str, Any] = {
+            meta: dict[str, Any] = {
                 "triplet_id": t.id, "criterion_name": crit.name, "method": t.method or "manual",
                 "strategy": t.strategy or "none", "swapped": int(swapped),
             }
@@ -375,7 +379,7 @@ class PullResult:
     annotators: set = field(default_factory=set)
 
 
-def user_names(client) -> Dict[str, str]:
+def user_names(client) -> dict[str, str]:
     """Argilla user UUID -> username (the exports carry only UUIDs)."""
     r = client.http_client.get("/api/v1/users")
     if r.status_code == 200:
@@ -386,11 +390,11 @@ def user_names(client) -> Dict[str, str]:
     raise ArgillaError(f"cannot list Argilla users: HTTP {r.status_code}: {r.text[:200]}")
 
 
-def _fingerprint(status: str, choice: str, rationale: Optional[str]) -> str:
+def _fingerprint(status: str, choice: str, rationale: str | None) -> str:
     return f"{status}|{choice}|{rationale or ''}"
 
 
-def pull(store, criterion: str, *, client, dataset: str, workspace: Optional[str] = None) -> PullResult:
+def pull(store, criterion: str, *, client, dataset: str, workspace: str | None = None) -> PullResult:
     ds = find_dataset(client, dataset, workspace)
     if ds is None:
         where = f" in workspace {workspace!r}" if workspace else ""
@@ -402,7 +406,7 @@ def pull(store, criterion: str, *, client, dataset: str, workspace: Optional[str
     with store.transaction() as s:
         crit = _criterion(s, criterion)
         valid = set(s.scalars(select(Triplet.id).where(Triplet.criterion_id == crit.id)).all())
-        ann_cache: Dict[str, int] = {}
+        ann_cache: dict[str, int] = {}
         for rec in records:
             meta = rec.get("metadata") or {}
             if meta.get("criterion_name") not in (None, crit.name):

@@ -15,14 +15,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Dict, Iterable, List, Optional, Union
-
-from sqlalchemy import func, select
+from typing import Any
 
 from argilla_server.database import AsyncSessionLocal
 from argilla_server.enums import MetadataPropertyType, SortOrder
-from argilla_server.models import Dataset, MetadataProperty, Question, Record, Response, Suggestion, User, VectorSettings
+from argilla_server.models import (
+    Dataset,
+    MetadataProperty,
+    Question,
+    Record,
+    Response,
+    Suggestion,
+    User,
+    VectorSettings,
+)
 from argilla_server.search_engine.base import (
     AndFilter,
     FloatMetadataMetrics,
@@ -41,6 +49,7 @@ from argilla_server.search_engine.base import (
     TermsMetrics,
     TextQuery,
 )
+from sqlalchemy import func, select
 
 ENGINE_NAME = "condsim-sql"
 
@@ -53,12 +62,12 @@ def _v(x: Any) -> Any:
 @dataclasses.dataclass
 class _Doc:
     id: Any
-    external_id: Optional[str]
+    external_id: str | None
     status: str
     fields: dict
     metadata: dict
-    inserted_at: Optional[datetime]
-    updated_at: Optional[datetime]
+    inserted_at: datetime | None
+    updated_at: datetime | None
     responses: list = dataclasses.field(default_factory=list)  # dicts: id, status, user_id, values
     suggestions: dict = dataclasses.field(default_factory=dict)  # question name -> dict
 
@@ -73,7 +82,7 @@ class _Doc:
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def _words(text: str) -> List[str]:
+def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text or "")]
 
 
@@ -90,7 +99,7 @@ def _field_text(value: Any) -> str:
 _TOKEN = re.compile(r'([+-]?)"([^"]*)"|([+-]?)(\S+)')
 
 
-def _count_term(words: List[str], term: str) -> int:
+def _count_term(words: list[str], term: str) -> int:
     """Occurrences of a term (a phrase when it has several words; ``foo*`` = prefix)."""
     prefix = term.endswith("*")
     tw = _words(term)
@@ -154,7 +163,7 @@ def _matches_terms(value: Any, values: Iterable[Any]) -> bool:
     return str(_v(value)) in wanted
 
 
-def _num(x: Any) -> Optional[float]:
+def _num(x: Any) -> float | None:
     if isinstance(x, datetime):
         return x.timestamp()
     try:
@@ -163,7 +172,7 @@ def _num(x: Any) -> Optional[float]:
         return None
 
 
-def _matches_range(value: Any, ge: Optional[float], le: Optional[float]) -> bool:
+def _matches_range(value: Any, ge: float | None, le: float | None) -> bool:
     vals = value if isinstance(value, list) else [value]
     for v in vals:
         n = _num(v)
@@ -185,7 +194,7 @@ def _match_value(f, value: Any) -> bool:
     raise ValueError(f"Cannot process filter {f}")
 
 
-def _user_responses(doc: _Doc, user: Optional[User]) -> list:
+def _user_responses(doc: _Doc, user: User | None) -> list:
     if user is None:
         return doc.responses
     return [r for r in doc.responses if str(r["user_id"]) == str(user.id)]
@@ -239,7 +248,7 @@ def _sort_value(order: Order, doc: _Doc) -> Any:
     raise ValueError(f"Cannot sort by scope {scope}")
 
 
-def sort_docs(docs: List[_Doc], sort: List[Order]) -> List[_Doc]:
+def sort_docs(docs: list[_Doc], sort: list[Order]) -> list[_Doc]:
     """Stable multi-key sort; missing values last (as in Elasticsearch)."""
     out = list(docs)
     for order in reversed(sort):
@@ -247,7 +256,7 @@ def sort_docs(docs: List[_Doc], sort: List[Order]) -> List[_Doc]:
         present = [d for d in out if _sort_value(order, d) is not None]
         missing = [d for d in out if _sort_value(order, d) is None]
 
-        def key(d):
+        def key(d, order=order):
             v = _sort_value(order, d)
             n = _num(v) if not isinstance(v, str) else None
             return (0, n, "") if n is not None else (1, 0.0, str(v))
@@ -265,7 +274,7 @@ class SQLSearchEngine(SearchEngine):
     """Reads records, responses and suggestions straight from the server's database."""
 
     @classmethod
-    async def new_instance(cls) -> "SQLSearchEngine":
+    async def new_instance(cls) -> SQLSearchEngine:
         return cls()
 
     async def close(self):
@@ -312,7 +321,7 @@ class SQLSearchEngine(SearchEngine):
         pass
 
     # reads
-    async def _load(self, dataset_id, *, responses: bool = True, suggestions: bool = True) -> List[_Doc]:
+    async def _load(self, dataset_id, *, responses: bool = True, suggestions: bool = True) -> list[_Doc]:
         async with AsyncSessionLocal() as db:
             rows = (
                 await db.execute(
@@ -322,7 +331,7 @@ class SQLSearchEngine(SearchEngine):
                     ).where(Record.dataset_id == dataset_id)
                 )
             ).all()
-            docs: Dict[Any, _Doc] = {
+            docs: dict[Any, _Doc] = {
                 r[0]: _Doc(r[0], r[1], str(_v(r[2])), r[3] or {}, r[4] or {}, r[5], r[6]) for r in rows
             }
             if responses and docs:
@@ -355,17 +364,17 @@ class SQLSearchEngine(SearchEngine):
     async def search(
         self,
         dataset: Dataset,
-        query: Optional[Union[TextQuery, str]] = None,
+        query: TextQuery | str | None = None,
         filter=None,
-        sort: Optional[List[Order]] = None,
+        sort: list[Order] | None = None,
         offset: int = 0,
         limit: int = 100,
-        user_id: Optional[str] = None,
+        user_id: str | None = None,
     ) -> SearchResponses:
         docs = await self._load(dataset.id)
         if filter is not None:
             docs = [d for d in docs if matches(filter, d)]
-        scores: Dict[Any, float] = {}
+        scores: dict[Any, float] = {}
         if query is not None:
             if isinstance(query, str):
                 query = TextQuery(q=query)
@@ -391,7 +400,8 @@ class SQLSearchEngine(SearchEngine):
         )
 
     async def similarity_search(self, dataset: Dataset, vector_settings: VectorSettings, value=None, record=None,
-                                query=None, filter=None, max_results: int = 100, order=None, threshold=None) -> SearchResponses:
+                                query=None, filter=None, max_results: int = 100, order=None,
+                                threshold=None) -> SearchResponses:
         # Vector search needs a vector index; the local server does not offer it.
         return SearchResponses(items=[], total=0)
 
@@ -401,7 +411,8 @@ class SQLSearchEngine(SearchEngine):
         async with AsyncSessionLocal() as db:
             rows = (
                 await db.execute(
-                    select(Record.status, func.count(Record.id)).where(Record.dataset_id == dataset.id).group_by(Record.status)
+                    select(Record.status,
+                           func.count(Record.id)).where(Record.dataset_id == dataset.id).group_by(Record.status)
                 )
             ).all()
         counts = {str(_v(s)): int(n) for s, n in rows}
@@ -436,7 +447,7 @@ class SQLSearchEngine(SearchEngine):
             values.extend(v if isinstance(v, list) else [v])
         ptype = str(_v(metadata_property.type))
         if ptype == MetadataPropertyType.terms.value:
-            counts: Dict[str, int] = {}
+            counts: dict[str, int] = {}
             for v in values:
                 counts[str(v)] = counts.get(str(v), 0) + 1
             terms = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))

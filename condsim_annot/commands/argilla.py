@@ -123,7 +123,8 @@ def install_server_cmd(venv):
 
 @argilla.command("serve")
 @click.option("--port", default=6900, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (keep 127.0.0.1 unless behind a proxy).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind (keep 127.0.0.1 unless behind a proxy).")
 @click.option("--api-key", envvar="ARGILLA_API_KEY", default=None,
               help="Owner's API key (default $ARGILLA_API_KEY, else generated once and kept in HOME).")
 @click.option("--password", envvar="ARGILLA_PASSWORD", default=None, help="Owner's password (default: generated once).")
@@ -157,7 +158,8 @@ def serve_cmd(port, host, api_key, password, username, home, venv, redis_url):
         password=password, username=username, venv=Path(venv) if venv else None, redis_url=redis_url,
         log=lambda m: console.print(m, highlight=False),
     )
-    console.print(f"starting Argilla {'(first start installs it) ' if not server.venv.exists() else ''}…", highlight=False)
+    console.print(f"starting Argilla {'(first start installs it) ' if not server.venv.exists() else ''}…",
+                  highlight=False)
 
     def show(s):
         for line in (

@@ -11,11 +11,14 @@ from condsim_annot.commands._common import command_line
 @click.command("export")
 @click.argument("criterion")
 @click.argument("out_path", metavar="OUT")
-@click.option("--format", "fmt", type=click.Choice(["st", "jsonl", "parquet", "hf", "pairs"]), default="jsonl", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(["st", "jsonl", "parquet", "hf", "pairs"]), default="jsonl",
+              show_default=True,
               help="st: sentence-transformers columns anchor/positive/negative (datasets folder); hf: datasets folder "
                    "with all columns; jsonl/parquet: one file; pairs: graded pair scores with CIs.")
-@click.option("--min-confidence", type=float, default=0.9, show_default=True, help="Only labels with P(label) at least this.")
-@click.option("--include-derived", is_flag=True, help="Also export labels inferred through the scores for unvoted triplets (flagged derived).")
+@click.option("--min-confidence", type=float, default=0.9, show_default=True,
+              help="Only labels with P(label) at least this.")
+@click.option("--include-derived", is_flag=True,
+              help="Also export labels inferred through the scores for unvoted triplets (flagged derived).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing OUT file, or a folder holding an earlier export (never other files).")
 @pass_ctx

@@ -12,9 +12,13 @@ from ..errors import CondsimError
 
 
 def _endpoint_options(f):
-    f = click.option("--api-key-env", metavar="VAR", help="Read the API key from this environment variable (default OPENAI_API_KEY).")(f)
-    f = click.option("--base-url", metavar="URL", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (default: $OPENAI_BASE_URL or OpenAI).")(f)
-    f = click.option("--model", "-m", metavar="MODEL", help="Model name as the server knows it (default: $CONDSIM_LLM_MODEL).")(f)
+    f = click.option("--api-key-env", metavar="VAR",
+                     help="Read the API key from this environment variable (default OPENAI_API_KEY).")(f)
+    f = click.option("--base-url", metavar="URL",
+                     help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (default: $OPENAI_BASE_URL or "
+                          "OpenAI).")(f)
+    f = click.option("--model", "-m", metavar="MODEL",
+                     help="Model name as the server knows it (default: $CONDSIM_LLM_MODEL).")(f)
     return f
 
 
@@ -46,25 +50,35 @@ def _progress(description: str):
 @click.argument("criterion")
 @_endpoint_options
 @click.option("--concurrency", "-c", default=8, show_default=True, help="Requests in flight at once.")
-@click.option("--limit", "-n", type=int, help="Judge the first N triplets by priority (each in both orders). Default: all.")
+@click.option("--limit", "-n", type=int,
+              help="Judge the first N triplets by priority (each in both orders). Default: all.")
 @click.option("--dry-run", is_flag=True, help="Count the calls, tokens and cost; call nothing (no key needed).")
-@click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="Price table (TOML/JSON, USD per 1M tokens); default $CONDSIM_LLM_PRICES.")
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
+              help="Price table (TOML/JSON, USD per 1M tokens); default $CONDSIM_LLM_PRICES.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds per request.")
-@click.option("--max-retries", default=5, show_default=True, help="Retries on 429/5xx/timeouts (exponential backoff, Retry-After honoured).")
-@click.option("--temperature", default=0.0, show_default=True, help="Sampling temperature (part of the judge's identity).")
-@click.option("--max-tokens", type=int, help="Reply length limit (default 20, or 300 with --rationale; raise it for reasoning models).")
+@click.option("--max-retries", default=5, show_default=True,
+              help="Retries on 429/5xx/timeouts (exponential backoff; a Retry-After up to 60 s is honoured, a longer "
+                   "one stops the run's requests).")
+@click.option("--temperature", default=0.0, show_default=True,
+              help="Sampling temperature (part of the judge's identity).")
+@click.option("--max-tokens", type=int,
+              help="Reply length limit (default 20, or 300 with --rationale; raise it for reasoning models).")
 @click.option("--allow-tie", is_flag=True, help="Let the judge answer 'tie' (another judge).")
-@click.option("--rationale", is_flag=True, help="Ask for a one-sentence rationale before the answer (stored with the vote).")
-@click.option("--no-structured", is_flag=True, help="Do not ask for a JSON schema (response_format); replies are parsed anyway.")
+@click.option("--rationale", is_flag=True,
+              help="Ask for a one-sentence rationale before the answer (stored with the vote).")
+@click.option("--no-structured", is_flag=True,
+              help="Do not ask for a JSON schema (response_format); replies are parsed anyway.")
 @click.option("--no-logprobs", is_flag=True, help="Do not ask for logprobs (no confidence).")
-@click.option("--invalid-retries", default=2, show_default=True, help="Ask again this often when a reply cannot be read.")
+@click.option("--invalid-retries", default=2, show_default=True,
+              help="Ask again this often when a reply cannot be read.")
 @click.option("--retry-invalid", is_flag=True,
               help="Ask again the presentations whose logged reply was unreadable (e.g. after fixing the server); "
                    "by default they are answered from the log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_ctx
-def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit, dry_run, prices_file, timeout, max_retries,
-          temperature, max_tokens, allow_tie, rationale, no_structured, no_logprobs, invalid_retries, retry_invalid, as_json):
+def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit, dry_run, prices_file, timeout,
+          max_retries, temperature, max_tokens, allow_tie, rationale, no_structured, no_logprobs, invalid_retries,
+          retry_invalid, as_json):
     """Let an LM judge vote on a criterion's triplets, each in both presentation orders.
 
     The judge (model, prompt version, parameters) becomes an annotator of kind llm;
@@ -98,7 +112,8 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
     store = ctx.store()
     with _progress("judging") as prog:
         task = prog.add_task("dry run" if dry_run else "judging", total=None)
-        run = run_judge(store, criterion, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
+        run = run_judge(store, criterion, model=model, base_url=base_url, api_key_env=api_key_env,
+                        concurrency=concurrency,
                         limit=limit, dry_run=dry_run, params=params, timeout=timeout, max_retries=max_retries,
                         prices_file=prices_file, progress=lambda d, t: prog.update(task, completed=d, total=t),
                         retry_invalid=retry_invalid)
@@ -108,16 +123,19 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
         return
     st = run.stats
     if run.triplets == 0:
-        out.print(f"no triplets for criterion {escape(repr(run.criterion))} yet: propose some first (`condsim-annot propose --help`)")
+        out.print(f"no triplets for criterion {escape(repr(run.criterion))} yet: propose some first (`condsim-annot "
+                  f"propose --help`)")
         return
-    out.print(f"judge [bold]{escape(run.judge)}[/] on [bold]{escape(run.criterion)}[/] ({escape(run.server)})", highlight=False)
+    out.print(f"judge [bold]{escape(run.judge)}[/] on [bold]{escape(run.criterion)}[/] ({escape(run.server)})",
+              highlight=False)
     out.print(f"  {run.triplets} triplets, {2 * run.triplets} presentations: {run.already_voted} already voted, "
               f"{run.requests} to do")
     if dry_run:
         pr = price_for(run.model, load_prices(prices_file), base_url)
         out.print(f"  dry run: {st.cached} answered from the log, [bold]{st.would_call}[/] calls to make "
                   f"(plus retries of unreadable replies)")
-        out.print(f"  about {st.est_tokens_in:,} input + {st.est_tokens_out:,} output tokens, estimated cost {_money(run.cost_usd)}"
+        out.print(f"  about {st.est_tokens_in:,} input + {st.est_tokens_out:,} output tokens, estimated cost "
+                  f"{_money(run.cost_usd)}"
                   + (f" (at ${pr[0]}/${pr[1]} per 1M tokens in/out)" if pr else
                      f" — no price for {escape(repr(run.model))}: add one with --prices FILE"))
         return
@@ -128,13 +146,16 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
         out.print(f"  the server rejected {', '.join(sorted(set(st.dropped_features)))}: asked without it")
     b = run.bias
     if b:
-        out.print(f"  position bias: {b['pairs']} triplets judged in both orders; same answer in {_pct(b['consistency'])}, "
-                  f"answer follows the order in {_pct(b['position_flips'])}; A chosen {_pct(b['a_rate'])} (0.5 = no preference)"
+        out.print(f"  position bias: {b['pairs']} triplets judged in both orders; same answer in "
+                  f"{_pct(b['consistency'])}, answer follows the order in {_pct(b['position_flips'])}; "
+                  f"A chosen {_pct(b['a_rate'])} (0.5 = no preference)"
                   + (f"; mean confidence {b['mean_confidence']:.2f}" if b.get("mean_confidence") is not None else ""))
-        out.print(f"  all calls of this judge: {b['tokens_in']:,} in / {b['tokens_out']:,} out tokens, cost {_money(b['cost_usd'])}")
+        out.print(f"  all calls of this judge: {b['tokens_in']:,} in / {b['tokens_out']:,} out tokens, cost "
+                  f"{_money(b['cost_usd'])}")
     _fail_if_nothing_voted(run)
     if run.errors:
-        console.print(f"[yellow]{run.errors} presentations failed after retries; run the command again to retry them[/]")
+        console.print(f"[yellow]{run.errors} presentations failed after retries; run the command again to retry "
+                      f"them[/]")
     if run.invalid:
         console.print(f"[yellow]{run.invalid} presentations got unreadable replies[/] (`condsim-annot llm log --status "
                       "invalid`); after fixing the server or model, `--retry-invalid` asks them again")
@@ -165,7 +186,8 @@ def llm():
 
 @llm.command("judges")
 @click.argument("criterion")
-@click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="Price table (TOML/JSON, USD per 1M tokens).")
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
+              help="Price table (TOML/JSON, USD per 1M tokens).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def llm_judges(ctx: Ctx, criterion, prices_file, as_json):
@@ -184,7 +206,8 @@ def llm_judges(ctx: Ctx, criterion, prices_file, as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        out.print(f"no LM judge has voted on {criterion!r} yet: `condsim-annot judge {criterion} --model M`", markup=False)
+        out.print(f"no LM judge has voted on {criterion!r} yet: `condsim-annot judge {criterion} --model M`",
+                  markup=False)
         return
     for r in rows:
         out.print(f"[bold]{escape(r['judge'])}[/]", highlight=False)
@@ -192,7 +215,8 @@ def llm_judges(ctx: Ctx, criterion, prices_file, as_json):
         out.print(f"  votes {r['votes']} on {r['triplets']} triplets, {r['pairs']} judged in both orders: same answer "
                   f"{_pct(r['consistency'])}, A chosen {_pct(r['a_rate'])}{conf}", highlight=False)
         if r["attention_checks"]:
-            out.print(f"  attention checks: {r['attention_correct']}/{r['attention_checks']} answered as expected", highlight=False)
+            out.print(f"  attention checks: {r['attention_correct']}/{r['attention_checks']} answered as expected",
+                      highlight=False)
         out.print(f"  calls {r['calls']} (unreadable {r['invalid_calls']}, failed {r['error_calls']}); tokens "
                   f"{r['tokens_in']:,} in / {r['tokens_out']:,} out; cost {_money(r['cost_usd'])}", highlight=False)
 
@@ -253,7 +277,8 @@ def llm_log(ctx: Ctx, criterion, task, status, model, limit, show_id, as_json):
             q = q.where(LLMCall.model == model)
         rows = s.scalars(q).all()
     if as_json:
-        click.echo(json.dumps([{k: v for k, v in r.model_dump(mode="json").items() if k not in ("request", "response")} for r in rows], indent=2))
+        brief = [{k: v for k, v in r.model_dump(mode="json").items() if k not in ("request", "response")} for r in rows]
+        click.echo(json.dumps(brief, indent=2))
         return
     if not rows:
         out.print("no LLM calls logged (with these filters)")
@@ -305,8 +330,9 @@ def llm_transform(ctx: Ctx, criterion, task, model, base_url, api_key_env, ids, 
             doc_ids = list(s.scalars(q).all())
     with _progress(task) as prog:
         t = prog.add_task(task, total=len(doc_ids))
-        res = transform_documents(store, criterion, doc_ids, task=task, model=model, base_url=base_url, api_key_env=api_key_env,
-                                  concurrency=concurrency, dry_run=dry_run, progress=lambda d, n: prog.update(t, completed=d, total=n))
+        res = transform_documents(store, criterion, doc_ids, task=task, model=model, base_url=base_url,
+                                  api_key_env=api_key_env, concurrency=concurrency, dry_run=dry_run,
+                                  progress=lambda d, n: prog.update(t, completed=d, total=n))
     if as_json:
         click.echo(json.dumps({str(k): v for k, v in res.items()}, indent=2, ensure_ascii=False))
         return
@@ -316,8 +342,9 @@ def llm_transform(ctx: Ctx, criterion, task, model, base_url, api_key_env, ids, 
         elif i in res.failed:
             out.print(f"{i}\t[red]failed[/]: {escape(str(res.failed[i]))}", highlight=False)
     st = res.stats
-    console.print(f"{st.calls} calls, {st.cached} from the log" + (f", {st.would_call} to make (dry run)" if dry_run else "")
-                  + f"; tokens {st.tokens_in:,} in / {st.tokens_out:,} out")
+    dry = f", {st.would_call} to make (dry run)" if dry_run else ""
+    console.print(f"{st.calls} calls, {st.cached} from the log{dry}; "
+                  f"tokens {st.tokens_in:,} in / {st.tokens_out:,} out")
 
 
 def register(main: click.Group) -> None:

@@ -70,7 +70,8 @@ __all__ = ["DEFAULT_KEY_ENV", "ENV_MODEL", "NO_KEY", "CallResult", "CallStats", 
 
 def request_hash(request: dict, attempt: int = 0) -> str:
     """sha256 of the canonical JSON of the logical request plus the attempt number."""
-    blob = json.dumps({"request": request, "attempt": attempt}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps({"request": request, "attempt": attempt}, sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -217,7 +218,8 @@ class LLMClient:
         found = 0
         with self.store.session() as s:
             for i in range(0, len(todo), 500):
-                rows = s.scalars(select(LLMCall).where(LLMCall.request_hash.in_(todo[i : i + 500]), LLMCall.status != "error")).all()
+                rows = s.scalars(select(LLMCall).where(LLMCall.request_hash.in_(todo[i : i + 500]),
+                                                       LLMCall.status != "error")).all()
                 for r in rows:
                     self._cache[r.request_hash] = self._row_entry(r)
                     found += 1
@@ -283,8 +285,8 @@ class LLMClient:
             order.append("logprobs")
         if "response_format" in msg or "json_schema" in msg or "response format" in msg:
             order.append("response_format")
-        if not named_only and any(w in msg for w in ("unsupported", "not supported", "unrecognized", "unknown parameter",
-                                                     "extra inputs", "not allowed")):
+        if not named_only and any(w in msg for w in ("unsupported", "not supported", "unrecognized",
+                                                     "unknown parameter", "extra inputs", "not allowed")):
             order += ["response_format", "logprobs"]
         for feat in order:
             if (feat == "response_format" and feat in req and not self.schema_as_json_object
@@ -313,8 +315,9 @@ class LLMClient:
                 assert self._sem is not None and self._client is not None
                 async with self._sem:
                     if self._closed_until > time.monotonic():
-                        raise _GaveUp(f"not sent: the server asked to wait {self._closed_until - time.monotonic():.0f} s "
-                                      "more (Retry-After); run the command again later", tries - 1)
+                        left = self._closed_until - time.monotonic()
+                        raise _GaveUp(f"not sent: the server asked to wait {left:.0f} s more (Retry-After); "
+                                      "run the command again later", tries - 1)
                     req = self._wire_request(request)  # features may have been dropped while we waited
                     t0 = time.perf_counter()
                     resp = await self._client.chat.completions.create(**req)
@@ -331,8 +334,8 @@ class LLMClient:
                     raise LLMError(f"the server refused the key (HTTP {code}): {self.scrub(str(exc))[:300]}; "
                                    "check $OPENAI_API_KEY or --api-key-env") from None
                 if code == 404:
-                    raise LLMError(f"HTTP 404 from {ep.safe_base_url}: {self.scrub(str(exc))[:300]} "
-                                   f"(is the model name {ep.model!r} and the base URL right? it usually ends in /v1)") from None
+                    raise LLMError(f"HTTP 404 from {ep.safe_base_url}: {self.scrub(str(exc))[:300]} (is the model "
+                                   f"name {ep.model!r} and the base URL right? it usually ends in /v1)") from None
                 if not (code in (408, 409, 429) or code >= 500):
                     raise _Permanent(f"HTTP {code}: {self.scrub(str(exc))[:500]}") from None
                 last = exc
@@ -341,7 +344,8 @@ class LLMClient:
                 last = exc
             failures += 1
             if failures > ep.max_retries:
-                raise _GaveUp(f"gave up after {tries} tries: {type(last).__name__}: {self.scrub(str(last))[:500]}", tries)
+                raise _GaveUp(f"gave up after {tries} tries: {type(last).__name__}: {self.scrub(str(last))[:500]}",
+                              tries)
             self.stats.retries += 1
             delay = self._delay(last, failures, waited, tries)
             waited += delay
@@ -438,9 +442,12 @@ class LLMClient:
             self._inflight.pop(h, None)
         return res
 
-    async def _call(self, h: str, request: dict, *, task: str, parse: Parser, prompt_version, annotator_id, criterion_id, meta) -> CallResult:
-        base = {"task": task, "model": self.endpoint.model, "base_url": self.endpoint.base_url and redact_url(self.endpoint.base_url),
-                "prompt_version": prompt_version, "annotator_id": annotator_id, "criterion_id": criterion_id, "meta": meta}
+    async def _call(self, h: str, request: dict, *, task: str, parse: Parser, prompt_version, annotator_id,
+                    criterion_id, meta) -> CallResult:
+        base = {"task": task, "model": self.endpoint.model,
+                "base_url": self.endpoint.base_url and redact_url(self.endpoint.base_url),
+                "prompt_version": prompt_version, "annotator_id": annotator_id, "criterion_id": criterion_id,
+                "meta": meta}
         t_start = time.perf_counter()
         try:
             resp, tries, latency, sent = await self._send(request)
@@ -448,7 +455,8 @@ class LLMClient:
             self.stats.errors += 1
             msg = str(exc)
             call_id = self._save(h, {**base, "request": self._wire_request(request), "status": "error", "error": msg,
-                                     "tries": getattr(exc, "tries", 1), "latency_ms": (time.perf_counter() - t_start) * 1000.0,
+                                     "tries": getattr(exc, "tries", 1),
+                                     "latency_ms": (time.perf_counter() - t_start) * 1000.0,
                                      "response_text": None, "response": None, "parsed": None})
             return CallResult(h, "error", error=msg, call_id=call_id)
         data, text, logprobs, cut = self._safe_reply(resp)
@@ -470,9 +478,11 @@ class LLMClient:
                                  "response_text": text, "response": data,
                                  "parsed": parsed if isinstance(parsed, dict) else {"value": parsed},
                                  "tokens_in": tin, "tokens_out": tout, "latency_ms": latency, "tries": tries})
-        self._cache[h] = {"id": call_id, "status": status, "text": text, "logprobs": logprobs, "truncated": cut is not None,
+        self._cache[h] = {"id": call_id, "status": status, "text": text, "logprobs": logprobs,
+                          "truncated": cut is not None,
                           "tokens_in": tin, "tokens_out": tout, "latency_ms": latency}
-        return CallResult(h, status, text, parsed, logprobs, tin, tout, latency, cached=False, call_id=call_id, error=error,
+        return CallResult(h, status, text, parsed, logprobs, tin, tout, latency, cached=False, call_id=call_id,
+                          error=error,
                           truncated=cut is not None)
 
     def _safe_reply(self, resp: Any) -> tuple[dict, str | None, list | None, int | None]:

@@ -45,7 +45,8 @@ class Endpoint:
     backoff_cap: float = 60.0
 
     def __repr__(self) -> str:
-        return f"Endpoint(model={self.model!r}, base_url={self.safe_base_url!r}, key={'set' if self.api_key else 'none'})"
+        key = "set" if self.api_key else "none"
+        return f"Endpoint(model={self.model!r}, base_url={self.safe_base_url!r}, key={key})"
 
     @property
     def safe_base_url(self) -> str:

@@ -90,7 +90,8 @@ def judge_name(model: str, prompt_version: str, params: JudgeParams) -> str:
     return f"llm:{model}:{prompt_version}:{h}"
 
 
-def judge_request(tpl: PromptTemplate, criterion: Criterion, anchor: str, a: str, b: str, model: str, params: JudgeParams) -> dict:
+def judge_request(tpl: PromptTemplate, criterion: Criterion, anchor: str, a: str, b: str, model: str,
+                  params: JudgeParams) -> dict:
     key = "answer_format" + ("_rationale" if params.rationale else "") + ("_tie" if params.allow_tie else "")
     values = {
         "criterion_name": criterion.name, "criterion": criterion.description,
@@ -125,7 +126,8 @@ class _Judge:
     """Shared machinery of run_judge and judge_margin."""
 
     def __init__(self, store: Store, criterion: Criterion, endpoint, params: JudgeParams, *, dry_run: bool):
-        self.store, self.criterion, self.endpoint, self.params, self.dry_run = store, criterion, endpoint, params, dry_run
+        self.store, self.criterion, self.endpoint = store, criterion, endpoint
+        self.params, self.dry_run = params, dry_run
         self.tpl = load_prompt("judge")
         self.name = judge_name(endpoint.model, self.tpl.version, params)
         self.annotator_id: int | None = None
@@ -260,7 +262,8 @@ def run_judge(
                               max_retries=max_retries, concurrency=concurrency, backoff_base=backoff_base)
     j = _Judge(store, crit, endpoint, params, dry_run=dry_run)
     j.ensure_annotator()
-    run = JudgeRun(judge=j.name, criterion=crit.name, model=endpoint.model, prompt_version=j.tpl.version, dry_run=dry_run,
+    run = JudgeRun(judge=j.name, criterion=crit.name, model=endpoint.model, prompt_version=j.tpl.version,
+                   dry_run=dry_run,
                    server=endpoint.safe_base_url)
     triplets, jobs, docs = _pending(store, j, limit)
     run.triplets, run.requests, run.already_voted = len(triplets), len(jobs), 2 * len(triplets) - len(jobs)
@@ -397,7 +400,8 @@ def judge_margin(
                 reqs = []
                 for tr in chunk:
                     a, f, sec, _ = canon[tr]
-                    reqs.append(tuple(j.request(docs[a].text, docs[f].text, docs[sec].text, sw) for sw in (False, True)))
+                    reqs.append(tuple(j.request(docs[a].text, docs[f].text, docs[sec].text, sw) for sw in (False,
+                                                                                                           True)))
                 client.prefetch([request_hash(r, 0) for pair in reqs for r in pair])
                 await asyncio.gather(*(one(tr, r) for tr, r in zip(chunk, reqs, strict=True)))
             return client.stats
@@ -436,7 +440,8 @@ def judge_report(
       ``position_flips`` = 1 - consistency: how often the answer follows the order;
     * ``a_rate``: share of A/B answers that chose the candidate shown as A (0.5 = no position preference);
     * ``attention_checks`` / ``attention_correct``: votes on triplets with a known answer;
-    * ``tokens_in`` / ``tokens_out`` / ``cost_usd``: every logged call of the judge (cost None when the price is unknown).
+    * ``tokens_in`` / ``tokens_out`` / ``cost_usd``: every logged call of the judge (cost None when the price
+      is unknown).
     """
     crit = get_criterion(store, criterion_name)
     prices = load_prices(prices_file)
@@ -448,10 +453,12 @@ def judge_report(
         for a in s.scalars(q).all():
             votes = s.execute(select(Vote.triplet_id, Vote.swapped, Vote.choice, Vote.confidence, Triplet.expected)
                               .join(Triplet, Triplet.id == Vote.triplet_id)
-                              .where(Vote.annotator_id == a.id, Vote.state == "active", Triplet.criterion_id == crit.id)).all()
+                              .where(Vote.annotator_id == a.id, Vote.state == "active",
+                                     Triplet.criterion_id == crit.id)).all()
             calls = s.execute(select(func.count(), func.sum(LLMCall.tokens_in), func.sum(LLMCall.tokens_out),
                                      func.sum(case((LLMCall.status == "invalid", 1), else_=0)),
-                                     func.sum(case((LLMCall.status == "error", 1), else_=0)), func.max(LLMCall.base_url))
+                                     func.sum(case((LLMCall.status == "error", 1),
+                                                   else_=0)), func.max(LLMCall.base_url))
                               .where(LLMCall.annotator_id == a.id, LLMCall.criterion_id == crit.id)).one()
             if not votes and not calls[0]:
                 continue

@@ -297,9 +297,7 @@ def label_confidence(logprobs: list[dict] | None, label: str) -> dict[str, float
         starts.append(len(joined))
         joined += t.get("token") or ""
     order = list(range(len(toks)))
-    m = None
-    for m in re.finditer(r'"answer"\s*:\s*"?', joined, re.IGNORECASE):
-        pass
+    m = ([None] + list(re.finditer(r'"answer"\s*:\s*"?', joined, re.IGNORECASE)))[-1]
     if m is not None:
         pos = m.end()
         at = max((i for i, st in enumerate(starts) if st <= pos), default=0)

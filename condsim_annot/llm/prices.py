@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urlparse
+
+import tomllib
 
 from ..errors import InputError
 
@@ -44,7 +44,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
-def load_prices(path: Optional[str] = None) -> dict[str, tuple[float, float]]:
+def load_prices(path: str | None = None) -> dict[str, tuple[float, float]]:
     """Default prices updated from ``path`` (or ``$CONDSIM_LLM_PRICES``)."""
     prices = dict(DEFAULT_PRICES)
     path = path or os.environ.get(ENV_PRICES)
@@ -62,12 +62,14 @@ def load_prices(path: Optional[str] = None) -> dict[str, tuple[float, float]]:
         data = data["models"]
     for model, v in data.items():
         if not isinstance(v, dict) or not all(isinstance(v.get(k), (int, float)) for k in ("input", "output")):
-            raise InputError("each model needs numeric 'input' and 'output' (USD per 1M tokens)", file=str(p), field=model)
+            raise InputError("each model needs numeric 'input' and 'output' (USD per 1M tokens)", file=str(p),
+                             field=model)
         prices[model] = (float(v["input"]), float(v["output"]))
     return prices
 
 
-def price_for(model: str, prices: dict[str, tuple[float, float]], base_url: Optional[str] = None) -> Optional[tuple[float, float]]:
+def price_for(model: str, prices: dict[str, tuple[float, float]], base_url: str | None = None) -> tuple[float,
+                                                                                                        float] | None:
     if model in prices:
         return prices[model]
     best = max((m for m in prices if model.startswith(m)), key=len, default=None)
@@ -78,7 +80,8 @@ def price_for(model: str, prices: dict[str, tuple[float, float]], base_url: Opti
     return None
 
 
-def estimate_cost(model: str, tokens_in: int, tokens_out: int, prices: dict[str, tuple[float, float]], base_url: Optional[str] = None) -> Optional[float]:
+def estimate_cost(model: str, tokens_in: int, tokens_out: int, prices: dict[str, tuple[float, float]],
+                  base_url: str | None = None) -> float | None:
     """USD, or None when the model has no known price."""
     pr = price_for(model, prices, base_url)
     if pr is None:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any, Optional
+from typing import Any
+
+import tomllib
 
 from ..errors import CondsimError
 
@@ -84,7 +85,7 @@ def load_prompt(task: str) -> PromptTemplate:
 
 
 @lru_cache(maxsize=32)
-def _load(task: str, path: Optional[str], _stamp: Optional[int]) -> PromptTemplate:
+def _load(task: str, path: str | None, _stamp: int | None) -> PromptTemplate:
     if path:
         return _read(Path(path), path)
     res = resources.files("condsim_annot.prompts") / f"{task}.toml"

@@ -22,7 +22,8 @@ no endpoint/model is configured or the server refuses the key / model.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from sqlalchemy import select
 
@@ -56,7 +57,7 @@ class TransformResult(dict):
         super().__init__(*a, **kw)
         self.failed: dict[int, str] = {}
         self.stats: CallStats = CallStats()
-        self.prompt_version: Optional[str] = None
+        self.prompt_version: str | None = None
 
 
 def get_criterion(store: Store, name: str) -> Criterion:
@@ -92,9 +93,9 @@ def transform_documents(
     doc_ids: Iterable[int],
     task: str = "in-one-word",
     *,
-    model: Optional[str] = None,
-    base_url: Optional[str] = None,
-    api_key_env: Optional[str] = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
     concurrency: int = 8,
     timeout: float = 60.0,
     max_retries: int = 5,
@@ -102,7 +103,7 @@ def transform_documents(
     max_words: int = 60,
     structured: bool = True,
     invalid_retries: int = 1,
-    progress: Optional[Progress] = None,
+    progress: Progress | None = None,
     dry_run: bool = False,
 ) -> TransformResult:
     """Transform documents under a criterion with an LLM; cached, concurrent, never stops on one bad reply.
@@ -125,7 +126,7 @@ def transform_documents(
     result = TransformResult()
     one_word = task == "in-one-word"
 
-    def parse(text: Optional[str]) -> tuple[bool, Any]:
+    def parse(text: str | None) -> tuple[bool, Any]:
         v = parse_text(text, one_word=one_word)
         return v is not None, {"text": v}
 
@@ -139,9 +140,11 @@ def transform_documents(
                 nonlocal done
                 result.prompt_version = tpl.version
                 res, _ = await complete_with_retries(
-                    client, req, retry_message=tpl.extra.get("retry"), invalid_retries=0 if dry_run else invalid_retries,
+                    client, req, retry_message=tpl.extra.get("retry"),
+                    invalid_retries=0 if dry_run else invalid_retries,
                     task=task, parse=parse, prompt_version=tpl.version, criterion_id=crit.id,
-                    meta={"document_id": i, "content_hash": docs[i].content_hash}, expect_tokens_out=req["max_tokens"] // 2,
+                    meta={"document_id": i,
+                          "content_hash": docs[i].content_hash}, expect_tokens_out=req["max_tokens"] // 2,
                 )
                 if res.ok:
                     result[i] = res.parsed["text"]
@@ -156,7 +159,7 @@ def transform_documents(
                 reqs = [transform_request(task, crit, docs[i].text, endpoint.model, temperature=temperature,
                                           max_words=max_words, structured=structured) for i in chunk]
                 client.prefetch([request_hash(r, 0) for r, _ in reqs])
-                await asyncio.gather(*(one(i, r, tpl) for i, (r, tpl) in zip(chunk, reqs)))
+                await asyncio.gather(*(one(i, r, tpl) for i, (r, tpl) in zip(chunk, reqs, strict=True)))
             result.stats = client.stats
 
     run_sync(go())
