@@ -90,7 +90,7 @@ def _calibrate_export_report(store: Any, folder: Path, simulated: bool) -> None:
         out.print(f"[bold]5. calibrate[/] {name}: gold counts {summ.get('gold', {})}; {_betas(summ)}")
         target = folder / f"export-{name}-st"
         try:
-            ex = export(store, name, "st", target, min_confidence=0.9)
+            ex = export(store, name, "st", target, min_confidence=0.9, overwrite=True)  # a re-run replaces its own
             out.print(f"[bold]6. export[/] {name}: {ex.get('rows', ex)} triplets -> {target}")
         except CondsimError as exc:  # e.g. nothing above the confidence threshold
             out.print(f"[bold]6. export[/] {name}: skipped ({exc})")
