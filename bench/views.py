@@ -99,9 +99,17 @@ def bench_page(n: int, sample: int, projection: str) -> dict:
         TSNE(n_components=2, init="pca", random_state=0).fit_transform(pca(E, 50))
         tsne = time.perf_counter() - t0
     sil = {(r["criterion"], r["space"]): r["silhouette_space"] for r in data["silhouettes"]}
-    return {"setup_s": setup, "wall_s": wall, "cpu_s": cpu, "second_run_s": wall2, "html_bytes": size,
-            "projection": data["projection"], "sample": data["sample"]["described"], "tsne_one_map_s": tsne,
-            "silhouette": sil}
+    return {
+        "setup_s": setup,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "second_run_s": wall2,
+        "html_bytes": size,
+        "projection": data["projection"],
+        "sample": data["sample"]["described"],
+        "tsne_one_map_s": tsne,
+        "silhouette": sil,
+    }
 
 
 def planted_votes(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +147,9 @@ def bench_tste(n: int, m: int) -> dict:
 
     T, truth = planted_votes(n, m)
     test, _ = planted_votes(n, 20000, seed=1)
-    clean = test[((truth[test[:, 0]] - truth[test[:, 1]]) ** 2).sum(1) < ((truth[test[:, 0]] - truth[test[:, 2]]) ** 2).sum(1)]
+    clean = test[
+        ((truth[test[:, 0]] - truth[test[:, 1]]) ** 2).sum(1) < ((truth[test[:, 0]] - truth[test[:, 2]]) ** 2).sum(1)
+    ]
     X0 = np.random.default_rng(2).normal(0, 1e-2, (n, 2))
     t0 = time.perf_counter()
     ours = TSTE(lam=0.0, tol=0.0).fit(T, n, init=X0)
@@ -147,8 +157,15 @@ def bench_tste(n: int, m: int) -> dict:
     t0 = time.perf_counter()
     Xt = torch_tste(T, n, X0, ours.n_iter_, ours.lr)
     t_torch = time.perf_counter() - t0
-    return {"ours_s": t_ours, "torch_s": t_torch, "iterations": ours.n_iter_, "acc_ours": triplet_accuracy(ours.embedding_, clean),
-            "acc_torch": triplet_accuracy(Xt, clean), "acc_truth_layout": triplet_accuracy(truth, clean), "n_test": len(clean)}
+    return {
+        "ours_s": t_ours,
+        "torch_s": t_torch,
+        "iterations": ours.n_iter_,
+        "acc_ours": triplet_accuracy(ours.embedding_, clean),
+        "acc_torch": triplet_accuracy(Xt, clean),
+        "acc_truth_layout": triplet_accuracy(truth, clean),
+        "n_test": len(clean),
+    }
 
 
 def main() -> None:
@@ -161,15 +178,20 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     t = bench_tste(args.docs, args.votes)
-    print(f"t-STE, {args.votes} votes on {args.docs} documents ({t['iterations']} iterations): ours {t['ours_s']:.2f} s "
-          f"(target < 20 s), PyTorch autograd {t['torch_s']:.2f} s ({t['torch_s'] / t['ours_s']:.1f}x ours); held-out "
-          f"triplet accuracy ours {t['acc_ours']:.3f}, PyTorch {t['acc_torch']:.3f} (true layout 1.000, n={t['n_test']})",
-          flush=True)
+    print(
+        f"t-STE, {args.votes} votes on {args.docs} documents ({t['iterations']} iterations): ours {t['ours_s']:.2f} s "
+        f"(target < 20 s), PyTorch autograd {t['torch_s']:.2f} s ({t['torch_s'] / t['ours_s']:.1f}x ours); held-out "
+        f"triplet accuracy ours {t['acc_ours']:.3f}, PyTorch {t['acc_torch']:.3f} (true layout 1.000, n={t['n_test']})",
+        flush=True,
+    )
     p = bench_page(args.docs, args.sample, args.projection or "")
-    print(f"page, {args.docs} documents with cached embeddings, 2 criteria, {p['sample']}, projection {p['projection']}: "
-          f"{p['wall_s']:.1f} s wall, {p['cpu_s']:.1f} s CPU (target < 30 s); second run {p['second_run_s']:.1f} s; "
-          f"page {p['html_bytes'] / 1e6:.2f} MB; scikit-learn t-SNE for one map of the same sample {p['tsne_one_map_s']:.1f} s "
-          f"(setup, not timed: {p['setup_s']:.0f} s)")
+    print(
+        f"page, {args.docs} documents with cached embeddings, 2 criteria, {p['sample']}, projection {p['projection']}: "
+        f"{p['wall_s']:.1f} s wall, {p['cpu_s']:.1f} s CPU (target < 30 s); second run {p['second_run_s']:.1f} s; "
+        f"page {p['html_bytes'] / 1e6:.2f} MB; scikit-learn t-SNE for one map of the same sample "
+        f"{p['tsne_one_map_s']:.1f} s "
+        f"(setup, not timed: {p['setup_s']:.0f} s)"
+    )
     if p["wall_s"] > 30 or t["ours_s"] > 20:
         sys.exit(1)
 

@@ -61,7 +61,9 @@ def test_tste_recovers_a_planted_layout():
     flip = (d1 > d2) ^ (rng.random(len(T)) < 0.05)
     T[flip] = T[flip][:, [0, 2, 1]]
     train, test = T[:6000], T[6000:]
-    clean_test = test[((truth[test[:, 0]] - truth[test[:, 1]]) ** 2).sum(1) < ((truth[test[:, 0]] - truth[test[:, 2]]) ** 2).sum(1)]
+    clean_test = test[
+        ((truth[test[:, 0]] - truth[test[:, 1]]) ** 2).sum(1) < ((truth[test[:, 0]] - truth[test[:, 2]]) ** 2).sum(1)
+    ]
     start = rng.normal(0, 0.01, (n, 2))
     assert triplet_accuracy(start, clean_test) < 0.6  # the starting point knows nothing
     m = TSTE(lam=0.0, seed=0).fit(train, n, init=start)
@@ -92,7 +94,12 @@ def test_som_puts_separated_groups_in_separate_cells():
 def test_ctfidf_names_clusters_by_their_distinctive_terms_and_labels_are_sanitised():
     from condsim_annot.views.clusters import ctfidf_terms, parse_label
 
-    texts = ["prime numbers divide the modulus", "modulus of a prime", "triangle angle bisector", "triangle circle angle"]
+    texts = [
+        "prime numbers divide the modulus",
+        "modulus of a prime",
+        "triangle angle bisector",
+        "triangle circle angle",
+    ]
     terms = ctfidf_terms(texts, [0, 0, 1, 1], top=2)
     assert set(terms[0]) == {"prime", "modulus"} and set(terms[1]) == {"triangle", "angle"}
     assert parse_label('{"label": "Modular <b>arithmetic</b>"}') == (True, "Modular barithmetic/b")
@@ -128,8 +135,9 @@ def _store_with(store, tmp_path, docs, criteria=(("crit-a", "same topic"), ("cri
     def vec(meta, field):
         return (centre[meta[field]] + rng.normal(0, 0.5, 8)).astype(np.float32)
 
-    EmbeddingCache(folder, model_key(model), model=model).append([h for h, _ in rows],
-                                                                 np.array([vec(m, "group") for _, m in rows]))
+    EmbeddingCache(folder, model_key(model), model=model).append(
+        [h for h, _ in rows], np.array([vec(m, "group") for _, m in rows])
+    )
     q = EmbeddingCache(folder, model_key(model) + ".query", model=model)
     for name, prompt in prompts.items():
         field = "style" if name == "crit-b" else "group"
@@ -138,12 +146,22 @@ def _store_with(store, tmp_path, docs, criteria=(("crit-a", "same topic"), ("cri
 
 
 def _docs(n=40):
-    topics = {"algebra": "polynomial roots equation", "geometry": "triangle circle angle", "numbers": "prime divisor modulus"}
+    topics = {
+        "algebra": "polynomial roots equation",
+        "geometry": "triangle circle angle",
+        "numbers": "prime divisor modulus",
+    }
     out = []
     for i in range(n):
         t = list(topics)[i % 3]
-        out.append({"id": f"d{i}", "text": f"Problem {i}: {topics[t]} number {i * 7 % 11}", "group": t,
-                    "style": f"s{(i // 3) % 2}"})
+        out.append(
+            {
+                "id": f"d{i}",
+                "text": f"Problem {i}: {topics[t]} number {i * 7 % 11}",
+                "group": t,
+                "style": f"s{(i // 3) % 2}",
+            }
+        )
     return out
 
 
@@ -263,8 +281,9 @@ def test_cluster_labels_from_an_llm_are_cached_and_documents_go_in_as_data(sqlit
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
-def test_page_renders_in_chromium_hover_shows_text_click_lists_neighbours_selection_links_maps(sqlite_store, tmp_path,
-                                                                                               monkeypatch):
+def test_page_renders_in_chromium_hover_shows_text_click_lists_neighbours_selection_links_maps(
+    sqlite_store, tmp_path, monkeypatch
+):
     pytest.importorskip("playwright")
     from playwright.sync_api import sync_playwright
 
@@ -283,8 +302,10 @@ def test_page_renders_in_chromium_hover_shows_text_click_lists_neighbours_select
     assert "http://" not in page_text and "https://" not in page_text and "<script>alert" not in page_text
     requests, errors = [], []
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=shutil.which("chromium"),
-                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         page = b.new_page(viewport={"width": 1500, "height": 1000})
         page.on("request", lambda r: requests.append(r.url))
         page.on("pageerror", lambda e: errors.append(str(e)))

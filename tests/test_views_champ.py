@@ -8,8 +8,9 @@ import json
 import numpy as np
 
 
-def test_champ_topic_separates_categories_and_agreement_matches_an_independent_computation(sqlite_store, tmp_path,
-                                                                                            monkeypatch, champ_problems):
+def test_champ_topic_separates_categories_and_agreement_matches_an_independent_computation(
+    sqlite_store, tmp_path, monkeypatch, champ_problems
+):
     import bm25s
     from sentence_transformers import SentenceTransformer
 
@@ -25,11 +26,15 @@ def test_champ_topic_separates_categories_and_agreement_matches_an_independent_c
     ingest(sqlite_store, [str(f)])
     for c in DEMO_CRITERIA:
         add_criterion(sqlite_store, c["name"], c["description"], instruction=c["instruction"])
-    data = build_views(sqlite_store, ["same-topic", "same-technique"], ViewOptions(projection="pca", color_by="category"))
+    data = build_views(
+        sqlite_store, ["same-topic", "same-technique"], ViewOptions(projection="pca", color_by="category")
+    )
     sil = {(r["criterion"], r["space"]): r["silhouette_space"] for r in data["silhouettes"]}
     topic, technique = sil[("same-topic", "embedding")], sil[("same-technique", "embedding")]
-    print(f"CHAMP category silhouette (MiniLM, cosine): same-topic {topic:.4f}, same-technique {technique:.4f}; "
-          f"bm25 {sil[('same-topic', 'bm25')]:.4f} under both")
+    print(
+        f"CHAMP category silhouette (MiniLM, cosine): same-topic {topic:.4f}, same-technique {technique:.4f}; "
+        f"bm25 {sil[('same-topic', 'bm25')]:.4f} under both"
+    )
     assert topic > technique
     assert sil[("same-topic", "bm25")] == sil[("same-technique", "bm25")]  # criterion-blind
 
@@ -40,13 +45,17 @@ def test_champ_topic_separates_categories_and_agreement_matches_an_independent_c
     by_id = {r["id"]: r for r in champ_problems}
     texts = [by_id[r["id"]]["text"] for r in rows]
     topic_prompt = DEMO_CRITERIA[1]["instruction"]
-    E = SentenceTransformer(default_model_path(), device="cpu").encode(texts, prompt=topic_prompt, normalize_embeddings=True)
+    E = SentenceTransformer(default_model_path(), device="cpu").encode(
+        texts, prompt=topic_prompt, normalize_embeddings=True
+    )
     K_emb = E.astype(np.float64) @ E.T.astype(np.float64)
     retriever = bm25s.BM25(k1=1.5, b=0.75)
     tok = bm25s.tokenize(texts, stopwords="english", show_progress=False, allow_empty=True)
     retriever.index(tok, show_progress=False)
     empty = tok.vocab.get("")
-    S = np.array([retriever.get_scores_from_ids([int(t) for t in set(ids) if t != empty]) for ids in tok.ids], dtype=np.float64)
+    S = np.array(
+        [retriever.get_scores_from_ids([int(t) for t in set(ids) if t != empty]) for ids in tok.ids], dtype=np.float64
+    )
     n = len(texts)
     H = np.eye(n) - 1.0 / n
     Ks = (S + S.T) / 2
@@ -58,8 +67,10 @@ def test_champ_topic_separates_categories_and_agreement_matches_an_independent_c
 
     jac = np.mean([len(knn(K_emb, i) & knn(S, i)) / len(knn(K_emb, i) | knn(S, i)) for i in range(n)])
     i, j = ag["methods"].index("embedding[same-topic]"), ag["methods"].index("bm25")
-    print(f"CKA(embedding[same-topic], bm25) = {ag['cka'][i][j]:.4f} (independent {cka:.4f}); "
-          f"Jaccard@10 = {ag['jaccard'][i][j]:.4f} (independent {jac:.4f})")
+    print(
+        f"CKA(embedding[same-topic], bm25) = {ag['cka'][i][j]:.4f} (independent {cka:.4f}); "
+        f"Jaccard@10 = {ag['jaccard'][i][j]:.4f} (independent {jac:.4f})"
+    )
     assert abs(ag["cka"][i][j] - cka) < 2e-3
     assert abs(ag["jaccard"][i][j] - jac) < 0.02
     p = ag["methods"].index("embedding-plain")

@@ -32,20 +32,32 @@ def _print_summary(data: dict[str, Any]) -> None:
 
     out.print(f"documents: {data['sample']['described']}; projection {data['projection']}")
     if data["silhouettes"]:
-        t = Table("field", "criterion", "space", "silhouette (space)", "silhouette (2-D map)",
-                  title="Which criterion separates which field")
+        t = Table(
+            "field",
+            "criterion",
+            "space",
+            "silhouette (space)",
+            "silhouette (2-D map)",
+            title="Which criterion separates which field",
+        )
         for r in data["silhouettes"]:
             t.add_row(r["field"], r["criterion"], r["space"], _fmt(r["silhouette_space"]), _fmt(r["silhouette_map"]))
         out.print(t)
     for crit in data["criteria"]:
         m = data["maps"][crit]
-        names = "; ".join(f"{k}: {nm['llm'] or ' '.join(nm['terms'][:3])} ({nm['size']})" for k, nm in m["clusters"]["names"].items())
-        out.print(f"[bold]{crit}[/]: {m['clusters']['k']} clusters (silhouette {_fmt(m['clusters']['silhouette'])}): {names}")
+        names = "; ".join(
+            f"{k}: {nm['llm'] or ' '.join(nm['terms'][:3])} ({nm['size']})" for k, nm in m["clusters"]["names"].items()
+        )
+        out.print(
+            f"[bold]{crit}[/]: {m['clusters']['k']} clusters (silhouette {_fmt(m['clusters']['silhouette'])}): {names}"
+        )
         v = m["votes"]
         if "heldout_accuracy" in v:
             h = v["heldout_accuracy"]
-            out.print(f"  votes map: t-STE on {v['used']} votes; held-out triplet accuracy {_fmt(h['votes_map'])} "
-                      f"(method space {_fmt(h['method_space'])}, n={h['n']})")
+            out.print(
+                f"  votes map: t-STE on {v['used']} votes; held-out triplet accuracy {_fmt(h['votes_map'])} "
+                f"(method space {_fmt(h['method_space'])}, n={h['n']})"
+            )
         else:
             out.print(f"  {v.get('note', '')}")
     a = data["agreement"]
@@ -53,26 +65,57 @@ def _print_summary(data: dict[str, Any]) -> None:
     names = a["methods"]
     for i, x in enumerate(names):
         for j in range(i + 1, len(names)):
-            out.print(f"  {escape(x)} vs {escape(names[j])}: CKA {_fmt(a['cka'][i][j])}, Jaccard {_fmt(a['jaccard'][i][j])}")
+            out.print(
+                f"  {escape(x)} vs {escape(names[j])}: CKA {_fmt(a['cka'][i][j])}, Jaccard {_fmt(a['jaccard'][i][j])}"
+            )
     for m in a["linear_maps"]:
-        out.print(f"  linear map {escape(m['from'])} -> {escape(m['to'])}: held-out R2 {_fmt(m['r2_heldout'])}, "
-                  f"k-NN Jaccard after translation {_fmt(m['knn_overlap'])}")
+        out.print(
+            f"  linear map {escape(m['from'])} -> {escape(m['to'])}: held-out R2 {_fmt(m['r2_heldout'])}, "
+            f"k-NN Jaccard after translation {_fmt(m['knn_overlap'])}"
+        )
 
 
 @click.command("views")
 @click.argument("criteria", nargs=-1, required=True)
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), default="views.html", show_default=True,
-              help="The interactive page (self-contained: works offline, from a file).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False),
-              help="The page's data as JSON. Default: beside the page, same name with .json.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    default="views.html",
+    show_default=True,
+    help="The interactive page (self-contained: works offline, from a file).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    help="The page's data as JSON. Default: beside the page, same name with .json.",
+)
 @click.option("--color-by", metavar="FIELD", help="Document metadata field to colour by (default: clusters).")
-@click.option("--sample", "sample", default="3000", show_default=True, metavar="N|all",
-              help="Map a uniform random sample of N documents ('all': the whole corpus).")
-@click.option("--agreement-sample", type=int, default=1000, show_default=True,
-              help="Method agreement on a uniform random subsample of this size (whole n x n kernels).")
-@click.option("--projection", type=click.Choice(["umap", "tsne", "pca"]), default=None,
-              help="2-D projection (default: umap when umap-learn is installed, else tsne).")
-@click.option("--k", "k", type=int, default=10, show_default=True, help="Neighbours listed on click and used for Jaccard@k.")
+@click.option(
+    "--sample",
+    "sample",
+    default="3000",
+    show_default=True,
+    metavar="N|all",
+    help="Map a uniform random sample of N documents ('all': the whole corpus).",
+)
+@click.option(
+    "--agreement-sample",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Method agreement on a uniform random subsample of this size (whole n x n kernels).",
+)
+@click.option(
+    "--projection",
+    type=click.Choice(["umap", "tsne", "pca"]),
+    default=None,
+    help="2-D projection (default: umap when umap-learn is installed, else tsne).",
+)
+@click.option(
+    "--k", "k", type=int, default=10, show_default=True, help="Neighbours listed on click and used for Jaccard@k."
+)
 @click.option("--model", metavar="PATH_OR_NAME", help="Bi-encoder (default: the bundled all-MiniLM-L6-v2).")
 @click.option("--cache-dir", envvar="CONDSIM_CACHE", metavar="DIR", help="Embedding/BM25 cache (shared with propose).")
 @click.option("--no-votes", is_flag=True, help="Do not read votes (maps of the methods only).")
@@ -81,8 +124,24 @@ def _print_summary(data: dict[str, Any]) -> None:
 @click.option("--api-key-env", metavar="VAR", help="Environment variable holding the API key (default OPENAI_API_KEY).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample, projection and clustering seed.")
 @pass_ctx
-def views_cmd(ctx: Ctx, criteria, html_path, json_path, color_by, sample, agreement_sample, projection, k, model,
-              cache_dir, no_votes, llm_model, base_url, api_key_env, seed):
+def views_cmd(
+    ctx: Ctx,
+    criteria,
+    html_path,
+    json_path,
+    color_by,
+    sample,
+    agreement_sample,
+    projection,
+    k,
+    model,
+    cache_dir,
+    no_votes,
+    llm_model,
+    base_url,
+    api_key_env,
+    seed,
+):
     """Interactive maps of the corpus under each CRITERION, before and after votes.
 
     Per criterion: a map of each method's view (MiniLM with the criterion's instruction,
@@ -103,13 +162,29 @@ def views_cmd(ctx: Ctx, criteria, html_path, json_path, color_by, sample, agreem
     from condsim_annot.views.build import ViewOptions, build_views
     from condsim_annot.views.page import write_page
 
-    opts = ViewOptions(sample=_sample(sample), agreement_sample=agreement_sample, color_by=color_by, k=k, model=model,
-                       cache_dir=cache_dir, seed=seed, votes=not no_votes, llm_model=llm_model, base_url=base_url,
-                       api_key_env=api_key_env)
+    opts = ViewOptions(
+        sample=_sample(sample),
+        agreement_sample=agreement_sample,
+        color_by=color_by,
+        k=k,
+        model=model,
+        cache_dir=cache_dir,
+        seed=seed,
+        votes=not no_votes,
+        llm_model=llm_model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+    )
     if projection:
         opts.projection = projection
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=True)
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
     tasks: dict[str, Any] = {}
 
     def progress(label: str, done: int, total: int | None) -> None:

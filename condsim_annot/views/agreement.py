@@ -56,7 +56,7 @@ def knn_jaccard(S1: np.ndarray, S2: np.ndarray, k: int = 10) -> float:
 
 
 def _row_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = np.array([len(np.intersect1d(x, y, assume_unique=True)) for x, y in zip(a, b)], dtype=float)
+    inter = np.array([len(np.intersect1d(x, y, assume_unique=True)) for x, y in zip(a, b, strict=True)], dtype=float)
     return inter / (a.shape[1] + b.shape[1] - inter)
 
 
@@ -67,10 +67,11 @@ class LinearMapAgreement:
     ``knn_overlap_`` (mean Jaccard@k, for each held-out document, of its neighbours
     among all documents in Y-space found from its translated vector vs from its true Y
     vector), ``knn_overlap_before_`` (the same with X-space neighbours, no translation),
-    and ``n_train_``, ``n_test_``.
+    ``n_train_``, ``n_test_`` and ``alpha_`` (the ridge penalty: given, or chosen on the training rows by
+    generalised cross-validation, since with fewer documents than dimensions an unpenalised map overfits).
     """
 
-    def __init__(self, alpha: float = 1.0, test_size: float = 0.25, k: int = 10, seed: int = 0):
+    def __init__(self, alpha: float | None = None, test_size: float = 0.25, k: int = 10, seed: int = 0):
         self.alpha, self.test_size, self.k, self.seed = alpha, test_size, k, seed
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> LinearMapAgreement:
@@ -83,7 +84,10 @@ class LinearMapAgreement:
         te, tr = perm[:n_test], perm[n_test:]
         mx, my = X[tr].mean(0), Y[tr].mean(0)
         Xc, Yc = X[tr] - mx, Y[tr] - my
-        W = np.linalg.solve(Xc.T @ Xc + self.alpha * np.eye(X.shape[1]), Xc.T @ Yc)
+        U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+        UtY = U.T @ Yc
+        self.alpha_ = self.alpha if self.alpha is not None else _gcv_alpha(s, UtY, Yc)
+        W = Vt.T @ ((s / (s * s + self.alpha_))[:, None] * UtY)
         pred = (X[te] - mx) @ W + my
         ss_res = float(np.sum((Y[te] - pred) ** 2))
         ss_tot = float(np.sum((Y[te] - Y[te].mean(0)) ** 2))
@@ -101,6 +105,21 @@ class LinearMapAgreement:
         found = _top_k(_cos(Q, base), te, k)
         truth = _top_k(_cos(Y[te], Y), te, k)
         return float(np.mean(_row_jaccard(found, truth)))
+
+
+def _gcv_alpha(s: np.ndarray, UtY: np.ndarray, Yc: np.ndarray) -> float:
+    """The ridge penalty (on a log grid) with the smallest generalised cross-validation error."""
+    n = len(Yc)
+    resid0 = float(np.sum(Yc * Yc) - np.sum(UtY * UtY))  # the part of Y outside X's column space
+    best, best_gcv = 1.0, np.inf
+    for alpha in np.logspace(-4, 3, 29):
+        f = s * s / (s * s + alpha)
+        rss = resid0 + float(np.sum(((1 - f)[:, None] * UtY) ** 2))
+        df = float(f.sum())
+        gcv = n * rss / max(n - df, 1e-9) ** 2
+        if gcv < best_gcv:
+            best, best_gcv = float(alpha), gcv
+    return best
 
 
 def _cos(A: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -73,11 +73,14 @@ def check_color_by(docs: sp.DocSample, color_by: str | None) -> None:
     fields = sp.metadata_fields(docs)
     if color_by not in fields:
         known = ", ".join(f"{k} ({v} documents)" for k, v in fields.items()) or "none: the documents have no metadata"
-        raise InputError(f"no document has a metadata field {color_by!r}; fields that exist: {known}", field="--color-by")
+        raise InputError(
+            f"no document has a metadata field {color_by!r}; fields that exist: {known}", field="--color-by"
+        )
 
 
-def build_views(store: Store, criteria: Sequence[str], opts: ViewOptions | None = None,
-                progress: Progress | None = None) -> dict[str, Any]:
+def build_views(
+    store: Store, criteria: Sequence[str], opts: ViewOptions | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
     """Everything the page shows, as one dict (see the module docstring)."""
     opts = opts or ViewOptions()
     if not criteria:
@@ -88,8 +91,12 @@ def build_views(store: Store, criteria: Sequence[str], opts: ViewOptions | None 
     plain = sp.embeddings(store, docs, prompt=None, model=opts.model, cache_dir=opts.cache_dir, progress=progress)
     S_bm25 = sp.bm25_kernel(store, docs, cache_dir=opts.cache_dir, progress=progress)
     bm25 = _bm25_space(S_bm25, opts, progress)
-    emb = {c.name: sp.embeddings(store, docs, prompt=sp.criterion_prompt(c), model=opts.model, cache_dir=opts.cache_dir,
-                                 progress=progress) for c in crits}
+    emb = {
+        c.name: sp.embeddings(
+            store, docs, prompt=sp.criterion_prompt(c), model=opts.model, cache_dir=opts.cache_dir, progress=progress
+        )
+        for c in crits
+    }
     maps: dict[str, Any] = {}
     all_spaces: dict[str, list[Space]] = {}
     for c in crits:
@@ -105,16 +112,26 @@ def build_views(store: Store, criteria: Sequence[str], opts: ViewOptions | None 
         all_spaces[c.name] = spaces
         maps[c.name] = _criterion_view(store, c, docs, spaces, votes, opts)
         _tick(progress, f"clusters and SOM: {c.name}")
-    return finite({
-        "version": VERSION, "criteria": [c.name for c in crits], "projection": opts.projection,
-        "sample": {"n": len(docs.ids), "corpus": docs.n_corpus, "seed": opts.seed, "whole": docs.whole,
-                   "described": docs.describe()},
-        "color_by": opts.color_by, "fields": sp.metadata_fields(docs),
-        "docs": _doc_rows(docs, opts),
-        "maps": maps,
-        "silhouettes": silhouette_table(docs, all_spaces, opts.color_by),
-        "agreement": method_agreement(docs, emb, plain, S_bm25, opts, progress),
-    })
+    return finite(
+        {
+            "version": VERSION,
+            "criteria": [c.name for c in crits],
+            "projection": opts.projection,
+            "sample": {
+                "n": len(docs.ids),
+                "corpus": docs.n_corpus,
+                "seed": opts.seed,
+                "whole": docs.whole,
+                "described": docs.describe(),
+            },
+            "color_by": opts.color_by,
+            "fields": sp.metadata_fields(docs),
+            "docs": _doc_rows(docs, opts),
+            "maps": maps,
+            "silhouettes": silhouette_table(docs, all_spaces, opts.color_by),
+            "agreement": method_agreement(docs, emb, plain, S_bm25, opts, progress),
+        }
+    )
 
 
 def finite(obj: Any) -> Any:
@@ -132,8 +149,10 @@ def finite(obj: Any) -> Any:
 
 def _doc_rows(docs: sp.DocSample, opts: ViewOptions) -> list[dict[str, Any]]:
     colour = sp.field_values(docs, opts.color_by) if opts.color_by else [None] * len(docs.ids)
-    return [{"id": e, "text": t[:opts.snippet] + ("…" if len(t) > opts.snippet else ""), "value": v}
-            for e, t, v in zip(docs.ext_ids, docs.texts, colour)]
+    return [
+        {"id": e, "text": t[: opts.snippet] + ("…" if len(t) > opts.snippet else ""), "value": v}
+        for e, t, v in zip(docs.ext_ids, docs.texts, colour, strict=False)
+    ]
 
 
 def _bm25_space(S: np.ndarray, opts: ViewOptions, progress: Progress | None) -> Space:
@@ -147,26 +166,32 @@ def _bm25_space(S: np.ndarray, opts: ViewOptions, progress: Progress | None) -> 
     return Space("bm25", F, "precomputed", xy, D=D, info={"criterion_blind": True})
 
 
-def _votes_space(store: Store, c: Criterion, docs: sp.DocSample, base: Space, opts: ViewOptions,
-                 progress: Progress | None) -> tuple[Space | None, dict[str, Any]]:
+def _votes_space(
+    store: Store, c: Criterion, docs: sp.DocSample, base: Space, opts: ViewOptions, progress: Progress | None
+) -> tuple[Space | None, dict[str, Any]]:
     """The t-STE map of the criterion's votes (None below 10 usable votes), with its held-out triplet accuracy."""
     T, counts = sp.vote_triplets(store, c, docs)
     info: dict[str, Any] = dict(counts)
     if len(T) < 10:
-        info["note"] = (f"{len(T)} usable votes under {c.name!r}: the votes map needs at least 10 (vote with "
-                        f"`condsim-annot tui --criterion {c.name}` or `condsim-annot judge {c.name}`)")
+        info["note"] = (
+            f"{len(T)} usable votes under {c.name!r}: the votes map needs at least 10 (vote with "
+            f"`condsim-annot tui --criterion {c.name}` or `condsim-annot judge {c.name}`)"
+        )
         return None, info
     n = len(docs.ids)
     perm = np.random.default_rng(opts.seed).permutation(len(T))
-    test, train = T[perm[: max(len(T) // 5, 1)]], T[perm[max(len(T) // 5, 1):]]
+    test, train = T[perm[: max(len(T) // 5, 1)]], T[perm[max(len(T) // 5, 1) :]]
 
     def cb(label: str) -> Callable[[int, int], None]:
         return lambda done, total: progress(label, done, total) if progress else None
 
     held = TSTE(seed=opts.seed).fit(train, n, init=base.xy, progress=cb(f"t-STE held-out fit: {c.name}"))
-    info["heldout_accuracy"] = {"n": len(test), "method_map": triplet_accuracy(base.xy, test),
-                                "method_space": triplet_accuracy(base.X, test),
-                                "votes_map": triplet_accuracy(held.embedding_, test)}
+    info["heldout_accuracy"] = {
+        "n": len(test),
+        "method_map": triplet_accuracy(base.xy, test),
+        "method_space": triplet_accuracy(base.X, test),
+        "votes_map": triplet_accuracy(held.embedding_, test),
+    }
     full = TSTE(seed=opts.seed).fit(T, n, init=base.xy, progress=cb(f"t-STE fit: {c.name}"))
     X = full.embedding_
     xy = (X - X.mean(0)) / max(float(X.std()), 1e-12)
@@ -180,11 +205,11 @@ def top_neighbours(X: np.ndarray, k: int = 10, chunk: int = 1024) -> np.ndarray:
     k = min(k, len(X) - 1)
     out = np.empty((len(X), k), dtype=np.int64)
     for s in range(0, len(X), chunk):
-        S = Xn[s:s + chunk] @ Xn.T
+        S = Xn[s : s + chunk] @ Xn.T
         S[np.arange(len(S)), np.arange(s, s + len(S))] = -np.inf
         part = np.argpartition(-S, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(S, part, axis=1), axis=1, kind="stable")
-        out[s:s + chunk] = np.take_along_axis(part, order, axis=1)
+        out[s : s + chunk] = np.take_along_axis(part, order, axis=1)
     return out
 
 
@@ -199,11 +224,16 @@ def _clusters(store: Store, c: Criterion, docs: sp.DocSample, X: np.ndarray, opt
         centre = Xn[rows].mean(0)
         closest = rows[np.argsort(-(Xn[rows] @ centre))[:5]]
         members[lab] = [docs.texts[i] for i in closest]
-        names[str(lab)] = {"size": int(len(rows)), "terms": terms.get(lab, []), "examples": [int(i) for i in closest],
-                           "llm": None}
+        names[str(lab)] = {
+            "size": int(len(rows)),
+            "terms": terms.get(lab, []),
+            "examples": [int(i) for i in closest],
+            "llm": None,
+        }
     if opts.llm_model or opts.base_url:
-        for lab, label in llm_labels(store, c.name, members, terms, model=opts.llm_model, base_url=opts.base_url,
-                                     api_key_env=opts.api_key_env).items():
+        for lab, label in llm_labels(
+            store, c.name, members, terms, model=opts.llm_model, base_url=opts.base_url, api_key_env=opts.api_key_env
+        ).items():
             names[str(lab)]["llm"] = label
     return {"k": k, "silhouette": None if np.isnan(sil) else sil, "labels": labels.tolist(), "names": names}
 
@@ -217,20 +247,29 @@ def _som(docs: sp.DocSample, X: np.ndarray, colours: Sequence[str | None], seed:
         vals = [colours[i] for i in members if colours[i] is not None]
         top = max(set(vals), key=vals.count) if vals else None
         cells.append({"doc": int(som.representative_[cell]), "n": int(len(members)), "label": top})
-    return {"rows": rows, "cols": cols, "cells": cells, "bmu": som.bmu_.tolist(),
-            "quantization_error": som.quantization_error_}
+    return {
+        "rows": rows,
+        "cols": cols,
+        "cells": cells,
+        "bmu": som.bmu_.tolist(),
+        "quantization_error": som.quantization_error_,
+    }
 
 
-def _criterion_view(store: Store, c: Criterion, docs: sp.DocSample, spaces: list[Space], votes: dict[str, Any],
-                    opts: ViewOptions) -> dict[str, Any]:
+def _criterion_view(
+    store: Store, c: Criterion, docs: sp.DocSample, spaces: list[Space], votes: dict[str, Any], opts: ViewOptions
+) -> dict[str, Any]:
     base = spaces[0]
     clusters = _clusters(store, c, docs, base.X, opts)
     colours = sp.field_values(docs, opts.color_by) if opts.color_by else [f"cluster {x}" for x in clusters["labels"]]
     return {
-        "criterion": c.name, "description": c.description,
+        "criterion": c.name,
+        "description": c.description,
         "spaces": {s.name: {"xy": np.round(s.xy, 4).tolist(), "info": s.info} for s in spaces},
-        "clusters": clusters, "som": _som(docs, base.X, colours, opts.seed),
-        "neighbours": top_neighbours(base.X, opts.k).tolist(), "votes": votes,
+        "clusters": clusters,
+        "som": _som(docs, base.X, colours, opts.seed),
+        "neighbours": top_neighbours(base.X, opts.k).tolist(),
+        "votes": votes,
     }
 
 
@@ -243,8 +282,9 @@ def _silhouette(X: np.ndarray, labels: list[str], metric: str, seed: int, sample
     return float(silhouette_score(X, labels, metric=metric, sample_size=size, random_state=seed))
 
 
-def silhouette_table(docs: sp.DocSample, spaces: dict[str, list[Space]], color_by: str | None,
-                     seed: int = 0) -> list[dict[str, Any]]:
+def silhouette_table(
+    docs: sp.DocSample, spaces: dict[str, list[Space]], color_by: str | None, seed: int = 0
+) -> list[dict[str, Any]]:
     """Silhouette of each metadata field (``color_by``, else every categorical field) in each criterion's spaces:
     in the representation itself ("space": cosine, BM25 distance or t-STE coordinates) and in its 2-D map."""
     fields = [color_by] if color_by else sp.categorical_fields(docs)
@@ -256,10 +296,17 @@ def silhouette_table(docs: sp.DocSample, spaces: dict[str, list[Space]], color_b
         for crit, sps in spaces.items():
             for s in sps:
                 X = s.D[np.ix_(keep, keep)] if s.metric == "precomputed" and s.D is not None else s.X[keep]
-                rows.append({"field": name, "criterion": crit, "space": s.name, "n": len(labels),
-                             "groups": len(set(labels)),
-                             "silhouette_space": _silhouette(X, labels, s.metric, seed),
-                             "silhouette_map": _silhouette(s.xy[keep], labels, "euclidean", seed)})
+                rows.append(
+                    {
+                        "field": name,
+                        "criterion": crit,
+                        "space": s.name,
+                        "n": len(labels),
+                        "groups": len(set(labels)),
+                        "silhouette_space": _silhouette(X, labels, s.metric, seed),
+                        "silhouette_map": _silhouette(s.xy[keep], labels, "euclidean", seed),
+                    }
+                )
     return rows
 
 
@@ -273,8 +320,14 @@ def agreement_sample(docs: sp.DocSample, size: int, seed: int) -> tuple[np.ndarr
     return idx, f"a uniform random sample of {m} of {docs.n_corpus} documents (seeds {seed}, {seed + 1})"
 
 
-def method_agreement(docs: sp.DocSample, emb: dict[str, np.ndarray], plain: np.ndarray, S_bm25: np.ndarray,
-                     opts: ViewOptions, progress: Progress | None = None) -> dict[str, Any]:
+def method_agreement(
+    docs: sp.DocSample,
+    emb: dict[str, np.ndarray],
+    plain: np.ndarray,
+    S_bm25: np.ndarray,
+    opts: ViewOptions,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Linear CKA and k-NN Jaccard between every method's whole kernel on a random sample; linear maps between
     embedding spaces.  Kernels: E E^T for embeddings (cosine), BM25 scores S[a, d] (CKA symmetrises them,
     the k-NN sets use each anchor's own ranking, as the proposer does)."""
@@ -293,8 +346,23 @@ def method_agreement(docs: sp.DocSample, emb: dict[str, np.ndarray], plain: np.n
         for b in vecs:
             if a != b and len(idx) >= 8:
                 lm = LinearMapAgreement(k=k, seed=opts.seed).fit(vecs[a], vecs[b])
-                maps.append({"from": a, "to": b, "r2_heldout": lm.r2_heldout_, "knn_overlap": lm.knn_overlap_,
-                             "knn_overlap_untranslated": lm.knn_overlap_before_, "n_train": lm.n_train_,
-                             "n_test": lm.n_test_})
-    return {"sample": {"n": len(idx), "described": described, "rows": idx.tolist()}, "methods": names, "k": k,
-            "cka": cka, "jaccard": jac, "linear_maps": maps}
+                maps.append(
+                    {
+                        "from": a,
+                        "to": b,
+                        "r2_heldout": lm.r2_heldout_,
+                        "knn_overlap": lm.knn_overlap_,
+                        "knn_overlap_untranslated": lm.knn_overlap_before_,
+                        "n_train": lm.n_train_,
+                        "n_test": lm.n_test_,
+                        "ridge_alpha": lm.alpha_,
+                    }
+                )
+    return {
+        "sample": {"n": len(idx), "described": described, "rows": idx.tolist()},
+        "methods": names,
+        "k": k,
+        "cka": cka,
+        "jaccard": jac,
+        "linear_maps": maps,
+    }

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from condsim_annot.errors import CondsimError
+
 PROJECTIONS = ("pca", "umap", "tsne")
 
 
@@ -54,15 +56,30 @@ def project(X: np.ndarray, method: str = "umap", seed: int = 0, metric: str = "c
     else:
         Z = pca(X, 50, seed) if X.shape[1] > 50 and n > 50 else X
         if method == "umap":
-            import umap
+            try:
+                import umap
+            except ImportError:
+                raise CondsimError(
+                    "--projection umap needs umap-learn (`pip install umap-learn`); or use --projection pca / tsne"
+                ) from None
 
-            xy = umap.UMAP(n_neighbors=min(15, n - 1), min_dist=0.1, metric=metric if Z is X else "euclidean",
-                           random_state=seed, n_jobs=1).fit_transform(Z)
+            xy = umap.UMAP(
+                n_neighbors=min(15, n - 1),
+                min_dist=0.1,
+                metric=metric if Z is X else "euclidean",
+                random_state=seed,
+                n_jobs=1,
+            ).fit_transform(Z)
         else:
             from sklearn.manifold import TSNE
 
-            xy = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed,
-                      metric=metric if Z is X else "euclidean").fit_transform(Z)
+            xy = TSNE(
+                n_components=2,
+                perplexity=min(30.0, (n - 1) / 3),
+                init="pca",
+                random_state=seed,
+                metric=metric if Z is X else "euclidean",
+            ).fit_transform(Z)
     xy = np.asarray(xy, dtype=np.float64)
     if xy.shape[1] < 2:
         xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))

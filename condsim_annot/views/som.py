@@ -20,9 +20,23 @@ class SelfOrganizingMap:
     radius shrinks from ``sigma0`` (default: half the larger side) to ``sigma_end``.
     """
 
-    def __init__(self, rows: int = 10, cols: int = 10, n_epochs: int = 30, sigma0: float | None = None,
-                 sigma_end: float = 0.6, seed: int = 0):
-        self.rows, self.cols, self.n_epochs, self.sigma0, self.sigma_end, self.seed = rows, cols, n_epochs, sigma0, sigma_end, seed
+    def __init__(
+        self,
+        rows: int = 10,
+        cols: int = 10,
+        n_epochs: int = 30,
+        sigma0: float | None = None,
+        sigma_end: float = 0.6,
+        seed: int = 0,
+    ):
+        self.rows, self.cols, self.n_epochs, self.sigma0, self.sigma_end, self.seed = (
+            rows,
+            cols,
+            n_epochs,
+            sigma0,
+            sigma_end,
+            seed,
+        )
 
     def _grid(self) -> np.ndarray:
         r, c = np.divmod(np.arange(self.rows * self.cols), self.cols)
@@ -66,7 +80,7 @@ class SelfOrganizingMap:
         self.quantization_error_ = float(np.mean(np.sqrt(d2)))
         rep = np.full(len(W), -1, dtype=np.int64)
         best = np.full(len(W), np.inf)
-        for i, (cell, dist) in enumerate(zip(self.bmu_, d2)):
+        for i, (cell, dist) in enumerate(zip(self.bmu_, d2, strict=False)):
             if dist < best[cell]:
                 best[cell], rep[cell] = dist, i
         self.representative_ = rep

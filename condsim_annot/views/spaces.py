@@ -70,8 +70,10 @@ def sample_documents(store: Store, crit: Criterion, size: int | None, seed: int 
             q = q.where(Document.corpus_id == crit.corpus_id)
         all_ids = [int(r[0]) for r in s.execute(q)]
     if len(all_ids) < 3:
-        raise CondsimError(f"criterion {crit.name!r} has {len(all_ids)} documents: ingest a corpus first "
-                           "(`condsim-annot ingest corpus.jsonl --id-field id --text-field text`)")
+        raise CondsimError(
+            f"criterion {crit.name!r} has {len(all_ids)} documents: ingest a corpus first "
+            "(`condsim-annot ingest corpus.jsonl --id-field id --text-field text`)"
+        )
     chosen = all_ids
     if size is not None and size < len(all_ids):
         rng = np.random.default_rng(seed)
@@ -80,15 +82,29 @@ def sample_documents(store: Store, crit: Criterion, size: int | None, seed: int 
     with store.session() as s:
         for i in range(0, len(chosen), 900):
             q = select(Document.id, Document.ext_id, Document.text, Document.meta, Document.content_hash)
-            for r in s.execute(q.where(Document.id.in_(chosen[i:i + 900]))):
+            for r in s.execute(q.where(Document.id.in_(chosen[i : i + 900]))):
                 rows[int(r[0])] = tuple(r)
     got = [rows[d] for d in chosen]
-    return DocSample([r[0] for r in got], [str(r[1]) for r in got], [r[2] or "" for r in got], [dict(r[3] or {}) for r in got],
-                     [r[4] for r in got], len(all_ids), seed)
+    return DocSample(
+        [r[0] for r in got],
+        [str(r[1]) for r in got],
+        [r[2] or "" for r in got],
+        [dict(r[3] or {}) for r in got],
+        [r[4] for r in got],
+        len(all_ids),
+        seed,
+    )
 
 
-def embeddings(store: Store, docs: DocSample, *, prompt: str | None, model: str | None = None,
-               cache_dir: str | None = None, progress: Progress | None = None) -> np.ndarray:
+def embeddings(
+    store: Store,
+    docs: DocSample,
+    *,
+    prompt: str | None,
+    model: str | None = None,
+    cache_dir: str | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
     """L2-normalised embeddings of the sample: with ``prompt`` on every document (the criterion's view), or plain.
 
     Shares the proposers' cache: plain vectors under the model's key, prompted ones under
@@ -106,7 +122,9 @@ def embeddings(store: Store, docs: DocSample, *, prompt: str | None, model: str 
             if progress:
                 progress(label, done, total)
 
-        encode_cached(load_embedder(name), cache, keys, lambda pos: [docs.texts[p] for p in pos], prompt=prompt, progress=cb)
+        encode_cached(
+            load_embedder(name), cache, keys, lambda pos: [docs.texts[p] for p in pos], prompt=prompt, progress=cb
+        )
     E = np.asarray(cache.get(keys), dtype=np.float64)
     return E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
 
@@ -115,8 +133,9 @@ def criterion_prompt(crit: Criterion) -> str:
     return default_instruction(crit)
 
 
-def bm25_kernel(store: Store, docs: DocSample, *, cache_dir: str | None = None,
-                progress: Progress | None = None) -> np.ndarray:
+def bm25_kernel(
+    store: Store, docs: DocSample, *, cache_dir: str | None = None, progress: Progress | None = None
+) -> np.ndarray:
     """S[a, d] = BM25 score of document d for document a's distinct tokens as the query (as ``propose`` scores)."""
     idx = BM25Index.cached(cache_root(store.url, cache_dir) / "bm25", docs.hashes, lambda: list(docs.texts))
     n = len(docs.ids)
@@ -130,11 +149,13 @@ def bm25_kernel(store: Store, docs: DocSample, *, cache_dir: str | None = None,
 
 
 def vote_triplets(store: Store, crit: Criterion, docs: DocSample) -> tuple[np.ndarray, dict[str, int]]:
-    """Active first/second votes as (anchor, closer, farther) sample rows, and counts (used, outside the sample, other)."""
+    """Active first/second votes as (anchor, closer, farther) sample rows; counts (used, outside the sample, other)."""
     with store.session() as s:
-        q = (select(Triplet.anchor_id, Triplet.first_id, Triplet.second_id, Vote.choice)
-             .join(Vote, Vote.triplet_id == Triplet.id)
-             .where(Triplet.criterion_id == crit.id, Vote.state == "active", Triplet.is_attention_check.is_(False)))
+        q = (
+            select(Triplet.anchor_id, Triplet.first_id, Triplet.second_id, Vote.choice)
+            .join(Vote, Vote.triplet_id == Triplet.id)
+            .where(Triplet.criterion_id == crit.id, Vote.state == "active", Triplet.is_attention_check.is_(False))
+        )
         rows = s.execute(q).all()
     out, outside, other = [], 0, 0
     for a, f, sec, choice in rows:
@@ -162,6 +183,7 @@ def metadata_fields(docs: DocSample) -> dict[str, int]:
 
 def field_values(docs: DocSample, name: str) -> list[str | None]:
     """The field as strings (lists joined by ','), None where absent."""
+
     def fmt(v: Any) -> str | None:
         if v is None:
             return None

@@ -24,12 +24,35 @@ class TSTE:
     penalty), ``n_iter_``.
     """
 
-    def __init__(self, dim: int = 2, alpha: float = 1.0, lam: float = 0.05, n_iter: int = 400, lr: float = 0.05,
-                 tol: float = 1e-6, seed: int = 0):
-        self.dim, self.alpha, self.lam, self.n_iter, self.lr, self.tol, self.seed = dim, alpha, lam, n_iter, lr, tol, seed
+    def __init__(
+        self,
+        dim: int = 2,
+        alpha: float = 1.0,
+        lam: float = 0.05,
+        n_iter: int = 400,
+        lr: float = 0.05,
+        tol: float = 1e-6,
+        seed: int = 0,
+    ):
+        self.dim, self.alpha, self.lam, self.n_iter, self.lr, self.tol, self.seed = (
+            dim,
+            alpha,
+            lam,
+            n_iter,
+            lr,
+            tol,
+            seed,
+        )
 
-    def fit(self, triplets: np.ndarray, n: int, *, init: np.ndarray | None = None,
-            weights: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None) -> TSTE:
+    def fit(
+        self,
+        triplets: np.ndarray,
+        n: int,
+        *,
+        init: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> TSTE:
         T = np.asarray(triplets, dtype=np.int64).reshape(-1, 3)
         if len(T) and (T.min() < 0 or T.max() >= n):
             raise ValueError(f"triplet rows must be in [0, {n})")
@@ -50,7 +73,7 @@ class TSTE:
             G += 2.0 * self.lam / n * (X - X0)
             m = b1 * m + (1 - b1) * G
             v = b2 * v + (1 - b2) * G * G
-            X -= self.lr * (m / (1 - b1 ** it)) / (np.sqrt(v / (1 - b2 ** it)) + 1e-8)
+            X -= self.lr * (m / (1 - b1**it)) / (np.sqrt(v / (1 - b2**it)) + 1e-8)
             self.n_iter_ = it
             if progress and it % 20 == 0:
                 progress(it, self.n_iter)
