@@ -63,13 +63,9 @@ STAGING = Table(
     Column("rationale", Text),
     Column("group_id", String(64)),
     Column("external_id", String(200), nullable=False),
-    Column("dup", Integer, nullable=False, default=0),  # 1: repeats an earlier line; 2: already in the store
-    Column("state", String(12), nullable=False, default="active"),  # superseded: re-voted later in the file
-    Column("triplet_id", Integer),
-    Column("annotator_id", Integer),
     prefixes=["TEMPORARY"],
 )
-STAGED = [c.name for c in STAGING.columns][:15]  # the columns _Validator fills, in order
+STAGED = [c.name for c in STAGING.columns]  # the columns _Validator fills, in order
 
 
 @dataclass
@@ -255,7 +251,7 @@ class _Validator:
                                            choice_raw, vals.get("group_id", "")]).encode()).hexdigest()
         return (line, crit_id, anchor, first, second, vals["annotator"],
                 to_canonical_choice(CHOICE_MAP[choice_raw], swapped), swapped, latency, conf, rationale, group,
-                f"import:{digest[:32]}", 0, "active")
+                f"import:{digest[:32]}")
 
 
 def _open_lines(path: str, text: str | None) -> tuple[Iterator[bytes], int | None, Callable[[], int]]:
@@ -349,6 +345,7 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
         finally:
             conn.rollback()
             STAGING.drop(conn)
+            conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
             conn.commit()
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA cache_size = -2000")  # the pooled connection goes back as it came

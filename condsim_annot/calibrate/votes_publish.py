@@ -27,68 +27,66 @@ Progress = Callable[[str, int, int | None], None]
 RETRIES = 3
 _RETRY_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
 
-_IN_FILE = (
-    # a line repeating an earlier line (same hash) adds nothing
-    "UPDATE {t} SET dup = 1 WHERE line > (SELECT MIN(s2.line) FROM {t} s2 WHERE s2.external_id = {t}.external_id)",
-    # an annotator voting again on a triplet later in the file: the last line counts
-    "UPDATE {t} SET state = 'superseded' WHERE dup = 0 AND line < (SELECT MAX(s2.line) FROM {t} s2 WHERE s2.dup = 0"
-    " AND s2.criterion_id = {t}.criterion_id AND s2.anchor_id = {t}.anchor_id AND s2.first_id = {t}.first_id"
-    " AND s2.second_id = {t}.second_id AND s2.annotator = {t}.annotator)",
+_KEY = ("{a}.criterion_id = {b}.criterion_id AND {a}.anchor_id = {b}.anchor_id AND {a}.first_id = {b}.first_id"
+        " AND {a}.second_id = {b}.second_id")
+# One pass over the staged rows (temporary tables only, no lock on the store): a line repeating an earlier
+# line (same hash) is dropped; an annotator voting again on a triplet later in the file: the last line counts.
+_ROWS = (
+    "CREATE TEMPORARY TABLE vote_import_rows AS SELECT line, criterion_id, anchor_id, first_id, second_id, annotator,"
+    " choice, swapped, latency_ms, confidence, rationale, group_id, external_id, CASE WHEN line = MAX(line) OVER"
+    " (PARTITION BY criterion_id, anchor_id, first_id, second_id, annotator) THEN 'active' ELSE 'superseded' END"
+    " AS state, 0 AS present FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY external_id ORDER BY line) AS rn"
+    " FROM vote_import_staging s) x WHERE rn = 1"
 )
-
 _TRIPLETS = (
     "INSERT INTO triplet (criterion_id, anchor_id, first_id, second_id, method, priority, is_attention_check,"
     " created_at) SELECT DISTINCT criterion_id, anchor_id, first_id, second_id, 'import', 0.0, false, :now"
-    " FROM {t} WHERE dup = 0 ORDER BY criterion_id, anchor_id, first_id, second_id"
+    " FROM vote_import_rows WHERE present = 0 ORDER BY criterion_id, anchor_id, first_id, second_id"
     " ON CONFLICT (criterion_id, anchor_id, first_id, second_id) DO NOTHING"
 )
-_IDS = (
-    "UPDATE {t} SET triplet_id = tr.id FROM triplet tr WHERE tr.criterion_id = {t}.criterion_id"
-    " AND tr.anchor_id = {t}.anchor_id AND tr.first_id = {t}.first_id AND tr.second_id = {t}.second_id"
-    " AND {t}.dup = 0",
-    "UPDATE {t} SET annotator_id = a.id FROM annotator a WHERE a.name = {t}.annotator AND {t}.dup = 0",
+_PRESENT = (  # rows imported before (same hash): unchanged, and they supersede nothing
+    "UPDATE vote_import_rows SET present = 1 WHERE EXISTS (SELECT 1 FROM vote v"
+    " WHERE v.external_id = vote_import_rows.external_id AND v.source = 'import')"
 )
-_PRESENT = (
-    "UPDATE {t} SET dup = 2 WHERE dup = 0 AND EXISTS (SELECT 1 FROM vote v WHERE v.external_id = {t}.external_id"
-    " AND v.source = 'import')"
+_JOINS = (
+    " FROM vote_import_rows f JOIN triplet t ON " + _KEY.format(a="t", b="f")
+    + " JOIN annotator a ON a.name = f.annotator"
 )
 _SUPERSEDE = (
-    "UPDATE vote SET state = 'superseded' WHERE id IN (SELECT v.id FROM {t} s JOIN vote v"
-    " ON v.triplet_id = s.triplet_id AND v.annotator_id = s.annotator_id"
-    " WHERE s.dup = 0 AND s.state = 'active' AND v.source = 'import' AND v.state = 'active')"
+    "UPDATE vote SET state = 'superseded' WHERE id IN (SELECT v.id" + _JOINS
+    + " JOIN vote v ON v.triplet_id = t.id AND v.annotator_id = a.id"
+    " WHERE f.present = 0 AND f.state = 'active' AND v.source = 'import' AND v.state = 'active')"
 )
 _VOTES = (
     "INSERT INTO vote (triplet_id, annotator_id, choice, swapped, latency_ms, rationale, confidence, source, state,"
     " replaces_id, group_id, external_id, meta, created_at)"
-    " SELECT s.triplet_id, s.annotator_id, s.choice, s.swapped, s.latency_ms, s.rationale, s.confidence, 'import',"
-    " s.state, CASE WHEN s.state = 'active' THEN (SELECT MAX(v.id) FROM vote v WHERE v.triplet_id = s.triplet_id"
-    " AND v.annotator_id = s.annotator_id AND v.source = 'import' AND v.state = 'superseded') END,"
-    " s.group_id, s.external_id, {meta}, :now FROM {t} s WHERE s.dup = 0"
-    " ORDER BY s.triplet_id, s.annotator_id, s.swapped, s.line"
+    " SELECT t.id, a.id, f.choice, f.swapped, f.latency_ms, f.rationale, f.confidence, 'import', f.state,"
+    " CASE WHEN f.state = 'active' THEN (SELECT MAX(v.id) FROM vote v WHERE v.triplet_id = t.id"
+    " AND v.annotator_id = a.id AND v.source = 'import' AND v.state = 'superseded') END,"
+    " f.group_id, f.external_id, {meta}, :now" + _JOINS + " WHERE f.present = 0"
+    " ORDER BY t.id, a.id, f.swapped, f.line"
     " ON CONFLICT (triplet_id, annotator_id, source, swapped) WHERE state = 'active' DO NOTHING"
 )
+_REVOTED = "SELECT COUNT(*) FROM vote_import_rows WHERE present = 0 AND state = 'superseded'"
 _META = {
-    "sqlite": "json_object('file', :file, 'line', s.line)",
-    "postgresql": "json_build_object('file', CAST(:file AS text), 'line', s.line)",
+    "sqlite": "json_object('file', :file, 'line', f.line)",
+    "postgresql": "json_build_object('file', CAST(:file AS text), 'line', f.line)",
 }
 
 
 def _sql(conn: Connection, template: str, **params: Any) -> Any:
-    stmt = text(template.format(t="vote_import_staging", meta=_META[conn.dialect.name]))
+    stmt = text(template.replace("{meta}", _META[conn.dialect.name]))
     if "now" in params:
         stmt = stmt.bindparams(bindparam("now", type_=DateTime(timezone=True)))
     return conn.execute(stmt, params)
 
 
 def mark_in_file(conn: Connection) -> None:
-    """Index the staged rows and mark repeats and re-votes (temporary table only: no lock on the store)."""
-    conn.exec_driver_sql("CREATE INDEX vis_ext ON vote_import_staging (external_id, line)")
-    conn.exec_driver_sql("CREATE INDEX vis_key ON vote_import_staging "
-                         "(criterion_id, anchor_id, first_id, second_id, annotator, line)")
-    for stmt in _IN_FILE:
-        _sql(conn, stmt)
+    """Drop repeated lines and mark re-votes (temporary tables only: no lock on the store)."""
+    conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
+    conn.exec_driver_sql(_ROWS)
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("ANALYZE vote_import_staging")  # temporary tables are never auto-analyzed
+        conn.exec_driver_sql("ANALYZE vote_import_rows")  # temporary tables are never auto-analyzed
     conn.commit()
 
 
@@ -110,18 +108,19 @@ def _publish_once(conn: Connection, res: Any, file_label: str, progress: Progres
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock now: no stale read snapshot to upgrade
     now = datetime.now(timezone.utc)
-    steps = 7
+    steps = 5
     _annotators(conn, res.kinds)
     if progress:
         progress("publish", 1, steps)
+    _sql(conn, _PRESENT)
     res.triplets_created = _sql(conn, _TRIPLETS, now=now).rowcount
-    for k, stmt in enumerate((*_IDS, _PRESENT, _SUPERSEDE), start=2):
-        _sql(conn, stmt)
-        if progress:
-            progress("publish", k, steps)
+    if progress:
+        progress("publish", 2, steps)
+    _sql(conn, _SUPERSEDE)
+    if progress:
+        progress("publish", 3, steps)
+    res.revoted_in_file = conn.execute(text(_REVOTED)).scalar() or 0
     res.added = _sql(conn, _VOTES, now=now, file=file_label).rowcount
-    res.revoted_in_file = conn.execute(text(
-        "SELECT COUNT(*) FROM vote_import_staging WHERE dup = 0 AND state = 'superseded'")).scalar() or 0
     res.unchanged = res.read - res.added
     conn.commit()
     if progress:
