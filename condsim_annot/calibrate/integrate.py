@@ -27,7 +27,7 @@ I64 = NDArray[np.int64]
 _Q3 = (np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)]), np.log(np.array([1 / 6, 2 / 3, 1 / 6])))
 CELLS_PER_BLOCK = 2_000_000
 BETA_SD_NEGLIGIBLE = 0.03
-_FINE_EDGES = np.concatenate([-np.geomspace(6.0, 0.02, 12), [0.0], np.geomspace(0.02, 6.0, 12)]).astype(np.float32)
+_FINE_EDGES = np.concatenate([-np.geomspace(5.0, 0.03, 9), [0.0], np.geomspace(0.03, 5.0, 9)]).astype(np.float32)
 
 
 @dataclass
@@ -200,7 +200,7 @@ class TripletIntegrals:
             return np.bincount(ann, ll, minlength=A) - 0.5 * (x - centre) ** 2 / prior_sd**2
 
         e = 0.05
-        for _ in range(5):
+        for _ in range(3):
             f0, fp, fm = f(lnu), f(lnu + e), f(lnu - e)
             g1, g2 = (fp - fm) / (2 * e), (fp - 2 * f0 + fm) / e**2
             step = np.where(g2 < 0, -g1 / np.where(g2 < 0, g2, -1.0), np.sign(g1) * 0.5)
