@@ -118,23 +118,29 @@ def _score(store, cat: dict[int, str], votes: int) -> dict[str, Any]:
     with store.session() as s:
         run = s.scalar(select(func.max(CalibrationRun.id)))
         rows = s.execute(select(GoldLabel.label, GoldLabel.status, Triplet.anchor_id, Triplet.first_id,
-                                Triplet.second_id)
+                                Triplet.second_id, Triplet.strategy)
                          .join(Triplet, Triplet.id == GoldLabel.triplet_id)
                          .where(GoldLabel.calibration_run_id == run)).all()
         n_trip = s.scalar(select(func.count()).select_from(Triplet)) or 0
         n_votes = s.scalar(select(func.count()).select_from(Vote).where(Vote.state == "active")) or 0
-    truths = Counter()
+    truths: Counter = Counter()
+    by_strategy: dict[str, Counter] = {}
     gold = right = 0
-    for label, status, a, f, sec in rows:
+    for label, status, a, f, sec, strategy in rows:
         t = true_answer(cat, a, f, sec)
         truths[t != "tie"] += 1
+        st = by_strategy.setdefault(strategy or "-", Counter())
+        st["n"] += 1
+        st["answerable"] += t != "tie"
         if status == "gold":
             gold += 1
             right += label == t
+            st["gold_right"] += label == t
     assert n_votes == votes, (n_votes, votes)
     return {"triplets": n_trip, "votes": votes, "with_true_answer": truths[True], "true_ties": truths[False],
             "gold": gold, "gold_right": right, "gold_accuracy": round(right / gold, 3) if gold else None,
-            "correct_gold_per_vote": round(right / votes, 4) if votes else 0.0}
+            "correct_gold_per_vote": round(right / votes, 4) if votes else 0.0,
+            "by_strategy": {k: dict(v) for k, v in sorted(by_strategy.items())}}
 
 
 def run_arm(arm: str, tmp: str, records_path: str, cache: str, rounds: int, per_round: int, seed: int) -> dict:
@@ -192,6 +198,9 @@ def _print(res: dict) -> None:
         acc = f"{r['gold_accuracy']:.3f}" if r["gold_accuracy"] is not None else "-"
         print(f"{arm:8} {r['triplets']:>8} {r['with_true_answer']:>10} {r['true_ties']:>5} {r['gold']:>5} "
               f"{r['gold_right']:>5} {acc:>6} {r['correct_gold_per_vote']:>10.4f} {r['seconds']:>6}")
+    for arm, r in res["arms"].items():
+        print(f"{arm}: by strategy (triplets / with a true answer / correct gold): " + "; ".join(
+            f"{k} {v.get('n', 0)}/{v.get('answerable', 0)}/{v.get('gold_right', 0)}" for k, v in r["by_strategy"].items()))
     comps = res["arms"]["tool"].get("components")
     if comps:
         print("tool: comparison-graph components per round (before -> after): "

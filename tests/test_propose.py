@@ -482,7 +482,8 @@ def test_once_calibrated_new_triplets_are_what_a_vote_would_teach(store, cli, ch
     for t in (t for t in new if t.strategy == "uncertainty"):  # what the proposer recorded, in canonical terms
         pf, psec = pair(t.anchor_id, t.first_id), pair(t.anchor_id, t.second_id)
         p = float(ndtr((pf[0] - psec[0]) / np.sqrt(max(pf[1] ** 2 + psec[1] ** 2, 1e-12))))
-        assert t.meta["model_p"] == pytest.approx(p, abs=2e-3) and 0 <= t.meta["information"] <= 1
+        assert t.meta["model_p"] == pytest.approx(p, abs=2e-3)
+        assert t.meta["information"] == pytest.approx(info(t.anchor_id, t.first_id, t.second_id), abs=1e-4)
     chosen = [v for t in new if t.strategy == "uncertainty" and (v := info(t.anchor_id, t.first_id, t.second_id))
               is not None]
     # every comparison the model could have asked: pairs of each anchor's scored partners, not asked before

@@ -46,7 +46,7 @@ class Calibration:
                 "betas": [round(float(b), 3) for b in self.beta]}
 
     def unknown_information(self) -> float:
-        """The scale of ``bits``: the information of a vote on a comparison of two typical scored pairs with
+        """The scale of ``value``: the information of a vote on a comparison of two typical scored pairs with
         equal means (the most a vote teaches about what the fit has seen), so the model's most open comparisons
         score ~1 and outrank the committee's, settled ones ~0 and fall below them."""
         if not self._scale:
@@ -57,16 +57,18 @@ class Calibration:
 
     def comparisons(self, si: np.ndarray, sj: np.ndarray, sei: np.ndarray, sej: np.ndarray, ci: np.ndarray,
                     cj: np.ndarray) -> dict[str, np.ndarray]:
-        """The model on comparisons s_i vs s_j: ``p`` = P(s_i > s_j), ``bits`` = expected information of one
-        more vote relative to an unknown pair (0..~1), ``cross`` = different components, ``defined`` = the fit
-        puts them on one scale, ``value`` = what the ranking uses (a bonus for joining components)."""
+        """The model on comparisons s_i vs s_j: ``p`` = P(s_i > s_j), ``info`` = expected information of one more
+        vote (bits), ``cross`` = different components, ``defined`` = the fit puts them on one scale, ``value`` =
+        what the ranking uses: info relative to :meth:`unknown_information` (not capped: the most open comparison
+        must still outrank a merely open one), 1 where the fit cannot compare them, plus a bonus for joining
+        components."""
         cross = np.asarray(ci) != np.asarray(cj)
         defined = np.ones_like(cross) if self.across else ~cross
         p = np.where(defined, order_probability(si, sei, sj, sej), np.nan)
         info = expected_information(si, sei, sj, sej, self.beta, self.nu, self.beta_weight)
-        bits = np.where(defined, np.clip(info / self.unknown_information(), 0.0, 1.0), 1.0)
-        value = np.where(cross, bits + BRIDGE_BONUS * (1.0 - bits), bits)
-        return {"p": p, "bits": bits, "cross": cross, "defined": defined, "value": value}
+        rel = np.where(defined, info / self.unknown_information(), 1.0)
+        value = np.where(cross, rel + BRIDGE_BONUS * np.maximum(1.0 - rel, 0.0), rel)
+        return {"p": p, "info": np.where(defined, info, np.nan), "cross": cross, "defined": defined, "value": value}
 
     def anchor_value(self, a: int, taken: set, doc_ids: np.ndarray) -> float:
         """The largest ``value`` of a not-yet-asked comparison (a; x, y) among a's scored partners."""

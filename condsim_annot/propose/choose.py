@@ -79,9 +79,9 @@ def _meta(p: AnchorPool, i: int, j: int, feats: dict, col: int) -> dict:
     meta = {"entropy": round(float(feats["entropy"][col]), 4), "fused": round(float(feats["fused"][col]), 4),
             "contrast": round(float(feats["contrast"][col]), 4), "sources": [p.src[i], p.src[j]]}
     if "model_p" in feats and (feats["defined"][col] or feats["cross"][col]):
-        mp, ub = float(feats["model_p"][col]), float(feats["uncertainty"][col])
+        mp, ub = float(feats["model_p"][col]), float(feats["information"][col])
         meta["model_p"] = round(mp, 4) if math.isfinite(mp) else None  # None: no common scale for them
-        meta["information"] = round(ub, 4) if math.isfinite(ub) else None
+        meta["information"] = round(ub, 5) if math.isfinite(ub) else None  # bits, of one more vote
         if feats["cross"][col]:
             meta["bridges_components"] = True
     return meta

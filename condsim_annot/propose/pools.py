@@ -108,8 +108,8 @@ class AnchorPool:
         priority[b] = UNCERTAINTY_WEIGHT * m["value"] + COMMITTEE_WEIGHT * committee[b]
         defined[b], cross[b] = m["defined"], m["cross"]
         model_p[b] = np.where(m["defined"], m["p"], np.nan)
-        bits[b] = np.where(m["defined"], m["bits"], np.nan)
-        return {"priority": priority, "model_p": model_p, "uncertainty": bits, "defined": defined, "cross": cross}
+        bits[b] = m["info"]
+        return {"priority": priority, "model_p": model_p, "information": bits, "defined": defined, "cross": cross}
 
 
 @dataclass
