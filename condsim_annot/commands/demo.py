@@ -1,9 +1,7 @@
 """``condsim-annot demo``: the whole loop, offline, on the bundled CHAMP corpus.
 
-It goes through the same public functions the CLI commands use, so it doubles as a
-smoke test of a fresh install: ingest -> criteria -> propose -> (silver votes) ->
-calibrate -> export -> report -> TUI.  The library modules are imported when the
-command runs: they load SQLAlchemy, numpy and the models, which ``--help`` should not wait for.
+A thin command over :func:`condsim_annot.demo_loop.run_demo` (ingest -> criteria -> propose ->
+silver votes -> calibrate -> export -> report), then the TUI.
 """
 
 from __future__ import annotations
@@ -12,12 +10,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
 from condsim_annot.cli import Ctx, out, pass_ctx
-from condsim_annot.errors import CondsimError
 
 
 def _quiet_library_progress_bars() -> None:
@@ -28,76 +24,6 @@ def _quiet_library_progress_bars() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     datasets.disable_progress_bars()
     tlog.disable_progress_bar()
-
-
-def _betas(summ: dict[str, Any]) -> str:
-    """One line on what calibration learned about each annotator (beta: small = noisy)."""
-    anns = summ.get("annotators") or []
-    parts = [f"{a.get('name')} {a.get('beta', float('nan')):.2f}" for a in anns if a.get("beta") is not None]
-    return "annotator beta: " + ", ".join(parts) if parts else ""
-
-
-def _summary_line(summ: Any) -> str:
-    for attr in ("added", "n_added"):
-        if hasattr(summ, attr):
-            extra = f", total {summ.total}" if hasattr(summ, "total") else ""
-            return f"{getattr(summ, attr)} triplets added{extra}"
-    return str(summ)
-
-
-def _ingest_and_propose(store: Any, folder: Path, budget: int, methods: str) -> None:
-    """Steps 1-3: the corpus and criteria files written as a user would, ingested, proposed."""
-    from condsim_annot.criteria import load_criteria_file
-    from condsim_annot.demo import DEMO_CRITERIA, write_demo_files
-    from condsim_annot.ingest import ingest
-    from condsim_annot.propose.select import propose
-
-    corpus_file, crit_file = write_demo_files(folder)
-    res = ingest(store, [corpus_file], corpus="champ")
-    out.print(f"[bold]1. ingest[/] {corpus_file}: {res.added} added, {res.unchanged} already there")
-    crits = load_criteria_file(store, crit_file, update_existing=True)
-    out.print(f"[bold]2. criteria[/] {', '.join(c.name for c in crits)} (from {crit_file})")
-    for c in DEMO_CRITERIA:
-        summ = propose(store, c["name"], methods=methods, budget=budget)
-        out.print(f"[bold]3. propose[/] {c['name']}: {_summary_line(summ)}")
-
-
-def _silver_votes(store: Any, simulated: bool) -> None:
-    """Step 4: CHAMP's own annotations as a silver annotator (plus the simulated crowd)."""
-    from condsim_annot.demo import DEMO_CRITERIA, SIMULATED_CROWD, add_silver_votes
-
-    for c in DEMO_CRITERIA:
-        n = add_silver_votes(store, c["name"])
-        msg = f"{n} silver votes from CHAMP's annotations (annotator champ-silver)"
-        if simulated:
-            for who, noise in SIMULATED_CROWD:
-                add_silver_votes(store, c["name"], who, noise=noise)
-            msg += f" + simulated {', '.join(f'{w} ({int(nz * 100)}% random)' for w, nz in SIMULATED_CROWD)}"
-        out.print(f"[bold]4. votes[/] {c['name']}: {msg}")
-
-
-def _calibrate_export_report(store: Any, folder: Path, simulated: bool) -> None:
-    """Steps 5-7 per criterion: calibrate, export gold triplets for sentence-transformers, write the report."""
-    from condsim_annot.calibrate.pipeline import calibrate
-    from condsim_annot.demo import DEMO_CRITERIA
-    from condsim_annot.exporters.export import export
-    from condsim_annot.exporters.report import write_report
-
-    for c in DEMO_CRITERIA:
-        name = c["name"]
-        mv = 2 if simulated else 1  # with one silver annotator a single vote per triplet is all there is
-        summ = calibrate(store, name, min_votes=mv, command=f"condsim-annot calibrate {name} --min-votes {mv}")
-        out.print(f"[bold]5. calibrate[/] {name}: gold counts {summ.get('gold', {})}; {_betas(summ)}")
-        target = folder / f"export-{name}-st"
-        try:
-            ex = export(store, name, "st", target, min_confidence=0.9, overwrite=True)  # a re-run replaces its own
-            out.print(f"[bold]6. export[/] {name}: {ex.get('rows', ex)} triplets -> {target}")
-        except CondsimError as exc:  # e.g. nothing above the confidence threshold
-            out.print(f"[bold]6. export[/] {name}: skipped ({exc})")
-        html = folder / f"report-{name}.html"
-        write_report(store, name, html=str(html), md=str(folder / f"report-{name}.md"),
-                     command=f"condsim-annot report {name} --html {html}")
-        out.print(f"[bold]7. report[/] {html}")
 
 
 @click.command()
@@ -133,8 +59,10 @@ def demo(ctx: Ctx, folder: str, budget: int, methods: str, silver: bool, simulat
       condsim-annot demo --no-tui --budget 300
       condsim-annot --db postgresql+psycopg://me@localhost/demo demo
     """
+    # the library loop pulls in SQLAlchemy, numpy and the models: imported when the demo runs, not at CLI start
     from condsim_annot.db import redact
-    from condsim_annot.demo import DEMO_CRITERIA, SIMULATED_CROWD
+    from condsim_annot.demo import DEMO_CRITERIA
+    from condsim_annot.demo_loop import run_demo
 
     _quiet_library_progress_bars()
     t0 = time.perf_counter()
@@ -145,13 +73,9 @@ def demo(ctx: Ctx, folder: str, budget: int, methods: str, silver: bool, simulat
     store = ctx.store(create=True)
     out.rule("[bold]condsim-annot demo")
     out.print(f"store: {redact(store.url)}")
-    _ingest_and_propose(store, folder_p, budget, methods)
-    if silver:
-        _silver_votes(store, simulated)
-        _calibrate_export_report(store, folder_p, simulated)
     # the silver crowd already voted every triplet: your votes come on top of theirs
-    crowd = (1 + len(SIMULATED_CROWD) * simulated) if silver else 0
-    overlap = crowd + 1
+    overlap = run_demo(store, folder_p, budget=budget, methods=methods, silver=silver, simulated=simulated,
+                       echo=out.print)
     out.print(f"done in {time.perf_counter() - t0:.0f}s. Next: `condsim-annot --db {ctx.db} status`")
     if open_tui is None:
         open_tui = sys.stdin.isatty() and sys.stdout.isatty()
