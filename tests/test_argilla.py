@@ -19,9 +19,9 @@ import uuid
 
 import httpx
 import pytest
+from argilla_helpers import API_KEY, VENV, Users, free_port, seed, shared_server
 from click.testing import CliRunner
 from sqlalchemy import select
-from test_argilla_helpers import API_KEY, VENV, Users, free_port, seed, shared_server
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from argilla_helpers import API_KEY, PASSWORD, Users, seed, shared_server
 from sqlalchemy import select
-from test_argilla_helpers import API_KEY, PASSWORD, Users, seed, shared_server
 
 pytestmark = pytest.mark.slow
 
