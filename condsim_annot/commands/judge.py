@@ -127,7 +127,7 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
                   f"propose --help`)")
         return
     out.print(f"judge [bold]{escape(run.judge)}[/] on [bold]{escape(run.criterion)}[/] ({escape(run.server)})",
-              highlight=False)
+              highlight=False, emoji=False)  # "llm:m:..." is a name, not the :m: emoji
     out.print(f"  {run.triplets} triplets, {2 * run.triplets} presentations: {run.already_voted} already voted, "
               f"{run.requests} to do")
     if dry_run:
@@ -210,7 +210,7 @@ def llm_judges(ctx: Ctx, criterion, prices_file, as_json):
                   markup=False)
         return
     for r in rows:
-        out.print(f"[bold]{escape(r['judge'])}[/]", highlight=False)
+        out.print(f"[bold]{escape(r['judge'])}[/]", highlight=False, emoji=False)
         conf = "" if r["mean_confidence"] is None else f", mean confidence {r['mean_confidence']:.2f}"
         out.print(f"  votes {r['votes']} on {r['triplets']} triplets, {r['pairs']} judged in both orders: same answer "
                   f"{_pct(r['consistency'])}, A chosen {_pct(r['a_rate'])}{conf}", highlight=False)
@@ -239,6 +239,7 @@ def llm_log(ctx: Ctx, criterion, task, status, model, limit, show_id, as_json):
       condsim-annot llm log --show 42
     """
     from rich.table import Table
+    from rich.text import Text
     from sqlalchemy import select
 
     from ..llm.tables import LLMCall
@@ -256,7 +257,7 @@ def llm_log(ctx: Ctx, criterion, task, status, model, limit, show_id, as_json):
                 return
             out.print(f"[bold]call {r.id}[/] {escape(r.task)} {escape(r.model)} ({escape(str(r.prompt_version))}) at "
                       f"{escape(r.base_url or 'OpenAI')}: {r.status}, {r.tries} tries, {r.latency_ms or 0:.0f} ms, "
-                      f"tokens {r.tokens_in}/{r.tokens_out}")
+                      f"tokens {r.tokens_in}/{r.tokens_out}", emoji=False)
             for m in (r.request or {}).get("messages", []):
                 out.print(f"[bold cyan]{m['role']}[/]:", highlight=False)
                 out.print(m.get("content") or "", markup=False, highlight=False)
@@ -286,8 +287,8 @@ def llm_log(ctx: Ctx, criterion, task, status, model, limit, show_id, as_json):
     t = Table("id", "task", "model", "status", "tries", "ms", "tokens", "reply / error")
     for r in rows:
         text = (r.error if r.status == "error" else r.response_text) or ""
-        t.add_row(str(r.id), escape(r.task), escape(r.model), r.status, str(r.tries), f"{r.latency_ms or 0:.0f}",
-                  f"{r.tokens_in or 0}/{r.tokens_out or 0}", escape(text.replace("\n", " ")[:60]))
+        t.add_row(str(r.id), Text(r.task), Text(r.model), r.status, str(r.tries), f"{r.latency_ms or 0:.0f}",
+                  f"{r.tokens_in or 0}/{r.tokens_out or 0}", Text(text.replace("\n", " ")[:60]))  # shown as is
     out.print(t)
 
 
