@@ -3,8 +3,17 @@
 A method's answer on triplet (a; x, y) is the sign of its stored margin
 s(a,x) - s(a,y) (proposers' table ``tripletmargin``, else ``Triplet.meta["margins"]``);
 a judge's answer is its vote.  Accuracy with a seeded bootstrap 95% CI over the
-gold triplets; ``audit`` is the same on the random audit slice only (the unbiased
-estimate: the other triplets were chosen *because* methods disagreed on them).
+gold triplets.  Which number is which (``labels`` in the result):
+
+* ``accuracy``: all gold triplets.  Biased: the proposer chose most of them *because* its
+  methods disagreed there, so every proposer method looks worse than it is on random triplets.
+* ``audit``: the random audit slice only (strategy ``audit``, drawn uniformly from the pools):
+  the unbiased estimate, with a wider CI.  (Per-triplet selection probabilities are not
+  stored, so the slice is used rather than a reweighting.)
+
+A trained adapter (``condsim-annot train``) is scored only on gold triplets it was not
+trained on; ``trained`` lists each stored model's held-out report (anchors never seen in
+training), which is the number to compare with the fine-tuned model.
 LM judges' own votes helped make the gold labels, so their accuracy is optimistic
 when they cast a large share of the votes; ``share_of_votes`` says how large, and
 ``vs_human`` is their accuracy against the human answer alone.
@@ -42,6 +51,7 @@ def leaderboard(store, criterion: str, *, bootstrap: int = 1000, seed: int = 0, 
             mm = (g["triplet_meta"] or {}).get("margins") or (g["triplet_meta"] or {}).get("method_margins")
             if isinstance(mm, dict):
                 margins[g["triplet_id"]] = {k: float(v) for k, v in mm.items() if isinstance(v, (int, float))}
+    trained, seen_in_training = _trained(store, view.criterion.id)
     per_method: dict[str, list[float]] = defaultdict(list)
     per_method_audit: dict[str, list[float]] = defaultdict(list)
     for tid, mm in margins.items():
@@ -49,6 +59,8 @@ def leaderboard(store, criterion: str, *, bootstrap: int = 1000, seed: int = 0, 
         if g is None:
             continue
         for m, mg in mm.items():
+            if tid in seen_in_training.get(m, ()):
+                continue  # a trained method is not scored on its own training triplets
             ok = 0.5 if mg == 0 else float((mg > 0) == (g["label"] == "first"))
             per_method[m].append(ok)
             if g["strategy"] == "audit":
@@ -95,4 +107,36 @@ def leaderboard(store, criterion: str, *, bootstrap: int = 1000, seed: int = 0, 
     judges.sort(key=lambda r: -(r["accuracy"] or 0))
     humans.sort(key=lambda r: -(r["accuracy"] or 0))
     return {"criterion": view.criterion.name, "calibration_run": view.run.id, "n_gold": len(gold),
-            "methods": methods, "judges": judges, "humans": humans}
+            "methods": methods, "judges": judges, "humans": humans, "trained": trained, "labels": LABELS}
+
+
+LABELS = {
+    "accuracy": "all gold triplets (proposer-selected where methods disagree: biased against proposer methods)",
+    "audit": "random audit slice only (unbiased; wider CI)",
+    "trained": "held-out by anchor at training time (anchors never seen in training)",
+}
+
+
+def _trained(store, criterion_id: int) -> tuple[list[dict], dict[str, set]]:
+    """The stored trained models' held-out reports, and the triplets the latest adapter was fitted on."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import DBAPIError
+
+    from condsim_annot.train.tables import TrainedModel
+
+    try:
+        with store.session() as s:
+            rows = s.execute(select(TrainedModel.id, TrainedModel.kind, TrainedModel.calibration_run_id, TrainedModel.metrics,
+                                    TrainedModel.train_triplets, TrainedModel.path, TrainedModel.created_at)
+                             .where(TrainedModel.criterion_id == criterion_id).order_by(TrainedModel.id)).all()
+    except DBAPIError:  # the training stage's migration is not applied to this store
+        return [], {}
+    out, seen = [], {}
+    for mid, kind, run_id, metrics, tids, path, created in rows:
+        m = metrics or {}
+        if kind == "adapter":
+            seen["adapter"] = set(tids or [])
+        out.append({"model_id": mid, "kind": kind, "calibration_run": run_id, "path": path, "created_at": str(created),
+                    "plan": m.get("plan"), "n_held_out": m.get("n_held_out"),
+                    "methods": [{"method": r["method"], "all": r["all"], "audit": r["audit"]} for r in m.get("methods", [])]})
+    return out, seen

@@ -83,6 +83,11 @@ register(MethodSpec(
 
 DEFAULT_METHODS = [n for n, s in REGISTRY.items() if s.default and s.needs != "cross-encoder"]
 
+register(MethodSpec(
+    "adapter", "trained-adapter", "dense", True,
+    "the criterion's adapter from `condsim-annot train` (a low-rank map on the cached embeddings); skipped until one is trained",
+    "condsim_annot.propose.adapter:AdapterMethod", default=False, settings={"source": "latest trainedmodel row of the criterion"},
+))
 
 def parse_methods(text: Optional[str | Sequence[str]]) -> list[str]:
     from ..errors import CondsimError

@@ -1,0 +1,193 @@
+"""The training stage: the adapter recovers a planted criterion, splits never share an anchor, the store-level
+``train`` reads only the cache and gold (never re-embeds, never votes), and the adapter joins the committee."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from condsim_annot.errors import CondsimError
+from condsim_annot.train.adapter import BilinearAdapter, TripletArrays
+from condsim_annot.train.evaluate import accuracy, correct, kfold_by_anchor, split_by_anchor
+
+
+def planted(n_docs: int = 300, dim: int = 32, k: int = 4, seed: int = 0, latent: int = 0):
+    """Unit document vectors, query-side vectors (the same plus a little noise) and a planted linear
+    criterion s*(a, x) = (A q_a) . (A d_x) that the base cosine mostly ignores.  ``latent`` > 0: the
+    vectors live in a random ``latent``-dimensional subspace (as sentence embeddings mostly do)."""
+    rng = np.random.default_rng(seed)
+    if latent:
+        basis = np.linalg.qr(rng.normal(size=(dim, latent)))[0].T  # [latent, dim], orthonormal rows
+        D = rng.normal(size=(n_docs, latent)) @ basis
+        A = rng.normal(size=(k, latent)) @ basis
+    else:
+        D = rng.normal(size=(n_docs, dim))
+        A = rng.normal(size=(k, dim))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    Q = D + 0.1 * rng.normal(size=D.shape) / np.sqrt(dim / 32)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    return D, Q, A
+
+
+def planted_triplets(D, Q, A, n: int, seed: int = 1, min_gap: float = 0.3):
+    """(anchor, pos, neg) with the planted similarity deciding, ties and near-ties left out (like gold)."""
+    rng = np.random.default_rng(seed)
+    S = (Q @ A.T) @ (D @ A.T).T
+    rows = []
+    while len(rows) < n:
+        a, x, y = rng.choice(len(D), 3, replace=False)
+        gap = S[a, x] - S[a, y]
+        if abs(gap) >= min_gap:
+            rows.append((a, x, y) if gap > 0 else (a, y, x))
+    return np.asarray(rows)
+
+
+def test_adapter_recovers_a_planted_linear_criterion():
+    D, Q, A = planted()
+    t = planted_triplets(D, Q, A, 1500)
+    arr = TripletArrays(Q[t[:, 0]], D[t[:, 1]], D[t[:, 2]], np.full(len(t), 0.97))
+    tr, te = split_by_anchor(t[:, 0], 0.3, seed=0)
+    assert not set(t[tr, 0]) & set(t[te, 0])
+    itr, iva = split_by_anchor(t[tr, 0], 0.2, seed=1)
+    ad = BilinearAdapter(rank=4, temperature=0.2, l2=1e-4, max_steps=1000, patience=100).fit(arr.take(tr[itr]),
+                                                                                           arr.take(tr[iva]))
+    held = arr.take(te)
+    acc_adapter = correct(ad.margins(held)).mean()
+    acc_base = correct(BilinearAdapter().margins(held)).mean()
+    assert acc_adapter >= 0.95, (acc_adapter, acc_base)
+    assert acc_base < 0.8  # the planted criterion is not what the base cosine measures
+    assert 0 < ad.best_step_ <= 1000 and ad.history_
+    # the weights round-trip through the stored blob, and the expanded vectors give the same scores
+    back = BilinearAdapter.from_bytes(ad.to_bytes())
+    np.testing.assert_allclose(back.margins(held), ad.margins(held), rtol=1e-4, atol=1e-5)
+    expanded = np.einsum("ij,ij->i", back.expand_queries(held.q),
+                         back.expand_documents(held.pos) - back.expand_documents(held.neg))
+    np.testing.assert_allclose(expanded, back.margins(held), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_anchor_on_both_sides_of_any_split(seed):
+    rng = np.random.default_rng(seed)
+    anchors = rng.integers(0, 40, 300)
+    tr, te = split_by_anchor(anchors, 0.25, seed=seed)
+    assert len(tr) + len(te) == len(anchors) and len(te) > 0 and not set(anchors[tr]) & set(anchors[te])
+    folds = kfold_by_anchor(anchors, 5, seed=seed)
+    seen = np.concatenate([te for _tr, te in folds])
+    assert sorted(seen.tolist()) == list(range(len(anchors)))  # every triplet tested exactly once
+    for tr, te in folds:
+        assert not set(anchors[tr]) & set(anchors[te])
+
+
+def test_cluster_bootstrap_is_wider_when_anchors_are_correlated():
+    # 20 anchors, each all-right or all-wrong: the honest CI (resampling anchors) is wide
+    groups = np.repeat(np.arange(20), 10)
+    ok = np.repeat(np.arange(20) % 2, 10).astype(float)
+    r = accuracy(ok, groups, B=2000)
+    assert r["accuracy"] == 0.5 and r["anchors"] == 20
+    assert r["ci"][1] - r["ci"][0] > 0.3
+    r_iid = accuracy(ok, np.arange(200), B=2000)
+    assert r_iid["ci"][1] - r_iid["ci"][0] < 0.2
+
+
+# --------------------------------------------------------------------------- store level
+
+
+def _seed_store(store, cache_dir, *, n_gold: int = 240, n_docs: int = 80, with_judge: bool = False):
+    """A corpus whose embeddings sit in the cache (no model run), triplets proposed under a criterion,
+    and a calibration run whose gold labels follow the planted criterion."""
+    from condsim_annot.criteria import add_criterion, default_instruction
+    from condsim_annot.ingest import ingest
+    from condsim_annot.models import CalibrationRun, Criterion, Document, GoldLabel
+    from condsim_annot.propose.cache import EmbeddingCache, model_key, query_key
+    from condsim_annot.propose.embedding import resolve_model
+    from condsim_annot.store_api import add_triplet, canonical, get_or_create_annotator, record_vote
+
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    rng = np.random.default_rng(3)
+    src = cache_dir / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(words, 8)) + f" item {i}"}) + "\n"
+                           for i in range(n_docs)))
+    ingest(store, [str(src)], corpus="c")
+    add_criterion(store, "crit", "planted criterion", instruction="Represent the planted view: ")
+    D, Q, A = planted(n_docs, 384, 4, seed=5, latent=12)
+    with store.session() as s:
+        docs = s.execute(select(Document.id, Document.content_hash).order_by(Document.id)).all()
+        crit = s.scalars(select(Criterion)).one()
+        prompt = default_instruction(crit)
+    ids = np.asarray([d for d, _h in docs])
+    key = model_key(resolve_model(None))
+    EmbeddingCache(cache_dir / "emb", key).append([h for _d, h in docs], D.astype(np.float32))
+    EmbeddingCache(cache_dir / "emb", key + ".query").append([query_key(prompt, h) for _d, h in docs], Q.astype(np.float32))
+    t = planted_triplets(D, Q, A, n_gold, seed=7, min_gap=0.5)
+    with store.transaction() as s:
+        run = CalibrationRun(criterion_id=crit.id, params={}, n_votes=0)
+        s.add(run)
+        s.flush()
+        judge = get_or_create_annotator(s, "judge-x", kind="llm") if with_judge else None
+        for k, (a, p, n) in enumerate(t):
+            A_, f, sec, _sw = canonical(int(ids[a]), int(ids[p]), int(ids[n]))
+            tr, _new = add_triplet(s, crit.id, A_, f, sec, strategy="audit" if k % 5 == 0 else "disagreement")
+            label = "first" if f == int(ids[p]) else "second"
+            s.add(GoldLabel(calibration_run_id=run.id, criterion_id=crit.id, triplet_id=tr.id, label=label,
+                            probability=0.95, n_votes=2, status="gold"))
+            if judge is not None:
+                record_vote(s, tr.id, judge.id, label, source="llm")
+    return crit
+
+
+def test_train_reads_the_cache_and_gold_and_the_adapter_joins_the_committee(cli, tmp_path, monkeypatch, db_url):
+    from condsim_annot.db import open_store
+    from condsim_annot.models import Vote
+    from condsim_annot.propose.select import propose
+    from condsim_annot.propose.tables import TripletMargin
+    from condsim_annot.train.tables import TrainedModel
+
+    monkeypatch.setenv("CONDSIM_CACHE", str(tmp_path))
+    store = open_store(db_url)
+    _seed_store(store, tmp_path, with_judge=True)
+    with store.session() as s:
+        n_votes = s.scalar(select(func.count()).select_from(Vote))
+    rep = json.loads(cli("train", "crit", "--json", "--bootstrap", "200").stdout)
+    m = rep["metrics"]
+    assert m["encoder_calls"] == 0 and m["encoder_texts_encoded"] == 0  # every vector came from the cache
+    assert m["plan"].startswith("5-fold") and m["n_held_out"] == m["n_gold"] == 240
+    by = {r["method"]: r for r in m["methods"]}
+    assert {"adapter", "base embedding", "bm25", "judge:judge-x"} <= set(by)
+    assert by["adapter"]["all"]["accuracy"] >= 0.9 > by["base embedding"]["all"]["accuracy"]
+    assert by["adapter"]["audit"]["n"] == m["n_audit_held_out"] == 48
+    lo, hi = by["adapter"]["all"]["ci"]
+    assert lo <= by["adapter"]["all"]["accuracy"] <= hi
+    assert by["judge:judge-x"]["all"]["accuracy"] == 1.0 and "optimistic" in by["judge:judge-x"]["note"]
+    with store.session() as s:
+        row = s.scalars(select(TrainedModel)).one()
+        assert row.kind == "adapter" and row.weights and row.n_train == 240 and row.criterion_version == 1
+        assert row.params["rank"] == 16 and row.metrics["methods"] and len(row.train_triplets) == 240
+        assert s.scalar(select(func.count()).select_from(Vote)) == n_votes  # training never touches votes
+    # the adapter is a committee member: its margins are stored with the new triplets
+    summ = propose(store, "crit", methods=["bm25", "adapter"], budget=300, seed=2)
+    assert summ.methods == ["bm25", "adapter"] and summ.added == 60, summ.skipped
+    assert summ.method_info["adapter"]["texts_encoded"] == 0
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(TripletMargin).where(TripletMargin.method == "adapter")) == 60
+    store.close()
+
+
+def test_too_few_gold_triplets_is_a_clear_error(sqlite_store, tmp_path, monkeypatch):
+    from condsim_annot.train.pipeline import train
+
+    monkeypatch.setenv("CONDSIM_CACHE", str(tmp_path))
+    _seed_store(sqlite_store, tmp_path, n_gold=12)
+    with pytest.raises(CondsimError, match=r"has 12 gold triplets .* needs at least 30 gold triplets .*18 more"):
+        train(sqlite_store, "crit")
+
+
+def test_adapter_method_skips_until_trained(sqlite_store, tmp_path, monkeypatch):
+    from condsim_annot.propose.select import propose
+
+    monkeypatch.setenv("CONDSIM_CACHE", str(tmp_path))
+    _seed_store(sqlite_store, tmp_path, n_gold=40)
+    s = propose(sqlite_store, "crit", methods=["bm25", "adapter"], budget=50, dry_run=True)
+    assert s.methods == ["bm25"] and "condsim-annot train crit" in s.skipped["adapter"]
