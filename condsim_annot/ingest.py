@@ -143,7 +143,7 @@ def next_csv_record(reader: Any, name: str, current: list[int], start: int) -> l
     except csv.Error as exc:
         if "unexpected end of data" in str(exc):
             raise InputError("unterminated quoted field: the quote opened on this line is never closed "
-                             f"(the file ends inside it, {current[0] - start + 1} lines later)", file=name,
+                             f"(the file ends inside it, at line {current[0]})", file=name,
                              line=start) from None
         raise InputError(f"malformed CSV: {exc}", file=name, line=current[0]) from None
 

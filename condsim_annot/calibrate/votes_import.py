@@ -346,8 +346,10 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
             conn.rollback()
             STAGING.drop(conn)
             conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_triplets")
             conn.commit()
             if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA foreign_keys = ON")
                 conn.exec_driver_sql("PRAGMA cache_size = -2000")  # the pooled connection goes back as it came
     return res
 
