@@ -75,8 +75,8 @@ class ClaimStore:
         n = 0
         with self.store.session() as s:
             for c in self.criteria:
-                q = sql.available_count(self.annotator_id, c, overlap=self.overlap, fresh=sql.fresh_since())
-                n += int(s.execute(q).scalar_one())
+                p = sql.params(self.annotator_id, self.overlap, c=c)
+                n += int(s.execute(sql.available_count(), p).scalar_one())
         return n
 
     def load_uncertain(self) -> None:
@@ -151,13 +151,11 @@ class ClaimStore:
     def claim_in(self, conn: Connection, c: int, n: int, attention: bool, *,
                  anchor: int | None = None) -> list[Claimed]:
         """Claim up to ``n`` needed triplets of criterion ``c`` (optionally of one anchor) on ``conn``."""
-        fresh = sql.fresh_since()
-        base = sql.needed(self.annotator_id, overlap=self.overlap, fresh=fresh, attention=attention, criterion=c,
-                          anchor=anchor)
         extra = 3 if self.dialect == "postgresql" else 0  # rows another claimer may take under us
-        q = sql.lock_skipping(sql.in_queue_order(base, max(n, 1) + extra, attention=attention), self.dialect)
+        p = sql.params(self.annotator_id, self.overlap, c=c, anchor=anchor, n=max(n, 1) + extra)
+        q = sql.claim(self.dialect, attention=attention, by_anchor=anchor is not None)
         got: list[Claimed] = []
-        for tid in conn.execute(q).scalars().all():
+        for tid in conn.execute(q, p).scalars().all():
             if len(got) >= n:
                 break
             if self.dialect == "postgresql" and not attention and not self._still_needed(conn, tid):
@@ -167,14 +165,14 @@ class ClaimStore:
             got.append((tid, sw, attention))
         if not got and self.dialect == "postgresql" and not attention and anchor is None:
             # none we could lock: is one still needed that SKIP LOCKED passed over (fresh snapshot, no lock)?
-            if conn.execute(base.limit(1)).first() is not None:
+            if conn.execute(sql.any_needed(), p).first() is not None:
                 raise _Contended()
         return got
 
     def _still_needed(self, conn: Connection, tid: int) -> bool:
         """Under the row lock, re-count with a fresh snapshot (READ COMMITTED): another annotator
         may have committed a claim on this triplet since our SELECT began."""
-        held = conn.execute(select(sql.coverage(tid, sql.fresh_since()))).scalar_one()
+        held = conn.execute(sql.held_by(), sql.params(self.annotator_id, self.overlap, tid=tid)).scalar_one()
         return held < self.overlap
 
     def _claim_uncertain(self, conn: Connection, n: int) -> list[Claimed]:
@@ -185,8 +183,8 @@ class ClaimStore:
             if len(got) >= n:
                 break
             self._uncertain_tried.add(tid)  # examined once per session (a taken one stays taken)
-            q = sql.needed(self.annotator_id, overlap=self.overlap, fresh=sql.fresh_since(), triplet=tid)
-            if conn.execute(sql.lock_skipping(q, self.dialect)).first() is None:
+            p = sql.params(self.annotator_id, self.overlap, tid=tid)
+            if conn.execute(sql.claim_one(self.dialect), p).first() is None:
                 continue
             sw = self.rng.random() < 0.5
             self.assign(conn, tid, sw)
