@@ -97,6 +97,6 @@ def test_report_renders_in_headless_chromium(sqlite_store, tmp_path):
         page.screenshot(path=str(tmp_path / "r.png"), full_page=True)
         widths = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
         b.close()
-    assert len(widths) == 6 and all(w > 100 for w in widths)
+    assert len(widths) == 7 and all(w > 100 for w in widths)
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert (tmp_path / "r.png").stat().st_size > 50_000
