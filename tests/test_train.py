@@ -150,13 +150,14 @@ def test_train_reads_the_cache_and_gold_and_the_adapter_joins_the_committee(cli,
     _seed_store(store, tmp_path, with_judge=True)
     with store.session() as s:
         n_votes = s.scalar(select(func.count()).select_from(Vote))
-    rep = json.loads(cli("train", "crit", "--json", "--bootstrap", "200").stdout)
+    rep = json.loads(cli("train", "crit", "--json", "--bootstrap", "200", "--max-steps", "120").stdout)
     m = rep["metrics"]
     assert m["encoder_calls"] == 0 and m["encoder_texts_encoded"] == 0  # every vector came from the cache
     assert m["plan"].startswith("5-fold") and m["n_held_out"] == m["n_gold"] == 240
     by = {r["method"]: r for r in m["methods"]}
     assert {"adapter", "base embedding", "bm25", "judge:judge-x"} <= set(by)
-    assert by["adapter"]["all"]["accuracy"] >= 0.9 > by["base embedding"]["all"]["accuracy"]
+    acc, base = by["adapter"]["all"]["accuracy"], by["base embedding"]["all"]["accuracy"]
+    assert acc >= 0.85 and acc >= base + 0.15, (acc, base)
     assert by["adapter"]["audit"]["n"] == m["n_audit_held_out"] == 48
     lo, hi = by["adapter"]["all"]["ci"]
     assert lo <= by["adapter"]["all"]["accuracy"] <= hi
@@ -172,6 +173,21 @@ def test_train_reads_the_cache_and_gold_and_the_adapter_joins_the_committee(cli,
     assert summ.method_info["adapter"]["texts_encoded"] == 0
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(TripletMargin).where(TripletMargin.method == "adapter")) == 60
+    # the leaderboard never scores the adapter on triplets it was trained on, and shows its held-out report
+    from sqlalchemy import insert
+
+    from condsim_annot.exporters.leaderboard import leaderboard
+
+    with store.transaction() as s:
+        s.execute(insert(TripletMargin), [{"triplet_id": t, "method": m, "score_first": 1.0, "score_second": 0.0, "margin": 1.0}
+                                          for t in row.train_triplets[:5] for m in ("adapter", "embedding")])
+    lb = leaderboard(store, "crit", bootstrap=100)
+    by_m = {r["method"]: r for r in lb["methods"]}
+    assert by_m["embedding"]["n"] == 5 and "adapter" not in by_m
+    assert [t["kind"] for t in lb["trained"]] == ["adapter"] and lb["trained"][0]["plan"].startswith("5-fold")
+    assert "biased" in lb["labels"]["accuracy"] and "unbiased" in lb["labels"]["audit"]
+    text = cli("leaderboard", "crit", "--bootstrap", "100").stdout
+    assert f"trained model #{row.id} (adapter" in text and "audit = random audit slice" in text
     store.close()
 
 

@@ -36,13 +36,17 @@ def leaderboard_cmd(ctx: Ctx, criterion, bootstrap, as_json):
     def ci(r):
         return f"[{fmt(r['ci'][0], 2)}, {fmt(r['ci'][1], 2)}]" if r["ci"][0] is not None else "-"
 
-    t = Table("method", "accuracy", "95% CI", "n", "audit acc.", "audit n", title="proposer methods")
+    t = Table("method", "accuracy (all)", "95% CI", "n", "audit acc.", "audit n", title="proposer methods")
     for r in lb["methods"]:
         t.add_row(r["method"], fmt(r["accuracy"]), ci(r), str(r["n"]), fmt(r["audit"]["accuracy"]), str(r["audit"]["n"]))
     if lb["methods"]:
         out.print(t)
     else:
         out.print("no method margins stored for the gold triplets (they come from `condsim-annot propose`)")
+    labels = lb.get("labels") or {}
+    if labels:
+        out.print(f"all = {labels['accuracy']}\naudit = {labels['audit']}")
+    _print_trained(lb.get("trained") or [], labels.get("trained", ""))
     t = Table("annotator", "kind", "accuracy", "95% CI", "n", "share of votes", "vs human answer",
               title="LM judges and humans vs gold")
     for r in lb["judges"] + lb["humans"]:
@@ -50,6 +54,21 @@ def leaderboard_cmd(ctx: Ctx, criterion, bootstrap, as_json):
         t.add_row(r["annotator"], r["kind"], fmt(r["accuracy"]), ci(r), str(r["n"]), fmt(r["share_of_votes"], 2),
                   f"{fmt(vh['accuracy'])} (n={vh['n']})" if vh and vh["n"] else "-")
     out.print(t)
+
+
+def _print_trained(trained: list, label: str) -> None:
+    """Each stored trained model's held-out report (the number to compare adapters and fine-tunes by)."""
+    from rich.table import Table
+
+    for m in trained:
+        t = Table("method", "accuracy (all)", "95% CI", "n", "audit acc.", "audit n",
+                  title=f"trained model #{m['model_id']} ({m['kind']}, calibration run {m['calibration_run']}): {label}; "
+                        f"{m['plan']}")
+        for r in m["methods"]:
+            a, u = r["all"], r["audit"]
+            t.add_row(r["method"], fmt(a["accuracy"]), f"[{fmt(a['ci'][0], 2)}, {fmt(a['ci'][1], 2)}]" if a["n"] else "-",
+                      str(a["n"]), fmt(u["accuracy"]), str(u["n"]))
+        out.print(t)
 
 
 def register(main: click.Group) -> None:

@@ -58,6 +58,24 @@ class TripletArrays:
 
 
 @dataclass
+class _Batch:
+    """Triplets as the fit uses them: what does not depend on the weights is computed once."""
+
+    q: np.ndarray
+    diff: np.ndarray  # pos - neg
+    base: np.ndarray  # q . (pos - neg)
+    y: np.ndarray
+
+    @classmethod
+    def of(cls, t: TripletArrays) -> "_Batch":
+        diff = t.pos - t.neg
+        return cls(t.q, diff, np.einsum("ij,ij->i", t.q, diff), t.y)
+
+    def margins(self, U: np.ndarray, V: np.ndarray, alpha: float) -> np.ndarray:
+        return alpha * self.base + np.einsum("ij,ij->i", self.q @ U, self.diff @ V)
+
+
+@dataclass
 class BilinearAdapter:
     """Low-rank bilinear adapter (see the module docstring).
 
@@ -104,19 +122,17 @@ class BilinearAdapter:
         return float(-(t.y * _log_sigmoid(z) + (1 - t.y) * _log_sigmoid(-z)).mean())
 
     # ------------------------------------------------------------------ fitting
-    def _grads(self, t: TripletArrays, U: np.ndarray, V: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
-        diff = t.pos - t.neg
-        base = np.einsum("ij,ij->i", t.q, diff)
-        u = t.q @ U
-        dv = diff @ V
-        z = (alpha * base + np.einsum("ij,ij->i", u, dv)) / self.temperature
-        g = (_sigmoid(z) - t.y) / (len(t) * self.temperature)  # dL/d(margin)
-        gU = t.q.T @ (g[:, None] * dv)
-        gV = diff.T @ (g[:, None] * u)
+    def _grads(self, b: "_Batch", U: np.ndarray, V: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
+        u = b.q @ U
+        dv = b.diff @ V
+        z = (alpha * b.base + np.einsum("ij,ij->i", u, dv)) / self.temperature
+        g = (_sigmoid(z) - b.y) / (len(b.y) * self.temperature)  # dL/d(margin)
+        gU = b.q.T @ (g[:, None] * dv)
+        gV = b.diff.T @ (g[:, None] * u)
         if self.tied:  # V is U: both paths
             gU = gU + gV
             gV = gU
-        return gU + 2 * self.l2 * U, gV + 2 * self.l2 * V, float(g @ base)
+        return gU + 2 * self.l2 * U, gV + 2 * self.l2 * V, float(g @ b.base)
 
     def fit(self, train: TripletArrays, val: Optional[TripletArrays] = None) -> "BilinearAdapter":
         """See :meth:`_fit`; BLAS runs single-threaded here: the matrices are small, and idle BLAS threads
@@ -142,8 +158,9 @@ class BilinearAdapter:
         b1, b2, eps = 0.9, 0.999, 1e-8
         self._keep(U, V, w)
         best, best_step, self.history_ = (self.loss(val) if val is not None else np.inf), 0, []
+        tb, vb = _Batch.of(train), (_Batch.of(val) if val is not None else None)
         for step in range(1, self.max_steps + 1):
-            gU, gV, ga = self._grads(train, U, V, float(np.exp(w[0])))
+            gU, gV, ga = self._grads(tb, U, V, float(np.exp(w[0])))
             grads = ([gU] if self.tied else [gU, gV]) + [np.asarray([ga * np.exp(w[0])])]
             for p, g, (m, v) in zip(params + [w], grads, moments):
                 m *= b1
@@ -151,11 +168,11 @@ class BilinearAdapter:
                 v *= b2
                 v += (1 - b2) * g * g
                 p -= self.lr * (m / (1 - b1**step)) / (np.sqrt(v / (1 - b2**step)) + eps)
-            if val is None:
+            if vb is None:
                 continue
-            cur = BilinearAdapter(temperature=self.temperature, U_=U, V_=V, alpha_=float(np.exp(w[0])))
-            vl = cur.loss(val)
-            self.history_.append((step, vl, float(np.mean(cur.margins(val) > 0))))
+            z = vb.margins(U, V, float(np.exp(w[0]))) / self.temperature
+            vl = float(-(vb.y * _log_sigmoid(z) + (1 - vb.y) * _log_sigmoid(-z)).mean())
+            self.history_.append((step, vl, float(np.mean(z > 0))))
             if vl < best - 1e-6:
                 best, best_step = vl, step
                 self._keep(U, V, w)
