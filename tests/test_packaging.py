@@ -23,6 +23,8 @@ def test_wheel_ships_namespaced_layout(tmp_path):
     for must in (
         "condsim_annot/cli.py",
         "condsim_annot/tui/__init__.py",
+        "condsim_annot/queue/__init__.py",  # the TUI's engine, a package of its own
+        "condsim_annot/queue/tables.py",
         "condsim_annot/exporters/__init__.py",
         "condsim_annot/migrations/env.py",
         "condsim_annot/migrations/script.py.mako",
