@@ -32,7 +32,8 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -52,7 +53,7 @@ Votes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # first item, sec
 # --------------------------------------------------------------------------- the methods
 
 
-def new_model(v: Votes, n: int, A: int, feats: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def new_model(v: Votes, n: int, A: int, feats: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     m = TripletModel().fit(*v, n_items=n, n_annotators=A, features=feats)
     return m.predict_label, m.scores_
 
@@ -69,10 +70,10 @@ def legacy_model(v: Votes, n: int, A: int) -> tuple[Callable, np.ndarray]:
     data.ties, data.ann, data.trip = o == 2, a.astype(np.int64), tid.astype(np.int64)
     fitres = legacy.fit(data, prior_scale=2.0, beta_prior=1.0)
     p = legacy.triplet_prob_first(data, fitres, list(range(len(uk))))
-    lookup = dict(zip(uk.tolist(), p.tolist()))
+    lookup = dict(zip(uk.tolist(), p.tolist(), strict=False))
 
     def predict(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        return np.array([lookup.get(int(x * n + y), 0.5) for x, y in zip(i, j)])
+        return np.array([lookup.get(int(x * n + y), 0.5) for x, y in zip(i, j, strict=False)])
 
     return predict, fitres.scores
 
@@ -82,10 +83,10 @@ def majority(v: Votes) -> Callable:
     n = int(max(f.max(), s.max())) + 1
     key = f * n + s
     share: dict[int, list[float]] = {}
-    for k, out in zip(key.tolist(), o.tolist()):
+    for k, out in zip(key.tolist(), o.tolist(), strict=False):
         share.setdefault(k, []).append(1.0 if out == 0 else (0.0 if out == 1 else 0.5))
     lookup = {k: float(np.mean(x)) for k, x in share.items()}
-    return lambda i, j: np.array([lookup.get(int(x * n + y), 0.5) for x, y in zip(i, j)])
+    return lambda i, j: np.array([lookup.get(int(x * n + y), 0.5) for x, y in zip(i, j, strict=False)])
 
 
 def crowdkit(v: Votes, which: str) -> Callable:
@@ -98,11 +99,13 @@ def crowdkit(v: Votes, which: str) -> Callable:
     df = pd.DataFrame({"worker": a[keep], "task": (f * n + s)[keep], "label": o[keep]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        agg = DawidSkene(n_iter=100) if which == "ds" else GLAD(n_iter=20)  # GLAD: ~30 s per 100 iterations at 15k votes
+        agg = (
+            DawidSkene(n_iter=100) if which == "ds" else GLAD(n_iter=20)
+        )  # GLAD: ~30 s per 100 iterations at 15k votes
         probas = agg.fit(df).probas_
     p = probas[0] if 0 in probas.columns else 1 - probas[1]
-    lookup = dict(zip(probas.index.tolist(), p.to_numpy(dtype=float).tolist()))
-    return lambda i, j: np.array([lookup.get(int(x * n + y), 0.5) for x, y in zip(i, j)])
+    lookup = dict(zip(probas.index.tolist(), p.to_numpy(dtype=float).tolist(), strict=False))
+    return lambda i, j: np.array([lookup.get(int(x * n + y), 0.5) for x, y in zip(i, j, strict=False)])
 
 
 def arena(v: Votes, n: int) -> tuple[Callable, np.ndarray]:
@@ -113,8 +116,7 @@ def arena(v: Votes, n: int) -> tuple[Callable, np.ndarray]:
     keep = o != 2
     f, s, y = f[keep], s[keep], (o[keep] == 0).astype(int)
     m = len(f)
-    X = csr_matrix((np.tile([1.0, -1.0], m), (np.repeat(np.arange(m), 2), np.stack([f, s], 1).ravel())),
-                   shape=(m, n))
+    X = csr_matrix((np.tile([1.0, -1.0], m), (np.repeat(np.arange(m), 2), np.stack([f, s], 1).ravel())), shape=(m, n))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         coef = LogisticRegression(fit_intercept=False, C=1.0, max_iter=1000).fit(X, y).coef_[0]
@@ -124,8 +126,17 @@ def arena(v: Votes, n: int) -> tuple[Callable, np.ndarray]:
 # --------------------------------------------------------------------------- one case
 
 
-def evaluate(name: str, v: Votes, n: int, A: int, feats: np.ndarray, tri: tuple[np.ndarray, np.ndarray],
-             truth_first: np.ndarray, pair_truth: np.ndarray, pairs: np.ndarray) -> list[dict[str, Any]]:
+def evaluate(
+    name: str,
+    v: Votes,
+    n: int,
+    A: int,
+    feats: np.ndarray,
+    tri: tuple[np.ndarray, np.ndarray],
+    truth_first: np.ndarray,
+    pair_truth: np.ndarray,
+    pairs: np.ndarray,
+) -> list[dict[str, Any]]:
     runs: list[tuple[str, Callable[[], Any]]] = [
         ("new model (features)", lambda: new_model(v, n, A, feats)),
         ("new model (no features)", lambda: new_model(v, n, A, None)),
@@ -143,9 +154,15 @@ def evaluate(name: str, v: Votes, n: int, A: int, feats: np.ndarray, tri: tuple[
         predict, scores = run()
         dt = time.perf_counter() - t
         p = np.asarray(predict(*tri), dtype=float)
-        r = {"method": label, "ece": label_ece(p, truth_first), "brier": float(np.mean((p - truth_first) ** 2)),
-             "coverage": coverage_at_accuracy(p, truth_first, 0.95), "acc": float(np.mean((p >= 0.5) == truth_first)),
-             "spearman": float(spearmanr(scores[pairs], pair_truth)[0]) if scores is not None else None, "time": dt}
+        r = {
+            "method": label,
+            "ece": label_ece(p, truth_first),
+            "brier": float(np.mean((p - truth_first) ** 2)),
+            "coverage": coverage_at_accuracy(p, truth_first, 0.95),
+            "acc": float(np.mean((p >= 0.5) == truth_first)),
+            "spearman": float(spearmanr(scores[pairs], pair_truth)[0]) if scores is not None else None,
+            "time": dt,
+        }
         rows.append(r)
         sp = f"{r['spearman']:10.3f}" if r["spearman"] is not None else f"{'-':>10}"
         print(f"  {label:<28}{r['ece']:7.3f}{r['brier']:8.3f}{r['coverage']:9.1%}{r['acc']:7.3f}{sp}{dt:8.2f}")
@@ -160,18 +177,21 @@ def features_from_truth(s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def case_simulation(args: argparse.Namespace) -> list[dict[str, Any]]:
     n_docs, n_cand, m = (150, 16, 3000) if args.quick else (400, 20, 15000)
-    sim = simulate_triplets(n_docs, n_cand, m, n_annotators=20, votes_per_triplet=3, noisy=0.2, adversarial=0.1,
-                            nu=0.1, seed=args.seed)
+    sim = simulate_triplets(
+        n_docs, n_cand, m, n_annotators=20, votes_per_triplet=3, noisy=0.2, adversarial=0.1, nu=0.1, seed=args.seed
+    )
     feats = features_from_truth(sim.true_scores, np.random.default_rng(args.seed + 7))
     v = (sim.item_first, sim.item_second, sim.choice, sim.annotators)
     uk = np.unique(sim.item_first * sim.n_items + sim.item_second)
     i, j = uk // sim.n_items, uk % sim.n_items
     truth = sim.true_scores[i] > sim.true_scores[j]
     own = [float(np.mean((feats[i, k] > feats[j, k]) == truth)) for k in range(feats.shape[1])]
-    name = (f"(a) simulation: {m:,} votes on {len(uk):,} triplets, {sim.n_items:,} pairs, 20 annotators "
-            f"({(sim.kinds == 'noisy').sum()} noisy, {(sim.kinds == 'adversarial').sum()} adversarial), "
-            f"{np.mean(sim.choice == 2):.0%} tie votes; the methods' own triplet accuracy "
-            + ", ".join(f"{x:.2f}" for x in own))
+    name = (
+        f"(a) simulation: {m:,} votes on {len(uk):,} triplets, {sim.n_items:,} pairs, 20 annotators "
+        f"({(sim.kinds == 'noisy').sum()} noisy, {(sim.kinds == 'adversarial').sum()} adversarial), "
+        f"{np.mean(sim.choice == 2):.0%} tie votes; the methods' own triplet accuracy "
+        + ", ".join(f"{x:.2f}" for x in own)
+    )
     used = np.unique(np.concatenate([i, j]))
     return evaluate(name, v, sim.n_items, 20, feats, (i, j), truth, sim.true_scores[used], used)
 
@@ -220,34 +240,43 @@ def case_champ(args: argparse.Namespace) -> list[dict[str, Any]]:
     has = pair_truth[i1] != pair_truth[i2]
     truth = pair_truth[i1] > pair_truth[i2]
     own = [float(np.mean((feats[i1[has], k] > feats[i2[has], k]) == truth[has])) for k in range(2)]
-    name = (f"(b) CHAMP same-technique: {len(i1)} triplets ({has.sum()} with a true answer), {len(out)} votes from "
-            f"4 simulated annotators (10/30/50/100% random); MiniLM and TF-IDF alone: {own[0]:.2f}, {own[1]:.2f}")
+    name = (
+        f"(b) CHAMP same-technique: {len(i1)} triplets ({has.sum()} with a true answer), {len(out)} votes from "
+        f"4 simulated annotators (10/30/50/100% random); MiniLM and TF-IDF alone: {own[0]:.2f}, {own[1]:.2f}"
+    )
     return evaluate(name, v, len(pairs), 4, feats, (i1[has], i2[has]), truth[has], pair_truth, np.arange(len(pairs)))
 
 
 def case_big(args: argparse.Namespace) -> None:
     m = 100_000 if args.quick else 1_000_000
-    sim = simulate_triplets(2000, 50, m, n_annotators=50, votes_per_triplet=3, noisy=0.2, adversarial=0.1, nu=0.1,
-                            seed=args.seed)
+    sim = simulate_triplets(
+        2000, 50, m, n_annotators=50, votes_per_triplet=3, noisy=0.2, adversarial=0.1, nu=0.1, seed=args.seed
+    )
     feats = features_from_truth(sim.true_scores, np.random.default_rng(args.seed + 7))
-    w, l, ties, ann = sim.comparisons()
+    w, lo_, ties, ann = sim.comparisons()
     n = sim.n_items
     t = time.perf_counter()
-    full = bradley_terry(w, l, ties=ties, annotators=ann, n_items=n, n_annotators=50, prior_scale=3.0,
-                         beta_prior=1.0, tol=1e-3)
+    full = bradley_terry(
+        w, lo_, ties=ties, annotators=ann, n_items=n, n_annotators=50, prior_scale=3.0, beta_prior=1.0, tol=1e-3
+    )
     t_bt = time.perf_counter() - t
     t = time.perf_counter()
-    mod = TripletModel().fit(sim.item_first, sim.item_second, sim.choice, sim.annotators, n_items=n, n_annotators=50,
-                             features=feats)
+    mod = TripletModel().fit(
+        sim.item_first, sim.item_second, sim.choice, sim.annotators, n_items=n, n_annotators=50, features=feats
+    )
     t_new = time.perf_counter() - t
     i, j = mod.triplet_first_, mod.triplet_second_
     truth = sim.true_scores[i] > sim.true_scores[j]
     print(f"\nfit time at {m:,} votes ({n:,} pairs, {len(i):,} triplets, 50 annotators), same data, same run:")
-    print(f"  today's full model (bt.bradley_terry, beta_j, ties, prior)  {t_bt:7.2f} s  "
-          f"spearman {spearmanr(full.scores, sim.true_scores)[0]:.3f}")
-    print(f"  new model (features, exact integrals, held-out betas)      {t_new:7.2f} s  "
-          f"spearman {spearmanr(mod.scores_, sim.true_scores)[0]:.3f}  ratio {t_new / t_bt:.2f}x  "
-          f"ECE {label_ece(mod.p_first_, truth):.3f}  cov@.95 {coverage_at_accuracy(mod.p_first_, truth):.1%}")
+    print(
+        f"  today's full model (bt.bradley_terry, beta_j, ties, prior)  {t_bt:7.2f} s  "
+        f"spearman {spearmanr(full.scores, sim.true_scores)[0]:.3f}"
+    )
+    print(
+        f"  new model (features, exact integrals, held-out betas)      {t_new:7.2f} s  "
+        f"spearman {spearmanr(mod.scores_, sim.true_scores)[0]:.3f}  ratio {t_new / t_bt:.2f}x  "
+        f"ECE {label_ece(mod.p_first_, truth):.3f}  cov@.95 {coverage_at_accuracy(mod.p_first_, truth):.1%}"
+    )
 
 
 def active_loop_result() -> None:
@@ -266,7 +295,7 @@ def active_loop_result() -> None:
     print(mod.run() if hasattr(mod, "run") else mod.main([]))
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller cases (a smoke run)")
     ap.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,8 @@ coders x units matrix (NaN = missing) that Krippendorff's alpha takes.
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Mapping, NamedTuple, Optional, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -96,7 +97,7 @@ def _alpha_any(M: np.ndarray, level: str) -> float:
         return float("nan")
     if len(np.unique(Mp[~np.isnan(Mp)])) < 2:
         return 1.0
-    return float(krippendorff.alpha(reliability_data=Mp, level_of_measurement=level))
+    return float(krippendorff.alpha(reliability_data=Mp, level_of_measurement=level))  # type: ignore[arg-type]
 
 
 def krippendorff_alpha(reliability_data: Any, *, level: str = "nominal", bootstrap: int = 0, seed: int = 0,
@@ -135,8 +136,8 @@ def krippendorff_alpha(reliability_data: Any, *, level: str = "nominal", bootstr
     return AlphaResult(alpha=float(a), low=lo, high=hi, n_units=n_units, n_coders=n_coders, n_values=n_values)
 
 
-def alpha_by_group(units: Any, coders: Any, values: Any, groups: Optional[Mapping[str, Any]] = None, *,
-                   coder_kind: Optional[Mapping[Hashable, str]] = None, bootstrap: int = 0, seed: int = 0,
+def alpha_by_group(units: Any, coders: Any, values: Any, groups: Mapping[str, Any] | None = None, *,
+                   coder_kind: Mapping[Hashable, str] | None = None, bootstrap: int = 0, seed: int = 0,
                    level: str = "nominal") -> dict[str, AlphaResult]:
     """Alpha for all coders and for subsets of coders.
 
@@ -165,7 +166,7 @@ def alpha_by_group(units: Any, coders: Any, values: Any, groups: Optional[Mappin
     return out
 
 
-def cohen_kappa(a: Any, b: Any, labels: Optional[Sequence] = None) -> float:
+def cohen_kappa(a: Any, b: Any, labels: Sequence | None = None) -> float:
     """Cohen's kappa of two equally long label sequences (NaN when undefined).
 
     kappa = (p_o - p_e) / (1 - p_e), p_e from the two marginals; ``labels`` restricts
@@ -200,8 +201,8 @@ def kappa_between(units: Any, coders: Any, values: Any, coder_a: Hashable, coder
     u = np.asarray(units)
     c = np.asarray(coders)
     v = np.asarray(values)
-    da = {uu: vv for uu, cc, vv in zip(u.tolist(), c.tolist(), v.tolist()) if cc == coder_a}
-    db = {uu: vv for uu, cc, vv in zip(u.tolist(), c.tolist(), v.tolist()) if cc == coder_b}
+    da = {uu: vv for uu, cc, vv in zip(u.tolist(), c.tolist(), v.tolist(), strict=False) if cc == coder_a}
+    db = {uu: vv for uu, cc, vv in zip(u.tolist(), c.tolist(), v.tolist(), strict=False) if cc == coder_b}
     shared = sorted(set(da) & set(db), key=str)
     if not shared:
         return float("nan"), 0
@@ -231,16 +232,16 @@ def majority_vote(units: Any, values: Any, *, weights: Any = None) -> tuple[np.n
     return uid, label, share
 
 
-def win_rate(winners: Any, losers: Any, n_items: Optional[int] = None, *, ties: Any = None) -> np.ndarray:
+def win_rate(winners: Any, losers: Any, n_items: int | None = None, *, ties: Any = None) -> np.ndarray:
     """Share of comparisons each item won (ties count 1/2; NaN for uncompared items).
 
     The majority-vote score baseline (Borda-like) against which BT is compared."""
     w = np.asarray(winners, dtype=np.int64)
-    l = np.asarray(losers, dtype=np.int64)
-    n = int(n_items if n_items is not None else max(w.max(initial=-1), l.max(initial=-1)) + 1)
+    lo_ = np.asarray(losers, dtype=np.int64)
+    n = int(n_items if n_items is not None else max(w.max(initial=-1), lo_.max(initial=-1)) + 1)
     t = np.zeros(len(w), dtype=bool) if ties is None else np.asarray(ties, dtype=bool)
-    won = np.bincount(w, np.where(t, 0.5, 1.0), minlength=n) + np.bincount(l, np.where(t, 0.5, 0.0), minlength=n)
-    games = np.bincount(w, minlength=n) + np.bincount(l, minlength=n)
+    won = np.bincount(w, np.where(t, 0.5, 1.0), minlength=n) + np.bincount(lo_, np.where(t, 0.5, 0.0), minlength=n)
+    games = np.bincount(w, minlength=n) + np.bincount(lo_, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(games > 0, won / np.maximum(games, 1), np.nan)
 
@@ -302,5 +303,5 @@ def position_bias(chose_first_shown: Any, coders: Any = None) -> PositionBias:
     k = np.bincount(ci, x.astype(float), minlength=len(cid)).astype(np.int64)
     n = np.bincount(ci, minlength=len(cid)).astype(np.int64)
     share = np.where(n > 0, k / np.maximum(n, 1), np.nan)
-    p = np.array([binomtest(int(kk), int(nn), 0.5).pvalue if nn else np.nan for kk, nn in zip(k, n)])
+    p = np.array([binomtest(int(kk), int(nn), 0.5).pvalue if nn else np.nan for kk, nn in zip(k, n, strict=False)])
     return PositionBias(coder_ids=cid, share_first_shown=share, n=n, p_value=p)

@@ -72,7 +72,7 @@ For triplet votes (a; x, y) the items are unordered document pairs {a, x}:
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.optimize import minimize
@@ -118,9 +118,8 @@ class BTResult(NamedTuple):
     converged: bool
     log_likelihood: float
     components: np.ndarray
-    cov: Optional[np.ndarray] = None
+    cov: np.ndarray | None = None
     log_posterior: float = float("nan")
-
 
 
 OPTIMIZER = "lbfgs"  # "lbfgs" (ours, above) or "L-BFGS-B" (scipy); same objective and scaling
@@ -144,16 +143,28 @@ def _minimize(prob: _Problem, theta0: np.ndarray, *, max_iter: int, tol: float):
         x, nit, conv = lbfgs(f, x0, lo, hi, max_iter=max_iter, tol=tol)
         return x / sc, nit, conv
     has_bounds = prob.nb > 0 or prob.fit_nu
-    sb = list(zip(np.where(np.isfinite(lo), lo, None), np.where(np.isfinite(hi), hi, None))) if has_bounds else None
+    sb = (
+        [
+            (float(a) if np.isfinite(a) else None, float(b) if np.isfinite(b) else None)
+            for a, b in zip(lo, hi, strict=False)
+        ]
+        if has_bounds
+        else None
+    )
     with one_blas_thread():
-        r = minimize(f, x0, jac=True, method="L-BFGS-B", bounds=sb,
-                     options={"maxiter": int(max_iter), "gtol": float(tol), "ftol": 1e-13, "maxcor": 20,
-                              "maxls": 40})
+        r = minimize(
+            f,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=sb,
+            options={"maxiter": int(max_iter), "gtol": float(tol), "ftol": 1e-13, "maxcor": 20, "maxls": 40},
+        )
     conv = bool(r.success) or (np.max(np.abs(r.jac)) <= tol if r.jac is not None else False)
     return r.x / sc, int(r.nit), conv
 
 
-def _start_scores(n, w, l, wt, tie=None):
+def _start_scores(n, w, lo_, wt, tie=None):
     """Log win ratio per item (a cheap, good start on a well-mixed graph).  A tie counts half
     a win and half a loss for each of its items (so the start, like the fit, does not depend on
     the order in which a tie's two items are given)."""
@@ -161,13 +172,13 @@ def _start_scores(n, w, l, wt, tie=None):
         return np.zeros(n)
     ww = wt if wt is not None else None
     if tie is not None and tie.any():
-        ww = (np.where(tie, 0.5, 1.0) * (wt if wt is not None else 1.0))
+        ww = np.where(tie, 0.5, 1.0) * (wt if wt is not None else 1.0)
         half = np.where(tie, 0.5 * (wt if wt is not None else 1.0), 0.0)
-        wins = np.bincount(w, ww, minlength=n) + np.bincount(l, half, minlength=n)
-        losses = np.bincount(l, ww, minlength=n) + np.bincount(w, half, minlength=n)
+        wins = np.bincount(w, ww, minlength=n) + np.bincount(lo_, half, minlength=n)
+        losses = np.bincount(lo_, ww, minlength=n) + np.bincount(w, half, minlength=n)
     else:
         wins = np.bincount(w, ww, minlength=n)
-        losses = np.bincount(l, ww, minlength=n)
+        losses = np.bincount(lo_, ww, minlength=n)
     s0 = np.log((wins + 0.5) / (losses + 0.5))
     return s0
 
@@ -182,14 +193,14 @@ def _worth_aggregating(n, A, m, any_tie):
     return m > 0 and n * (n - 1) * max(A, 1) * (2 if any_tie else 1) * 2 <= m
 
 
-def _aggregate(n, w, l, tie, ann, wt):
+def _aggregate(n, w, lo_, tie, ann, wt):
     """Collapse identical comparisons (winner, loser, tie, annotator) into one weighted by the
     count (times their weights).  A tie's two items are put in a fixed order (its likelihood
-    is symmetric).  Returns ``(w, l, tie, ann, weights, counts)``."""
+    is symmetric).  Returns ``(w, lo_, tie, ann, weights, counts)``."""
     if tie is not None:
-        lo, hi = np.minimum(w, l), np.maximum(w, l)
-        w, l = np.where(tie, lo, w), np.where(tie, hi, l)
-    key = ((ann * 2 + (tie if tie is not None else 0)) * n + w) * n + l
+        lo, hi = np.minimum(w, lo_), np.maximum(w, lo_)
+        w, lo_ = np.where(tie, lo, w), np.where(tie, hi, lo_)
+    key = ((ann * 2 + (tie if tie is not None else 0)) * n + w) * n + lo_
     uk, inv = np.unique(key, return_inverse=True)
     inv = inv.ravel()
     counts = np.bincount(inv, minlength=len(uk)).astype(np.float64)
@@ -210,12 +221,12 @@ def bradley_terry(
     *,
     ties: Any = None,
     annotators: Any = None,
-    n_items: Optional[int] = None,
-    n_annotators: Optional[int] = None,
+    n_items: int | None = None,
+    n_annotators: int | None = None,
     choice_sets: Any = None,
     choice_annotators: Any = None,
-    prior_scale: Optional[float] = None,
-    beta_prior: Optional[float] = 1.0,
+    prior_scale: float | None = None,
+    beta_prior: float | None = 1.0,
     fit_beta: bool = True,
     fit_ties: bool = True,
     fixed_beta: Any = None,
@@ -259,35 +270,40 @@ def bradley_terry(
     With one annotator, no ties, no prior this is the classic maximum-likelihood
     Bradley-Terry fit (``choix.opt_pairwise`` with ``alpha -> 0``), shifted to mean 0.
     """
-    w, l, tie, ann, wt, ch, n, A = _check_inputs(winners, losers, ties, annotators, weights, choice_sets,
-                                                 choice_annotators, n_items, n_annotators)
-    comps = components(n, w, l, ch)
-    w, l, tie, ann, wt, cnt, nu_fit = _ties_and_counts(w, l, tie, ann, wt, n, A, fit_ties)
+    w, lo_, tie, ann, wt, ch, n, A = _check_inputs(
+        winners, losers, ties, annotators, weights, choice_sets, choice_annotators, n_items, n_annotators
+    )
+    comps = components(n, w, lo_, ch)
+    w, lo_, tie, ann, wt, cnt, nu_fit = _ties_and_counts(w, lo_, tie, ann, wt, n, A, fit_ties)
     beta0, fixed_mask, fit_mask = _beta_masks(A, ann, ch, fixed_beta, fit_beta, beta_prior)
-    do_beta = bool(fit_mask.any())
     prior_on = bool(prior_scale) and float(prior_scale or 0) > 0
     ps = float(prior_scale) if prior_on and prior_scale is not None else None
     if init_scores is not None:
         s0 = np.asarray(init_scores, dtype=np.float64).copy()
     else:
-        s0 = _start_scores(n, w, l, wt, tie)
+        s0 = _start_scores(n, w, lo_, wt, tie)
         if ps is not None:
             s0 = np.clip(s0, -3 * ps, 3 * ps)
-    # stage 1: scores only (beta as given, nu fixed at a moderate value) - a fast start
-    nu_start = 0.5 if nu_fit else 0.0
-    stage1 = _Problem(n, A, w, l, tie if nu_fit else None, ann, wt, ch, ps, None, np.zeros(A, dtype=bool), beta0,
-                      False, nu_start)
-    s, n_iter_total, conv = _minimize(stage1, s0, max_iter=max_iter,
-                                      tol=tol if not (do_beta or nu_fit) else max(tol, 1e-2))
-    lb = np.log(beta0)
-    lnu = math.log(nu_start) if nu_fit else -np.inf
-    final = stage1
-    if do_beta or nu_fit:
-        final = _Problem(n, A, w, l, tie, ann, wt, ch, ps, beta_prior if do_beta else None, fit_mask, beta0, nu_fit,
-                         nu_start)
-        s, lb, lnu, it, conv = _full_stage(final, s, lb, lnu, ann, cnt, ch, do_beta, bool(fixed_mask.any()),
-                                           max_iter=max_iter, tol=tol)
-        n_iter_total += it
+    s, lb, lnu, final, n_iter_total, conv = _fit_stages(
+        n,
+        A,
+        w,
+        lo_,
+        tie,
+        ann,
+        wt,
+        ch,
+        ps,
+        s0,
+        beta0,
+        fixed_mask,
+        fit_mask,
+        cnt,
+        nu_fit,
+        beta_prior,
+        max_iter=max_iter,
+        tol=tol,
+    )
     s = np.array(s, dtype=np.float64)
     if not prior_on and n:
         s -= (np.bincount(comps, s) / np.bincount(comps))[comps]
@@ -295,19 +311,84 @@ def bradley_terry(
     beta = np.exp(lb)
     nu = float(math.exp(lnu)) if nu_fit else 0.0
     if compute_stderr:
-        stderr, cov = _laplace(n, w, l, tie, ann, wt, ch, s, beta, nu, ps, comps, exact_limit=exact_limit)
+        stderr, cov = _laplace(n, w, lo_, tie, ann, wt, ch, s, beta, nu, ps, comps, exact_limit=exact_limit)
     else:
         stderr, cov = np.full(n, np.nan), None
-    return BTResult(scores=s, beta=beta, nu=nu, stderr=stderr, n_iter=n_iter_total, converged=bool(conv),
-                    log_likelihood=float(ll), components=comps, cov=cov, log_posterior=float(-nlp))
+    return BTResult(
+        scores=s,
+        beta=beta,
+        nu=nu,
+        stderr=stderr,
+        n_iter=n_iter_total,
+        converged=bool(conv),
+        log_likelihood=float(ll),
+        components=comps,
+        cov=cov,
+        log_posterior=float(-nlp),
+    )
 
 
-def _check_inputs(winners: Any, losers: Any, ties: Any, annotators: Any, weights: Any, choice_sets: Any,
-                  choice_annotators: Any, n_items: Optional[int], n_annotators: Optional[int]) -> tuple:
-    """Arrays of :func:`bradley_terry`'s arguments, checked: ``(w, l, tie, ann, wt, choices, n, A)``."""
+def _fit_stages(
+    n: int,
+    A: int,
+    w: np.ndarray,
+    lo_: np.ndarray,
+    tie: np.ndarray | None,
+    ann: np.ndarray,
+    wt: np.ndarray | None,
+    ch: _Choices | None,
+    ps: float | None,
+    s0: np.ndarray,
+    beta0: np.ndarray,
+    fixed_mask: np.ndarray,
+    fit_mask: np.ndarray,
+    cnt: Any,
+    nu_fit: bool,
+    beta_prior: float | None,
+    *,
+    max_iter: int,
+    tol: float,
+) -> tuple:
+    """Stage 1 (scores, beta as given, nu at 0.5) then, when beta or nu is fitted, stage 2 (everything).
+    Returns ``(s, log beta, log nu, final problem, iterations, converged)``."""
+    do_beta = bool(fit_mask.any())
+    nu_start = 0.5 if nu_fit else 0.0
+    stage1 = _Problem(
+        n, A, w, lo_, tie if nu_fit else None, ann, wt, ch, ps, None, np.zeros(A, dtype=bool), beta0, False, nu_start
+    )
+    s, n_iter_total, conv = _minimize(
+        stage1, s0, max_iter=max_iter, tol=tol if not (do_beta or nu_fit) else max(tol, 1e-2)
+    )
+    lb = np.log(beta0)
+    lnu = math.log(nu_start) if nu_fit else -np.inf
+    final = stage1
+    if do_beta or nu_fit:
+        final = _Problem(
+            n, A, w, lo_, tie, ann, wt, ch, ps, beta_prior if do_beta else None, fit_mask, beta0, nu_fit, nu_start
+        )
+        s, lb, lnu, it, conv = _full_stage(
+            final, s, lb, lnu, ann, cnt, ch, do_beta, bool(fixed_mask.any()), max_iter=max_iter, tol=tol
+        )
+        n_iter_total += it
+    return s, lb, lnu, final, n_iter_total, conv
+
+
+def _check_inputs(
+    winners: Any,
+    losers: Any,
+    ties: Any,
+    annotators: Any,
+    weights: Any,
+    choice_sets: Any,
+    choice_annotators: Any,
+    n_items: int | None,
+    n_annotators: int | None,
+) -> tuple:
+    """Arrays of :func:`bradley_terry`'s arguments, checked:
+    ``(w, lo_, tie, ann, wt, choices, n, A)`` (lo_: the losers)."""
     w = np.asarray(winners, dtype=np.int64).ravel()
-    l = np.asarray(losers, dtype=np.int64).ravel()
-    if w.shape != l.shape:
+    lo_ = np.asarray(losers, dtype=np.int64).ravel()
+    if w.shape != lo_.shape:
         raise ValueError("winners and losers must have the same length")
     m = len(w)
     tie = None if ties is None else np.asarray(ties, dtype=bool).ravel()
@@ -321,15 +402,15 @@ def _check_inputs(winners: Any, losers: Any, ties: Any, annotators: Any, weights
         raise ValueError("weights must have the same length as winners")
     ch = _as_choices(choice_sets, choice_annotators)
     if n_items is None:
-        cand = [w.max() + 1 if m else 0, l.max() + 1 if m else 0]
+        cand = [w.max() + 1 if m else 0, lo_.max() + 1 if m else 0]
         if ch is not None:
             cand.append(ch.member_item.max() + 1)
         n_items = int(max(cand))
     n = int(n_items)
-    for arr in (w, l) + ((ch.member_item,) if ch is not None else ()):
+    for arr in (w, lo_) + ((ch.member_item,) if ch is not None else ()):
         if len(arr) and (arr.min() < 0 or arr.max() >= n):
             raise ValueError("item index out of range [0, n_items)")
-    if m and np.any(w == l):
+    if m and np.any(w == lo_):
         raise ValueError("an item cannot be compared with itself")
     if n_annotators is None:
         cand = [ann.max() + 1 if m else 1]
@@ -339,31 +420,40 @@ def _check_inputs(winners: Any, losers: Any, ties: Any, annotators: Any, weights
     A = max(int(n_annotators), 1)
     if (m and (ann.min() < 0 or ann.max() >= A)) or (ch is not None and (ch.ann.min() < 0 or ch.ann.max() >= A)):
         raise ValueError("annotator index out of range [0, n_annotators)")
-    return w, l, tie, ann, wt, ch, n, A
+    return w, lo_, tie, ann, wt, ch, n, A
 
 
-def _ties_and_counts(w: np.ndarray, l: np.ndarray, tie: Optional[np.ndarray], ann: np.ndarray,
-                     wt: Optional[np.ndarray], n: int, A: int, fit_ties: bool) -> tuple:
+def _ties_and_counts(
+    w: np.ndarray,
+    lo_: np.ndarray,
+    tie: np.ndarray | None,
+    ann: np.ndarray,
+    wt: np.ndarray | None,
+    n: int,
+    A: int,
+    fit_ties: bool,
+) -> tuple:
     """Ties fitted (nu) or dropped; repeated comparisons collapsed into counts when that pays.
-    Returns ``(w, l, tie, ann, wt, counts, nu_fit)``."""
+    Returns ``(w, lo_, tie, ann, wt, counts, nu_fit)``."""
     nu_fit = False
     if tie is not None:
         if not tie.any():
             tie = None
         elif not fit_ties:
             keep = ~tie
-            w, l, ann, tie = w[keep], l[keep], ann[keep], None
+            w, lo_, ann, tie = w[keep], lo_[keep], ann[keep], None
             wt = wt[keep] if wt is not None else None
         else:
             nu_fit = True
     cnt = None
     if AGGREGATE and _worth_aggregating(n, A, len(w), tie is not None):
-        w, l, tie, ann, wt, cnt = _aggregate(n, w, l, tie, ann, wt)
-    return w, l, tie, ann, wt, cnt, nu_fit
+        w, lo_, tie, ann, wt, cnt = _aggregate(n, w, lo_, tie, ann, wt)
+    return w, lo_, tie, ann, wt, cnt, nu_fit
 
 
-def _beta_masks(A: int, ann: np.ndarray, ch: Optional[_Choices], fixed_beta: Any, fit_beta: bool,
-                beta_prior: Optional[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _beta_masks(
+    A: int, ann: np.ndarray, ch: _Choices | None, fixed_beta: Any, fit_beta: bool, beta_prior: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Start betas (pinned ones at their value), the pinned mask and the mask of fitted betas."""
     beta0 = np.ones(A)
     fixed_mask = np.zeros(A, dtype=bool)
@@ -384,8 +474,20 @@ def _beta_masks(A: int, ann: np.ndarray, ch: Optional[_Choices], fixed_beta: Any
     return beta0, fixed_mask, fit_mask
 
 
-def _full_stage(full: _Problem, s: np.ndarray, lb: np.ndarray, lnu: float, ann: np.ndarray, cnt: Any,
-                ch: Optional[_Choices], do_beta: bool, any_fixed: bool, *, max_iter: int, tol: float) -> tuple:
+def _full_stage(
+    full: _Problem,
+    s: np.ndarray,
+    lb: np.ndarray,
+    lnu: float,
+    ann: np.ndarray,
+    cnt: Any,
+    ch: _Choices | None,
+    do_beta: bool,
+    any_fixed: bool,
+    *,
+    max_iter: int,
+    tol: float,
+) -> tuple:
     """Stage 2: scores, betas and nu together, from the stage-1 scores.  Returns ``(s, lb, lnu, n_iter, conv)``."""
     A = len(lb)
     if do_beta:
@@ -435,28 +537,42 @@ def _beta_start(prob: _Problem, s, lb, lnu):
     return lb
 
 
-def log_posterior(winners, losers, scores, *, beta=None, nu=0.0, ties=None, annotators=None, weights=None,
-                  choice_sets=None, prior_scale=None, beta_prior=None) -> tuple[float, np.ndarray]:
+def log_posterior(
+    winners,
+    losers,
+    scores,
+    *,
+    beta=None,
+    nu=0.0,
+    ties=None,
+    annotators=None,
+    weights=None,
+    choice_sets=None,
+    prior_scale=None,
+    beta_prior=None,
+) -> tuple[float, np.ndarray]:
     """Data log-likelihood of given parameters and its gradient in the scores (for checks).
 
     Returns ``(log_likelihood, d log_likelihood / d scores)``; no prior terms.
     """
     s = np.asarray(scores, dtype=np.float64)
     w = np.asarray(winners, dtype=np.int64).ravel()
-    l = np.asarray(losers, dtype=np.int64).ravel()
+    lo_ = np.asarray(losers, dtype=np.int64).ravel()
     ann = np.zeros(len(w), dtype=np.int64) if annotators is None else np.asarray(annotators, dtype=np.int64)
     ch = _as_choices(choice_sets)
     A = int(max([ann.max() + 1 if len(ann) else 1] + ([ch.ann.max() + 1] if ch is not None else [])))
     b = np.ones(A) if beta is None else np.asarray(beta, dtype=np.float64)
     tie = None if ties is None else np.asarray(ties, dtype=bool)
     wt = None if weights is None else np.asarray(weights, dtype=np.float64)
-    prob = _Problem(len(s), len(b), w, l, tie, ann, wt, ch, None, None, np.zeros(len(b), dtype=bool), b, False,
-                    float(nu))
+    prob = _Problem(
+        len(s), len(b), w, lo_, tie, ann, wt, ch, None, None, np.zeros(len(b), dtype=bool), b, False, float(nu)
+    )
     prob.single_beta = False
     if tie is not None and nu > 0:
         prob.any_tie = True
     nll, g, ll = prob.value_grad(prob.pack(s, np.log(b), prob.log_nu), want_ll=True)
     return ll, -g[: len(s)]
+
 
 @single_blas_thread
 def bootstrap(
@@ -481,7 +597,7 @@ def bootstrap(
     intervals at ``level``.
     """
     w = np.asarray(winners, dtype=np.int64).ravel()
-    l = np.asarray(losers, dtype=np.int64).ravel()
+    lo_ = np.asarray(losers, dtype=np.int64).ravel()
     m = len(w)
     tie = None if ties is None else np.asarray(ties, dtype=bool).ravel()
     ann = None if annotators is None else np.asarray(annotators, dtype=np.int64).ravel()
@@ -491,12 +607,15 @@ def bootstrap(
         c = _as_choices(choice_sets)
         if c is not None:
             ends = np.append(c.starts[1:], len(c.member_item))
-            ch_list = [(int(c.chosen[k]), c.member_item[c.starts[k]:ends[k]].tolist(), int(c.ann[k]))
-                       for k in range(c.n_sets)]
+            ch_list = [
+                (int(c.chosen[k]), c.member_item[c.starts[k] : ends[k]].tolist(), int(c.ann[k]))
+                for k in range(c.n_sets)
+            ]
     fit_kwargs = dict(fit_kwargs)
     fit_kwargs.pop("compute_stderr", None)
-    base = bradley_terry(w, l, ties=tie, annotators=ann, weights=wt, choice_sets=ch_list, compute_stderr=False,
-                         **fit_kwargs)
+    base = bradley_terry(
+        w, lo_, ties=tie, annotators=ann, weights=wt, choice_sets=ch_list, compute_stderr=False, **fit_kwargs
+    )
     n = len(base.scores)
     fit_kwargs.setdefault("n_items", n)
     fit_kwargs.setdefault("n_annotators", len(base.beta))
@@ -513,9 +632,17 @@ def bootstrap(
         if ch_list:
             sidx = rng.integers(0, len(ch_list), len(ch_list))
             cs = [ch_list[i] for i in sidx]
-        r = bradley_terry(w[idx], l[idx], ties=None if tie is None else tie[idx],
-                          annotators=None if ann is None else ann[idx], weights=None if wt is None else wt[idx],
-                          choice_sets=cs, init_scores=base.scores, compute_stderr=False, **fit_kwargs)
+        r = bradley_terry(
+            w[idx],
+            lo_[idx],
+            ties=None if tie is None else tie[idx],
+            annotators=None if ann is None else ann[idx],
+            weights=None if wt is None else wt[idx],
+            choice_sets=cs,
+            init_scores=base.scores,
+            compute_stderr=False,
+            **fit_kwargs,
+        )
         sc = r.scores
         if not prior_on:
             sc = sc - (np.bincount(comps, sc) / np.bincount(comps))[comps]

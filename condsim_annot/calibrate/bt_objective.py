@@ -32,10 +32,10 @@ def _e1_zr(e, g, nu_):
 class _Problem:
     """Negative log posterior and gradient on arrays; parameters theta = (s, log beta_free, log nu)."""
 
-    def __init__(self, n, A, w, l, tie, ann, wt, ch, prior_scale, beta_prior, fit_beta_mask, beta_fixed, fit_nu,
+    def __init__(self, n, A, w, lo_, tie, ann, wt, ch, prior_scale, beta_prior, fit_beta_mask, beta_fixed, fit_nu,
                  nu_fixed):
         self.n, self.A = n, A
-        self.w, self.l, self.tie, self.ann, self.wt = w, l, tie, ann, wt
+        self.w, self.l, self.tie, self.ann, self.wt = w, lo_, tie, ann, wt
         self.ch = ch
         self.prec_s = 1.0 / prior_scale**2 if prior_scale else 0.0
         self.prec_b = 1.0 / beta_prior**2 if beta_prior else 0.0
@@ -171,7 +171,8 @@ class _Problem:
             wt = self.wt
             if davidson and self.tie is not None:
                 win = (~self.tie).astype(np.float64)
-                ntie = float(np.dot(wt, self.tie_f)) if wt is not None else float(self.tie_f.sum())
+                tie_f = self.tie.astype(np.float64)
+                ntie = float(np.dot(wt, tie_f)) if wt is not None else float(tie_f.sum())
             else:
                 win, ntie = np.ones(len(self.w)), 0.0
             win_w = win * wt if wt is not None else win
@@ -311,8 +312,8 @@ class _Problem:
         hs += np.bincount(self.l, e, minlength=n)
         return hnu
 
-    def bounds(self):
-        b = [(None, None)] * self.n
+    def bounds(self) -> list[tuple[float | None, float | None]]:
+        b: list[tuple[float | None, float | None]] = [(None, None)] * self.n
         b += [LOG_BETA_BOUNDS] * self.nb
         if self.fit_nu:
             b += [LOG_NU_BOUNDS]

@@ -20,11 +20,11 @@ class BootstrapResult(NamedTuple):
     nu_samples: np.ndarray  # (n_boot,)
 
 
-def _laplace(n, w, l, tie, ann, wt, ch, s, beta, nu, prior_scale, comps, *, exact_limit):
+def _laplace(n, w, lo_, tie, ann, wt, ch, s, beta, nu, prior_scale, comps, *, exact_limit):
     """Laplace standard errors of the scores (beta, nu fixed); exact covariance for small n."""
     prec = 1.0 / prior_scale**2 if prior_scale else 0.0
     bb = beta[ann] if len(ann) else np.zeros(0)
-    d = s[w] - s[l]
+    d = s[w] - s[lo_]
     h = 0.5 * bb * d
     if tie is not None and nu > 0:
         m = np.maximum(np.abs(h), math.log(nu))
@@ -46,13 +46,18 @@ def _laplace(n, w, l, tie, ann, wt, ch, s, beta, nu, prior_scale, comps, *, exac
         p_m = e / np.add.reduceat(e, ch.starts)[ch.member_set]
     if n <= exact_limit:
         H = np.zeros((n, n))
-        H += (np.bincount(w * n + w, c, minlength=n * n) + np.bincount(l * n + l, c, minlength=n * n)
-              - np.bincount(w * n + l, c, minlength=n * n) - np.bincount(l * n + w, c, minlength=n * n)).reshape(n, n)
+        H += (
+            np.bincount(w * n + w, c, minlength=n * n)
+            + np.bincount(lo_ * n + lo_, c, minlength=n * n)
+            - np.bincount(w * n + lo_, c, minlength=n * n)
+            - np.bincount(lo_ * n + w, c, minlength=n * n)
+        ).reshape(n, n)
         if ch is not None:
             for k in range(ch.n_sets):
                 a = ch.starts[k]
                 b_ = ch.starts[k + 1] if k + 1 < ch.n_sets else len(ch.member_item)
                 it = ch.member_item[a:b_]
+                assert p_m is not None
                 pk = p_m[a:b_]
                 Hk = (beta[ch.ann[k]] ** 2) * (np.diag(pk) - np.outer(pk, pk))
                 H[np.ix_(it, it)] += Hk
@@ -75,8 +80,8 @@ def _laplace(n, w, l, tie, ann, wt, ch, s, beta, nu, prior_scale, comps, *, exac
         se = np.sqrt(np.maximum(np.diag(cov), 0.0))
         se[np.isnan(np.diag(cov))] = np.inf
         return se, cov
-    diag = np.bincount(w, c, minlength=n) + np.bincount(l, c, minlength=n)
-    if ch is not None:
+    diag = np.bincount(w, c, minlength=n) + np.bincount(lo_, c, minlength=n)
+    if ch is not None and bm is not None and p_m is not None:
         diag += np.bincount(ch.member_item, bm**2 * p_m * (1 - p_m), minlength=n)
     diag = diag + prec
     with np.errstate(divide="ignore"):
@@ -90,7 +95,6 @@ def _inv_by_component(M, comps):
     maximum-likelihood estimate, or comparisons that carry no information, e.g. an annotator
     pinned at beta ~ 0) and the prior is off: its covariance is NaN (stderr inf), with a
     warning, instead of a LinAlgError."""
-    import warnings
 
     n = len(M)
     cov = np.zeros((n, n))
@@ -103,10 +107,14 @@ def _inv_by_component(M, comps):
         except np.linalg.LinAlgError:
             cov[blk] = np.nan
             bad.append(c)
-    warnings.warn(f"Laplace standard errors: the Hessian of the scores is singular in component(s) {bad} "
-                  f"({int(np.isin(comps, bad).sum())} items): their scores are not identified by the comparisons "
-                  "(no finite maximum-likelihood estimate, or no information in them); stderr is inf there. "
-                  "Use a prior on the scores (prior_scale).", RuntimeWarning, stacklevel=4)
+    warnings.warn(
+        f"Laplace standard errors: the Hessian of the scores is singular in component(s) {bad} "
+        f"({int(np.isin(comps, bad).sum())} items): their scores are not identified by the comparisons "
+        "(no finite maximum-likelihood estimate, or no information in them); stderr is inf there. "
+        "Use a prior on the scores (prior_scale).",
+        RuntimeWarning,
+        stacklevel=4,
+    )
     return cov
 
 

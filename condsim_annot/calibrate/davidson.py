@@ -13,7 +13,6 @@ run: per-pair posterior means and sds (``PairScore.score`` / ``stderr``), the an
 from __future__ import annotations
 
 import math
-from typing import Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -25,7 +24,7 @@ _GH_W = _GH_W / math.sqrt(2.0 * math.pi)
 Array = NDArray[np.float64]
 
 
-def log_z(h: Array, nu: Union[float, Array]) -> Array:
+def log_z(h: Array, nu: float | Array) -> Array:
     """log(e^h + e^-h + nu), stable for large |h| (``nu`` a number or an array broadcast against ``h``)."""
     a = np.abs(h)
     inner = 1.0 + np.exp(-2.0 * a)
@@ -34,20 +33,20 @@ def log_z(h: Array, nu: Union[float, Array]) -> Array:
     return np.asarray(a + np.log(inner), dtype=np.float64)
 
 
-def _log_nu(nu: Union[float, Array]) -> Array:
+def _log_nu(nu: float | NDArray[np.floating]) -> Array:
     with np.errstate(divide="ignore"):
         return np.log(np.asarray(nu, dtype=np.float64))
 
 
-def vote_log_lik(h: Array, outcome: NDArray[np.int64], nu: Union[float, Array]) -> Array:
+def vote_log_lik(h: Array, outcome: NDArray[np.int64], nu: float | Array) -> Array:
     """log P(outcome | h) element-wise (``h``, ``outcome`` and ``nu`` broadcast)."""
     lz = log_z(h, nu)
     own = np.where(outcome == FIRST, h, np.where(outcome == SECOND, -h, _log_nu(nu)))
     return np.asarray(own - lz, dtype=np.float64)
 
 
-def vote_log_lik_fast(h: NDArray[np.float32], outcome: NDArray[np.int64],
-                      nu: Union[float, Array]) -> NDArray[np.float32]:
+def vote_log_lik_fast(h: NDArray[np.floating], outcome: NDArray[np.int64],
+                      nu: float | NDArray[np.floating]) -> NDArray[np.float32]:
     """:func:`vote_log_lik` in float32 for grids (h clipped to +-30: beyond, a cell's mass is < e^-60)."""
     hc = np.clip(h, -30.0, 30.0).astype(np.float32, copy=False)
     e = np.exp(hc)

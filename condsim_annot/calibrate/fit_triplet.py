@@ -8,7 +8,6 @@ one Luce choice, documented); the attention key is an annotator with a pinned be
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -41,14 +40,20 @@ class TripletFit:
 def vote_arrays(data: Comparisons) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(first item, second item, outcome, annotator) of every fitted vote, key included."""
     f, s, o, a = [], [], [], []
-    for w, l, tie, ann, tid in zip(data.winners.tolist(), data.losers.tolist(), data.ties.tolist(),
-                                   data.ann.tolist(), data.trip.tolist()):
+    for w, _lo, tie, ann, tid in zip(
+        data.winners.tolist(),
+        data.losers.tolist(),
+        data.ties.tolist(),
+        data.ann.tolist(),
+        data.trip.tolist(),
+        strict=False,
+    ):
         t = data.triplets[tid]
         f.append(t["i_first"])
         s.append(t["i_second"])
         o.append(2 if tie else (0 if w == t["i_first"] else 1))
         a.append(ann)
-    for (chosen, _, ann), trips in zip(data.choice_sets, data.choice_trips):
+    for (chosen, _, ann), trips in zip(data.choice_sets, data.choice_trips, strict=False):
         for tid in trips:
             t = data.triplets[tid]
             f.append(t["i_first"])
@@ -59,16 +64,35 @@ def vote_arrays(data: Comparisons) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return as_i(f), as_i(s), as_i(o), as_i(a)
 
 
-def fit_triplet_model(data: Comparisons, features: np.ndarray, methods: list[str], *,
-                      prior_scale: Optional[float], beta_prior: Optional[float], seed: int = 0) -> TripletFit:
+def fit_triplet_model(
+    data: Comparisons,
+    features: np.ndarray,
+    methods: list[str],
+    *,
+    prior_scale: float | None,
+    beta_prior: float | None,
+    seed: int = 0,
+) -> TripletFit:
     """Fit :class:`.model.TripletModel` to one criterion's comparisons (every stored pair an item)."""
     f, s, o, a = vote_arrays(data)
     A = max(len(data.annotators), 1)
     fixed = np.full(A, np.nan)
     if data.key_index is not None:
         fixed[data.key_index] = KEY_BETA  # the answer key is trusted, not learned
-    model = TripletModel(prior_scale=prior_scale if prior_scale and prior_scale > 0 else None,
-                         beta_prior=beta_prior if beta_prior and beta_prior > 0 else None, seed=seed)
+    model = TripletModel(
+        prior_scale=prior_scale if prior_scale and prior_scale > 0 else None,
+        beta_prior=beta_prior if beta_prior and beta_prior > 0 else None,
+        seed=seed,
+    )
     model.fit(f, s, o, a, n_items=data.n_items, n_annotators=A, features=features, fixed_beta=fixed)
-    return TripletFit(scores=model.scores_, stderr=model.stderr_, beta=model.beta_, nu=float(model.nu_),
-                      components=model.components_, model=model, methods=methods, vote_outcome=o, vote_ann=a)
+    return TripletFit(
+        scores=model.scores_,
+        stderr=model.stderr_,
+        beta=model.beta_,
+        nu=float(model.nu_),
+        components=model.components_,
+        model=model,
+        methods=methods,
+        vote_outcome=o,
+        vote_ann=a,
+    )

@@ -11,18 +11,20 @@ array exceeds a few million cells, which keeps a 1M-vote fit in memory and in ca
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .davidson import FIRST, SECOND, TIE, vote_log_lik_fast as vote_log_lik
+from .davidson import FIRST, SECOND, TIE
+from .davidson import vote_log_lik_fast as vote_log_lik
 
 if TYPE_CHECKING:
     from .model import _Data
 
-F64 = NDArray[np.float64]
+F64 = NDArray[np.floating]  # float64 or the grids' float32
 I64 = NDArray[np.int64]
 _Q3 = (np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)]), np.log(np.array([1 / 6, 2 / 3, 1 / 6])))
 CELLS_PER_BLOCK = 2_000_000
@@ -52,8 +54,16 @@ def _logsumexp(x: F64, axis: int = -1) -> F64:
 class TripletIntegrals:
     """Grid integrals over the triplets of one fit state (cavities, beta, nu, tau nodes)."""
 
-    def __init__(self, d: "_Data", cav: tuple[F64, F64, F64, F64, F64, F64], beta: F64, beta_sd: F64, nu: F64,
-                 tau_nodes: tuple[F64, F64], G: int) -> None:
+    def __init__(
+        self,
+        d: _Data,
+        cav: tuple[F64, F64, F64, F64, F64, F64],
+        beta: F64,
+        beta_sd: F64,
+        nu: F64,
+        tau_nodes: tuple[F64, F64],
+        G: int,
+    ) -> None:
         self.d = d
         self.mu_c, self.vu, self.vw, self.dt = cav[0], cav[1], cav[2], cav[3]
         self.beta, self.beta_sd, self.nu = beta, beta_sd, nu
@@ -77,7 +87,7 @@ class TripletIntegrals:
         offs = self.tau_off if scale_off is None else scale_off
         lw = np.log(self.tau_w) if scale_off is None else np.zeros(len(offs))
         parts = []
-        for o, lwi in zip(offs, lw):
+        for o, lwi in zip(offs, lw, strict=False):
             v = (self.vu[tids] * math.exp(2 * o) + self.vw[tids])[:, None].astype(np.float32)
             mu = self.mu_c[tids, None].astype(np.float32)
             parts.append(np.float32(lwi) - 0.5 * np.log(np.float32(2 * np.pi) * v) - 0.5 * (grid - mu) ** 2 / v)
@@ -94,7 +104,9 @@ class TripletIntegrals:
         unsure = (self.beta_sd[a] > BETA_SD_NEGLIGIBLE) & self.marginal_beta
         if unsure.any():
             gr, ou, lb, sd = grid_rows[unsure], out[unsure], np.log(b[unsure]), self.beta_sd[a[unsure]][:, None]
-            parts = [lw + vote_log_lik(0.5 * np.exp(lb + z * sd) * gr, ou, nu[unsure]) for z, lw in zip(*_Q3)]
+            parts = [
+                lw + vote_log_lik(0.5 * np.exp(lb + z * sd) * gr, ou, nu[unsure]) for z, lw in zip(*_Q3, strict=False)
+            ]
             ll[unsure] = _logsumexp(np.stack(parts), axis=0)
         return ll
 
@@ -220,8 +232,16 @@ class TripletIntegrals:
         return offs, tot
 
 
-def beta_newton(loo: tuple[F64, F64, I64], out: I64, ann: I64, lb: F64, free: NDArray[np.bool_], nu: F64,
-                prior_sd: float, iters: int = 4) -> tuple[F64, F64]:
+def beta_newton(
+    loo: tuple[F64, F64, I64],
+    out: I64,
+    ann: I64,
+    lb: F64,
+    free: NDArray[np.bool_],
+    nu: F64,
+    prior_sd: float,
+    iters: int = 4,
+) -> tuple[F64, F64]:
     """log beta_j maximising sum over j's sampled votes of log P(vote | the rest) - lb^2 / (2 prior_sd^2).
 
     Newton with central differences, all annotators at once; returns (log beta, curvature incl. prior)."""

@@ -9,7 +9,7 @@ triplets nobody voted on get labels from the model, status ``derived`` (flagged,
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,16 +27,16 @@ class FitLike(Protocol):
 def triplet_probabilities(data: Comparisons, fitres: FitLike) -> dict[int, float]:
     """P(s(a, first) > s(a, second)) of every stored triplet of the criterion."""
     tids = list(data.triplets)
-    return {t: float(p) for t, p in zip(tids, fitres.p_first(data, tids))}
+    return {t: float(p) for t, p in zip(tids, fitres.p_first(data, tids), strict=False)}
 
 
 def _status(tri: dict, vs: list[dict], p: float, prob: float, fitres: FitLike, *, tau: float, min_votes: int,
-            derive: bool) -> Optional[tuple[Optional[str], str, float, int]]:
+            derive: bool) -> tuple[str | None, str, float, int] | None:
     """(label, status, probability of the label, distinct annotators) of one triplet, or None (no label)."""
     fitted = [v for v in vs if v["choice"] in FITTED and v["source"] != "review"]
     reviews = [v for v in vs if v["source"] == "review" and v["choice"] in FITTED]
     n_fit = len({v["ann"] for v in fitted} | {v["ann"] for v in reviews})  # distinct annotators
-    label: Optional[str] = "first" if p >= 0.5 else "second"
+    label: str | None = "first" if p >= 0.5 else "second"
     pending = bool(tri["meta"].get("needs_adjudication") or tri["meta"].get("adjudication") == "pending")
     mine: dict[int, list[str]] = defaultdict(list)
     for v in fitted:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -28,8 +27,8 @@ class Fit:
     beta: np.ndarray
     nu: float
     components: np.ndarray
-    cov: Optional[np.ndarray] = None  # full posterior covariance of the scores when small enough
-    samples: Optional[np.ndarray] = None  # bootstrap score samples (B, n_items)
+    cov: np.ndarray | None = None  # full posterior covariance of the scores when small enough
+    samples: np.ndarray | None = None  # bootstrap score samples (B, n_items)
     engine: str = "bt"
     global_scale: bool = False  # scores compare only inside a component
 
@@ -51,18 +50,24 @@ class Fit:
         return norm.cdf(d / sd)
 
 
-def _bt_kwargs(data: Comparisons, *, prior_scale: Optional[float], beta_prior: Optional[float]) -> dict:
+def _bt_kwargs(data: Comparisons, *, prior_scale: float | None, beta_prior: float | None) -> dict:
     fixed = None
     if data.key_index is not None:
         fixed = np.full(len(data.annotators), np.nan)
         fixed[data.key_index] = KEY_BETA  # the answer key is trusted, not learned
-    return dict(ties=data.ties, annotators=data.ann, n_items=data.n_items, n_annotators=max(len(data.annotators), 1),
-                choice_sets=[(c, list(o), a) for c, o, a in data.choice_sets] or None,
-                prior_scale=prior_scale if prior_scale and prior_scale > 0 else None,
-                beta_prior=beta_prior if beta_prior and beta_prior > 0 else None, fixed_beta=fixed)
+    return dict(
+        ties=data.ties,
+        annotators=data.ann,
+        n_items=data.n_items,
+        n_annotators=max(len(data.annotators), 1),
+        choice_sets=[(c, list(o), a) for c, o, a in data.choice_sets] or None,
+        prior_scale=prior_scale if prior_scale and prior_scale > 0 else None,
+        beta_prior=beta_prior if beta_prior and beta_prior > 0 else None,
+        fixed_beta=fixed,
+    )
 
 
-def _fit_bt(data: Comparisons, *, prior_scale: Optional[float], beta_prior: Optional[float]):
+def _fit_bt(data: Comparisons, *, prior_scale: float | None, beta_prior: float | None):
     """The store's fit: annotator betas cross-fitted (:func:`crossfit_betas`), then scores and ties."""
     kw = _bt_kwargs(data, prior_scale=prior_scale, beta_prior=beta_prior)
     betas = crossfit_betas(data, kw) if kw["beta_prior"] else None
@@ -77,7 +82,7 @@ def _real_annotators(data: Comparisons) -> list[int]:
     return sorted(a for a in used if a != data.key_index)
 
 
-def crossfit_betas(data: Comparisons, kw: dict) -> Optional[np.ndarray]:
+def crossfit_betas(data: Comparisons, kw: dict) -> np.ndarray | None:
     """Each annotator's beta, measured against the scores the *other* annotators' votes imply.
 
     Why not fit beta jointly with the scores?  Real triplets rarely share pairs, so each
@@ -103,19 +108,32 @@ def crossfit_betas(data: Comparisons, kw: dict) -> Optional[np.ndarray]:
         keep = data.ann != j
         sets = [(c, list(o), a) for c, o, a in data.choice_sets if a != j]
         others = bt.bradley_terry(
-            data.winners[keep], data.losers[keep], ties=data.ties[keep], annotators=data.ann[keep], n_items=data.n_items,
+            data.winners[keep],
+            data.losers[keep],
+            ties=data.ties[keep],
+            annotators=data.ann[keep],
+            n_items=data.n_items,
             # always with a prior: the others alone may have no finite maximum-likelihood fit
-            n_annotators=A, choice_sets=sets or None, prior_scale=kw["prior_scale"] or 2.0, beta_prior=None,
-            fixed_beta=base_fixed, compute_stderr=False)
+            n_annotators=A,
+            choice_sets=sets or None,
+            prior_scale=kw["prior_scale"] or 2.0,
+            beta_prior=None,
+            fixed_beta=base_fixed,
+            compute_stderr=False,
+        )
         s, nu = others.scores, float(others.nu)
         mine = ~keep
         tie = data.ties[mine]
         if nu <= 0 and tie.any():
             nu = 0.5  # the others never tied: j's ties still need a tie parameter
-        mine_kw = dict(ties=tie if tie.any() else None, annotators=np.zeros(int(mine.sum()), dtype=np.int64), nu=nu,
-                       choice_sets=[(c, list(o), 0) for c, o, a in data.choice_sets if a == j] or None)
+        mine_kw = dict(
+            ties=tie if tie.any() else None,
+            annotators=np.zeros(int(mine.sum()), dtype=np.int64),
+            nu=nu,
+            choice_sets=[(c, list(o), 0) for c, o, a in data.choice_sets if a == j] or None,
+        )
 
-        def neg_log_post(lb: float) -> float:
+        def neg_log_post(lb: float, mine: np.ndarray = mine, s: np.ndarray = s, mine_kw: dict = mine_kw) -> float:
             ll, _ = bt.log_posterior(data.winners[mine], data.losers[mine], s, beta=np.array([np.exp(lb)]), **mine_kw)
             return -ll + 0.5 * (lb / prior) ** 2
 
@@ -124,8 +142,14 @@ def crossfit_betas(data: Comparisons, kw: dict) -> Optional[np.ndarray]:
     return betas
 
 
-def fit(data: Comparisons, *, prior_scale: Optional[float] = 2.0, beta_prior: Optional[float] = 1.0, bootstrap: int = 0,
-        seed: int = 0) -> Fit:
+def fit(
+    data: Comparisons,
+    *,
+    prior_scale: float | None = 2.0,
+    beta_prior: float | None = 1.0,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> Fit:
     """Fit one criterion's comparisons with :func:`.bt.bradley_terry`; ``bootstrap`` > 1 adds
     refits over resampled votes (:func:`.bt.bootstrap`)."""
     members = [i for _, o, _ in data.choice_sets for i in o]
@@ -133,25 +157,46 @@ def fit(data: Comparisons, *, prior_scale: Optional[float] = 2.0, beta_prior: Op
     if len(used) == 0:  # nothing comparable (e.g. only can't-tell votes): everything at its prior
         sd0 = float(prior_scale) if prior_scale and prior_scale > 0 else 1e6
         n = data.n_items
-        return Fit(scores=np.zeros(n), stderr=np.full(n, sd0), beta=np.ones(max(len(data.annotators), 1)), nu=0.0,
-                   components=np.arange(n, dtype=np.int64), cov=np.eye(n) * sd0 ** 2 if n <= 4000 else None, engine="none")
+        return Fit(
+            scores=np.zeros(n),
+            stderr=np.full(n, sd0),
+            beta=np.ones(max(len(data.annotators), 1)),
+            nu=0.0,
+            components=np.arange(n, dtype=np.int64),
+            cov=np.eye(n) * sd0**2 if n <= 4000 else None,
+            engine="none",
+        )
     if len(used) < data.n_items:
         # items nobody compared (triplets with only can't-tell/skip votes, or none) stay out of
         # the fit: their posterior is the prior (or, with the prior off, unknown)
-        return _expand(fit(_compact(data, used), prior_scale=prior_scale, beta_prior=beta_prior, bootstrap=bootstrap,
-                           seed=seed), used, data.n_items, prior_scale)
+        return _expand(
+            fit(_compact(data, used), prior_scale=prior_scale, beta_prior=beta_prior, bootstrap=bootstrap, seed=seed),
+            used,
+            data.n_items,
+            prior_scale,
+        )
     try:
         res = _fit_bt(data, prior_scale=prior_scale, beta_prior=beta_prior)
     except np.linalg.LinAlgError:
         if prior_scale:
             raise
-        raise CondsimError("the plain maximum-likelihood fit (--prior 0) has no finite solution for these votes "
-                           "(some pair wins or loses all its comparisons): use a prior, e.g. --prior 2") from None
+        raise CondsimError(
+            "the plain maximum-likelihood fit (--prior 0) has no finite solution for these votes "
+            "(some pair wins or loses all its comparisons): use a prior, e.g. --prior 2"
+        ) from None
     if not (np.all(np.isfinite(res.scores)) and np.all(np.isfinite(res.stderr))):
-        raise CondsimError("the fit did not converge to finite scores" + (": use a prior, e.g. --prior 2" if not prior_scale else ""))
-    out = Fit(scores=np.asarray(res.scores, dtype=float), stderr=np.asarray(res.stderr, dtype=float),
-              beta=np.asarray(res.beta, dtype=float), nu=float(res.nu), components=np.asarray(res.components),
-              cov=res.cov, engine="bt")
+        raise CondsimError(
+            "the fit did not converge to finite scores" + (": use a prior, e.g. --prior 2" if not prior_scale else "")
+        )
+    out = Fit(
+        scores=np.asarray(res.scores, dtype=float),
+        stderr=np.asarray(res.stderr, dtype=float),
+        beta=np.asarray(res.beta, dtype=float),
+        nu=float(res.nu),
+        components=np.asarray(res.components),
+        cov=res.cov,
+        engine="bt",
+    )
     if bootstrap and bootstrap > 1:
         out.samples = _bootstrap(data, out, bootstrap, seed=seed, prior_scale=prior_scale, beta_prior=beta_prior)
         out.stderr = out.samples.std(axis=0, ddof=1)
@@ -162,15 +207,25 @@ def _compact(data: Comparisons, used: np.ndarray) -> Comparisons:
     remap = np.full(data.n_items, -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     items = [data.items[i] for i in used.tolist()]
-    return Comparisons(data.criterion_id, data.criterion, data.criterion_version, items=items,
-                       item_of={(min(a, c), max(a, c)): k for k, (a, c) in enumerate(items)}, triplets={},
-                       annotators=data.annotators, winners=remap[data.winners], losers=remap[data.losers], ties=data.ties,
-                       ann=data.ann, trip=data.trip,
-                       choice_sets=[(int(remap[c]), tuple(int(remap[i]) for i in o), a) for c, o, a in data.choice_sets],
-                       key_index=data.key_index)
+    return Comparisons(
+        data.criterion_id,
+        data.criterion,
+        data.criterion_version,
+        items=items,
+        item_of={(min(a, c), max(a, c)): k for k, (a, c) in enumerate(items)},
+        triplets={},
+        annotators=data.annotators,
+        winners=remap[data.winners],
+        losers=remap[data.losers],
+        ties=data.ties,
+        ann=data.ann,
+        trip=data.trip,
+        choice_sets=[(int(remap[c]), tuple(int(remap[i]) for i in o), a) for c, o, a in data.choice_sets],
+        key_index=data.key_index,
+    )
 
 
-def _expand(f: Fit, used: np.ndarray, n: int, prior_scale: Optional[float]) -> Fit:
+def _expand(f: Fit, used: np.ndarray, n: int, prior_scale: float | None) -> Fit:
     """A fit on the compared items, extended to all items (the others at their prior)."""
     sd0 = float(prior_scale) if prior_scale and prior_scale > 0 else 1e6
     scores = np.zeros(n)
@@ -185,16 +240,19 @@ def _expand(f: Fit, used: np.ndarray, n: int, prior_scale: Optional[float]) -> F
     if f.cov is not None:
         cov = np.zeros((n, n))
         cov[np.ix_(used, used)] = f.cov
-        cov[unused, unused] = sd0 ** 2
+        cov[unused, unused] = sd0**2
     samples = None
     if f.samples is not None:
         samples = np.zeros((len(f.samples), n))
         samples[:, used] = f.samples
-    return Fit(scores=scores, stderr=stderr, beta=f.beta, nu=f.nu, components=comps, cov=cov, samples=samples, engine=f.engine)
+    return Fit(
+        scores=scores, stderr=stderr, beta=f.beta, nu=f.nu, components=comps, cov=cov, samples=samples, engine=f.engine
+    )
 
 
-def _bootstrap(data: Comparisons, base: Fit, B: int, *, seed: int, prior_scale: Optional[float],
-               beta_prior: Optional[float]) -> np.ndarray:
+def _bootstrap(
+    data: Comparisons, base: Fit, B: int, *, seed: int, prior_scale: float | None, beta_prior: float | None
+) -> np.ndarray:
     """Scores refitted on votes resampled with replacement (seeded): :func:`.bt.bootstrap`."""
     kw = _bt_kwargs(data, prior_scale=prior_scale, beta_prior=beta_prior)
     return bt.bootstrap(data.winners, data.losers, n_boot=B, seed=seed, **kw).samples

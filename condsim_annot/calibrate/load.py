@@ -15,11 +15,12 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from ..errors import CondsimError
 from ..models import Annotator, Criterion, Triplet, Vote
@@ -55,7 +56,7 @@ class Comparisons:
     choice_sets: list[tuple[int, tuple[int, ...], int]] = field(default_factory=list)
     choice_trips: list[list[int]] = field(default_factory=list)
     votes: list[dict] = field(default_factory=list)  # every active vote, for statistics
-    key_index: Optional[int] = None  # annotator index of the attention key, if any
+    key_index: int | None = None  # annotator index of the attention key, if any
     key_suspect: bool = False  # most annotators fail the attention checks: the key was left out
 
     @property
@@ -72,55 +73,104 @@ class Comparisons:
 
 
 def get_criterion(session, name: str) -> Criterion:
-    c = session.scalars(select(Criterion).where(Criterion.name == name)).first()
+    c = session.scalars(select(Criterion).where(col(Criterion.name) == name)).first()
     if c is None:
-        names = session.scalars(select(Criterion.name).order_by(Criterion.name)).all()
-        raise CondsimError(f"no criterion named {name!r}" + (f" (known: {', '.join(names)})" if names else " (add one with `condsim-annot criteria add`)"))
+        names = session.scalars(select(col(Criterion.name)).order_by(col(Criterion.name))).all()
+        raise CondsimError(
+            f"no criterion named {name!r}"
+            + (f" (known: {', '.join(names)})" if names else " (add one with `condsim-annot criteria add`)")
+        )
     return c
 
 
 def load_comparisons(session, criterion: Criterion, *, attention_key: bool = True) -> Comparisons:
+    assert criterion.id is not None
     data = Comparisons(criterion.id, criterion.name, criterion.version)
     trows = session.execute(
-        select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id, Triplet.method, Triplet.strategy,
-               Triplet.is_attention_check, Triplet.expected, Triplet.meta)
-        .where(Triplet.criterion_id == criterion.id).order_by(Triplet.id)
+        select(
+            col(Triplet.id),
+            col(Triplet.anchor_id),
+            col(Triplet.first_id),
+            col(Triplet.second_id),
+            col(Triplet.method),
+            col(Triplet.strategy),
+            col(Triplet.is_attention_check),
+            col(Triplet.expected),
+            col(Triplet.meta),
+        )
+        .where(col(Triplet.criterion_id) == criterion.id)
+        .order_by(col(Triplet.id))
     ).all()
     for tid, a, f, sec, method, strategy, att, exp, meta in trows:
         data.triplets[tid] = {
-            "id": tid, "anchor": a, "first": f, "second": sec, "method": method, "strategy": strategy,
-            "attention": bool(att), "expected": exp, "meta": meta or {},
-            "i_first": data.item(a, f), "i_second": data.item(a, sec),
+            "id": tid,
+            "anchor": a,
+            "first": f,
+            "second": sec,
+            "method": method,
+            "strategy": strategy,
+            "attention": bool(att),
+            "expected": exp,
+            "meta": meta or {},
+            "i_first": data.item(a, f),
+            "i_second": data.item(a, sec),
         }
     vrows = session.execute(
-        select(Vote.id, Vote.triplet_id, Vote.annotator_id, Vote.choice, Vote.swapped, Vote.latency_ms, Vote.confidence,
-               Vote.source, Vote.group_id, Vote.created_at, Annotator.name, Annotator.kind)
-        .join(Triplet, Triplet.id == Vote.triplet_id).join(Annotator, Annotator.id == Vote.annotator_id)
-        .where(Triplet.criterion_id == criterion.id, Vote.state == "active").order_by(Vote.id)
+        select(
+            col(Vote.id),
+            col(Vote.triplet_id),
+            col(Vote.annotator_id),
+            col(Vote.choice),
+            col(Vote.swapped),
+            col(Vote.latency_ms),
+            col(Vote.confidence),
+            col(Vote.source),
+            col(Vote.group_id),
+            col(Vote.created_at),
+            col(Annotator.name),
+            col(Annotator.kind),
+        )
+        .join(Triplet, col(Triplet.id) == col(Vote.triplet_id))
+        .join(Annotator, col(Annotator.id) == col(Vote.annotator_id))
+        .where(col(Triplet.criterion_id) == criterion.id, col(Vote.state) == "active")
+        .order_by(col(Vote.id))
     ).all()
     ann_idx: dict[int, int] = {}
     for vid, tid, aid, choice, swapped, lat, conf, source, gid, created, aname, akind in vrows:
         if aid not in ann_idx:
             ann_idx[aid] = len(data.annotators)
             data.annotators.append({"id": aid, "name": aname, "kind": akind})
-        data.votes.append({"id": vid, "triplet_id": tid, "ann": ann_idx[aid], "choice": choice, "swapped": bool(swapped),
-                           "latency_ms": lat, "confidence": conf, "source": source, "group_id": gid, "created_at": created})
+        data.votes.append(
+            {
+                "id": vid,
+                "triplet_id": tid,
+                "ann": ann_idx[aid],
+                "choice": choice,
+                "swapped": bool(swapped),
+                "latency_ms": lat,
+                "confidence": conf,
+                "source": source,
+                "group_id": gid,
+                "created_at": created,
+            }
+        )
     # best-of-k groups -> Luce choices when they are one consistent answer
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for v in data.votes:
         if v["group_id"] and v["choice"] in DECISIVE:
             groups[(v["group_id"], v["ann"])].append(v)
     in_luce: set[int] = set()
-    for (gid, a), vs in groups.items():
+    for (_gid, a), vs in groups.items():
         if len(vs) < 2:
             continue
         anchors = {data.triplets[v["triplet_id"]]["anchor"] for v in vs}
-        winners, offered = set(), set()
+        winners: set[int] = set()
+        offered: set[int] = set()
         for v in vs:
             t = data.triplets[v["triplet_id"]]
-            w, l = (t["i_first"], t["i_second"]) if v["choice"] == "first" else (t["i_second"], t["i_first"])
+            w, lo_ = (t["i_first"], t["i_second"]) if v["choice"] == "first" else (t["i_second"], t["i_first"])
             winners.add(w)
-            offered.update((w, l))
+            offered.update((w, lo_))
         if len(anchors) != 1 or len(winners) != 1 or len(offered) != len(vs) + 1:
             continue  # a ranking or an inconsistent group: keep its votes as plain comparisons
         chosen = next(iter(winners))
@@ -133,10 +183,14 @@ def load_comparisons(session, criterion: Criterion, *, attention_key: bool = Tru
             continue
         t = data.triplets[v["triplet_id"]]
         if v["choice"] == "second":
-            W.append(t["i_second"]); L.append(t["i_first"])
+            W.append(t["i_second"])
+            L.append(t["i_first"])
         else:
-            W.append(t["i_first"]); L.append(t["i_second"])
-        T.append(v["choice"] == "tie"); A.append(v["ann"]); TR.append(t["id"])
+            W.append(t["i_first"])
+            L.append(t["i_second"])
+        T.append(v["choice"] == "tie")
+        A.append(v["ann"])
+        TR.append(t["id"])
     data.key_suspect = attention_key and attention_key_suspect(data)
     if attention_key and not data.key_suspect:
         keyed = [t for t in data.triplets.values() if t["attention"] and t["expected"] in DECISIVE]
@@ -144,9 +198,13 @@ def load_comparisons(session, criterion: Criterion, *, attention_key: bool = Tru
             data.key_index = len(data.annotators)
             data.annotators.append({"id": None, "name": KEY_ANNOTATOR, "kind": "key"})
             for t in keyed:
-                w, l = (t["i_first"], t["i_second"]) if t["expected"] == "first" else (t["i_second"], t["i_first"])
+                w, lo_ = (t["i_first"], t["i_second"]) if t["expected"] == "first" else (t["i_second"], t["i_first"])
                 for _ in range(ATTENTION_KEY_REPEATS):
-                    W.append(w); L.append(l); T.append(False); A.append(data.key_index); TR.append(t["id"])
+                    W.append(w)
+                    L.append(lo_)
+                    T.append(False)
+                    A.append(data.key_index)
+                    TR.append(t["id"])
     data.winners = np.asarray(W, dtype=np.int64)
     data.losers = np.asarray(L, dtype=np.int64)
     data.ties = np.asarray(T, dtype=bool)
@@ -185,9 +243,16 @@ def load_features(session: Session, data: Comparisons) -> tuple[np.ndarray, list
     method is z-scored over the pairs it scored; a pair a method did not score gets 0 (the mean).
     Methods that scored fewer than 2 distinct values carry no information and are left out."""
     rows = session.execute(
-        select(TripletMargin.triplet_id, TripletMargin.method, TripletMargin.score_first, TripletMargin.score_second)
-        .join(Triplet, Triplet.id == TripletMargin.triplet_id).where(Triplet.criterion_id == data.criterion_id)
-        .order_by(TripletMargin.id)).all()
+        select(
+            col(TripletMargin.triplet_id),
+            col(TripletMargin.method),
+            col(TripletMargin.score_first),
+            col(TripletMargin.score_second),
+        )
+        .join(Triplet, col(Triplet.id) == col(TripletMargin.triplet_id))
+        .where(col(Triplet.criterion_id) == data.criterion_id)
+        .order_by(col(TripletMargin.id))
+    ).all()
     acc: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
     for tid, method, sf, ss in rows:
         t = data.triplets.get(tid)
@@ -208,9 +273,9 @@ def load_features(session: Session, data: Comparisons) -> tuple[np.ndarray, list
         seen = cnt > 0
         if seen.sum() < 2 or np.std(mean[seen]) == 0:
             continue
-        col = np.zeros(data.n_items)
-        col[seen] = (mean[seen] - mean[seen].mean()) / mean[seen].std()
-        cols.append(col)
+        column = np.zeros(data.n_items)
+        column[seen] = (mean[seen] - mean[seen].mean()) / mean[seen].std()
+        cols.append(column)
         names.append(method)
     feats = np.stack(cols, axis=1) if cols else np.zeros((data.n_items, 0))
     return feats, names

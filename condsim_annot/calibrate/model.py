@@ -41,7 +41,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -105,7 +104,7 @@ class TripletModel:
         seed: seed of that sample.
     """
 
-    def __init__(self, *, prior_scale: Optional[float] = None, beta_prior: Optional[float] = 1.0,
+    def __init__(self, *, prior_scale: float | None = None, beta_prior: float | None = 1.0,
                  fit_ties: bool = True, feature_sd: float = 3.0, grid: int = 32, rounds: int = 2,
                  max_votes_per_annotator: int = 1000, max_loo_votes: int = 100_000, seed: int = 0,
                  tol: float = 1e-3) -> None:
@@ -122,16 +121,16 @@ class TripletModel:
 
     # ------------------------------------------------------------------ public
     def fit(self, first: ArrayLike, second: ArrayLike, outcome: ArrayLike, annotators: ArrayLike | None = None, *,
-            n_items: Optional[int] = None, n_annotators: Optional[int] = None, features: ArrayLike | None = None,
-            fixed_beta: ArrayLike | None = None) -> "TripletModel":
+            n_items: int | None = None, n_annotators: int | None = None, features: ArrayLike | None = None,
+            fixed_beta: ArrayLike | None = None) -> TripletModel:
         """Fit on votes: ``first``/``second`` item of each vote's two pairs, ``outcome`` 0 first / 1 second /
         2 tie, ``annotators`` index per vote; ``features`` (n_items, F); ``fixed_beta`` (A,) NaN = fitted."""
         with one_blas_thread():  # small vector work: OpenBLAS threads only spin
             return self._fit(first, second, outcome, annotators, n_items, n_annotators, features, fixed_beta)
 
     def _fit(self, first: ArrayLike, second: ArrayLike, outcome: ArrayLike, annotators: ArrayLike | None,
-             n_items: Optional[int], n_annotators: Optional[int], features: ArrayLike | None,
-             fixed_beta: ArrayLike | None) -> "TripletModel":
+             n_items: int | None, n_annotators: int | None, features: ArrayLike | None,
+             fixed_beta: ArrayLike | None) -> TripletModel:
         t0 = time.perf_counter()
         f, s, o, a, n, A, phi, fixed = self._validate(first, second, outcome, annotators, n_items, n_annotators,
                                                       features, fixed_beta)
@@ -173,7 +172,7 @@ class TripletModel:
 
     # ------------------------------------------------------------------ set-up
     def _validate(self, first: ArrayLike, second: ArrayLike, outcome: ArrayLike, annotators: ArrayLike | None,
-                  n_items: Optional[int], n_annotators: Optional[int], features: ArrayLike | None,
+                  n_items: int | None, n_annotators: int | None, features: ArrayLike | None,
                   fixed_beta: ArrayLike | None) -> tuple[I64, I64, I64, I64, int, int, F64, F64]:
         f = np.asarray(first, dtype=np.int64).ravel()
         s = np.asarray(second, dtype=np.int64).ravel()
@@ -258,7 +257,7 @@ class TripletModel:
         """Per-triplet curvature of the votes' negative log-likelihood in d (expected information)."""
         d = self._d
         c = self._vote_terms(u, w)[4]
-        return np.bincount(d.vt, c, minlength=len(d.ti))
+        return np.asarray(np.bincount(d.vt, c, minlength=len(d.ti)), dtype=np.float64)
 
     def _map(self) -> None:
         d = self._d
@@ -330,7 +329,7 @@ class TripletModel:
         want[np.random.default_rng(self.seed).permutation(m)[: self.max_loo_votes]] = True
         *self._post, self.loo_ = ig.posterior_all(want)
 
-    def _update_beta(self, ig: "object", loo: tuple[F64, F64, I64], sub: I64) -> None:
+    def _update_beta(self, ig: object, loo: tuple[NDArray[np.floating], NDArray[np.floating], I64], sub: I64) -> None:
         from .integrate import beta_newton
 
         d = self._d
@@ -352,7 +351,7 @@ class TripletModel:
         if not self.prior_scale:
             self.tau_ *= c
 
-    def _update_tau(self, profile: tuple[F64, F64]) -> None:
+    def _update_tau(self, profile: tuple[NDArray[np.floating], NDArray[np.floating]]) -> None:
         offs, lml = profile
         k = int(np.argmax(lml))
         step, sd = 0.0, 0.3

@@ -6,10 +6,10 @@ Store-free helpers used by :mod:`.bt` (the Bradley-Terry/Davidson/Luce fit) and 
 
 from __future__ import annotations
 
-import contextlib
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -54,7 +54,7 @@ class _Choices:
         return len(self.starts)
 
 
-def _as_choices(choice_sets: Any, choice_annotators: Any = None) -> Optional[_Choices]:
+def _as_choices(choice_sets: Any, choice_annotators: Any = None) -> _Choices | None:
     """Normalise Luce choices.
 
     Accepted forms: a sequence of ``(chosen, alternatives)`` or
@@ -72,15 +72,19 @@ def _as_choices(choice_sets: Any, choice_annotators: Any = None) -> Optional[_Ch
         indptr = np.asarray(choice_sets[1], dtype=np.int64)
         indices = np.asarray(choice_sets[2], dtype=np.int64)
         anns = np.asarray(choice_sets[3], dtype=np.int64) if len(choice_sets) == 4 else None
-        sets = [(int(chosen[k]), indices[indptr[k] : indptr[k + 1]].tolist()) for k in range(len(chosen))]
+        sets: list[Any] = [(int(chosen[k]), indices[indptr[k] : indptr[k + 1]].tolist()) for k in range(len(chosen))]
         if anns is not None:
-            sets = [(c, o, int(a)) for (c, o), a in zip(sets, anns)]
+            sets = [(c, o, int(a)) for (c, o), a in zip(sets, anns, strict=False)]
     else:
         sets = list(choice_sets)
     if not sets:
         return None
-    items, set_of, chosen_flag, ann, chosen = [], [], [], [], []
-    starts = []
+    items: list[int] = []
+    set_of: list[int] = []
+    chosen_flag: list[float] = []
+    ann: list[int] = []
+    chosen_l: list[int] = []
+    starts: list[int] = []
     for k, entry in enumerate(sets):
         c = int(entry[0])
         alts = [int(x) for x in entry[1]]
@@ -93,14 +97,14 @@ def _as_choices(choice_sets: Any, choice_annotators: Any = None) -> Optional[_Ch
         set_of.extend([k] * len(members))
         chosen_flag.extend([1.0] + [0.0] * (len(members) - 1))
         ann.append(a)
-        chosen.append(c)
+        chosen_l.append(c)
     return _Choices(
         member_item=np.asarray(items, dtype=np.int64),
         member_set=np.asarray(set_of, dtype=np.int64),
         is_chosen=np.asarray(chosen_flag, dtype=np.float64),
         starts=np.asarray(starts, dtype=np.int64),
         ann=np.asarray(ann, dtype=np.int64),
-        chosen=np.asarray(chosen, dtype=np.int64),
+        chosen=np.asarray(chosen_l, dtype=np.int64),
     )
 
 
@@ -114,14 +118,14 @@ def components(n_items: int, winners: Any = (), losers: Any = (), choice_sets: A
     from scipy.sparse.csgraph import connected_components
 
     w = np.asarray(winners, dtype=np.int64).ravel()
-    l = np.asarray(losers, dtype=np.int64).ravel()
+    lo_ = np.asarray(losers, dtype=np.int64).ravel()
     ch = choice_sets if isinstance(choice_sets, _Choices) else _as_choices(choice_sets)
     if ch is not None:
         w = np.concatenate([w, ch.chosen[ch.member_set]])
-        l = np.concatenate([l, ch.member_item])
+        lo_ = np.concatenate([lo_, ch.member_item])
     if n_items == 0:
         return np.zeros(0, dtype=np.int64)
-    g = coo_matrix((np.ones(len(w), dtype=np.int8), (w, l)), shape=(n_items, n_items)).tocsr()
+    g = coo_matrix((np.ones(len(w), dtype=np.int8), (w, lo_)), shape=(n_items, n_items)).tocsr()
     n_comp, lab = connected_components(g, directed=False)
     sizes = np.bincount(lab, minlength=n_comp)
     first = np.full(n_comp, n_items, dtype=np.int64)
@@ -162,22 +166,7 @@ def lbfgs(fg, x, lo, hi, *, max_iter: int, tol: float, memory: int = 20):
         fr = free(x, g)
         if not gmax(g, fr) > tol:
             return x, n_iter - 1, True
-        # two-loop recursion (in place)
-        q = g.copy() if fr is None else np.where(fr, g, 0.0)
-        al = []
-        for s_, y_, r_ in zip(reversed(S), reversed(Y), reversed(R)):
-            a_ = r_ * float(s_ @ q)
-            al.append(a_)
-            np.multiply(y_, a_, out=tmp)
-            q -= tmp
-        gamma = float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]) if S else 1.0
-        q *= gamma
-        for s_, y_, r_, a_ in zip(S, Y, R, reversed(al)):
-            b_ = r_ * float(y_ @ q)
-            np.multiply(s_, a_ - b_, out=tmp)
-            q += tmp
-        if fr is not None:
-            q[~fr] = 0.0
+        q = _two_loop(g, S, Y, R, fr, tmp)
         d = np.negative(q, out=q)
         if float(g @ d) >= 0:  # not a descent direction: restart from the gradient
             S.clear()
@@ -216,6 +205,26 @@ def lbfgs(fg, x, lo, hi, *, max_iter: int, tol: float, memory: int = 20):
                 R.pop(0)
         x, f, g = xn, fn, gn
     return x, n_iter, bool(not gmax(g, free(x, g)) > tol)
+
+
+def _two_loop(g: np.ndarray, S: list, Y: list, R: list, fr: np.ndarray | None, tmp: np.ndarray) -> np.ndarray:
+    """L-BFGS two-loop recursion: the quasi-Newton direction's negative, H g (free coordinates only)."""
+    q = g.copy() if fr is None else np.where(fr, g, 0.0)
+    al = []
+    for s_, y_, r_ in zip(reversed(S), reversed(Y), reversed(R), strict=False):
+        a_ = r_ * float(s_ @ q)
+        al.append(a_)
+        np.multiply(y_, a_, out=tmp)
+        q -= tmp
+    gamma = float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]) if S else 1.0
+    q *= gamma
+    for s_, y_, r_, a_ in zip(S, Y, R, reversed(al), strict=False):
+        b_ = r_ * float(y_ @ q)
+        np.multiply(s_, a_ - b_, out=tmp)
+        q += tmp
+    if fr is not None:
+        q[~fr] = 0.0
+    return q
 
 
 _lbfgs = lbfgs

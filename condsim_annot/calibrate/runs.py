@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Optional
 
 from scipy.stats import norm
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from ..db import Store
 from ..errors import CondsimError
@@ -30,30 +29,42 @@ class RunView:
     votes: list[dict]  # active votes of the criterion (with annotator name/kind, triplet fields)
 
 
-def latest_run(session, criterion_id: int) -> Optional[CalibrationRun]:
-    return session.scalars(select(CalibrationRun).where(CalibrationRun.criterion_id == criterion_id)
-                           .order_by(CalibrationRun.id.desc())).first()
+def latest_run(session, criterion_id: int) -> CalibrationRun | None:
+    return session.scalars(
+        select(CalibrationRun)
+        .where(col(CalibrationRun.criterion_id) == criterion_id)
+        .order_by(col(CalibrationRun.id).desc())
+    ).first()
 
 
-def load_run(store: Store, criterion: str, *, run_id: Optional[int] = None) -> RunView:
+def load_run(store: Store, criterion: str, *, run_id: int | None = None) -> RunView:
     """The latest (or given) calibration run of a criterion with everything exports and reports need."""
     with store.session() as s:
         crit = get_criterion(s, criterion)
+        assert crit.id is not None
         run = s.get(CalibrationRun, run_id) if run_id else latest_run(s, crit.id)
         if run is None or run.criterion_id != crit.id:
-            raise CondsimError(f"criterion {criterion!r} has no calibration run yet: run `condsim-annot calibrate {criterion}` first")
+            raise CondsimError(
+                f"criterion {criterion!r} has no calibration run yet: run `condsim-annot calibrate {criterion}` first"
+            )
         gl = s.execute(
-            select(GoldLabel, Triplet).join(Triplet, Triplet.id == GoldLabel.triplet_id)
-            .where(GoldLabel.calibration_run_id == run.id).order_by(GoldLabel.triplet_id)
+            select(GoldLabel, Triplet)
+            .join(Triplet, col(Triplet.id) == col(GoldLabel.triplet_id))
+            .where(col(GoldLabel.calibration_run_id) == run.id)
+            .order_by(col(GoldLabel.triplet_id))
         ).all()
-        pairs = s.scalars(select(PairScore).where(PairScore.calibration_run_id == run.id).order_by(PairScore.id)).all()
+        pairs = s.scalars(
+            select(PairScore).where(col(PairScore.calibration_run_id) == run.id).order_by(col(PairScore.id))
+        ).all()
         vrows = s.execute(
-            select(Vote, Annotator.name, Annotator.kind, Triplet)
-            .join(Triplet, Triplet.id == Vote.triplet_id).join(Annotator, Annotator.id == Vote.annotator_id)
-            .where(Triplet.criterion_id == crit.id, Vote.state == "active").order_by(Vote.id)
+            select(Vote, col(Annotator.name), col(Annotator.kind), Triplet)
+            .join(Triplet, col(Triplet.id) == col(Vote.triplet_id))
+            .join(Annotator, col(Annotator.id) == col(Vote.annotator_id))
+            .where(col(Triplet.criterion_id) == crit.id, col(Vote.state) == "active")
+            .order_by(col(Vote.id))
         ).all()
-        ids = set()
-        for g, t in gl:
+        ids: set[int] = set()
+        for _g, t in gl:
             ids.update((t.anchor_id, t.first_id, t.second_id))
         for p in pairs:
             ids.update((p.anchor_id, p.candidate_id))
@@ -63,25 +74,62 @@ def load_run(store: Store, criterion: str, *, run_id: Optional[int] = None) -> R
     votes_by_trip: dict[int, list[dict]] = defaultdict(list)
     votes = []
     for v, an, ak, t in vrows:
-        d = {"id": v.id, "triplet_id": v.triplet_id, "annotator": an, "kind": ak, "choice": v.choice, "swapped": v.swapped,
-             "latency_ms": v.latency_ms, "confidence": v.confidence, "source": v.source, "group_id": v.group_id,
-             "created_at": v.created_at, "anchor_id": t.anchor_id, "first_id": t.first_id, "second_id": t.second_id,
-             "is_attention_check": t.is_attention_check, "expected": t.expected, "meta": v.meta}
+        d = {
+            "id": v.id,
+            "triplet_id": v.triplet_id,
+            "annotator": an,
+            "kind": ak,
+            "choice": v.choice,
+            "swapped": v.swapped,
+            "latency_ms": v.latency_ms,
+            "confidence": v.confidence,
+            "source": v.source,
+            "group_id": v.group_id,
+            "created_at": v.created_at,
+            "anchor_id": t.anchor_id,
+            "first_id": t.first_id,
+            "second_id": t.second_id,
+            "is_attention_check": t.is_attention_check,
+            "expected": t.expected,
+            "meta": v.meta,
+        }
         votes.append(d)
         votes_by_trip[v.triplet_id].append(d)
     gold = []
     for g, t in gl:
         vs = votes_by_trip.get(t.id, [])
-        gold.append({
-            "triplet_id": t.id, "anchor_id": t.anchor_id, "first_id": t.first_id, "second_id": t.second_id,
-            "label": g.label, "probability": g.probability, "status": g.status, "n_votes": g.n_votes,
-            "method": t.method, "strategy": t.strategy, "proposal_run": t.proposal_run, "triplet_meta": t.meta or {},
-            "is_attention_check": t.is_attention_check,
-            "annotators": sorted({v["annotator"] for v in vs if v["choice"] in FITTED}),
-        })
-    pr = [{"anchor_id": p.anchor_id, "candidate_id": p.candidate_id, "score": p.score, "stderr": p.stderr,
-           "component": p.component, "n_votes": p.n_votes} for p in pairs]
-    return RunView(criterion=crit, run=run, summary=dict(run.summary or {}), gold=gold, pairs=pr, docs=docs, votes=votes)
+        gold.append(
+            {
+                "triplet_id": t.id,
+                "anchor_id": t.anchor_id,
+                "first_id": t.first_id,
+                "second_id": t.second_id,
+                "label": g.label,
+                "probability": g.probability,
+                "status": g.status,
+                "n_votes": g.n_votes,
+                "method": t.method,
+                "strategy": t.strategy,
+                "proposal_run": t.proposal_run,
+                "triplet_meta": t.meta or {},
+                "is_attention_check": t.is_attention_check,
+                "annotators": sorted({v["annotator"] for v in vs if v["choice"] in FITTED}),
+            }
+        )
+    pr = [
+        {
+            "anchor_id": p.anchor_id,
+            "candidate_id": p.candidate_id,
+            "score": p.score,
+            "stderr": p.stderr,
+            "component": p.component,
+            "n_votes": p.n_votes,
+        }
+        for p in pairs
+    ]
+    return RunView(
+        criterion=crit, run=run, summary=dict(run.summary or {}), gold=gold, pairs=pr, docs=docs, votes=votes
+    )
 
 
 def derived_triplets(view: RunView, *, min_confidence: float = 0.9, limit_per_anchor: int = 200) -> list[dict]:
@@ -89,7 +137,9 @@ def derived_triplets(view: RunView, *, min_confidence: float = 0.9, limit_per_an
 
     Only pairs asked under the same anchor and in the same component; probability from
     the stored stderr (independence assumed, so conservative for correlated scores)."""
-    voted = {(g["anchor_id"], min(g["first_id"], g["second_id"]), max(g["first_id"], g["second_id"])) for g in view.gold}
+    voted = {
+        (g["anchor_id"], min(g["first_id"], g["second_id"]), max(g["first_id"], g["second_id"])) for g in view.gold
+    }
     by_anchor: dict[int, list[dict]] = defaultdict(list)
     for p in view.pairs:
         by_anchor[p["anchor_id"]].append(p)
@@ -106,13 +156,27 @@ def derived_triplets(view: RunView, *, min_confidence: float = 0.9, limit_per_an
                 if (anc, f, sec) in voted:
                     continue
                 sd = math.sqrt(x["stderr"] ** 2 + y["stderr"] ** 2) or 1e-9
-                p = float(norm.cdf((x["score"] - y["score"]) / sd))
-                if p < min_confidence:
+                pr = float(norm.cdf((x["score"] - y["score"]) / sd))
+                if pr < min_confidence:
                     continue
-                out.append({"triplet_id": None, "anchor_id": anc, "first_id": f, "second_id": sec,
-                            "label": "first" if x["candidate_id"] == f else "second", "probability": p, "status": "derived",
-                            "n_votes": 0, "method": "derived", "strategy": None, "proposal_run": None, "triplet_meta": {},
-                            "is_attention_check": False, "annotators": []})
+                out.append(
+                    {
+                        "triplet_id": None,
+                        "anchor_id": anc,
+                        "first_id": f,
+                        "second_id": sec,
+                        "label": "first" if x["candidate_id"] == f else "second",
+                        "probability": pr,
+                        "status": "derived",
+                        "n_votes": 0,
+                        "method": "derived",
+                        "strategy": None,
+                        "proposal_run": None,
+                        "triplet_meta": {},
+                        "is_attention_check": False,
+                        "annotators": [],
+                    }
+                )
                 n += 1
                 if n >= limit_per_anchor:
                     break

@@ -15,7 +15,6 @@ Ties follow Davidson's model with tie parameter ``nu``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -73,8 +72,8 @@ class TripletSim:
         f, s = self.item_first, self.item_second
         first_wins = self.choice != 1
         w = np.where(first_wins, f, s)
-        l = np.where(first_wins, s, f)
-        return w, l, self.choice == 2, self.annotators
+        lo_ = np.where(first_wins, s, f)
+        return w, lo_, self.choice == 2, self.annotators
 
 
 def annotator_betas(n_annotators: int, *, noisy: float = 0.0, adversarial: float = 0.0, good_beta: float = 1.5,
@@ -108,7 +107,7 @@ def _davidson(rng, z, nu):
 
 def simulate_pairwise(n_items: int, n_comparisons: int, *, n_annotators: int = 1, noisy: float = 0.0,
                       adversarial: float = 0.0, nu: float = 0.0, score_sd: float = 1.0,
-                      position_bias: Optional[np.ndarray] = None, seed: int = 0, **beta_kw) -> PairwiseSim:
+                      position_bias: np.ndarray | None = None, seed: int = 0, **beta_kw) -> PairwiseSim:
     """Pairwise comparisons of uniformly random distinct item pairs.
 
     With ``n_annotators == 1`` and no noisy/adversarial share the single annotator has
@@ -127,14 +126,14 @@ def simulate_pairwise(n_items: int, n_comparisons: int, *, n_annotators: int = 1
         pb = np.asarray(position_bias, dtype=float)[ann]
         out = np.where(rng.random(n_comparisons) < pb, 0, out)
     w = np.where(out == 1, y, x)
-    l = np.where(out == 1, x, y)
-    return PairwiseSim(winners=w, losers=l, ties=out == 2, annotators=ann, true_scores=s, true_beta=beta,
+    lo_ = np.where(out == 1, x, y)
+    return PairwiseSim(winners=w, losers=lo_, ties=out == 2, annotators=ann, true_scores=s, true_beta=beta,
                        kinds=kinds, nu=nu, left=x, right=y)
 
 
 def simulate_triplets(n_docs: int, n_candidates: int, n_votes: int, *, n_annotators: int = 50,
                       votes_per_triplet: int = 3, noisy: float = 0.2, adversarial: float = 0.1, nu: float = 0.1,
-                      position_bias: Optional[np.ndarray] = None, seed: int = 0, **beta_kw) -> TripletSim:
+                      position_bias: np.ndarray | None = None, seed: int = 0, **beta_kw) -> TripletSim:
     """Triplet votes (a; x, y) over pair-items {a, x}.
 
     Every document is an anchor with ``n_candidates`` random candidates (so about

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, defaultdict
-from typing import Any, Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from . import agreement
 from .load import DECISIVE, FITTED, Comparisons, _is_attention_answer
 
 
-def _consensus(choices: list[str]) -> Optional[str]:
+def _consensus(choices: list[str]) -> str | None:
     c = Counter(x for x in choices if x in FITTED)
     if not c:
         return None
@@ -39,7 +39,9 @@ def per_coder(votes: list[dict]) -> dict[tuple[int, int], str]:
     return out
 
 
-def krippendorff_alpha(votes: list[dict], ann_filter: Optional[Callable[[dict], bool]] = None, *, bootstrap: int = 200, seed: int = 0) -> dict:
+def krippendorff_alpha(
+    votes: list[dict], ann_filter: Callable[[dict], bool] | None = None, *, bootstrap: int = 200, seed: int = 0
+) -> dict:
     """Nominal alpha over triplets (canonical first/second/tie), with a bootstrap CI over triplets."""
     code = {"first": 0.0, "second": 1.0, "tie": 2.0}
     answers = per_coder([v for v in votes if ann_filter is None or ann_filter(v)])
@@ -63,7 +65,7 @@ def krippendorff_alpha(votes: list[dict], ann_filter: Optional[Callable[[dict], 
     return out
 
 
-def _cohen_kappa(x: list[str], y: list[str]) -> Optional[float]:
+def _cohen_kappa(x: list[str], y: list[str]) -> float | None:
     if len(x) < 2:
         return None
     k = float(agreement.cohen_kappa(x, y))
@@ -102,18 +104,28 @@ def _annotator_stats(data: Comparisons, gold_of: dict[int, str]) -> list[dict]:
         shown_a = sum((v["choice"] == "first") != v["swapped"] for v in decisive)
         pb_p = None
         if decisive:
-            pb_p = float(agreement.position_bias([(v["choice"] == "first") != v["swapped"] for v in decisive]).p_value[0])
+            pb_p = float(
+                agreement.position_bias([(v["choice"] == "first") != v["swapped"] for v in decisive]).p_value[0]
+            )
         lat = [v["latency_ms"] for v in mine if v["latency_ms"] is not None]
-        stats.append({
-            "name": a["name"], "kind": a["kind"], "annotator_id": a["id"], "index": ai,
-            "n_votes": len(mine), "n_fitted": len(fitted),
-            "n_cant_tell": sum(v["choice"] == "cant_tell" for v in mine), "n_skip": sum(v["choice"] == "skip" for v in mine),
-            "attention_n": len(att), "attention_correct": att_ok,
-            "attention_accuracy": (att_ok / len(att)) if att else None,
-            "loo_agreement": (loo_ok / loo_n) if loo_n else None,
-            "gold_agreement": (g_ok / g_n) if g_n else None,
-            "position_bias": (shown_a / len(decisive)) if decisive else None,
-            "position_bias_p": pb_p,
-            "median_latency_ms": float(statistics.median(lat)) if lat else None,
-        })
+        stats.append(
+            {
+                "name": a["name"],
+                "kind": a["kind"],
+                "annotator_id": a["id"],
+                "index": ai,
+                "n_votes": len(mine),
+                "n_fitted": len(fitted),
+                "n_cant_tell": sum(v["choice"] == "cant_tell" for v in mine),
+                "n_skip": sum(v["choice"] == "skip" for v in mine),
+                "attention_n": len(att),
+                "attention_correct": att_ok,
+                "attention_accuracy": (att_ok / len(att)) if att else None,
+                "loo_agreement": (loo_ok / loo_n) if loo_n else None,
+                "gold_agreement": (g_ok / g_n) if g_n else None,
+                "position_bias": (shown_a / len(decisive)) if decisive else None,
+                "position_bias_p": pb_p,
+                "median_latency_ms": float(statistics.median(lat)) if lat else None,
+            }
+        )
     return stats

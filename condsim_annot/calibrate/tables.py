@@ -9,7 +9,6 @@ Runs are never overwritten: the latest run of a criterion is the current one.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlalchemy import DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -24,9 +23,11 @@ class PairScore(SQLModel, table=True):
     (the first such triplet).  Scores compare only inside one ``component`` of the
     comparison graph."""
 
-    __table_args__ = (UniqueConstraint("calibration_run_id", "anchor_id", "candidate_id", name="uq_pairscore_run_pair"),)
+    __table_args__ = (
+        UniqueConstraint("calibration_run_id", "anchor_id", "candidate_id", name="uq_pairscore_run_pair"),
+    )
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     calibration_run_id: int = Field(foreign_key="calibrationrun.id", index=True)
     criterion_id: int = Field(foreign_key="criterion.id", index=True)
     anchor_id: int = Field(foreign_key="document.id", index=True)
@@ -43,7 +44,7 @@ class AnnotatorStat(SQLModel, table=True):
 
     __table_args__ = (UniqueConstraint("calibration_run_id", "annotator_id", name="uq_annotatorstat_run_annotator"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     calibration_run_id: int = Field(foreign_key="calibrationrun.id", index=True)
     annotator_id: int = Field(foreign_key="annotator.id", index=True)
     beta: float = Field(default=1.0, description="discrimination: small = noisy, ~0 = not trusted")
@@ -53,8 +54,8 @@ class AnnotatorStat(SQLModel, table=True):
     n_skip: int = Field(default=0)
     attention_n: int = Field(default=0)
     attention_correct: int = Field(default=0)
-    loo_agreement: Optional[float] = Field(default=None, description="agreement with the leave-one-out consensus")
-    gold_agreement: Optional[float] = Field(default=None, description="agreement with this run's gold labels")
-    position_bias: Optional[float] = Field(default=None, description="share of decisive votes for the side shown as A")
-    median_latency_ms: Optional[float] = Field(default=None)
+    loo_agreement: float | None = Field(default=None, description="agreement with the leave-one-out consensus")
+    gold_agreement: float | None = Field(default=None, description="agreement with this run's gold labels")
+    position_bias: float | None = Field(default=None, description="share of decisive votes for the side shown as A")
+    median_latency_ms: float | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
