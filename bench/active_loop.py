@@ -199,8 +199,9 @@ def _print(res: dict) -> None:
         print(f"{arm:8} {r['triplets']:>8} {r['with_true_answer']:>10} {r['true_ties']:>5} {r['gold']:>5} "
               f"{r['gold_right']:>5} {acc:>6} {r['correct_gold_per_vote']:>10.4f} {r['seconds']:>6}")
     for arm, r in res["arms"].items():
-        print(f"{arm}: by strategy (triplets / with a true answer / correct gold): " + "; ".join(
-            f"{k} {v.get('n', 0)}/{v.get('answerable', 0)}/{v.get('gold_right', 0)}" for k, v in r["by_strategy"].items()))
+        parts = [f"{k} {v.get('n', 0)}/{v.get('answerable', 0)}/{v.get('gold_right', 0)}"
+                 for k, v in r["by_strategy"].items()]
+        print(f"{arm}: by strategy (triplets / with a true answer / correct gold): " + "; ".join(parts))
     comps = res["arms"]["tool"].get("components")
     if comps:
         print("tool: comparison-graph components per round (before -> after): "

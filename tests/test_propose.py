@@ -140,9 +140,11 @@ def test_bad_inputs_are_clear_errors(sqlite_store, champ_jsonl, emb_cache):
     with pytest.raises(CondsimError, match="--audit"):
         propose(sqlite_store, "same-technique", methods=EB, budget=10, audit=1.5, cache_dir=emb_cache)
     with pytest.raises(CondsimError, match="cannot load embedding model"):
-        propose(sqlite_store, "same-technique", methods=["embedding"], budget=10, model="/no/such/model", cache_dir=emb_cache)
+        propose(sqlite_store, "same-technique", methods=["embedding"], budget=10, model="/no/such/model",
+                cache_dir=emb_cache)
     with pytest.raises(CondsimError, match="need at least one retrieval method"):
-        propose(sqlite_store, "same-technique", methods=["cross-encoder"], cross_encoder="x", budget=10, cache_dir=emb_cache)
+        propose(sqlite_store, "same-technique", methods=["cross-encoder"], cross_encoder="x", budget=10,
+                cache_dir=emb_cache)
 
 
 def test_llm_methods_are_skipped_without_an_endpoint(sqlite_store, champ_jsonl, emb_cache, monkeypatch):
@@ -255,7 +257,8 @@ def test_bm25_index_is_cached_and_loaded_not_rebuilt(tmp_path, champ_jsonl, monk
     assert entry["documents"] == 270
     texts_read = Counter()
     real_all_texts = sel.ProposeContext.all_texts
-    monkeypatch.setattr(sel.ProposeContext, "all_texts", lambda self: texts_read.update(["all"]) or real_all_texts(self))
+    monkeypatch.setattr(sel.ProposeContext, "all_texts",
+                        lambda self: texts_read.update(["all"]) or real_all_texts(self))
     s2 = propose(store, "same-technique", **kw)
     assert calls == Counter(index=1, load=1) and s2.method_info["bm25"]["index"] == "cached"
     assert texts_read["all"] == 0  # the cached index needs no text at all
@@ -372,7 +375,8 @@ def test_cli_propose_and_methods(cli, champ_jsonl, tmp_path, monkeypatch, emb_ca
     assert res.exit_code == 1 and "no criterion named" in res.output
     m = json.loads(cli("methods", "--json").stdout)
     names = [x["name"] for x in m["methods"]]
-    assert names[:6] == ["embedding", "bm25", "cross-encoder", "rewrite-bm25", "in-one-word", "lm-judge"]  # + later stages
+    # (later stages append theirs)
+    assert names[:6] == ["embedding", "bm25", "cross-encoder", "rewrite-bm25", "in-one-word", "lm-judge"]
     assert {x["name"] for x in m["methods"] if x["default"]} == {"embedding", "bm25", "rewrite-bm25", "in-one-word"}
     assert m["cache_dir"] == emb_cache and any(c["rows"] >= 270 for c in m["caches"])
     assert any(c["documents"] == 270 for c in m["bm25_caches"])
@@ -396,7 +400,8 @@ def test_a_concurrent_proposer_never_doubles_a_triplet(store, champ_jsonl, emb_c
         for p in preview[:5]:
             add_triplet(s, cid, p["anchor_id"], p["x_id"], p["y_id"], method="other-process")
     real_existing = sel.context.existing_triplets
-    monkeypatch.setattr(sel.context, "existing_triplets", lambda st, c: (set(), Counter()))  # as if read before the other wrote
+    # as if read before the other wrote
+    monkeypatch.setattr(sel.context, "existing_triplets", lambda st, c: (set(), Counter()))
     s = propose(store, "same-technique", **kw)
     monkeypatch.setattr(sel.context, "existing_triplets", real_existing)
     assert s.added == 25

@@ -35,7 +35,8 @@ def cache(tmp_path_factory):
 
 
 def silver_rule(recs):
-    """Answers from CHAMP's concepts: one word = the first concept, rewrite = all concepts, judge = more shared concepts."""
+    """Answers from CHAMP's concepts: one word = the first concept, rewrite = all concepts, judge = more shared
+    concepts."""
     concepts = {escape_document(r["text"]): set(r["concepts"]) for r in recs}
 
     def word(c: str) -> str:
@@ -114,8 +115,8 @@ def tiny_cross_encoder(tmp_path_factory):
 def test_cross_encoder_rescores_the_pools(sqlite_store, small_champ, tiny_cross_encoder, cache):
     path, _ = small_champ
     seed(sqlite_store, path)
-    s = propose(sqlite_store, "same-technique", methods=["embedding", "bm25"], cross_encoder=tiny_cross_encoder, budget=12,
-                top_k=4, n_mid=2, n_random=2, cache_dir=cache)
+    s = propose(sqlite_store, "same-technique", methods=["embedding", "bm25"], cross_encoder=tiny_cross_encoder,
+                budget=12, top_k=4, n_mid=2, n_random=2, cache_dir=cache)
     assert s.methods == ["embedding", "bm25", "cross-encoder"] and s.added == 12
     ms = margins(sqlite_store)
     ts = triplets(sqlite_store)

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,8 @@ FORMAT = 1  # of the cache folder (bump when its files change)
 
 def _bm25s_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("bm25s")
-    except Exception:  # pragma: no cover
+    except PackageNotFoundError:  # pragma: no cover
         return "?"
 
 
@@ -81,13 +80,11 @@ class BM25Index:
             np.save(tmp / "doc_offsets.npy", self.offsets)
             np.save(tmp / "doc_tokens.npy", self.tokens)
             (tmp / "condsim.json").write_text(json.dumps({"format": FORMAT, "n": self.n, "empty_id": self._empty}))
-            try:
-                os.rename(tmp, folder)
-            except OSError:  # another process got there first: theirs is as good
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            os.rename(tmp, folder)
+        except OSError:  # another process got there first (theirs is as good), or the disk failed: no cache
+            pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rename succeeded
 
     @classmethod
     def load(cls, folder: Path) -> BM25Index | None:
@@ -113,7 +110,7 @@ class BM25Index:
             self.loaded_from = folder
             os.utime(meta_path)  # most recently used
             return self
-        except Exception:  # a damaged cache entry is rebuilt, not fatal
+        except (OSError, ValueError, KeyError, TypeError, EOFError):  # a damaged cache entry is rebuilt, not fatal
             return None
 
     @classmethod
@@ -172,7 +169,7 @@ def list_bm25_caches(root: Path) -> list[dict]:
             if d.is_dir() and m.exists():
                 try:
                     n = json.loads(m.read_text()).get("n")
-                except Exception:
+                except (OSError, ValueError):
                     n = None
                 out.append({"key": d.name, "documents": n, "bytes": sum(f.stat().st_size for f in d.iterdir()),
                             "path": str(d)})

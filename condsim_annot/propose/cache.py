@@ -237,6 +237,6 @@ def list_caches(root: Path) -> list[dict]:
         for meta in sorted(folder.glob("*.json")):
             try:
                 out.append(EmbeddingCache(folder, meta.stem).info())
-            except Exception as exc:  # a damaged cache is reported, not fatal
+            except (OSError, ValueError, KeyError) as exc:  # a damaged cache is reported, not fatal
                 out.append({"key": meta.stem, "error": str(exc), "path": str(meta)})
     return out

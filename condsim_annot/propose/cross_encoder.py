@@ -31,7 +31,7 @@ def load_cross_encoder(name: str):
             from sentence_transformers import CrossEncoder
 
             m = CrossEncoder(name, device=os.environ.get("CONDSIM_DEVICE") or None)
-        except Exception as exc:
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:  # missing, not a model, unreadable
             raise CondsimError(
                 f"cannot load cross-encoder {name!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             ) from None

@@ -46,7 +46,7 @@ def load_embedder(name: str | None = None):
             from sentence_transformers import SentenceTransformer
 
             m = SentenceTransformer(name, device=os.environ.get("CONDSIM_DEVICE") or None)
-        except Exception as exc:
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:  # missing, not a model, unreadable
             raise CondsimError(
                 f"cannot load embedding model {name!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
                 "(give a local folder, or a hub name while online)"

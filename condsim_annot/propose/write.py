@@ -155,6 +155,7 @@ def write_chosen(store: Store, crit: Criterion, chosen: list[dict], doc_ids: np.
     by_strategy: Counter = Counter()
     cb = ctx.progress_fn("writing triplets")
     cb(0, len(chosen))
+    status = "failed"  # what the run says if anything below raises (the error itself propagates)
     try:
         for b0 in range(0, len(chosen), WRITE_BATCH):
             rows = [_row(c, doc_ids, crit, method_label, run_id) for c in chosen[b0 : b0 + WRITE_BATCH]]
@@ -162,11 +163,12 @@ def write_chosen(store: Store, crit: Criterion, chosen: list[dict], doc_ids: np.
             added += len(created)
             by_strategy.update(t.strategy for t in created)
             cb(min(b0 + WRITE_BATCH, len(chosen)), len(chosen))
-    except BaseException as exc:
-        finish_run(store, run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", added,
-                   dict(by_strategy))
+        status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"
         raise
-    finish_run(store, run_id, "done", added, dict(by_strategy), summary)
+    finally:
+        finish_run(store, run_id, status, added, dict(by_strategy), summary if status == "done" else None)
     return added, dict(by_strategy)
 
 
