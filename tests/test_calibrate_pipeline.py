@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from condsim_annot.calibrate.pipeline import calibrate, load_run
 from condsim_annot.calibrate.tables import AnnotatorStat, PairScore
+from condsim_annot.errors import CondsimError
 from condsim_annot.models import CalibrationRun, Corpus, Criterion, Document, GoldLabel, Triplet
 from condsim_annot.store_api import add_triplet, get_or_create_annotator, record_vote, undo_vote
 
@@ -225,8 +226,10 @@ def test_calibration_is_deterministic(sqlite_store):
     b = calibrate(sqlite_store, "crit", bootstrap=0)
     assert [p["score"] for p in a["pair_scores"]] == [p["score"] for p in b["pair_scores"]]
     assert a["gold"] == b["gold"]
-    c = calibrate(sqlite_store, "crit", bootstrap=20, seed=1)
+    c = calibrate(sqlite_store, "crit", bootstrap=20, seed=1, model="legacy")
     assert c["params"]["bootstrap"] == 20
+    with pytest.raises(CondsimError, match="--bootstrap"):  # the triplet model integrates; it does not resample
+        calibrate(sqlite_store, "crit", bootstrap=20)
     assert all(p["stderr"] > 0 for p in c["pair_scores"])
 
 

@@ -48,13 +48,16 @@ MODELS = ("triplet", "legacy")
 AnyFit = Fit | TripletFit
 
 
-def _check(tau: float, min_votes: int, model: str, target_accuracy: float | None) -> None:
+def _check(tau: float, min_votes: int, model: str, target_accuracy: float | None, bootstrap: int = 0) -> None:
     if not 0.5 <= tau <= 1.0:
         raise CondsimError(f"--tau must be in [0.5, 1], not {tau}")
     if min_votes < 0:
         raise CondsimError(f"--min-votes must be >= 0, not {min_votes}")
     if model not in MODELS:
         raise CondsimError(f"--model must be one of {', '.join(MODELS)}, not {model!r}")
+    if bootstrap and model == "triplet":
+        raise CondsimError("--bootstrap refits the legacy model (--model legacy); the triplet model integrates each "
+                           "triplet's probability exactly and needs no resampling")
     if target_accuracy is not None and not 0.5 < target_accuracy < 1.0:
         raise CondsimError(f"--target-accuracy must be in (0.5, 1), not {target_accuracy}")
 
@@ -437,7 +440,7 @@ def calibrate(
     gold threshold so that the gold labels' expected accuracy reaches it (overrides ``tau``).
     The summary's keys are stable (``calibrate --json`` prints it); ``pair_scores`` and ``labels`` are
     in the returned dict, not in ``CalibrationRun.summary``."""
-    _check(tau, min_votes, model, target_accuracy)
+    _check(tau, min_votes, model, target_accuracy, bootstrap)
     with store.session() as s:
         crit = get_criterion(s, criterion)
         data = load_comparisons(s, crit)

@@ -133,7 +133,7 @@ def _print_model(s: dict) -> None:
     type=int,
     default=0,
     show_default=True,
-    help="Bootstrap refits over votes for the uncertainty (0 = Laplace).",
+    help="Bootstrap refits over votes for the uncertainty (--model legacy only; 0 = Laplace).",
 )
 @click.option(
     "--derive", is_flag=True, help="Also label stored triplets nobody voted on from the scores (status derived)."
