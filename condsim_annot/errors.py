@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 class CondsimError(Exception):
     """Base class: the CLI prints ``error: <message>`` and exits 1, no traceback."""
@@ -14,7 +12,7 @@ class CondsimError(Exception):
 class InputError(CondsimError):
     """Bad user input at a known place: ``file:line: field 'x': problem``."""
 
-    def __init__(self, message: str, *, file: Optional[str] = None, line: Optional[int] = None, field: Optional[str] = None):
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
         self.file, self.line, self.field, self.reason = file, line, field, message
         where = ""
         if file is not None:
