@@ -31,10 +31,11 @@ def votes_import_cmd(ctx: Ctx, file: str, as_json: bool) -> None:
     Columns: criterion, anchor, a, b, annotator, choice (a|b|tie|cant_tell|skip), and
     optionally kind (human|llm), latency_ms, confidence, rationale, group_id.
     anchor/a/b are document ids of the ingested files; a was shown first.
-    The whole file is checked first (the first bad row is named file:line: field and
-    nothing is written), then published in one short transaction, so annotators in
-    the TUI keep working during a large import.  Importing the same file again adds
-    nothing; an annotator voting twice on a triplet in the file: the last line counts.
+    The whole file is checked and staged first without locking the store (the first
+    bad row is named file:line: field and nothing is written), then published in one
+    set-based transaction: annotators in the TUI wait for that step only, never for
+    the whole file.  Importing the same file again adds nothing; an annotator voting
+    twice on a triplet in the file: the last line counts (a warning says how often).
 
     \b
     Example:
