@@ -211,7 +211,7 @@ class _CountingReader:
             yield line
 
 
-def check_string(value: str, name: str, line: int, fld: str) -> str:
+def check_string(value: str, name: str | None, line: int | None, fld: str) -> str:
     """NUL and lone surrogates are refused on both backends (PostgreSQL cannot store them)."""
     if "\x00" in value:
         raise InputError(f"contains a NUL character (\\x00) at character {value.index(chr(0)) + 1}; remove it",
@@ -393,6 +393,7 @@ def ingest(
     ``progress(file, done, total)`` is called now and then (bytes for text files,
     rows for Parquet).  An empty file is an error (a wrong path or export is the usual cause).
     """
+    check_string(corpus, None, None, "corpus")
     if len(corpus) > CORPUS_NAME_MAX:
         raise InputError(f"corpus name is {len(corpus)} characters; at most {CORPUS_NAME_MAX} are allowed",
                          field="corpus")

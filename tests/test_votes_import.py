@@ -213,3 +213,13 @@ def other_crit(s):
 def doc_ids(s, *exts):
     ids = dict(s.execute(select(Document.ext_id, Document.id)).all())
     return [ids[e] for e in exts]
+
+
+def test_nul_in_any_field_is_named_on_both_backends(cli, store, tmp_path):
+    """A NUL reached PostgreSQL as a query parameter (a driver traceback there, a silent miss on SQLite)."""
+    _setup(cli, tmp_path)
+    f = tmp_path / "v.csv"
+    f.write_bytes(b"criterion,anchor,a,b,annotator,choice\nproof,p1,p2,p\x003,alice,a\n")
+    res = cli("votes", "import", f, expect_ok=False)
+    assert res.exit_code == 1 and "v.csv:2: field 'b': contains a NUL character" in res.output, res.output
+    assert "Traceback" not in res.output

@@ -210,6 +210,7 @@ class _Validator:
             for c in REQUIRED:
                 if not vals.get(c):
                     raise InputError("empty value", file=self.name, line=line, field=c)
+                check_string(vals[c], self.name, line, c)  # a NUL would reach PostgreSQL as a query parameter
             corpus_id = self._criterion(vals["criterion"], line)[1]
             keys.update((corpus_id, vals[f]) for f in ("anchor", "a", "b"))
         self._resolve_docs(keys)
