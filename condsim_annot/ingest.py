@@ -30,7 +30,7 @@ from sqlalchemy import func, insert, select, update
 from sqlmodel import Session, col
 
 from .db import Store
-from .errors import InputError
+from .errors import InputError, check_string
 from .models import Corpus, Document
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -209,20 +209,6 @@ class _CountingReader:
         for line in self.fh:
             self.pos += len(line)
             yield line
-
-
-def check_string(value: str, name: str | None, line: int | None, fld: str) -> str:
-    """NUL and lone surrogates are refused on both backends (PostgreSQL cannot store them)."""
-    if "\x00" in value:
-        raise InputError(f"contains a NUL character (\\x00) at character {value.index(chr(0)) + 1}; remove it",
-                         file=name, line=line, field=fld)
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputError(f"contains a lone surrogate {value[exc.start]!r} at character {exc.start + 1}: "
-                             "not valid Unicode", file=name, line=line, field=fld) from None
-    return value
 
 
 def _clean_value(v: Any, depth: int, name: str, line: int, fld: str) -> Any:

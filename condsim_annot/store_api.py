@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col
 
-from .errors import CondsimError, InputError
+from .errors import CondsimError, InputError, check_string
 from .models import CHOICES, SOURCES, Annotator, Document, Triplet, Vote, utcnow
 
 TRIPLET_KEY = ("criterion_id", "anchor_id", "first_id", "second_id")
@@ -86,6 +86,7 @@ def get_or_create_annotator(
     """Race-safe get-or-create (two processes may create the same annotator at once)."""
     if kind not in ("human", "llm"):
         raise CondsimError(f"annotator kind must be 'human' or 'llm', not {kind!r}")
+    check_string(name, None, None, "annotator")
     check_length(name, col(Annotator.name), "annotator")
     a = session.scalars(select(Annotator).where(col(Annotator.name) == name)).first()
     if a is None:

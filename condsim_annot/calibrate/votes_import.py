@@ -34,8 +34,8 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import col
 
 from ..db import Store, StoreError
-from ..errors import InputError
-from ..ingest import check_string, decoded_lines, next_csv_record
+from ..errors import InputError, check_string
+from ..ingest import decoded_lines, next_csv_record
 from ..models import Annotator, Criterion, Document, Vote
 from ..store_api import canonical, max_length, to_canonical_choice
 from .votes_publish import publish
