@@ -90,7 +90,8 @@ def concept_gold(store) -> dict:
 
     with store.transaction() as s:
         crit = s.scalars(select(Criterion).where(Criterion.name == CRIT)).one()
-        concepts = {d: set((m or {}).get("concepts") or []) for d, m in s.execute(select(Document.id, Document.meta)).all()}
+        docs = s.execute(select(Document.id, Document.meta)).all()
+        concepts = {d: set((m or {}).get("concepts") or []) for d, m in docs}
         trips = s.execute(select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id)
                           .where(Triplet.criterion_id == crit.id)).all()
         run = CalibrationRun(criterion_id=crit.id, params={"source": "CHAMP concept annotations (bench/train.py)"},

@@ -22,7 +22,6 @@ when they cast a large share of the votes; ``share_of_votes`` says how large, an
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Optional
 
 import numpy as np
 
@@ -37,7 +36,7 @@ def _acc_ci(correct: list[float], *, B: int = 1000, seed: int = 0) -> dict:
     return {"accuracy": float(x.mean()), "ci": [float(np.percentile(bs, 2.5)), float(np.percentile(bs, 97.5))], "n": n}
 
 
-def leaderboard(store, criterion: str, *, bootstrap: int = 1000, seed: int = 0, run_id: Optional[int] = None) -> dict:
+def leaderboard(store, criterion: str, *, bootstrap: int = 1000, seed: int = 0, run_id: int | None = None) -> dict:
     from condsim_annot.calibrate.pipeline import load_run
 
     from .common import method_margins
@@ -126,8 +125,9 @@ def _trained(store, criterion_id: int) -> tuple[list[dict], dict[str, set]]:
 
     try:
         with store.session() as s:
-            rows = s.execute(select(TrainedModel.id, TrainedModel.kind, TrainedModel.calibration_run_id, TrainedModel.metrics,
-                                    TrainedModel.train_triplets, TrainedModel.path, TrainedModel.created_at)
+            rows = s.execute(select(TrainedModel.id, TrainedModel.kind, TrainedModel.calibration_run_id,
+                                    TrainedModel.metrics, TrainedModel.train_triplets, TrainedModel.path,
+                                    TrainedModel.created_at)
                              .where(TrainedModel.criterion_id == criterion_id).order_by(TrainedModel.id)).all()
     except DBAPIError:  # the training stage's migration is not applied to this store
         return [], {}
@@ -138,5 +138,6 @@ def _trained(store, criterion_id: int) -> tuple[list[dict], dict[str, set]]:
             seen["adapter"] = set(tids or [])
         out.append({"model_id": mid, "kind": kind, "calibration_run": run_id, "path": path, "created_at": str(created),
                     "plan": m.get("plan"), "n_held_out": m.get("n_held_out"),
-                    "methods": [{"method": r["method"], "all": r["all"], "audit": r["audit"]} for r in m.get("methods", [])]})
+                    "methods": [{"method": r["method"], "all": r["all"], "audit": r["audit"]}
+                                for r in m.get("methods", [])]})
     return out, seen

@@ -52,8 +52,9 @@ def test_adapter_recovers_a_planted_linear_criterion():
     tr, te = split_by_anchor(t[:, 0], 0.3, seed=0)
     assert not set(t[tr, 0]) & set(t[te, 0])
     itr, iva = split_by_anchor(t[tr, 0], 0.2, seed=1)
-    ad = BilinearAdapter(rank=4, temperature=0.2, l2=1e-4, max_steps=1000, patience=100).fit(arr.take(tr[itr]),
-                                                                                           arr.take(tr[iva]))
+    ad = BilinearAdapter(rank=4, temperature=0.2, l2=1e-4, max_steps=1000, patience=100).fit(
+        arr.take(tr[itr]), arr.take(tr[iva])
+    )
     held = arr.take(te)
     acc_adapter = correct(ad.margins(held)).mean()
     acc_base = correct(BilinearAdapter().margins(held)).mean()
@@ -63,8 +64,9 @@ def test_adapter_recovers_a_planted_linear_criterion():
     # the weights round-trip through the stored blob, and the expanded vectors give the same scores
     back = BilinearAdapter.from_bytes(ad.to_bytes())
     np.testing.assert_allclose(back.margins(held), ad.margins(held), rtol=1e-4, atol=1e-5)
-    expanded = np.einsum("ij,ij->i", back.expand_queries(held.q),
-                         back.expand_documents(held.pos) - back.expand_documents(held.neg))
+    expanded = np.einsum(
+        "ij,ij->i", back.expand_queries(held.q), back.expand_documents(held.pos) - back.expand_documents(held.neg)
+    )
     np.testing.assert_allclose(expanded, back.margins(held), rtol=1e-3, atol=1e-4)
 
 
@@ -108,8 +110,12 @@ def _seed_store(store, cache_dir, *, n_gold: int = 240, n_docs: int = 80, with_j
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
     rng = np.random.default_rng(3)
     src = cache_dir / "docs.jsonl"
-    src.write_text("".join(json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(words, 8)) + f" item {i}"}) + "\n"
-                           for i in range(n_docs)))
+    src.write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(words, 8)) + f" item {i}"}) + "\n"
+            for i in range(n_docs)
+        )
+    )
     ingest(store, [str(src)], corpus="c")
     add_criterion(store, "crit", "planted criterion", instruction="Represent the planted view: ")
     D, Q, A = planted(n_docs, 384, 4, seed=5, latent=12)
@@ -120,7 +126,9 @@ def _seed_store(store, cache_dir, *, n_gold: int = 240, n_docs: int = 80, with_j
     ids = np.asarray([d for d, _h in docs])
     key = model_key(resolve_model(None))
     EmbeddingCache(cache_dir / "emb", key).append([h for _d, h in docs], D.astype(np.float32))
-    EmbeddingCache(cache_dir / "emb", key + ".query").append([query_key(prompt, h) for _d, h in docs], Q.astype(np.float32))
+    EmbeddingCache(cache_dir / "emb", key + ".query").append(
+        [query_key(prompt, h) for _d, h in docs], Q.astype(np.float32)
+    )
     t = planted_triplets(D, Q, A, n_gold, seed=7, min_gap=0.5)
     with store.transaction() as s:
         run = CalibrationRun(criterion_id=crit.id, params={}, n_votes=0)
@@ -131,8 +139,17 @@ def _seed_store(store, cache_dir, *, n_gold: int = 240, n_docs: int = 80, with_j
             A_, f, sec, _sw = canonical(int(ids[a]), int(ids[p]), int(ids[n]))
             tr, _new = add_triplet(s, crit.id, A_, f, sec, strategy="audit" if k % 5 == 0 else "disagreement")
             label = "first" if f == int(ids[p]) else "second"
-            s.add(GoldLabel(calibration_run_id=run.id, criterion_id=crit.id, triplet_id=tr.id, label=label,
-                            probability=0.95, n_votes=2, status="gold"))
+            s.add(
+                GoldLabel(
+                    calibration_run_id=run.id,
+                    criterion_id=crit.id,
+                    triplet_id=tr.id,
+                    label=label,
+                    probability=0.95,
+                    n_votes=2,
+                    status="gold",
+                )
+            )
             if judge is not None:
                 record_vote(s, tr.id, judge.id, label, source="llm")
     return crit
@@ -179,8 +196,14 @@ def test_train_reads_the_cache_and_gold_and_the_adapter_joins_the_committee(cli,
     from condsim_annot.exporters.leaderboard import leaderboard
 
     with store.transaction() as s:
-        s.execute(insert(TripletMargin), [{"triplet_id": t, "method": m, "score_first": 1.0, "score_second": 0.0, "margin": 1.0}
-                                          for t in row.train_triplets[:5] for m in ("adapter", "embedding")])
+        s.execute(
+            insert(TripletMargin),
+            [
+                {"triplet_id": t, "method": m, "score_first": 1.0, "score_second": 0.0, "margin": 1.0}
+                for t in row.train_triplets[:5]
+                for m in ("adapter", "embedding")
+            ],
+        )
     lb = leaderboard(store, "crit", bootstrap=100)
     by_m = {r["method"]: r for r in lb["methods"]}
     assert by_m["embedding"]["n"] == 5 and "adapter" not in by_m

@@ -17,12 +17,23 @@ def test_fine_tuned_model_loads_with_sentence_transformer(tmp_path):
     positives = [f"Exercise {i}: a classic {topics[i % 4]} argument." for i in range(8)]
     negatives = [f"Exercise {i}: a classic {topics[(i + 1) % 4]} argument." for i in range(8)]
     out = tmp_path / "ft"
-    info = fine_tune(None, anchors, positives, negatives, str(out), prompt="Represent the technique: ", batch_size=4,
-                     max_steps=2, lr=1e-4)
+    info = fine_tune(
+        None,
+        anchors,
+        positives,
+        negatives,
+        str(out),
+        prompt="Represent the technique: ",
+        batch_size=4,
+        max_steps=2,
+        lr=1e-4,
+    )
     assert info["steps"] == 2 and info["n_train"] == 8 and np.isfinite(info["train_loss"])
     model = SentenceTransformer(str(out), device="cpu")
     v = model.encode(["a pigeonhole problem"], normalize_embeddings=True)
-    base = SentenceTransformer(default_model_path(), device="cpu").encode(["a pigeonhole problem"], normalize_embeddings=True)
+    base = SentenceTransformer(default_model_path(), device="cpu").encode(
+        ["a pigeonhole problem"], normalize_embeddings=True
+    )
     assert v.shape == base.shape == (1, 384)
     assert not np.allclose(v, base, atol=1e-6)  # the weights were trained, not just copied
     m = triplet_margins(str(out), anchors[:2], positives[:2], negatives[:2], prompt="Represent the technique: ")

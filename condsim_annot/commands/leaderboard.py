@@ -38,7 +38,8 @@ def leaderboard_cmd(ctx: Ctx, criterion, bootstrap, as_json):
 
     t = Table("method", "accuracy (all)", "95% CI", "n", "audit acc.", "audit n", title="proposer methods")
     for r in lb["methods"]:
-        t.add_row(r["method"], fmt(r["accuracy"]), ci(r), str(r["n"]), fmt(r["audit"]["accuracy"]), str(r["audit"]["n"]))
+        au = r["audit"]
+        t.add_row(r["method"], fmt(r["accuracy"]), ci(r), str(r["n"]), fmt(au["accuracy"]), str(au["n"]))
     if lb["methods"]:
         out.print(t)
     else:
@@ -62,12 +63,12 @@ def _print_trained(trained: list, label: str) -> None:
 
     for m in trained:
         t = Table("method", "accuracy (all)", "95% CI", "n", "audit acc.", "audit n",
-                  title=f"trained model #{m['model_id']} ({m['kind']}, calibration run {m['calibration_run']}): {label}; "
-                        f"{m['plan']}")
+                  title=f"trained model #{m['model_id']} ({m['kind']}, calibration run {m['calibration_run']}): "
+                        f"{label}; {m['plan']}")
         for r in m["methods"]:
             a, u = r["all"], r["audit"]
-            t.add_row(r["method"], fmt(a["accuracy"]), f"[{fmt(a['ci'][0], 2)}, {fmt(a['ci'][1], 2)}]" if a["n"] else "-",
-                      str(a["n"]), fmt(u["accuracy"]), str(u["n"]))
+            ci_all = f"[{fmt(a['ci'][0], 2)}, {fmt(a['ci'][1], 2)}]" if a["n"] else "-"
+            t.add_row(r["method"], fmt(a["accuracy"]), ci_all, str(a["n"]), fmt(u["accuracy"]), str(u["n"]))
         out.print(t)
 
 

@@ -24,13 +24,17 @@ class AdapterMethod(DenseMethod):
         ctx = self.ctx
         row = latest_adapter(ctx.store, ctx.criterion.id)
         if row is None or row.weights is None:
-            raise SkipMethod(f"no adapter trained for {ctx.criterion_name!r}: run `condsim-annot train {ctx.criterion_name}`")
+            raise SkipMethod(
+                f"no adapter trained for {ctx.criterion_name!r}: run `condsim-annot train {ctx.criterion_name}`"
+            )
         model_name = resolve_model(ctx.options.get("model"))
         if model_key(row.base_model) != model_key(model_name):
             raise SkipMethod(f"the adapter was trained on {row.base_model}, this run uses {model_name}")
         if row.prompt is not None and row.prompt != ctx.prompt:
-            raise SkipMethod(f"criterion {ctx.criterion_name!r} changed since the adapter was trained "
-                             f"(version {row.criterion_version}): train it again")
+            raise SkipMethod(
+                f"criterion {ctx.criterion_name!r} changed since the adapter was trained "
+                f"(version {row.criterion_version}): train it again"
+            )
         self.row_id, self.base_model = row.id, row.base_model
         adapter = BilinearAdapter.from_bytes(row.weights)
         key = model_key(model_name)
@@ -40,12 +44,24 @@ class AdapterMethod(DenseMethod):
         enc = LazyEncoder(model_name)
         bs = int(ctx.options.get("batch_size") or 64)
         hashes = ctx.content_hashes
-        n_doc = encode_cached(enc, doc_cache, hashes, ctx.texts_at, batch_size=bs,
-                              progress=ctx.progress_fn("embedding documents (adapter)"))
+        n_doc = encode_cached(
+            enc,
+            doc_cache,
+            hashes,
+            ctx.texts_at,
+            batch_size=bs,
+            progress=ctx.progress_fn("embedding documents (adapter)"),
+        )
         anchors = np.asarray(ctx.anchor_pos, dtype=np.int64)
         qkeys = [query_key(ctx.prompt, hashes[a]) for a in anchors]
-        n_q = encode_cached(enc, query_cache, qkeys, lambda pos: ctx.texts_at([int(anchors[p]) for p in pos]),
-                            prompt=ctx.prompt, batch_size=bs)
+        n_q = encode_cached(
+            enc,
+            query_cache,
+            qkeys,
+            lambda pos: ctx.texts_at([int(anchors[p]) for p in pos]),
+            prompt=ctx.prompt,
+            batch_size=bs,
+        )
         self.encoded = n_doc + n_q
         self.D = np.ascontiguousarray(adapter.expand_documents(doc_cache.get(hashes)))
         self.Q = np.ascontiguousarray(adapter.expand_queries(query_cache.get(qkeys)))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -53,7 +52,7 @@ class TripletArrays:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, idx: np.ndarray) -> "TripletArrays":
+    def take(self, idx: np.ndarray) -> TripletArrays:
         return TripletArrays(self.q[idx], self.pos[idx], self.neg[idx], self.y[idx])
 
 
@@ -67,7 +66,7 @@ class _Batch:
     y: np.ndarray
 
     @classmethod
-    def of(cls, t: TripletArrays) -> "_Batch":
+    def of(cls, t: TripletArrays) -> _Batch:
         diff = t.pos - t.neg
         return cls(t.q, diff, np.einsum("ij,ij->i", t.q, diff), t.y)
 
@@ -92,8 +91,8 @@ class BilinearAdapter:
     max_steps: int = 300
     patience: int = 40
     seed: int = 0
-    U_: Optional[np.ndarray] = field(default=None, repr=False)
-    V_: Optional[np.ndarray] = field(default=None, repr=False)
+    U_: np.ndarray | None = field(default=None, repr=False)
+    V_: np.ndarray | None = field(default=None, repr=False)
     alpha_: float = 1.0
     best_step_: int = 0
     history_: list = field(default_factory=list, repr=False)
@@ -122,7 +121,7 @@ class BilinearAdapter:
         return float(-(t.y * _log_sigmoid(z) + (1 - t.y) * _log_sigmoid(-z)).mean())
 
     # ------------------------------------------------------------------ fitting
-    def _grads(self, b: "_Batch", U: np.ndarray, V: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
+    def _grads(self, b: _Batch, U: np.ndarray, V: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
         u = b.q @ U
         dv = b.diff @ V
         z = (alpha * b.base + np.einsum("ij,ij->i", u, dv)) / self.temperature
@@ -134,7 +133,7 @@ class BilinearAdapter:
             gV = gU
         return gU + 2 * self.l2 * U, gV + 2 * self.l2 * V, float(g @ b.base)
 
-    def fit(self, train: TripletArrays, val: Optional[TripletArrays] = None) -> "BilinearAdapter":
+    def fit(self, train: TripletArrays, val: TripletArrays | None = None) -> BilinearAdapter:
         """See :meth:`_fit`; BLAS runs single-threaded here: the matrices are small, and idle BLAS threads
         spinning on a busy machine cost more CPU than the maths."""
         from threadpoolctl import threadpool_limits
@@ -142,7 +141,7 @@ class BilinearAdapter:
         with threadpool_limits(limits=1):
             return self._fit(train, val)
 
-    def _fit(self, train: TripletArrays, val: Optional[TripletArrays] = None) -> "BilinearAdapter":
+    def _fit(self, train: TripletArrays, val: TripletArrays | None = None) -> BilinearAdapter:
         """Full-batch Adam; with ``val``, keep the step with the lowest held-out loss and stop after
         ``patience`` steps without improvement (``history_``: step, held-out loss, held-out accuracy);
         without it, run ``max_steps``."""
@@ -162,7 +161,7 @@ class BilinearAdapter:
         for step in range(1, self.max_steps + 1):
             gU, gV, ga = self._grads(tb, U, V, float(np.exp(w[0])))
             grads = ([gU] if self.tied else [gU, gV]) + [np.asarray([ga * np.exp(w[0])])]
-            for p, g, (m, v) in zip(params + [w], grads, moments):
+            for p, g, (m, v) in zip(params + [w], grads, moments, strict=True):
                 m *= b1
                 m += (1 - b1) * g
                 v *= b2
@@ -189,22 +188,38 @@ class BilinearAdapter:
 
     # ------------------------------------------------------------------ storage
     def hyper_parameters(self) -> dict:
-        return {"rank": self.rank, "tied": self.tied, "temperature": self.temperature, "l2": self.l2, "lr": self.lr,
-                "max_steps": self.max_steps, "patience": self.patience, "seed": self.seed}
+        return {
+            "rank": self.rank,
+            "tied": self.tied,
+            "temperature": self.temperature,
+            "l2": self.l2,
+            "lr": self.lr,
+            "max_steps": self.max_steps,
+            "patience": self.patience,
+            "seed": self.seed,
+        }
 
     def to_bytes(self) -> bytes:
         """The fitted weights and hyper-parameters as one ``.npz`` blob (stored in the table)."""
         if self.U_ is None or self.V_ is None:
             raise ValueError("the adapter is not fitted")
         buf = io.BytesIO()
-        np.savez(buf, U=self.U_.astype(np.float32), V=self.V_.astype(np.float32),
-                 meta=np.frombuffer(json.dumps({**self.hyper_parameters(), "best_step": self.best_step_, "alpha": self.alpha_}).encode(),
-                                    dtype=np.uint8))
+        np.savez(
+            buf,
+            U=self.U_.astype(np.float32),
+            V=self.V_.astype(np.float32),
+            meta=np.frombuffer(
+                json.dumps({**self.hyper_parameters(), "best_step": self.best_step_, "alpha": self.alpha_}).encode(),
+                dtype=np.uint8,
+            ),
+        )
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "BilinearAdapter":
+    def from_bytes(cls, blob: bytes) -> BilinearAdapter:
         with np.load(io.BytesIO(blob)) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             best, alpha = int(meta.pop("best_step", 0)), float(meta.pop("alpha", 1.0))
-            return cls(**meta, U_=z["U"].astype(np.float64), V_=z["V"].astype(np.float64), best_step_=best, alpha_=alpha)
+            return cls(
+                **meta, U_=z["U"].astype(np.float64), V_=z["V"].astype(np.float64), best_step_=best, alpha_=alpha
+            )

@@ -9,9 +9,10 @@ and appended to the cache, and counted: a run on a warm cache reports 0 encoder 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -35,7 +36,7 @@ class GoldSet:
     criterion_id: int
     criterion_version: int
     prompt: str
-    corpus_id: Optional[int]
+    corpus_id: int | None
     run_id: int
     triplet_id: np.ndarray  # -1 for derived labels (no triplet row)
     anchor: np.ndarray
@@ -49,10 +50,13 @@ class GoldSet:
 
 
 def _latest_run(session: Any, crit: Criterion) -> CalibrationRun:
-    run = session.scalars(select(CalibrationRun).where(CalibrationRun.criterion_id == crit.id)
-                          .order_by(CalibrationRun.id.desc())).first()
+    run = session.scalars(
+        select(CalibrationRun).where(CalibrationRun.criterion_id == crit.id).order_by(CalibrationRun.id.desc())
+    ).first()
     if run is None:
-        raise CondsimError(f"criterion {crit.name!r} has no calibration run yet: run `condsim-annot calibrate {crit.name}` first")
+        raise CondsimError(
+            f"criterion {crit.name!r} has no calibration run yet: run `condsim-annot calibrate {crit.name}` first"
+        )
     return run
 
 
@@ -63,16 +67,36 @@ def load_gold(store: Store, criterion: str, *, derived: bool = False, min_gold: 
         crit = get_criterion(s, criterion)
         run = _latest_run(s, crit)
         rows = s.execute(
-            select(GoldLabel.triplet_id, GoldLabel.label, GoldLabel.probability, Triplet.anchor_id, Triplet.first_id,
-                   Triplet.second_id, Triplet.strategy)
+            select(
+                GoldLabel.triplet_id,
+                GoldLabel.label,
+                GoldLabel.probability,
+                Triplet.anchor_id,
+                Triplet.first_id,
+                Triplet.second_id,
+                Triplet.strategy,
+            )
             .join(Triplet, Triplet.id == GoldLabel.triplet_id)
-            .where(GoldLabel.calibration_run_id == run.id, GoldLabel.status == "gold",
-                   GoldLabel.label.in_(("first", "second")), Triplet.is_attention_check.is_(False))
-            .order_by(GoldLabel.triplet_id)).all()
-        info = dict(criterion=crit.name, criterion_id=crit.id, criterion_version=crit.version,
-                    prompt=default_instruction(crit), corpus_id=crit.corpus_id, run_id=run.id)
-    recs = [(t, a, f if lab == "first" else sec, sec if lab == "first" else f, p, st == "audit")
-            for t, lab, p, a, f, sec, st in rows]
+            .where(
+                GoldLabel.calibration_run_id == run.id,
+                GoldLabel.status == "gold",
+                GoldLabel.label.in_(("first", "second")),
+                Triplet.is_attention_check.is_(False),
+            )
+            .order_by(GoldLabel.triplet_id)
+        ).all()
+        info = dict(
+            criterion=crit.name,
+            criterion_id=crit.id,
+            criterion_version=crit.version,
+            prompt=default_instruction(crit),
+            corpus_id=crit.corpus_id,
+            run_id=run.id,
+        )
+    recs = [
+        (t, a, f if lab == "first" else sec, sec if lab == "first" else f, p, st == "audit")
+        for t, lab, p, a, f, sec, st in rows
+    ]
     if derived:
         from ..calibrate.pipeline import derived_triplets, load_run  # public readers of a stored run
 
@@ -83,13 +107,22 @@ def load_gold(store: Store, criterion: str, *, derived: bool = False, min_gold: 
     n_anchors = len({r[1] for r in recs})
     if len(recs) < min_gold or n_anchors < MIN_ANCHORS:
         raise CondsimError(
-            f"criterion {crit.name!r} has {len(recs)} gold triplets over {n_anchors} anchors in calibration run {run.id}; "
+            f"criterion {crit.name!r} has {len(recs)} gold triplets over {n_anchors} anchors "
+            f"in calibration run {run.id}; "
             f"training needs at least {min_gold} gold triplets over at least {MIN_ANCHORS} anchors "
-            f"({max(0, min_gold - len(recs))} more): collect more votes and run `condsim-annot calibrate {crit.name}` again")
-    col = list(zip(*recs))
-    return GoldSet(**info, triplet_id=np.asarray(col[0], dtype=np.int64), anchor=np.asarray(col[1], dtype=np.int64),
-                   pos=np.asarray(col[2], dtype=np.int64), neg=np.asarray(col[3], dtype=np.int64),
-                   y=np.asarray(col[4], dtype=np.float64), audit=np.asarray(col[5], dtype=bool))
+            f"({max(0, min_gold - len(recs))} more): collect more votes and run "
+            f"`condsim-annot calibrate {crit.name}` again"
+        )
+    col = list(zip(*recs, strict=True))
+    return GoldSet(
+        **info,
+        triplet_id=np.asarray(col[0], dtype=np.int64),
+        anchor=np.asarray(col[1], dtype=np.int64),
+        pos=np.asarray(col[2], dtype=np.int64),
+        neg=np.asarray(col[3], dtype=np.int64),
+        y=np.asarray(col[4], dtype=np.float64),
+        audit=np.asarray(col[5], dtype=bool),
+    )
 
 
 class LazyEncoder:
@@ -110,7 +143,7 @@ class LazyEncoder:
 class CachedEmbeddings:
     """Document and query-side vectors of one base model, read from the cache (missing ones encoded, counted)."""
 
-    def __init__(self, store: Store, *, model: Optional[str] = None, cache_dir: Optional[str] = None, batch_size: int = 64):
+    def __init__(self, store: Store, *, model: str | None = None, cache_dir: str | None = None, batch_size: int = 64):
         self.store = store
         self.model_name = resolve_model(model)
         self.root: Path = cache_root(store.url, cache_dir)
@@ -127,32 +160,49 @@ class CachedEmbeddings:
         out: dict[int, str] = {}
         with self.store.session() as s:
             for i in range(0, len(uniq), 900):
-                out.update(s.execute(select(Document.id, Document.content_hash).where(Document.id.in_(uniq[i:i + 900]))).all())
+                out.update(
+                    s.execute(
+                        select(Document.id, Document.content_hash).where(Document.id.in_(uniq[i : i + 900]))
+                    ).all()
+                )
         return out
 
     def _texts(self, ids: Sequence[int]) -> list[str]:
         with self.store.session() as s:
-            got = dict(s.execute(select(Document.id, Document.text).where(Document.id.in_([int(i) for i in ids]))).all())
+            got = dict(
+                s.execute(select(Document.id, Document.text).where(Document.id.in_([int(i) for i in ids]))).all()
+            )
         return [got[int(i)] for i in ids]
 
     def documents(self, ids: Sequence[int]) -> np.ndarray:
         """Prompt-free vectors of documents (by store id), [len(ids), dim]."""
         h = self._hashes(ids)
         keys = [h[int(i)] for i in ids]
-        self.texts_encoded += encode_cached(self.encoder, self.doc_cache, keys, lambda pos: self._texts([ids[p] for p in pos]),
-                                            batch_size=self.batch_size)
+        self.texts_encoded += encode_cached(
+            self.encoder,
+            self.doc_cache,
+            keys,
+            lambda pos: self._texts([ids[p] for p in pos]),
+            batch_size=self.batch_size,
+        )
         return np.asarray(self.doc_cache.get(keys), dtype=np.float64)
 
     def queries(self, ids: Sequence[int], prompt: str) -> np.ndarray:
         """Vectors of anchors embedded with the criterion's query prompt, [len(ids), dim]."""
         h = self._hashes(ids)
         keys = [query_key(prompt, h[int(i)]) for i in ids]
-        self.texts_encoded += encode_cached(self.encoder, self.query_cache, keys, lambda pos: self._texts([ids[p] for p in pos]),
-                                            prompt=prompt, batch_size=self.batch_size)
+        self.texts_encoded += encode_cached(
+            self.encoder,
+            self.query_cache,
+            keys,
+            lambda pos: self._texts([ids[p] for p in pos]),
+            prompt=prompt,
+            batch_size=self.batch_size,
+        )
         return np.asarray(self.query_cache.get(keys), dtype=np.float64)
 
 
-def corpus_documents(store: Store, corpus_id: Optional[int]) -> tuple[np.ndarray, list[str]]:
+def corpus_documents(store: Store, corpus_id: int | None) -> tuple[np.ndarray, list[str]]:
     """(document ids, content hashes) of a criterion's corpus in id order: the proposer's document order."""
     with store.session() as s:
         q = select(Document.id, Document.content_hash).order_by(Document.id)
@@ -179,7 +229,8 @@ def bm25_margins(store: Store, gold: GoldSet, rows: np.ndarray, root: Path) -> n
     for a in np.unique(gold.anchor[rows]):
         k = np.flatnonzero(gold.anchor[rows] == a)
         sc = index.scores_for(index.doc_tokens(pos_of[int(a)]))
-        out[k] = [sc[pos_of[int(p)]] - sc[pos_of[int(n)]] for p, n in zip(gold.pos[rows[k]], gold.neg[rows[k]])]
+        pairs = zip(gold.pos[rows[k]], gold.neg[rows[k]], strict=True)
+        out[k] = [sc[pos_of[int(p)]] - sc[pos_of[int(n)]] for p, n in pairs]
     return out
 
 
@@ -188,16 +239,25 @@ def judge_margins(store: Store, gold: GoldSet, rows: np.ndarray) -> dict[str, tu
     votes; both presentation orders count).  Read for evaluation only: training never sees a vote."""
     tids = gold.triplet_id[rows]
     row_of = {int(t): k for k, t in enumerate(tids) if t >= 0}
-    first_is_pos = {int(t): bool(p < n) for t, p, n in zip(tids, gold.pos[rows], gold.neg[rows])}
+    first_is_pos = {int(t): bool(p < n) for t, p, n in zip(tids, gold.pos[rows], gold.neg[rows], strict=True)}
     acc: dict[str, list[list[float]]] = {}
     with store.session() as s:
         ids = list(row_of)
         for i in range(0, len(ids), 900):
-            q = (select(Vote.triplet_id, Vote.choice, Annotator.name).join(Annotator, Annotator.id == Vote.annotator_id)
-                 .where(Vote.triplet_id.in_(ids[i:i + 900]), Vote.state == "active", Annotator.kind == "llm",
-                        Vote.choice.in_(("first", "second", "tie"))))
+            q = (
+                select(Vote.triplet_id, Vote.choice, Annotator.name)
+                .join(Annotator, Annotator.id == Vote.annotator_id)
+                .where(
+                    Vote.triplet_id.in_(ids[i : i + 900]),
+                    Vote.state == "active",
+                    Annotator.kind == "llm",
+                    Vote.choice.in_(("first", "second", "tie")),
+                )
+            )
             for tid, choice, name in s.execute(q).all():
                 v = 0.0 if choice == "tie" else (1.0 if (choice == "first") == first_is_pos[int(tid)] else -1.0)
                 acc.setdefault(name, [[] for _ in range(len(rows))])[row_of[int(tid)]].append(v)
-    return {name: (np.asarray([np.mean(v) if v else 0.0 for v in per]), np.asarray([bool(v) for v in per]))
-            for name, per in acc.items()}
+    return {
+        name: (np.asarray([np.mean(v) if v else 0.0 for v in per]), np.asarray([bool(v) for v in per]))
+        for name, per in acc.items()
+    }

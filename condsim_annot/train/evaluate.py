@@ -11,7 +11,7 @@ triplet *and* on the random audit slice alone (the unbiased estimate), labelled 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,7 +19,9 @@ ALL_LABEL = "held-out gold (proposer-selected: biased against the proposer's met
 AUDIT_LABEL = "held-out audit slice (uniformly random triplets: unbiased)"
 
 
-def split_by_anchor(anchors: Sequence[int], test_fraction: float = 0.2, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_by_anchor(
+    anchors: Sequence[int], test_fraction: float = 0.2, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, test rows): about ``test_fraction`` of the *anchors* go to test, all their triplets with them."""
     a = np.asarray(anchors)
     uniq = np.unique(a)
@@ -37,7 +39,8 @@ def kfold_by_anchor(anchors: Sequence[int], k: int = 5, *, seed: int = 0) -> lis
     a = np.asarray(anchors)
     uniq = np.unique(a)
     k = max(2, min(k, len(uniq)))
-    fold_of = dict(zip(np.random.default_rng(seed).permutation(uniq).tolist(), np.arange(len(uniq)) % k))
+    order = np.random.default_rng(seed).permutation(uniq).tolist()
+    fold_of = dict(zip(order, np.arange(len(uniq)) % k, strict=True))
     f = np.fromiter((fold_of[x] for x in a.tolist()), dtype=np.int64, count=len(a))
     return [(np.flatnonzero(f != i), np.flatnonzero(f == i)) for i in range(k)]
 
@@ -74,8 +77,15 @@ def accuracy(ok: np.ndarray, groups: np.ndarray, *, B: int = 1000, seed: int = 0
     return {"accuracy": float(ok.mean()), "ci": [lo, hi], "n": int(len(ok)), "anchors": int(len(np.unique(groups)))}
 
 
-def accuracy_report(margins: np.ndarray, anchors: np.ndarray, audit: np.ndarray, *, B: int = 1000, seed: int = 0,
-                    mask: Optional[np.ndarray] = None) -> dict:
+def accuracy_report(
+    margins: np.ndarray,
+    anchors: np.ndarray,
+    audit: np.ndarray,
+    *,
+    B: int = 1000,
+    seed: int = 0,
+    mask: np.ndarray | None = None,
+) -> dict:
     """Accuracy of one method on held-out triplets: ``all`` (biased, see module doc) and ``audit`` (unbiased).
 
     ``mask`` restricts to the triplets the method answered (e.g. an LM judge's)."""

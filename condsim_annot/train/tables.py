@@ -10,7 +10,6 @@ overwritten; the latest adapter of a criterion is the one the proposer method ``
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlalchemy import JSON, Column, DateTime, LargeBinary, Text
 from sqlmodel import Field, SQLModel
@@ -21,17 +20,17 @@ from ..models import utcnow
 class TrainedModel(SQLModel, table=True):
     """A criterion adapter (``kind`` adapter) or a fine-tuned sentence-transformers model (``kind`` full)."""
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     criterion_id: int = Field(foreign_key="criterion.id", index=True)
     criterion_version: int = Field(default=1)
-    calibration_run_id: Optional[int] = Field(default=None, foreign_key="calibrationrun.id")
+    calibration_run_id: int | None = Field(default=None, foreign_key="calibrationrun.id")
     kind: str = Field(default="adapter", max_length=20, description="adapter | full")
     base_model: str = Field(sa_type=Text, description="the sentence-transformers model whose embeddings it maps")
-    prompt: Optional[str] = Field(default=None, sa_type=Text, description="the query-side prompt it was trained with")
-    params: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
-    metrics: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    prompt: str | None = Field(default=None, sa_type=Text, description="the query-side prompt it was trained with")
+    params: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    metrics: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     n_train: int = Field(default=0, description="gold triplets the stored model was fitted on")
-    train_triplets: Optional[list] = Field(default=None, sa_column=Column(JSON, nullable=True))
-    weights: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
-    path: Optional[str] = Field(default=None, sa_type=Text, description="model folder (kind full)")
+    train_triplets: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    weights: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    path: str | None = Field(default=None, sa_type=Text, description="model folder (kind full)")
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
