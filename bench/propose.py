@@ -37,6 +37,14 @@ at start, other sessions idle or waiting on the lock):
     peer: without the cache ~405 s (x24); re-run no-op 0.015 s
     exact k-NN 2302 x 100k: numpy blocks 1.5 s vs scikit-learn brute 5.2 s (x3.4)
 
+After the issue-15 split (stages in propose/{anchors,pools,choose,write}.py, chaining on, calibrated runs ranked
+by the expected information of a vote), 2026-12-01, measured while seven sessions loaded the box (load average
+12.6 at start; the same model embeds 1k documents in 71 s wall / 20.8 CPU s there, against 3.9 s / 7.7 CPU s
+quiet): 10k for a new criterion 288 s wall / 71.5 CPU s (about the quiet run's 30 CPU s times the box's CPU
+inflation, 2.7x); calibrated (11.1k scored pairs: chaining shares pairs), 10k more, 3554 "uncertainty", 57 CPU s.
+The pure selection alone, 10k picks over 2302 pools of 19 candidates, synthetic arrays: 0.9 CPU s unchained,
+1.7 CPU s chained.  Quiet-box wall times need a re-run under ``flock -x /tmp/cpu.lock`` with the box idle.
+
 The anchors' prompt embeddings (about budget / per-anchor of them) dominate; nothing needed
 profiling to reach the target.  (An earlier run on a box loaded to ~10 measured 314 s wall,
 98 CPU s: wall times there say nothing about the code.)
@@ -142,7 +150,8 @@ def bench_calibrated(store, budget: int) -> dict:
         pairs = sorted(pairs)
         s.execute(insert(PairScore), [
             {"calibration_run_id": run.id, "criterion_id": crit.id, "anchor_id": u, "candidate_id": v,
-             "score": float(rng.normal(0, 1.5)), "stderr": float(rng.uniform(0.3, 1.2)), "component": int(rng.integers(0, 50)),
+             "score": float(rng.normal(0, 1.5)), "stderr": float(rng.uniform(0.3, 1.2)),
+             "component": int(rng.integers(0, 50)),
              "n_votes": 3, "created_at": now} for u, v in pairs])
     t, c = time.perf_counter(), time.process_time()
     sm = propose(store, "technique", methods=["embedding"], budget=2 * budget, per_anchor=10, seed=0)
@@ -165,7 +174,8 @@ def main() -> None:
     from condsim_annot.propose.select import propose
 
     tmp = tempfile.mkdtemp(prefix="bench-propose-")
-    res: dict = {"n_docs": args.n, "budget": args.budget, "cores": os.cpu_count(), "load_avg_before": os.getloadavg()[0]}
+    res: dict = {"n_docs": args.n, "budget": args.budget, "cores": os.cpu_count(),
+                 "load_avg_before": os.getloadavg()[0]}
     t = time.perf_counter()
     store, texts, hashes, topic = build_store(f"sqlite:///{tmp}/bench.db", args.n)
     res["setup_store_s"] = round(time.perf_counter() - t, 2)
@@ -252,25 +262,31 @@ def main() -> None:
         print(json.dumps(res, indent=2))
         return
     print(f"{args.n} synthetic documents, {res['cores']} cores (load average {res['load_avg_before']:.1f} at start: "
-          f"wall times on a shared box inflate, CPU seconds do not); store {res['setup_store_s']}s, cache fill {res['fill_cache_s']}s, "
+          f"wall times on a shared box inflate, CPU seconds do not); store {res['setup_store_s']}s, "
+          f"cache fill {res['fill_cache_s']}s, "
           f"model load {res['model_load_s']}s")
     pe = res["propose_embedding"]
     print(f"propose {args.budget} triplets, new criterion, cached embeddings: {res['propose_embedding_s']}s "
-          f"(target < 30s; {res['propose_embedding_cpu_s']} CPU s over all threads) - {pe['anchors']} anchors embedded, 0 documents; steps {pe['timings']}")
-    print(f"  peer: without the cache ~{res['peer_uncached_estimate_s']}s (x{res['cache_speedup']}); re-run no-op {res['rerun_noop_s']}s")
+          f"(target < 30s; {res['propose_embedding_cpu_s']} CPU s over all threads) - {pe['anchors']} anchors "
+          f"embedded, 0 documents; steps {pe['timings']}")
+    print(f"  peer: without the cache ~{res['peer_uncached_estimate_s']}s (x{res['cache_speedup']}); "
+          f"re-run no-op {res['rerun_noop_s']}s")
     pc = res["propose_calibrated"]
     print(f"calibrated ({pc['pairs']} scored pairs): {args.budget} more triplets in {pc['s']}s ({pc['cpu_s']} CPU s), "
-          f"{pc['anchors']} anchors ({pc['anchors_encoded']} newly embedded); {pc['by_strategy']}; steps {pc['timings']}")
+          f"{pc['anchors']} anchors ({pc['anchors_encoded']} newly embedded); {pc['by_strategy']}; "
+          f"steps {pc['timings']}")
     print(f"embed 1k documents with the default model: {res['embed_1k_s']}s ({res['embed_docs_per_s']} docs/s; "
           f"{res['embed_1k_cpu_s']} CPU s)")
     print(f"exact k-NN of {pe['anchors']} anchors over {args.n}: numpy blocks {res['knn_numpy_blocks_s']}s, "
           f"sklearn brute {res.get('knn_sklearn_brute_s')}s (ratio {res.get('knn_ratio_sklearn_over_ours')})")
     if "propose_embedding_bm25_s" in res:
-        print(f"propose {args.budget} with embedding+bm25 (BM25 index built from scratch): {res['propose_embedding_bm25_s']}s "
+        print(f"propose {args.budget} with embedding+bm25 (BM25 index built from scratch): "
+              f"{res['propose_embedding_bm25_s']}s "
               f"({res['propose_embedding_bm25_cpu_s']} CPU s); "
               f"steps {res['propose_embedding_bm25']['timings']}")
-        print(f"propose {args.budget} with embedding+bm25, BM25 index from the cache: {res['propose_embedding_bm25_cached_s']}s "
-              f"({res['propose_embedding_bm25_cached_cpu_s']} CPU s); steps {res['propose_embedding_bm25_cached']['timings']}")
+        print(f"propose {args.budget} with embedding+bm25, BM25 index from the cache: "
+              f"{res['propose_embedding_bm25_cached_s']}s ({res['propose_embedding_bm25_cached_cpu_s']} CPU s); "
+              f"steps {res['propose_embedding_bm25_cached']['timings']}")
 
 
 if __name__ == "__main__":
