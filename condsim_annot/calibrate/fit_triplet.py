@@ -31,10 +31,14 @@ class TripletFit:
     engine: str = "triplet"
     global_scale: bool = True
 
-    def p_first(self, data: Comparisons, tids: list[int]) -> np.ndarray:
+    def p_first_second(self, data: Comparisons, tids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """P(first is more similar), P(second is): their sum falls short of 1 by P(true tie)."""
         i1 = np.array([data.triplets[t]["i_first"] for t in tids], dtype=np.int64)
         i2 = np.array([data.triplets[t]["i_second"] for t in tids], dtype=np.int64)
-        return self.model.predict_label(i1, i2) if len(tids) else np.zeros(0)
+        if not len(tids):
+            return np.zeros(0), np.zeros(0)
+        p = self.model.predict_proba(i1, i2)
+        return p[:, 0], p[:, 1]
 
 
 def vote_arrays(data: Comparisons) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -33,6 +33,17 @@ _FINE_EDGES = np.concatenate([-np.geomspace(5.0, 0.03, 9), [0.0], np.geomspace(0
 
 
 @dataclass
+class Loo:
+    """Sampled votes, each with its triplet's posterior without it (for the beta and nu updates)."""
+
+    grid: F64  # (k, G) cell centres
+    lq: F64  # (k, G) normalised log weights of the slab's cells
+    vidx: I64  # (k,) votes (sorted vote order)
+    lws: F64  # (k,) log posterior weight of the slab (d continuous)
+    lw0: F64  # (k,) log posterior weight of the spike (a true tie, d = 0)
+
+
+@dataclass
 class _Block:
     tids: I64  # (B,) triplets
     grid: F64  # (B, G) cell centres
@@ -42,6 +53,8 @@ class _Block:
     vrow: I64  # (mv,) block row of each vote
     vll: F64  # (mv, G) log-likelihood of each vote on its triplet's grid
     LL: F64  # (B, G) sum of the block's votes' log-likelihoods
+    vll0: F64  # (mv,) log-likelihood of each vote at d = 0 (a true tie)
+    LL0: F64  # (B,) their sum per triplet
 
 
 def _logsumexp(x: F64, axis: int = -1) -> F64:
@@ -63,12 +76,14 @@ class TripletIntegrals:
         nu: F64,
         tau_nodes: tuple[F64, F64],
         G: int,
+        tie_mass: float = 0.0,
     ) -> None:
         self.d = d
         self.mu_c, self.vu, self.vw, self.dt = cav[0], cav[1], cav[2], cav[3]
         self.beta, self.beta_sd, self.nu = beta, beta_sd, nu
         self.tau_off, self.tau_w = tau_nodes
         self.G = G
+        self.tie_mass = tie_mass  # prior probability that a triplet is a true tie (d exactly 0)
         self.marginal_beta = False  # average each vote over beta_j's posterior (the final pass)
         big = float(np.exp(2 * np.max(self.tau_off)))
         sd = np.sqrt(self.vu * big + self.vw)
@@ -130,7 +145,18 @@ class TripletIntegrals:
         if len(vidx):
             seg = np.flatnonzero(np.diff(np.concatenate([[-1], vrow])) != 0)
             LL[vrow[seg]] = np.add.reduceat(vll, seg, axis=0)
-        return _Block(tids, grid, lw, self._prior(tids, grid) + lw, vidx, vrow, vll, LL)
+        vll0 = _log_lik_at_zero(self.d.out[vidx], self.nu[self.d.ann[vidx]])
+        LL0 = np.asarray(np.bincount(vrow, vll0, minlength=len(tids)), dtype=np.float64)
+        return _Block(tids, grid, lw, self._prior(tids, grid) + lw, vidx, vrow, vll, LL, vll0, LL0)
+
+    def _mix(self, z_slab: F64, z_spike: F64) -> tuple[F64, F64]:
+        """Log posterior weights (slab, spike) from the two log evidences and the tie mass."""
+        if self.tie_mass <= 0:
+            return np.zeros_like(z_slab), np.full_like(z_slab, -np.inf)
+        a = math.log1p(-self.tie_mass) + z_slab
+        b = math.log(self.tie_mass) + z_spike
+        tot = np.logaddexp(a, b)
+        return a - tot, b - tot
 
     def blocks(self, tids: I64) -> Iterator[_Block]:
         st = self.d.starts
@@ -144,62 +170,72 @@ class TripletIntegrals:
             i = j
 
     # ------------------------------------------------------------------ results
-    def posterior_all(self, loo_votes: NDArray[np.bool_]) -> tuple[F64, F64, F64, F64]:
-        """P(d > 0), E[d], Var[d] of every triplet, and the held-out predictive (m, 3) of the votes
-        ``loo_votes`` (NaN for the others)."""
+    def posterior_all(self, loo_votes: NDArray[np.bool_]) -> tuple[F64, F64, F64, F64, F64]:
+        """P(d > 0), P(d < 0), E[d], Var[d] of every triplet (P(d = 0), a true tie, is the rest), and the
+        held-out predictive (m, 3) of the votes ``loo_votes`` (NaN for the others)."""
         T = len(self.d.ti)
-        p, mean, var = np.empty(T), np.empty(T), np.empty(T)
+        p, q, mean, var = np.empty(T), np.empty(T), np.empty(T), np.empty(T)
         loo = np.full((len(self.d.vt), 3), np.nan)
         for b in self.blocks(np.arange(T)):
             keep = loo_votes[b.vidx]
             if keep.any():
                 loo[b.vidx[keep]] = self.loo_predictive(b, keep)
             lp = b.lprior + b.LL
-            w = np.exp(lp - lp.max(axis=1, keepdims=True))
-            w /= w.sum(axis=1, keepdims=True)
-            p[b.tids] = (w * (b.grid > 0)).sum(1)
+            zs = _logsumexp(lp)
+            ws = np.exp(self._mix(zs, b.LL0)[0])
+            w = np.exp(lp - zs[:, None])
+            p[b.tids] = ws * (w * (b.grid > 0)).sum(1)
+            q[b.tids] = ws * (w * (b.grid < 0)).sum(1)
             m = (w * b.grid).sum(1)
-            mean[b.tids] = m
-            var[b.tids] = np.maximum((w * (b.grid - m[:, None]) ** 2).sum(1), 0.0)
-        return p, mean, var, loo
+            v = np.maximum((w * (b.grid - m[:, None]) ** 2).sum(1), 0.0)
+            mean[b.tids] = ws * m
+            var[b.tids] = ws * (v + m**2) - (ws * m) ** 2
+        return p, q, mean, var, loo
+
+    def _cavity_rows(self, b: _Block, keep: NDArray[np.bool_]) -> tuple[I64, F64, F64, F64]:
+        """For the block's votes ``keep``: rows, the slab's normalised log weights without the vote, and the
+        log weights of the slab and of the tie spike without it."""
+        rows = b.vrow[keep]
+        lq = (b.lprior + b.LL)[rows] - b.vll[keep]
+        zs = _logsumexp(lq)
+        lq -= zs[:, None]
+        lws, lw0 = self._mix(zs, b.LL0[rows] - b.vll0[keep])
+        return rows, lq, lws, lw0
 
     def loo_predictive(self, b: _Block, keep: NDArray[np.bool_]) -> F64:
         """(k, 3) P(first, second, tie) of the block's votes ``keep`` predicted without each (its cavity)."""
-        d = self.d
-        rows = b.vrow[keep]
-        lq = (b.lprior + b.LL)[rows] - b.vll[keep]
-        lq -= _logsumexp(lq)[:, None]
-        a = d.ann[b.vidx[keep]]
+        rows, lq, lws, lw0 = self._cavity_rows(b, keep)
+        a = self.d.ann[b.vidx[keep]]
         h = 0.5 * self.beta[a][:, None].astype(np.float32) * b.grid[rows]
         nu = self.nu[a][:, None]
         out = np.zeros((len(rows), 3))
         for k in (FIRST, SECOND, TIE):
-            out[:, k] = np.exp(_logsumexp(lq + vote_log_lik(h, np.full(h.shape, k, dtype=np.int64), nu)))
+            slab = _logsumexp(lq + vote_log_lik(h, np.full(h.shape, k, dtype=np.int64), nu))
+            spike = _log_lik_at_zero(np.full(len(rows), k, dtype=np.int64), self.nu[a])
+            out[:, k] = np.exp(np.logaddexp(lws + slab, lw0 + spike))
         return out
 
-    def loo_cavities(self, vsub: I64) -> tuple[F64, F64, I64]:
-        """For the votes ``vsub``: their triplet's grid and the normalised log weights of d without the vote."""
+    def loo_cavities(self, vsub: I64) -> Loo:
+        """For the votes ``vsub``: their triplet's grid and posterior without the vote (:class:`Loo`)."""
         d = self.d
         tids = np.unique(d.vt[vsub])
-        grids, lqs, idx = [], [], []
+        parts: list[list[NDArray]] = [[], [], [], [], []]
         want = np.zeros(len(d.vt), dtype=bool)
         want[vsub] = True
         for b in self.blocks(tids):
             keep = want[b.vidx]
-            rows = b.vrow[keep]
-            lq = (b.lprior + b.LL)[rows] - b.vll[keep]
-            lq -= _logsumexp(lq)[:, None]
-            grids.append(b.grid[rows])
-            lqs.append(lq)
-            idx.append(b.vidx[keep])
-        order = np.argsort(np.concatenate(idx))
-        return np.concatenate(grids)[order], np.concatenate(lqs)[order], np.sort(np.concatenate(idx))
+            rows, lq, lws, lw0 = self._cavity_rows(b, keep)
+            for lst, x in zip(parts, (b.grid[rows], lq, b.vidx[keep], lws, lw0), strict=True):
+                lst.append(x)
+        order = np.argsort(np.concatenate(parts[2]))
+        grid, lq, idx, lws, lw0 = (np.concatenate(x)[order] for x in parts)
+        return Loo(grid, lq, idx, lws, lw0)
 
-    def update_nu(self, loo: tuple[F64, F64, I64], beta: F64, prior_sd: float = 1.0) -> F64:
+    def update_nu(self, loo: Loo, beta: F64, prior_sd: float = 1.0) -> F64:
         """Each annotator's tie parameter nu_j maximising the held-out predictive likelihood of his sampled
         votes (Newton on log nu_j, prior N(log of the overall nu, 1)): the tie propensity is the
         annotator's, so that beta_j measures discrimination and not how often one answers "tie"."""
-        grid, lq, vidx = loo
+        grid, lq, vidx = loo.grid, loo.lq, loo.vidx
         ann = self.d.ann[vidx]
         A = len(self.nu)
         out = self.d.out[vidx][:, None]
@@ -208,7 +244,11 @@ class TripletIntegrals:
         lnu = np.log(np.maximum(self.nu, 1e-4))
 
         def f(x: F64) -> F64:
-            ll = _logsumexp(lq + vote_log_lik(h, out, np.exp(x[ann])[:, None]))
+            nu_v = np.exp(x[ann])
+            ll = np.logaddexp(
+                loo.lws + _logsumexp(lq + vote_log_lik(h, out, nu_v[:, None])),
+                loo.lw0 + _log_lik_at_zero(out[:, 0], nu_v),
+            )
             return np.bincount(ann, ll, minlength=A) - 0.5 * (x - centre) ** 2 / prior_sd**2
 
         e = 0.05
@@ -227,13 +267,37 @@ class TripletIntegrals:
         tot = np.zeros(len(offs))
         for b in self.blocks(tids):
             for k, o in enumerate(offs):
-                lp = self._prior(b.tids, b.grid, np.array([o])) + b.lwidth + b.LL
-                tot[k] += float(_logsumexp(lp).sum())
+                zs = _logsumexp(self._prior(b.tids, b.grid, np.array([o])) + b.lwidth + b.LL)
+                tot[k] += float(self._log_evidence(zs, b.LL0).sum())
         return offs, tot
+
+    def _log_evidence(self, z_slab: F64, z_spike: F64, tie_mass: float | None = None) -> F64:
+        pi = self.tie_mass if tie_mass is None else tie_mass
+        if pi <= 0:
+            return z_slab
+        return np.logaddexp(math.log1p(-pi) + z_slab, math.log(pi) + z_spike)
+
+    def tie_mass_profile(self, tids: I64) -> tuple[F64, F64]:
+        """Log marginal likelihood of the triplets' votes as a function of the tie mass (grid, values)."""
+        grid = np.array([0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+        zs_all, z0_all = [], []
+        for b in self.blocks(tids):
+            zs_all.append(_logsumexp(b.lprior + b.LL))
+            z0_all.append(b.LL0)
+        zs, z0 = np.concatenate(zs_all), np.concatenate(z0_all)
+        # a Beta(1, 3) prior on the tie mass: with few votes, no tie mass unless the votes ask for it
+        prior = 2.0 * np.log1p(-grid)
+        return grid, np.array([float(self._log_evidence(zs, z0, pi).sum()) for pi in grid]) + prior
+
+
+def _log_lik_at_zero(out: I64, nu: F64) -> F64:
+    """log P(vote | d = 0): 1 / (2 + nu) for first or second, nu / (2 + nu) for a tie."""
+    with np.errstate(divide="ignore"):
+        return np.asarray(np.where(out == TIE, np.log(nu), 0.0) - np.log(2.0 + nu), dtype=np.float64)
 
 
 def beta_newton(
-    loo: tuple[F64, F64, I64],
+    loo: Loo,
     out: I64,
     ann: I64,
     lb: F64,
@@ -245,7 +309,8 @@ def beta_newton(
     """log beta_j maximising sum over j's sampled votes of log P(vote | the rest) - lb^2 / (2 prior_sd^2).
 
     Newton with central differences, all annotators at once; returns (log beta, curvature incl. prior)."""
-    grid, lq, _ = loo
+    grid, lq = loo.grid, loo.lq
+    spike = loo.lw0 + _log_lik_at_zero(out, nu[ann])  # a true tie's vote does not depend on beta
     A = len(lb)
     lb = lb.copy()
     o = out[:, None]
@@ -253,7 +318,8 @@ def beta_newton(
     curv = np.full(A, -1 / prior_sd**2)
 
     def f(x: F64) -> F64:
-        ll = _logsumexp(lq + vote_log_lik(0.5 * np.exp(x[ann])[:, None] * grid, o, nu_v))
+        slab = _logsumexp(lq + vote_log_lik(0.5 * np.exp(x[ann])[:, None] * grid, o, nu_v))
+        ll = np.logaddexp(loo.lws + slab, spike)
         return np.bincount(ann, ll, minlength=A) - 0.5 * x**2 / prior_sd**2
 
     e = 0.05

@@ -21,22 +21,25 @@ class FitLike(Protocol):
     components: np.ndarray
     global_scale: bool
 
-    def p_first(self, data: Comparisons, tids: list[int]) -> np.ndarray: ...
+    def p_first_second(self, data: Comparisons, tids: list[int]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def triplet_probabilities(data: Comparisons, fitres: FitLike) -> dict[int, float]:
-    """P(s(a, first) > s(a, second)) of every stored triplet of the criterion."""
+def triplet_probabilities(data: Comparisons, fitres: FitLike) -> dict[int, tuple[float, float]]:
+    """(P(s(a, first) > s(a, second)), P(s(a, first) < s(a, second))) of every stored triplet."""
     tids = list(data.triplets)
-    return {t: float(p) for t, p in zip(tids, fitres.p_first(data, tids), strict=False)}
+    pf, ps = fitres.p_first_second(data, tids)
+    return {t: (float(a), float(b)) for t, a, b in zip(tids, pf, ps, strict=True)}
 
 
-def _status(tri: dict, vs: list[dict], p: float, prob: float, fitres: FitLike, *, tau: float, min_votes: int,
-            derive: bool) -> tuple[str | None, str, float, int] | None:
+def _status(
+    tri: dict, vs: list[dict], p: tuple[float, float], fitres: FitLike, *, tau: float, min_votes: int, derive: bool
+) -> tuple[str | None, str, float, int] | None:
     """(label, status, probability of the label, distinct annotators) of one triplet, or None (no label)."""
     fitted = [v for v in vs if v["choice"] in FITTED and v["source"] != "review"]
     reviews = [v for v in vs if v["source"] == "review" and v["choice"] in FITTED]
     n_fit = len({v["ann"] for v in fitted} | {v["ann"] for v in reviews})  # distinct annotators
-    label: str | None = "first" if p >= 0.5 else "second"
+    label: str | None = "first" if p[0] >= p[1] else "second"
+    prob = max(p)
     pending = bool(tri["meta"].get("needs_adjudication") or tri["meta"].get("adjudication") == "pending")
     mine: dict[int, list[str]] = defaultdict(list)
     for v in fitted:
@@ -47,7 +50,7 @@ def _status(tri: dict, vs: list[dict], p: float, prob: float, fitres: FitLike, *
     if adjudicated:  # the latest adjudication decides
         r = adjudicated[-1]["choice"]
         if r in DECISIVE:
-            return r, "gold", (p if r == "first" else 1 - p), n_fit
+            return r, "gold", (p[0] if r == "first" else p[1]), n_fit
         return None, "uncertain", prob, n_fit  # a tie or "can't tell": resolved, no preference to export
     if n_fit == 0:
         same = fitres.global_scale or fitres.components[tri["i_first"]] == fitres.components[tri["i_second"]]
@@ -61,21 +64,36 @@ def _status(tri: dict, vs: list[dict], p: float, prob: float, fitres: FitLike, *
     return label, ("contested" if split else "uncertain"), prob, n_fit
 
 
-def label_triplets(data: Comparisons, p_first: dict[int, float], fitres: FitLike, *, tau: float, min_votes: int,
-                   derive: bool) -> list[dict[str, Any]]:
+def label_triplets(
+    data: Comparisons,
+    probs: dict[int, tuple[float, float]],
+    fitres: FitLike,
+    *,
+    tau: float,
+    min_votes: int,
+    derive: bool,
+) -> list[dict[str, Any]]:
     """One label row per triplet that gets a status (see the module docstring)."""
     by_trip: dict[int, list[dict]] = defaultdict(list)
     for v in data.votes:
         by_trip[v["triplet_id"]].append(v)
     out = []
-    for t, p in p_first.items():
-        res = _status(data.triplets[t], by_trip.get(t, []), p, max(p, 1 - p), fitres, tau=tau, min_votes=min_votes,
-                      derive=derive)
+    for t, p in probs.items():
+        res = _status(data.triplets[t], by_trip.get(t, []), p, fitres, tau=tau, min_votes=min_votes, derive=derive)
         if res is None:
             continue
         label, status, prob, n_fit = res
-        out.append({"triplet_id": t, "label": label, "probability": float(prob), "n_votes": n_fit, "status": status,
-                    "p_first": p})
+        out.append(
+            {
+                "triplet_id": t,
+                "label": label,
+                "probability": float(prob),
+                "n_votes": n_fit,
+                "status": status,
+                "p_first": p[0],
+                "p_second": p[1],
+            }
+        )
     return out
 
 

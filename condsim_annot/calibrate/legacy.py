@@ -32,8 +32,9 @@ class Fit:
     engine: str = "bt"
     global_scale: bool = False  # scores compare only inside a component
 
-    def p_first(self, data: Comparisons, tids: list[int]) -> np.ndarray:
-        return triplet_prob_first(data, self, tids)
+    def p_first_second(self, data: Comparisons, tids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        p = triplet_prob_first(data, self, tids)
+        return p, 1.0 - p
 
     def prob_greater(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """P(s_i > s_j) under the fit's uncertainty (bootstrap if present, else Laplace)."""

@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .davidson import FIRST, SECOND, TIE
+from .integrate import Loo
 from .optim import components, lbfgs, one_blas_thread
 
 __all__ = ["TripletModel"]
@@ -85,8 +86,20 @@ def _prepare(first: I64, second: I64, outcome: I64, ann: I64, n: int, A: int, ph
     order = np.argsort(vt, kind="stable").astype(np.int64)
     vt_s = vt[order]
     starts = np.searchsorted(vt_s, np.arange(len(uk) + 1)).astype(np.int64)
-    return _Data(n=n, ti=ti, tj=tj, vt=vt_s, out=out[order].astype(np.int64), ann=ann[order], order=order,
-                 flip=flip[order], starts=starts, dphi=phi[ti] - phi[tj], phi=phi, A=A)
+    return _Data(
+        n=n,
+        ti=ti,
+        tj=tj,
+        vt=vt_s,
+        out=out[order].astype(np.int64),
+        ann=ann[order],
+        order=order,
+        flip=flip[order],
+        starts=starts,
+        dphi=phi[ti] - phi[tj],
+        phi=phi,
+        A=A,
+    )
 
 
 class TripletModel:
@@ -102,13 +115,27 @@ class TripletModel:
         max_votes_per_annotator: votes per annotator used to update beta (a seeded sample).
         max_loo_votes: votes whose held-out predictive ``loo_`` is computed (a seeded sample; the rest NaN).
         seed: seed of that sample.
+        tie_mass: prior probability that a triplet is a true tie (d exactly 0: neither candidate is more
+            similar, e.g. both or neither share the anchor's topic); None = empirical Bayes, 0 = none.
     """
 
-    def __init__(self, *, prior_scale: float | None = None, beta_prior: float | None = 1.0,
-                 fit_ties: bool = True, feature_sd: float = 3.0, grid: int = 32, rounds: int = 2,
-                 max_votes_per_annotator: int = 1000, max_loo_votes: int = 100_000, seed: int = 0,
-                 tol: float = 1e-3) -> None:
+    def __init__(
+        self,
+        *,
+        prior_scale: float | None = None,
+        beta_prior: float | None = 1.0,
+        fit_ties: bool = True,
+        feature_sd: float = 3.0,
+        grid: int = 32,
+        rounds: int = 2,
+        max_votes_per_annotator: int = 1000,
+        max_loo_votes: int = 100_000,
+        seed: int = 0,
+        tol: float = 1e-3,
+        tie_mass: float | None = None,
+    ) -> None:
         self.max_loo_votes = max_loo_votes
+        self.tie_mass = tie_mass
         self.prior_scale = prior_scale
         self.beta_prior = beta_prior
         self.fit_ties = fit_ties
@@ -120,20 +147,38 @@ class TripletModel:
         self.tol = tol
 
     # ------------------------------------------------------------------ public
-    def fit(self, first: ArrayLike, second: ArrayLike, outcome: ArrayLike, annotators: ArrayLike | None = None, *,
-            n_items: int | None = None, n_annotators: int | None = None, features: ArrayLike | None = None,
-            fixed_beta: ArrayLike | None = None) -> TripletModel:
+    def fit(
+        self,
+        first: ArrayLike,
+        second: ArrayLike,
+        outcome: ArrayLike,
+        annotators: ArrayLike | None = None,
+        *,
+        n_items: int | None = None,
+        n_annotators: int | None = None,
+        features: ArrayLike | None = None,
+        fixed_beta: ArrayLike | None = None,
+    ) -> TripletModel:
         """Fit on votes: ``first``/``second`` item of each vote's two pairs, ``outcome`` 0 first / 1 second /
         2 tie, ``annotators`` index per vote; ``features`` (n_items, F); ``fixed_beta`` (A,) NaN = fitted."""
         with one_blas_thread():  # small vector work: OpenBLAS threads only spin
             return self._fit(first, second, outcome, annotators, n_items, n_annotators, features, fixed_beta)
 
-    def _fit(self, first: ArrayLike, second: ArrayLike, outcome: ArrayLike, annotators: ArrayLike | None,
-             n_items: int | None, n_annotators: int | None, features: ArrayLike | None,
-             fixed_beta: ArrayLike | None) -> TripletModel:
+    def _fit(
+        self,
+        first: ArrayLike,
+        second: ArrayLike,
+        outcome: ArrayLike,
+        annotators: ArrayLike | None,
+        n_items: int | None,
+        n_annotators: int | None,
+        features: ArrayLike | None,
+        fixed_beta: ArrayLike | None,
+    ) -> TripletModel:
         t0 = time.perf_counter()
-        f, s, o, a, n, A, phi, fixed = self._validate(first, second, outcome, annotators, n_items, n_annotators,
-                                                      features, fixed_beta)
+        f, s, o, a, n, A, phi, fixed = self._validate(
+            first, second, outcome, annotators, n_items, n_annotators, features, fixed_beta
+        )
         self.n_features_ = phi.shape[1]
         d = _prepare(f, s, o, a, n, A, phi)
         self._d = d
@@ -147,33 +192,46 @@ class TripletModel:
         self.fit_time_ = time.perf_counter() - t0
         return self
 
-    def predict_label(self, first: ArrayLike, second: ArrayLike) -> F64:
-        """P(s_first > s_second) for item pairs: the exact triplet posterior where the pair of items was
-        voted on as a triplet, else the Gaussian posterior of the two pairs (w's uncertainty shared)."""
+    def predict_proba(self, first: ArrayLike, second: ArrayLike) -> F64:
+        """(n, 3) P(s_first > s_second), P(s_first < s_second), P(true tie) for item pairs: the exact triplet
+        posterior where the pair of items was voted on as a triplet, else the Gaussian posterior of the two
+        pairs (w's uncertainty shared) with the tie mass."""
         from scipy.stats import norm
 
         f = np.asarray(first, dtype=np.int64).ravel()
         s = np.asarray(second, dtype=np.int64).ravel()
         d = self._d
-        dphi = d.phi[f] - d.phi[s]
         mean = self.scores_[f] - self.scores_[s]
         shared = np.einsum("kf,fg,kg->k", d.phi[f], self.w_cov_, d.phi[s]) if self.n_features_ else 0.0
         var = np.maximum(self.stderr_[f] ** 2 + self.stderr_[s] ** 2 - 2 * shared, 1e-12)
-        del dphi
-        p = np.asarray(norm.cdf(mean / np.sqrt(var)), dtype=np.float64)
-        key = np.minimum(f, s) * d.n + np.maximum(f, s)
-        tkey = d.ti * d.n + d.tj
-        pos = np.searchsorted(tkey, key)
-        pos_c = np.minimum(pos, len(tkey) - 1)
-        hit = (len(tkey) > 0) & (tkey[pos_c] == key) if len(tkey) else np.zeros(len(key), dtype=bool)
-        pt = self.p_first_[pos_c] if len(tkey) else p
-        p = np.where(hit, np.where(f < s, pt, 1.0 - pt), p)
-        return p
+        pf = (1 - self.tie_mass_) * norm.cdf(mean / np.sqrt(var))
+        ps = (1 - self.tie_mass_) - pf
+        if len(d.ti):
+            key = np.minimum(f, s) * d.n + np.maximum(f, s)
+            tkey = d.ti * d.n + d.tj
+            pos = np.minimum(np.searchsorted(tkey, key), len(tkey) - 1)
+            hit = tkey[pos] == key
+            a, b = self.p_first_[pos], self.p_second_[pos]
+            pf = np.where(hit, np.where(f < s, a, b), pf)
+            ps = np.where(hit, np.where(f < s, b, a), ps)
+        return np.stack([pf, ps, np.clip(1 - pf - ps, 0.0, 1.0)], axis=1)
+
+    def predict_label(self, first: ArrayLike, second: ArrayLike) -> F64:
+        """P(s_first > s_second) for item pairs (:meth:`predict_proba`'s first column)."""
+        return np.asarray(self.predict_proba(first, second)[:, 0], dtype=np.float64)
 
     # ------------------------------------------------------------------ set-up
-    def _validate(self, first: ArrayLike, second: ArrayLike, outcome: ArrayLike, annotators: ArrayLike | None,
-                  n_items: int | None, n_annotators: int | None, features: ArrayLike | None,
-                  fixed_beta: ArrayLike | None) -> tuple[I64, I64, I64, I64, int, int, F64, F64]:
+    def _validate(
+        self,
+        first: ArrayLike,
+        second: ArrayLike,
+        outcome: ArrayLike,
+        annotators: ArrayLike | None,
+        n_items: int | None,
+        n_annotators: int | None,
+        features: ArrayLike | None,
+        fixed_beta: ArrayLike | None,
+    ) -> tuple[I64, I64, I64, I64, int, int, F64, F64]:
         f = np.asarray(first, dtype=np.int64).ravel()
         s = np.asarray(second, dtype=np.int64).ravel()
         o = np.asarray(outcome, dtype=np.int64).ravel()
@@ -215,6 +273,7 @@ class TripletModel:
         self._u = np.zeros(d.n)
         self.w_ = np.zeros(d.phi.shape[1])
         self.n_iter_ = 0
+        self.tie_mass_ = (0.1 if self.tie_mass is None else float(self.tie_mass)) if len(d.out) else 0.0
 
     # ------------------------------------------------------------------ step 1: MAP of (u, w)
     def _vote_consts(self) -> None:
@@ -245,7 +304,7 @@ class TripletModel:
 
     def _objective(self, x: F64) -> tuple[float, F64]:
         d = self._d
-        u, w = x[: d.n], x[d.n:]
+        u, w = x[: d.n], x[d.n :]
         _, _, ll, r, _ = self._vote_terms(u, w, want_c=False)
         rt = np.bincount(d.vt, r, minlength=len(d.ti))
         gu = np.bincount(d.ti, rt, minlength=d.n) - np.bincount(d.tj, rt, minlength=d.n) + u / self.tau_**2
@@ -276,7 +335,7 @@ class TripletModel:
         x, it, _ = lbfgs(fg, x0, -inf, inf, max_iter=500, tol=self.tol)
         x = x / sc
         self.n_iter_ += it
-        self._u, self.w_ = x[: d.n], x[d.n:]
+        self._u, self.w_ = x[: d.n], x[d.n :]
         self._laplace()
 
     def _laplace(self) -> None:
@@ -307,10 +366,21 @@ class TripletModel:
     def _integrate(self, *, update: bool) -> None:
         from .integrate import TripletIntegrals
 
-        ig = TripletIntegrals(self._d, self._cav, self.beta_, self.beta_sd_, self.nu_annotator_, self._tau_nodes,
-                              self.grid)
+        ig = TripletIntegrals(
+            self._d,
+            self._cav,
+            self.beta_,
+            self.beta_sd_,
+            self.nu_annotator_,
+            self._tau_nodes,
+            self.grid,
+            self.tie_mass_,
+        )
         if update:
             rng = np.random.default_rng(self.seed)
+            if self.tie_mass is None:  # empirical Bayes first: the updates below use it
+                grid, lml = ig.tie_mass_profile(np.sort(rng.permutation(len(self._d.ti))[:40_000]))
+                self.tie_mass_ = ig.tie_mass = float(grid[int(np.argmax(lml))])
             sub = _sample_votes(self._d.ann, self.max_votes_per_annotator, rng)
             loo = ig.loo_cavities(sub)
             if self._free.any() and self.beta_prior:
@@ -329,12 +399,19 @@ class TripletModel:
         want[np.random.default_rng(self.seed).permutation(m)[: self.max_loo_votes]] = True
         *self._post, self.loo_ = ig.posterior_all(want)
 
-    def _update_beta(self, ig: object, loo: tuple[NDArray[np.floating], NDArray[np.floating], I64], sub: I64) -> None:
+    def _update_beta(self, ig: object, loo: Loo, sub: I64) -> None:
         from .integrate import beta_newton
 
         d = self._d
-        lb, curv = beta_newton(loo, d.out[sub], d.ann[sub], np.log(self.beta_), self._free, self.nu_annotator_,
-                               float(self.beta_prior or 1.0))
+        lb, curv = beta_newton(
+            loo,
+            d.out[sub],
+            d.ann[sub],
+            np.log(self.beta_),
+            self._free,
+            self.nu_annotator_,
+            float(self.beta_prior or 1.0),
+        )
         n_all = np.bincount(d.ann, minlength=d.A).astype(float)
         n_sub = np.maximum(np.bincount(d.ann[sub], minlength=d.A).astype(float), 1.0)
         info = np.maximum((-curv - 1 / float(self.beta_prior or 1.0) ** 2) * n_all / n_sub, 0.0)
@@ -369,9 +446,10 @@ class TripletModel:
         self._tau_nodes = (_Q3[0] * self.tau_sd_, _Q3[1])
 
     def _finish(self, d: _Data) -> None:
-        p_first, mean_d, var_d = self._post
+        p_first, p_second, mean_d, var_d = self._post
         self.triplet_first_, self.triplet_second_ = d.ti, d.tj
         self.p_first_ = p_first
+        self.p_second_ = p_second
         phi_w = d.phi @ self.w_ if d.phi.shape[1] else np.zeros(d.n)
         scores = phi_w + self._u
         var = 1 / self._Du + (np.einsum("nf,fg,ng->n", d.phi, self.w_cov_, d.phi) if d.phi.shape[1] else 0.0)

@@ -56,8 +56,10 @@ def _check(tau: float, min_votes: int, model: str, target_accuracy: float | None
     if model not in MODELS:
         raise CondsimError(f"--model must be one of {', '.join(MODELS)}, not {model!r}")
     if bootstrap and model == "triplet":
-        raise CondsimError("--bootstrap refits the legacy model (--model legacy); the triplet model integrates each "
-                           "triplet's probability exactly and needs no resampling")
+        raise CondsimError(
+            "--bootstrap refits the legacy model (--model legacy); the triplet model integrates each "
+            "triplet's probability exactly and needs no resampling"
+        )
     if target_accuracy is not None and not 0.5 < target_accuracy < 1.0:
         raise CondsimError(f"--target-accuracy must be in (0.5, 1), not {target_accuracy}")
 
@@ -83,7 +85,7 @@ def _fit(
 
 
 def _threshold(
-    data: Comparisons, p_first: dict[int, float], *, tau: float, min_votes: int, target: float | None
+    data: Comparisons, probs: dict[int, tuple[float, float]], *, tau: float, min_votes: int, target: float | None
 ) -> float:
     """``tau``, or with ``target`` the smallest threshold whose voted labels reach that expected accuracy."""
     if target is None:
@@ -92,8 +94,8 @@ def _threshold(
     for v in data.votes:
         if v["choice"] in FITTED:
             voters.setdefault(v["triplet_id"], set()).add(v["ann"])
-    probs = [max(p, 1 - p) for t, p in p_first.items() if len(voters.get(t, ())) >= max(min_votes, 1)]
-    return max(0.5, threshold_for_accuracy(probs, target))
+    conf = [max(p) for t, p in probs.items() if len(voters.get(t, ())) >= max(min_votes, 1)]
+    return max(0.5, threshold_for_accuracy(conf, target))
 
 
 def _annotators(data: Comparisons, fitres: AnyFit, labels: list[dict]) -> tuple[list[dict], list[dict], float]:
@@ -150,7 +152,7 @@ def _agreement(data: Comparisons, *, alpha_bootstrap: int, seed: int) -> tuple[d
     return alpha, kappa
 
 
-def _calibration(data: Comparisons, fitres: AnyFit, p_first: dict[int, float], labels: list[dict]) -> dict:
+def _calibration(data: Comparisons, fitres: AnyFit, probs: dict[int, tuple[float, float]], labels: list[dict]) -> dict:
     """Cross-validated reliability (each held-out vote predicted from the rest; the attention key left
     out) and the accuracy of the model's labels on triplets with a reference answer."""
     out: dict[str, Any] = {"votes": None, "gold_accuracy": None}
@@ -165,8 +167,8 @@ def _calibration(data: Comparisons, fitres: AnyFit, p_first: dict[int, float], l
         )
     ref = reference_answers(data)
     gold = {g["triplet_id"] for g in labels if g["status"] == "gold"}
-    conf = [(t, p) for t, p in p_first.items() if t in ref and t in gold]
-    k = sum(("first" if p >= 0.5 else "second") == ref[t] for t, p in conf)
+    conf = [(t, p[0] - p[1]) for t, p in probs.items() if t in ref and t in gold]
+    k = sum(("first" if p >= 0 else "second") == ref[t] for t, p in conf)
     out["gold_accuracy"] = {
         "expected": float(np.mean([g["probability"] for g in labels if g["status"] == "gold"])) if gold else None,
         "reference_n": len(conf),
@@ -187,6 +189,8 @@ def _model_block(fitres: AnyFit) -> dict:
         "global_scale": True,
         "prior_scale": float(m.tau_),
         "prior_scale_log_sd": m.tau_sd_,
+        "tie_mass": float(m.tie_mass_),
+        "position_bias": "measured per annotator (share of votes for the side shown first, binomial p), not modelled",
         "feature_weights": [
             {"method": name, "w": float(w), "sd": float(sd)}
             for name, w, sd in zip(fitres.methods, m.w_, m.w_sd_, strict=False)
@@ -451,9 +455,9 @@ def calibrate(
             "or `votes import FILE.csv`"
         )
     fitres = _fit(data, feats, methods, model=model, prior=prior, beta_prior=beta_prior, bootstrap=bootstrap, seed=seed)
-    p_first = triplet_probabilities(data, fitres)
-    tau_used = _threshold(data, p_first, tau=tau, min_votes=min_votes, target=target_accuracy)
-    labels = label_triplets(data, p_first, fitres, tau=tau_used, min_votes=min_votes, derive=derive)
+    probs = triplet_probabilities(data, fitres)
+    tau_used = _threshold(data, probs, tau=tau, min_votes=min_votes, target=target_accuracy)
+    labels = label_triplets(data, probs, fitres, tau=tau_used, min_votes=min_votes, derive=derive)
     astats, failed, med_beta = _annotators(data, fitres, labels)
     params = {
         "tau": tau_used,
@@ -479,7 +483,7 @@ def calibrate(
         params,
         command,
         _agreement(data, alpha_bootstrap=alpha_bootstrap, seed=seed),
-        _calibration(data, fitres, p_first, labels),
+        _calibration(data, fitres, probs, labels),
     )
     pair_rows = _pair_rows(data, fitres)
     if write:
