@@ -228,7 +228,7 @@ def case_champ(args: argparse.Namespace) -> list[dict[str, Any]]:
     for a in range(N):
         near = [int(k) for k in np.argsort(-cos[a]) if k != a][:8]
         cands = near + [int(k) for k in rng.choice([k for k in range(N) if k != a and k not in near], 4, replace=False)]
-        for _ in range(2 if args.quick else 3):
+        for _ in range(2 if args.quick else 6):
             x, y = rng.choice(cands, 2, replace=False)
             a_l.append(a), x_l.append(min(x, y)), y_l.append(max(x, y))
     i1, i2, pairs = triplet_items(a_l, x_l, y_l)
@@ -279,7 +279,7 @@ def case_big(args: argparse.Namespace) -> None:
     )
 
 
-def active_loop_result() -> None:
+def active_loop_result(args: argparse.Namespace) -> None:
     """Engineer B's whole-loop bench (propose -> votes -> calibrate), when present."""
     path = os.path.join(os.path.dirname(__file__), "active_loop.py")
     if not os.path.exists(path):
@@ -291,8 +291,12 @@ def active_loop_result() -> None:
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    print("\nwhole loop (bench/active_loop.py):")
-    print(mod.run() if hasattr(mod, "run") else mod.main([]))
+    print("\nwhole loop (bench/active_loop.py: propose -> simulated votes -> calibrate, several rounds):")
+    res = mod.run(quick=args.quick, seed=args.seed)
+    if hasattr(mod, "_print"):
+        mod._print(res)
+    else:
+        print(res)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -311,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_big:
         case_big(args)
     if not args.no_loop:
-        active_loop_result()
+        active_loop_result(args)
 
 
 if __name__ == "__main__":
