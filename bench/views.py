@@ -10,9 +10,11 @@ centres), as after a ``propose`` run: the timed part is ``condsim-annot views`` 
 scikit-learn's t-SNE on the same 50-d PCA input as our default projection, one map.
 
 t-STE case: ``--votes`` triplets over ``--docs`` documents answered from a planted 2-D
-layout with 10% random answers; ours (numpy, full-batch Adam, 400 iterations) vs the same
+layout with 10% random answers, both fits started from a noisy copy of the layout (as `views`
+starts from the embedding map); ours (numpy, full-batch Adam, 400 iterations) vs the same
 objective and optimiser in PyTorch autograd (the peer: what one would write with a
-framework).  Reported: wall time, held-out triplet accuracy (against the true layout).
+framework).  Reported: wall and CPU time (on a shared machine the wall time mostly measures
+the other processes), held-out triplet accuracy against the true layout.
 """
 
 from __future__ import annotations
@@ -124,12 +126,13 @@ def planted_votes(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return T, truth
 
 
-def torch_tste(T: np.ndarray, n: int, X0: np.ndarray, n_iter: int, lr: float) -> np.ndarray:
-    """The same objective (t-STE, alpha 1, mean NLL) and Adam in PyTorch autograd."""
+def torch_tste(T: np.ndarray, n: int, X0: np.ndarray, n_iter: int, lr: float, lam: float) -> np.ndarray:
+    """The same objective (t-STE, alpha 1, mean NLL + lam/n * |X - X0|^2) and Adam in PyTorch autograd."""
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     X = torch.tensor(X0, dtype=torch.float64, requires_grad=True)
+    prior = torch.tensor(X0, dtype=torch.float64)
     Tt = torch.tensor(T)
     opt = torch.optim.Adam([X], lr=lr)
     for _ in range(n_iter):
@@ -137,35 +140,31 @@ def torch_tste(T: np.ndarray, n: int, X0: np.ndarray, n_iter: int, lr: float) ->
         qij = 1 + ((X[Tt[:, 0]] - X[Tt[:, 1]]) ** 2).sum(1)
         qil = 1 + ((X[Tt[:, 0]] - X[Tt[:, 2]]) ** 2).sum(1)
         loss = -torch.nn.functional.logsigmoid(-(torch.log(qij) - torch.log(qil))).mean()
+        loss = loss + lam / n * ((X - prior) ** 2).sum()
         loss.backward()
         opt.step()
     return X.detach().numpy()
 
 
 def bench_tste(n: int, m: int) -> dict:
+    """Votes from a planted layout; both fits start from a noisy copy of it (the "method map", as in `views`)."""
     from condsim_annot.views.tste import TSTE, triplet_accuracy
 
     T, truth = planted_votes(n, m)
     test, _ = planted_votes(n, 20000, seed=1)
-    clean = test[
-        ((truth[test[:, 0]] - truth[test[:, 1]]) ** 2).sum(1) < ((truth[test[:, 0]] - truth[test[:, 2]]) ** 2).sum(1)
-    ]
-    X0 = np.random.default_rng(2).normal(0, 1e-2, (n, 2))
-    t0 = time.perf_counter()
-    ours = TSTE(lam=0.0, tol=0.0).fit(T, n, init=X0)
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    Xt = torch_tste(T, n, X0, ours.n_iter_, ours.lr)
-    t_torch = time.perf_counter() - t0
-    return {
-        "ours_s": t_ours,
-        "torch_s": t_torch,
-        "iterations": ours.n_iter_,
-        "acc_ours": triplet_accuracy(ours.embedding_, clean),
-        "acc_torch": triplet_accuracy(Xt, clean),
-        "acc_truth_layout": triplet_accuracy(truth, clean),
-        "n_test": len(clean),
-    }
+    d1 = ((truth[test[:, 0]] - truth[test[:, 1]]) ** 2).sum(1)
+    clean = test[d1 < ((truth[test[:, 0]] - truth[test[:, 2]]) ** 2).sum(1)]
+    X0 = truth + np.random.default_rng(2).normal(0, 0.3, truth.shape)
+    X0 = (X0 - X0.mean(0)) / X0.std()
+    t0, c0 = time.perf_counter(), time.process_time()
+    ours = TSTE(tol=0.0).fit(T, n, init=X0)
+    t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
+    Xt = torch_tste(T, n, X0, ours.n_iter_, ours.lr, ours.lam)
+    t_torch, c_torch = time.perf_counter() - t0, time.process_time() - c0
+    return {"ours_s": t_ours, "ours_cpu": c_ours, "torch_s": t_torch, "torch_cpu": c_torch, "iterations": ours.n_iter_,
+            "acc_init": triplet_accuracy(X0, clean), "acc_ours": triplet_accuracy(ours.embedding_, clean),
+            "acc_torch": triplet_accuracy(Xt, clean), "n_test": len(clean)}
 
 
 def main() -> None:
@@ -178,12 +177,12 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     t = bench_tste(args.docs, args.votes)
-    print(
-        f"t-STE, {args.votes} votes on {args.docs} documents ({t['iterations']} iterations): ours {t['ours_s']:.2f} s "
-        f"(target < 20 s), PyTorch autograd {t['torch_s']:.2f} s ({t['torch_s'] / t['ours_s']:.1f}x ours); held-out "
-        f"triplet accuracy ours {t['acc_ours']:.3f}, PyTorch {t['acc_torch']:.3f} (true layout 1.000, n={t['n_test']})",
-        flush=True,
-    )
+    print(f"t-STE, {args.votes} votes on {args.docs} documents ({t['iterations']} iterations): "
+          f"ours {t['ours_s']:.1f} s wall, {t['ours_cpu']:.1f} s CPU (target < 20 s); "
+          f"PyTorch autograd {t['torch_s']:.1f} s wall, "
+          f"{t['torch_cpu']:.1f} s CPU ({t['torch_cpu'] / t['ours_cpu']:.1f}x our CPU); held-out triplet accuracy "
+          f"(n={t['n_test']}): start {t['acc_init']:.3f}, ours {t['acc_ours']:.3f}, PyTorch {t['acc_torch']:.3f}",
+          flush=True)
     p = bench_page(args.docs, args.sample, args.projection or "")
     print(
         f"page, {args.docs} documents with cached embeddings, 2 criteria, {p['sample']}, projection {p['projection']}: "
@@ -192,7 +191,7 @@ def main() -> None:
         f"{p['tsne_one_map_s']:.1f} s "
         f"(setup, not timed: {p['setup_s']:.0f} s)"
     )
-    if p["wall_s"] > 30 or t["ours_s"] > 20:
+    if p["cpu_s"] > 30 or t["ours_cpu"] > 20:
         sys.exit(1)
 
 

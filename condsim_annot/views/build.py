@@ -156,13 +156,17 @@ def _doc_rows(docs: sp.DocSample, opts: ViewOptions) -> list[dict[str, Any]]:
 
 
 def _bm25_space(S: np.ndarray, opts: ViewOptions, progress: Progress | None) -> Space:
+    """BM25 as a space: kernel-PCA features for the map; silhouettes in 1 - cosine-normalised kernel distances
+    (above 5000 documents, in the features instead: an n x n distance matrix would not fit in memory)."""
     F = kernel_features(S, 50, opts.seed)
+    xy = project(F, opts.projection, opts.seed, metric="euclidean")
+    _tick(progress, f"{opts.projection} map: bm25")
+    if len(S) > 5000:
+        return Space("bm25", F, "euclidean", xy, info={"criterion_blind": True})
     K = (S + S.T) / 2.0
     d = np.sqrt(np.maximum(np.diag(K), 1e-12))
     D = np.clip(1.0 - K / d[:, None] / d[None, :], 0.0, None)
     np.fill_diagonal(D, 0.0)
-    xy = project(F, opts.projection, opts.seed, metric="euclidean")
-    _tick(progress, f"{opts.projection} map: bm25")
     return Space("bm25", F, "precomputed", xy, D=D, info={"criterion_blind": True})
 
 

@@ -102,10 +102,10 @@ class TSTE:
         c = (w * (1 - p))[:, None] * (a + 1) / a  # d(-log p) = (1 - p) (w_ij dij - w_il dil) terms
         gij = c * dij / qij[:, None]
         gil = c * dil / qil[:, None]
-        for d in range(X.shape[1]):
-            G[:, d] += np.bincount(T[:, 0], gij[:, d] - gil[:, d], minlength=len(X))
-            G[:, d] -= np.bincount(T[:, 1], gij[:, d], minlength=len(X))
-            G[:, d] += np.bincount(T[:, 2], gil[:, d], minlength=len(X))
+        rows = np.concatenate([T[:, 0], T[:, 1], T[:, 2]])
+        vals = np.concatenate([gij - gil, -gij, gil])
+        for d in range(X.shape[1]):  # one bincount per dimension: the scatter-add of all three roles at once
+            G[:, d] = np.bincount(rows, vals[:, d], minlength=len(X))
         return nll, G
 
     def score(self, triplets: np.ndarray, X: np.ndarray | None = None) -> float:
