@@ -10,15 +10,25 @@ Arms, each in its own fresh store, the same number of triplets per round and 3 v
 
 * ``tool``: ``propose`` (embedding + BM25 committee; from round 2 on, ranked by the expected
   information of one more vote under the latest calibration run, chained per anchor).
-* ``audit``: ``propose --audit 1`` (uniformly random pairs of the same candidate pools).
-* ``random``: uniformly random triplets of the whole corpus (the peer of the issue's target).
+* ``audit``: ``propose --audit 1`` (uniformly random pairs of the same candidate pools, with the methods'
+  margins stored): the issue's "uniformly random triplets" peer, and the target's denominator.
+* ``random``: uniformly random triplets of the whole corpus, inserted without method margins (so the
+  calibration's feature prior has nothing to pool them with): shown for reference.
 
 After the last round: gold triplets of the latest ``calibrate`` run (the public pipeline, its
 default settings), how many are right against the truth, and *correct gold triplets per human
-vote*.  Target (issue 11): tool >= 2x random.
+vote*.  Target (issue 11): tool >= 2x the ``audit`` peer.
 
     python bench/active_loop.py            # 3 rounds x 80 triplets
     python bench/active_loop.py --quick    # 3 rounds x 50 triplets (about 2 min on 2 cores)
+
+Measured 2026-12-01 (full run, seed 0, box loaded by other sessions; the calibration model was being
+rewritten concurrently, so the gold counts depend on its state that day): tool 69 correct gold of 80 gold
+from 720 votes (0.0958 per vote; 102 of its 240 triplets have a true answer), audit 80 of 90 (0.1111; 113 of
+240), random 0 of 0 (83 of 240): tool / audit = 0.86, target 2 not met.  Its info-ranked ("uncertainty")
+triplets were 16 of 53 answerable: the expected information of a vote is largest where d is unsure, and after
+three noisy votes the fit cannot yet tell a tie from an unknown, so the most informative comparisons are
+disproportionately true ties, which teach the model but never become gold.
 """
 
 from __future__ import annotations
@@ -171,21 +181,22 @@ def run_arm(arm: str, tmp: str, records_path: str, cache: str, rounds: int, per_
 
 
 def run(quick: bool = False, seed: int = 0) -> dict:
-    """The loop for every arm; ``quick``: 3 rounds x 50 triplets and no ``audit`` arm."""
+    """The loop for every arm (``quick``: 3 rounds x 50 triplets); ratios of correct gold per vote."""
     rounds, per_round = (3, 50) if quick else (3, 80)
     tmp = tempfile.mkdtemp(prefix="bench-active-loop-")
     records = os.path.join(tmp, "champ.jsonl")
     with open(records, "w", encoding="utf-8") as fh:
         fh.write("\n".join(json.dumps(r) for r in champ_records()) + "\n")
     cache = os.environ.get("CONDSIM_CACHE") or os.path.join(tmp, "cache")
-    arms = ("tool", "random") if quick else ("tool", "audit", "random")
+    arms = ("tool", "audit", "random")
     res: dict[str, Any] = {"rounds": rounds, "per_round": per_round, "annotators": dict(ANNOTATORS), "arms": {}}
     for arm in arms:
         res["arms"][arm] = run_arm(arm, tmp, records, cache, rounds, per_round, seed)
-    base = res["arms"]["random"]["correct_gold_per_vote"]
     tool = res["arms"]["tool"]["correct_gold_per_vote"]
-    res["tool_vs_random"] = round(tool / base, 2) if base else None
-    res["target"] = ">= 2x random"
+    for peer in ("audit", "random"):
+        base = res["arms"][peer]["correct_gold_per_vote"]
+        res[f"tool_vs_{peer}"] = round(tool / base, 2) if base else None
+    res["target"] = "tool_vs_audit >= 2"
     return res
 
 
@@ -206,12 +217,13 @@ def _print(res: dict) -> None:
     if comps:
         print("tool: comparison-graph components per round (before -> after): "
               + ", ".join(f"{c['before']} -> {c['after']}" for c in comps if c))
-    print(f"correct gold per human vote, tool / random: {res['tool_vs_random']} (target {res['target']})")
+    print(f"correct gold per human vote: tool / audit (uniform pairs of the pools, the issue's peer) "
+          f"{res['tool_vs_audit']}, tool / random over the corpus {res['tool_vs_random']} (target {res['target']})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 rounds x 50 triplets, tool and random arms only")
+    ap.add_argument("--quick", action="store_true", help="3 rounds x 50 triplets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
