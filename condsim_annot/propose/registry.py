@@ -16,10 +16,13 @@ torch; the implementation is imported when a method is used.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
+
+from ..errors import CondsimError
 
 
 @dataclass(frozen=True)
@@ -80,18 +83,18 @@ register(MethodSpec(
     "the LM judge scores each anchor's small candidate pool (expensive; off by default)",
     "condsim_annot.propose.llm_methods:LMJudgeMethod", default=False, needs="llm",
 ))
+register(MethodSpec(
+    "adapter", "trained-adapter", "dense", True,
+    "the criterion's adapter from `condsim-annot train` (a low-rank map on the cached embeddings); "
+    "skipped until one is trained",
+    "condsim_annot.propose.adapter:AdapterMethod", default=False,
+    settings={"source": "latest trainedmodel row of the criterion"},
+))
 
 DEFAULT_METHODS = [n for n, s in REGISTRY.items() if s.default and s.needs != "cross-encoder"]
 
-register(MethodSpec(
-    "adapter", "trained-adapter", "dense", True,
-    "the criterion's adapter from `condsim-annot train` (a low-rank map on the cached embeddings); skipped until one is trained",
-    "condsim_annot.propose.adapter:AdapterMethod", default=False, settings={"source": "latest trainedmodel row of the criterion"},
-))
 
-def parse_methods(text: Optional[str | Sequence[str]]) -> list[str]:
-    from ..errors import CondsimError
-
+def parse_methods(text: str | Sequence[str] | None) -> list[str]:
     if text is None:
         return list(DEFAULT_METHODS)
     names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m and m.strip()]
@@ -133,7 +136,7 @@ class DenseMethod(Method):
         """Scores of every document for each anchor: float32 ``[len(anchor_pos), n_docs]``."""
         raise NotImplementedError
 
-    def generic_scores(self, anchor_pos: np.ndarray) -> Optional[np.ndarray]:
+    def generic_scores(self, anchor_pos: np.ndarray) -> np.ndarray | None:
         """Criterion-blind similarity of the same family, if the method has one (for contrast negatives)."""
         return None
 
@@ -145,11 +148,11 @@ class RerankMethod(Method):
     def score_pool(self, anchor_pos: int, cand_pos: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def score_pools(self, anchors: Sequence[int], pools: Sequence[np.ndarray], progress: Optional[Callable] = None,
-                    prior: Optional[Sequence[np.ndarray]] = None) -> list[np.ndarray]:
+    def score_pools(self, anchors: Sequence[int], pools: Sequence[np.ndarray], progress: Callable | None = None,
+                    prior: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """Scores of each anchor's pool; ``prior`` = the retrieval methods' fused z-scores (best first), if useful."""
         out = []
-        for i, (a, p) in enumerate(zip(anchors, pools)):
+        for i, (a, p) in enumerate(zip(anchors, pools, strict=False)):
             out.append(np.asarray(self.score_pool(a, p), dtype=np.float32))
             if progress:
                 progress(i + 1, len(anchors))
