@@ -1,0 +1,266 @@
+"""The check of ``votes import``: CSV rows -> staging rows, or the first bad row as ``file:line: field``.
+
+Fast because the common row never leaves one loop: criteria, documents and annotators are
+looked up in bulk per chunk into plain dicts, and a row whose every value passes the cheap
+tests (dict hits, no NUL, plain Unicode, known choice/kind, finite numbers) is turned into its
+staging tuple inline.  Any other row goes through :meth:`Validator.slow_row`, the one
+place that words errors, so every message is the same as a row-by-row check would give.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections.abc import Iterator
+from typing import Any, cast
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+from sqlmodel import col
+
+from ..errors import InputError, check_string
+from ..ingest import decoded_lines, next_csv_record
+from ..models import Annotator, Criterion, Document, Vote
+from ..store_api import canonical, max_length, to_canonical_choice
+
+REQUIRED = ("criterion", "anchor", "a", "b", "annotator", "choice")
+OPTIONAL = ("kind", "latency_ms", "confidence", "rationale", "group_id")
+CHOICE_MAP = {"a": "first", "b": "second", "tie": "tie", "cant_tell": "cant_tell", "skip": "skip",
+              "cant-tell": "cant_tell", "canttell": "cant_tell"}
+_FLIP = {"first": "second", "second": "first"}
+_BULK = 900  # names per IN (...) lookup
+
+
+def _number(v: str, *, file: str, line: int, fld: str) -> float | None:
+    if not v:
+        return None
+    try:
+        x = float(v)
+    except ValueError:
+        raise InputError(f"not a number: {v!r}", file=file, line=line, field=fld) from None
+    if not math.isfinite(x):
+        raise InputError(f"not a finite number: {v!r}", file=file, line=line, field=fld)
+    return x
+
+
+def _plain(text: str) -> bool:
+    """No NUL and no lone surrogate (what :func:`check_string` refuses), tested on a whole row at once."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_csv(lines: Iterator[bytes], name: str) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """The stripped header (checked) and an iterator of (line, stripped cells) for each non-blank row."""
+    current = [0]
+
+    def text_lines() -> Iterator[str]:
+        for n, line in decoded_lines(lines, name):
+            current[0] = n
+            yield line[1:] if n == 1 and line.startswith("\ufeff") else line
+
+    reader = csv.reader(text_lines(), strict=True)
+    raw = next_csv_record(reader, name, current, 1)
+    if not raw or not any(h.strip() for h in raw):
+        raise InputError("empty file: expected a header row with " + ", ".join(REQUIRED), file=name, line=1)
+    header = [h.strip() for h in raw]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)}; the header has {', '.join(header)}",
+                         file=name, line=1)
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        width = len(header)
+        while True:
+            start = current[0] + 1
+            values = next_csv_record(reader, name, current, start)
+            if values is None:
+                return
+            if len(values) > width:
+                raise InputError(f"{len(values)} cells but {width} columns", file=name, line=start)
+            values = [v.strip() for v in values]
+            if any(values):
+                yield start, values + [""] * (width - len(values))
+
+    return header, rows()
+
+
+class Validator:
+    """Turns CSV rows into staging rows; looks criteria, documents and annotators up in bulk."""
+
+    def __init__(self, conn: Connection, name: str, header: list[str]):
+        self.conn, self.name, self.header = conn, name, header
+        self.pos = {h: i for i, h in enumerate(header)}  # a repeated column: the last one counts
+        self.criteria: dict[str, tuple[int, int | None]] = {}
+        self.no_criterion: set[str] = set()
+        self.docs: dict[int | None, dict[str, int | str]] = {}  # corpus -> ext id -> id, or an error message
+        self.kinds: dict[str, str] = {}  # annotator -> kind (existing or first seen in the file), once checked
+        self.known: dict[str, str] = {}  # annotators already in the store -> kind
+        self.name_max = max_length(col(Annotator.name)) or 300
+        self.group_max = max_length(col(Vote.group_id)) or 64
+
+    def _criterion(self, name: str, line: int) -> tuple[int, int | None]:
+        if name not in self.criteria:
+            q = select(col(Criterion.id), col(Criterion.corpus_id)).where(col(Criterion.name) == name)
+            row = self.conn.execute(q).first()
+            if row is None:
+                raise InputError(f"no criterion named {name!r} (add it with `condsim-annot criteria add`)",
+                                 file=self.name, line=line, field="criterion")
+            self.criteria[name] = (cast(int, row[0]), row[1])
+        return self.criteria[name]
+
+    def _resolve_docs(self, corpus_id: int | None, exts: set[str]) -> None:
+        """Look up every ext id of one corpus not yet known, 900 at a time."""
+        known = self.docs.setdefault(corpus_id, {})
+        todo = [e for e in exts - known.keys() if _plain(e)]
+        found: dict[str, list[int]] = {}
+        for i in range(0, len(todo), _BULK):
+            q = select(col(Document.ext_id), col(Document.id)).where(col(Document.ext_id).in_(todo[i:i + _BULK]))
+            if corpus_id is not None:
+                q = q.where(col(Document.corpus_id) == corpus_id)
+            for ext, doc_id in self.conn.execute(q):
+                found.setdefault(ext, []).append(cast(int, doc_id))
+        for ext in todo:
+            ids = found.get(ext, [])
+            if len(ids) == 1:
+                known[ext] = ids[0]
+            elif not ids:
+                where = " in the criterion's corpus" if corpus_id is not None else ""
+                known[ext] = f"no document with id {ext!r}{where}"
+            else:
+                known[ext] = f"document id {ext!r} exists in {len(ids)} corpora; give the criterion a corpus"
+
+    def _lookups(self, rows: list[tuple[int, list[str]]]) -> None:
+        """Bulk look-ups for a chunk: criteria, annotators and documents not seen yet (no error raised here)."""
+        ic, ian, ia, ib, iann = (self.pos[c] for c in REQUIRED[:5])
+        for name in {v[ic] for _, v in rows} - self.criteria.keys() - self.no_criterion:
+            if name and _plain(name):
+                q = select(col(Criterion.id), col(Criterion.corpus_id)).where(col(Criterion.name) == name)
+                row = self.conn.execute(q).first()
+                if row is None:
+                    self.no_criterion.add(name)
+                else:
+                    self.criteria[name] = (cast(int, row[0]), row[1])
+        names = [n for n in {v[iann] for _, v in rows} - self.kinds.keys() - self.known.keys() if n and _plain(n)]
+        for i in range(0, len(names), _BULK):
+            q = select(col(Annotator.name), col(Annotator.kind)).where(col(Annotator.name).in_(names[i:i + _BULK]))
+            self.known.update({n: k for n, k in self.conn.execute(q)})
+        wanted: dict[int | None, set[str]] = {}
+        for _, v in rows:
+            crit = self.criteria.get(v[ic])
+            if crit is not None:
+                wanted.setdefault(crit[1], set()).update((v[ian], v[ia], v[ib]))
+        for corpus_id, exts in wanted.items():
+            self._resolve_docs(corpus_id, exts)
+
+    def chunk(self, rows: list[tuple[int, list[str]]]) -> list[tuple[Any, ...]]:
+        """Validate a chunk of rows (in line order) into staging rows (in ``STAGED`` order)."""
+        self._lookups(rows)
+        ic, ian, ia, ib, iann, ich = (self.pos[c] for c in REQUIRED)
+        ik, il, ico, ir, ig = (self.pos.get(c) for c in OPTIONAL)
+        criteria, docs, kinds, group_max = self.criteria, self.docs, self.kinds, self.group_max
+        sha1, isfinite, out = hashlib.sha1, math.isfinite, []
+        for line, v in rows:  # the hot loop: any doubt -> slow_row, which words the error
+            crit, anc, ea, eb, ann, raw_choice = v[ic], v[ian], v[ia], v[ib], v[iann], v[ich]
+            c = criteria.get(crit)
+            choice = CHOICE_MAP.get(raw_choice.lower())
+            kind = (v[ik].lower() if ik is not None else "") or "human"
+            group = v[ig] if ig is not None else ""
+            if (c is None or choice is None or kinds.get(ann) != kind or len(group) > group_max
+                    or not _plain("\x1f".join(v))):
+                out.append(self.slow_row(line, v))
+                continue
+            d = docs[c[1]]
+            anchor, a, b = d.get(anc), d.get(ea), d.get(eb)
+            if type(anchor) is not int or type(a) is not int or type(b) is not int or a == b or anchor in (a, b):
+                out.append(self.slow_row(line, v))
+                continue
+            try:
+                lat = float(v[il]) if il is not None and v[il] else None
+                conf = float(v[ico]) if ico is not None and v[ico] else None
+            except ValueError:
+                out.append(self.slow_row(line, v))
+                continue
+            if (lat is not None and not isfinite(lat)) or (conf is not None and not 0.0 <= conf <= 1.0):
+                out.append(self.slow_row(line, v))
+                continue
+            first, second, swapped = (a, b, False) if a < b else (b, a, True)
+            if swapped:
+                choice = _FLIP.get(choice, choice)
+            digest = sha1("\x1f".join((crit, anc, ea, eb, ann, raw_choice.lower(), group)).encode()).hexdigest()
+            out.append((line, c[0], anchor, first, second, ann, choice, swapped, lat, conf,
+                        (v[ir] if ir is not None else "") or None, group or None, f"import:{digest[:32]}"))
+        return out
+
+    def _doc(self, corpus_id: int | None, ext: str, line: int, fld: str) -> int:
+        found = self.docs.get(corpus_id, {}).get(ext)
+        if found is None:
+            self._resolve_docs(corpus_id, {ext})
+            found = self.docs[corpus_id][ext]
+        if isinstance(found, str):
+            raise InputError(found, file=self.name, line=line, field=fld)
+        return int(found)
+
+    def _annotator(self, name: str, kind: str, line: int) -> None:
+        if self.kinds.get(name) == kind:  # seen before: already checked
+            return
+        check_string(name, self.name, line, "annotator")
+        if len(name) > self.name_max:
+            raise InputError(f"{len(name)} characters; at most {self.name_max} are allowed", file=self.name,
+                             line=line, field="annotator")
+        if name not in self.kinds:
+            self.kinds[name] = self.known.get(name) or kind
+        if self.kinds[name] != kind:
+            raise InputError(f"annotator {name!r} is {self.kinds[name]!r} (in the store or earlier in this file), "
+                             f"not {kind!r}", file=self.name, line=line, field="kind")
+
+    def slow_row(self, line: int, values: list[str]) -> tuple[Any, ...]:
+        """One row checked field by field: the first problem raises ``file:line: field``."""
+        vals = dict(zip(self.header, values, strict=True))
+        f = self.name
+        for c in REQUIRED:
+            if not vals.get(c):
+                raise InputError("empty value", file=f, line=line, field=c)
+            check_string(vals[c], f, line, c)  # a NUL would reach PostgreSQL as a query parameter
+        crit_id, corpus_id = self._criterion(vals["criterion"], line)
+        choice_raw = vals["choice"].lower()
+        if choice_raw not in CHOICE_MAP:
+            raise InputError(f"unknown choice {vals['choice']!r}; expected a, b, tie, cant_tell or skip",
+                             file=f, line=line, field="choice")
+        kind = (vals.get("kind") or "human").lower()
+        if kind not in ("human", "llm"):
+            raise InputError(f"unknown kind {vals.get('kind')!r}; expected human or llm", file=f, line=line,
+                             field="kind")
+        anchor = self._doc(corpus_id, vals["anchor"], line, "anchor")
+        a = self._doc(corpus_id, vals["a"], line, "a")
+        b = self._doc(corpus_id, vals["b"], line, "b")
+        if a == b:
+            raise InputError("the two candidates are the same document", file=f, line=line, field="b")
+        if anchor in (a, b):
+            raise InputError("the anchor is also a candidate", file=f, line=line, field="a" if anchor == a else "b")
+        latency = _number(vals.get("latency_ms", ""), file=f, line=line, fld="latency_ms")
+        conf = _number(vals.get("confidence", ""), file=f, line=line, fld="confidence")
+        if conf is not None and not 0.0 <= conf <= 1.0:
+            raise InputError(f"confidence {conf} is not in [0, 1]", file=f, line=line, field="confidence")
+        self._annotator(vals["annotator"], kind, line)
+        group = vals.get("group_id") or None
+        if group is not None and len(group) > self.group_max:
+            raise InputError(f"{len(group)} characters; at most {self.group_max} are allowed", file=f, line=line,
+                             field="group_id")
+        rationale = vals.get("rationale") or None
+        for fld, v in (("rationale", rationale), ("group_id", group)):
+            if v is not None:
+                check_string(v, f, line, fld)
+        _, first, second, swapped = canonical(anchor, a, b)
+        digest = hashlib.sha1("\x1f".join([vals["criterion"], vals["anchor"], vals["a"], vals["b"], vals["annotator"],
+                                           choice_raw, vals.get("group_id", "")]).encode()).hexdigest()
+        return (line, crit_id, anchor, first, second, vals["annotator"],
+                to_canonical_choice(CHOICE_MAP[choice_raw], swapped), swapped, latency, conf, rationale, group,
+                f"import:{digest[:32]}")
