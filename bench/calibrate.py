@@ -84,8 +84,14 @@ def crowdkit_bt(n, winners, losers, workers=None):
     import pandas as pd
     from crowdkit.aggregation import BradleyTerry
 
-    df = pd.DataFrame({"worker": workers if workers is not None else np.zeros(len(winners), dtype=int),
-                       "left": winners, "right": losers, "label": winners})
+    df = pd.DataFrame(
+        {
+            "worker": workers if workers is not None else np.zeros(len(winners), dtype=int),
+            "left": winners,
+            "right": losers,
+            "label": winners,
+        }
+    )
     sc = BradleyTerry(n_iter=100).fit(df).scores_
     out = np.full(n, np.nan)
     out[sc.index.to_numpy(dtype=np.int64)] = np.log(np.maximum(sc.to_numpy(dtype=float), 1e-300))
@@ -118,38 +124,41 @@ def case_a(args):
     print(f"\nCase A: {m:,} pairwise comparisons on {n:,} items, one annotator, no ties")
     sim = simulate_pairwise(n, m, seed=args.seed)
     truth = sim.true_scores
-    w, l = sim.winners, sim.losers
+    w, lo_ = sim.winners, sim.losers
     header("")
-    res, t_ours, c_ours = timed(lambda: bradley_terry(w, l, n_items=n))
+    res, t_ours, c_ours = timed(lambda: bradley_terry(w, lo_, n_items=n))
     row("ours plain (with stderr)", t_ours, c_ours, rho(res.scores, truth), note=f"{res.n_iter} iterations")
-    res2, t, c = timed(lambda: bradley_terry(w, l, n_items=n, compute_stderr=False))
+    res2, t, c = timed(lambda: bradley_terry(w, lo_, n_items=n, compute_stderr=False))
     row("ours plain (scores only)", t, c, rho(res2.scores, truth), ref=c_ours)
-    res3, t, c = timed(lambda: bradley_terry(w, l, n_items=n, prior_scale=3.0))
+    res3, t, c = timed(lambda: bradley_terry(w, lo_, n_items=n, prior_scale=3.0))
     row("ours with prior (sd 3)", t, c, rho(res3.scores, truth), ref=c_ours)
     left_wins = sim.winners == sim.left
     est, t, c = timed(lambda: arena(n, sim.left, sim.right, left_wins))
     row("Arena recipe (sklearn LR)", t, c, rho(est, truth), ref=c_ours)
-    est, t, c = timed(lambda: crowdkit_bt(n, w, l))
+    est, t, c = timed(lambda: crowdkit_bt(n, w, lo_))
     row("crowd-kit BradleyTerry", t, c, rho(est, truth), ref=c_ours)
     if args.with_slow_peers or args.quick:
-        est, t, c = timed(lambda: choix_ilsr(n, w, l))
+        est, t, c = timed(lambda: choix_ilsr(n, w, lo_))
         row("choix ilsr_pairwise", t, c, rho(est, truth), ref=c_ours)
     else:
         print(f"  {'choix ilsr_pairwise':<34}{'skipped':>11}  (~150 s and more here: --with-slow-peers runs it)")
-    est, t, c = timed(lambda: win_rate(w, l, n))
+    est, t, c = timed(lambda: win_rate(w, lo_, n))
     row("majority vote (win rate)", t, c, rho(est, truth), ref=c_ours)
 
 
 def case_b(args):
     n_docs, n_cand, m = (400, 25, 100_000) if args.quick else (2000, 50, 1_000_000)
-    sim = simulate_triplets(n_docs, n_cand, m, n_annotators=50, votes_per_triplet=3, noisy=0.2, adversarial=0.1,
-                            nu=0.1, seed=args.seed)
+    sim = simulate_triplets(
+        n_docs, n_cand, m, n_annotators=50, votes_per_triplet=3, noisy=0.2, adversarial=0.1, nu=0.1, seed=args.seed
+    )
     n = sim.n_items
-    print(f"\nCase B: {m:,} triplet votes on {n:,} pair-items, 50 annotators "
-          f"({(sim.kinds == 'noisy').sum()} noisy, {(sim.kinds == 'adversarial').sum()} adversarial), "
-          f"{sim.choice.__eq__(2).mean():.1%} ties")
+    print(
+        f"\nCase B: {m:,} triplet votes on {n:,} pair-items, 50 annotators "
+        f"({(sim.kinds == 'noisy').sum()} noisy, {(sim.kinds == 'adversarial').sum()} adversarial), "
+        f"{sim.choice.__eq__(2).mean():.1%} ties"
+    )
     truth = sim.true_scores
-    w, l, ties, ann = sim.comparisons()
+    w, lo_, ties, ann = sim.comparisons()
     unit = (sim.anchor.astype(np.int64) * n_docs + sim.first) * n_docs + sim.second
     uid, first_idx = np.unique(unit, return_index=True)
     i1, i2 = sim.item_first[first_idx], sim.item_second[first_idx]
@@ -159,15 +168,31 @@ def case_b(args):
         return float(np.mean((scores[i1] > scores[i2]) == true_first))
 
     header()
-    full, t_ours, c_ours = timed(lambda: bradley_terry(w, l, ties=ties, annotators=ann, n_items=n, n_annotators=50,
-                                                  prior_scale=3.0, beta_prior=1.0, tol=1e-3))
-    row("ours full (beta_j, ties, priors)", t_ours, c_ours, rho(full.scores, truth), acc(full.scores),
-        note=f"{full.n_iter} iterations, nu {full.nu:.3f}")
+    full, t_ours, c_ours = timed(
+        lambda: bradley_terry(
+            w, lo_, ties=ties, annotators=ann, n_items=n, n_annotators=50, prior_scale=3.0, beta_prior=1.0, tol=1e-3
+        )
+    )
+    row(
+        "ours full (beta_j, ties, priors)",
+        t_ours,
+        c_ours,
+        rho(full.scores, truth),
+        acc(full.scores),
+        note=f"{full.n_iter} iterations, nu {full.nu:.3f}",
+    )
     keep = ~ties
-    wk, lk = w[keep], l[keep]
+    wk, lk = w[keep], lo_[keep]
     plain, t, c = timed(lambda: bradley_terry(wk, lk, n_items=n, prior_scale=3.0))
-    row("ours plain (beta 1, no ties, prior)", t, c, rho(plain.scores, truth), acc(plain.scores), ref=c_ours,
-        note=f"{plain.n_iter} iterations")
+    row(
+        "ours plain (beta 1, no ties, prior)",
+        t,
+        c,
+        rho(plain.scores, truth),
+        acc(plain.scores),
+        ref=c_ours,
+        note=f"{plain.n_iter} iterations",
+    )
     first_shown = np.where(sim.swapped, sim.item_second, sim.item_first)[keep]
     second_shown = np.where(sim.swapped, sim.item_first, sim.item_second)[keep]
     est, t, c = timed(lambda: arena(n, first_shown, second_shown, wk == first_shown))
@@ -181,22 +206,32 @@ def case_b(args):
         est, t, c = timed(lambda: choix_ilsr(n, wk, lk))
         row("choix ilsr_pairwise", t, c, rho(est, truth), acc(est), ref=c_ours)
     elif args.quick:
-        print(f"  {'choix ilsr_pairwise':<34}{'skipped':>11}  (~13 min on {n:,} items: --quick --with-slow-peers "
-              f"runs it)")
+        print(
+            f"  {'choix ilsr_pairwise':<34}{'skipped':>11}  (~13 min on {n:,} items: --quick --with-slow-peers runs it)"
+        )
     else:
-        print(f"  {'choix ilsr_pairwise':<34}{'skipped':>11}  (dense n x n stationary solve: {n:,} items is out "
-              f"of reach; see --quick --with-slow-peers)")
-    est, t, c = timed(lambda: win_rate(w, l, n, ties=ties))
+        print(
+            f"  {'choix ilsr_pairwise':<34}{'skipped':>11}  (dense n x n stationary solve: {n:,} items is out "
+            f"of reach; see --quick --with-slow-peers)"
+        )
+    est, t, c = timed(lambda: win_rate(w, lo_, n, ties=ties))
     row("majority vote (win rate)", t, c, rho(est, truth), acc(np.nan_to_num(est, nan=0.5)), ref=c_ours)
     (_, lab, _), t, c = timed(lambda: majority_vote(unit, sim.choice))
     mv = np.array([0.5 if x is None or x == 2 else float(x == 0) for x in lab])
     mv_acc = float(np.mean(np.where(mv == 0.5, 0.5, (mv == 1.0) == true_first)))
-    print(f"  {'majority vote per triplet (label)':<34}{t:9.2f} s{c:9.2f} s  {'':8}  {'':>8}  {mv_acc:8.4f}  "
-          f"undecided triplets count 1/2")
+    print(
+        f"  {'majority vote per triplet (label)':<34}{t:9.2f} s{c:9.2f} s  {'':8}  {'':>8}  {mv_acc:8.4f}  "
+        f"undecided triplets count 1/2"
+    )
     kinds = sim.kinds
-    print("  fitted beta by kind (true beta): " + ", ".join(
-        f"{k} {np.median(full.beta[kinds == k]):.2f} (median of {np.sum(kinds == k)}; true "
-        f"{np.median(sim.true_beta[kinds == k]):+.2f})" for k in ("good", "noisy", "adversarial")))
+    print(
+        "  fitted beta by kind (true beta): "
+        + ", ".join(
+            f"{k} {np.median(full.beta[kinds == k]):.2f} (median of {np.sum(kinds == k)}; true "
+            f"{np.median(sim.true_beta[kinds == k]):+.2f})"
+            for k in ("good", "noisy", "adversarial")
+        )
+    )
 
 
 def main(argv=None):
@@ -207,8 +242,10 @@ def main(argv=None):
     ap.add_argument("--case", choices=["a", "b", "both"], default="both")
     args = ap.parse_args(argv)
     la = os.getloadavg()
-    print(f"calibrate benchmark  (load average {la[0]:.1f} on {os.cpu_count()} CPUs; "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')})")
+    print(
+        f"calibrate benchmark  (load average {la[0]:.1f} on {os.cpu_count()} CPUs; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')})"
+    )
     if args.case in ("a", "both"):
         case_a(args)
     if args.case in ("b", "both"):

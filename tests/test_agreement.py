@@ -26,12 +26,14 @@ NAN = np.nan
 # Communication, University of Pennsylvania, https://repository.upenn.edu/asc_papers/43 ,
 # section C ("nominal data, any number of observers, missing data"): 4 observers x 12 units,
 # published alpha (nominal) = 0.743.
-KRIPPENDORFF_2011 = np.array([
-    [1, 2, 3, 3, 2, 1, 4, 1, 2, NAN, NAN, NAN],
-    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, NAN, 3],
-    [NAN, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, NAN],
-    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, NAN],
-])
+KRIPPENDORFF_2011 = np.array(
+    [
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, NAN, NAN, NAN],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, NAN, 3],
+        [NAN, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, NAN],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, NAN],
+    ]
+)
 
 
 def _alpha_by_hand(M):
@@ -63,8 +65,9 @@ def test_krippendorff_worked_example_published_digits():
 
 
 def test_alpha_bootstrap_ci_is_seeded_and_brackets_the_estimate():
-    sim = simulate_triplets(60, 8, 3000, n_annotators=8, votes_per_triplet=3, noisy=0.25, adversarial=0.0,
-                            nu=0.1, seed=2)
+    sim = simulate_triplets(
+        60, 8, 3000, n_annotators=8, votes_per_triplet=3, noisy=0.25, adversarial=0.0, nu=0.1, seed=2
+    )
     unit = sim.anchor * 10**6 + sim.first * 10**3 + sim.second
     M, _, _, codes = reliability_matrix(unit, sim.annotators, sim.choice)
     assert codes == [0, 1, 2]
@@ -126,8 +129,9 @@ def test_leave_one_out_agreement():
 def test_position_bias_detects_a_biased_annotator():
     pb = np.zeros(10)
     pb[3] = 0.6
-    sim = simulate_triplets(80, 10, 8000, n_annotators=10, votes_per_triplet=2, noisy=0.0, adversarial=0.0,
-                            nu=0.0, position_bias=pb, seed=5)
+    sim = simulate_triplets(
+        80, 10, 8000, n_annotators=10, votes_per_triplet=2, noisy=0.0, adversarial=0.0, nu=0.0, position_bias=pb, seed=5
+    )
     chose_first_shown = (sim.choice == 0) != sim.swapped  # first chosen and shown as A, or second and swapped
     r = position_bias(chose_first_shown, sim.annotators)
     assert r.share_first_shown[3] > 0.7 and r.p_value[3] < 1e-6

@@ -29,7 +29,7 @@ def test_same_scores_as_choix_on_tie_free_single_annotator_data():
     sim = simulate_pairwise(40, 1500, seed=11)
     r = bradley_terry(sim.winners, sim.losers, n_items=40, tol=1e-9)
     assert r.converged and r.nu == 0.0 and np.allclose(r.beta, 1.0)
-    data = list(zip(sim.winners.tolist(), sim.losers.tolist()))
+    data = list(zip(sim.winners.tolist(), sim.losers.tolist(), strict=False))
     opt = _centre(choix.opt_pairwise(40, data, alpha=1e-10, tol=1e-12))
     ilsr = _centre(choix.ilsr_pairwise(40, data, alpha=0.0, tol=1e-12, max_iter=5000))
     np.testing.assert_allclose(r.scores, opt, atol=1e-6)
@@ -62,7 +62,7 @@ def test_same_luce_scores_as_choix_top1():
 def test_pairwise_luce_set_equals_pairwise_comparison():
     sim = simulate_pairwise(12, 300, seed=2)
     r = bradley_terry(sim.winners, sim.losers, n_items=12, tol=1e-9)
-    sets = [(int(w), [int(l)]) for w, l in zip(sim.winners, sim.losers)]
+    sets = [(int(w), [int(lo_)]) for w, lo_ in zip(sim.winners, sim.losers, strict=False)]
     r2 = bradley_terry([], [], choice_sets=sets, n_items=12, tol=1e-9)
     np.testing.assert_allclose(r.scores, r2.scores, atol=1e-6)
 
@@ -91,8 +91,8 @@ def test_reproduces_bradleyterry2_citations_fit():
     np.testing.assert_array_equal(np.round(rel[1:], 4), [-2.9491, -0.4796, 0.2690])
     # the same fit from one row per citation (no weights)
     w = np.repeat(i, CITATIONS[i, j])
-    l = np.repeat(j, CITATIONS[i, j])
-    r2 = bradley_terry(w, l, tol=1e-9)
+    lo_ = np.repeat(j, CITATIONS[i, j])
+    r2 = bradley_terry(w, lo_, tol=1e-9)
     np.testing.assert_allclose(r2.scores, r.scores, atol=1e-7)
     assert r2.log_likelihood == pytest.approx(r.log_likelihood, rel=1e-9)
 
@@ -109,9 +109,9 @@ def test_davidson_two_items_closed_form():
     """
     a, b, t = 30, 10, 8
     w = np.r_[np.zeros(a + t, dtype=int), np.ones(b, dtype=int)]
-    l = 1 - w
+    lo_ = 1 - w
     ties = np.r_[np.zeros(a, bool), np.ones(t, bool), np.zeros(b, bool)]
-    r = bradley_terry(w, l, ties=ties, tol=1e-10)
+    r = bradley_terry(w, lo_, ties=ties, tol=1e-10)
     d = r.scores[0] - r.scores[1]
     assert d == pytest.approx(math.log(a / b), abs=1e-6)
     assert r.nu == pytest.approx(t / math.sqrt(a * b), rel=1e-5)
@@ -135,18 +135,18 @@ def test_gradient_matches_finite_differences_full_model():
     rng = np.random.default_rng(3)
     n, A, m = 9, 3, 80
     w = rng.integers(0, n, m)
-    l = (w + rng.integers(1, n, m)) % n
+    lo_ = (w + rng.integers(1, n, m)) % n
     ties = rng.random(m) < 0.2
     ann = rng.integers(0, A, m)
     wt = rng.uniform(0.5, 2.0, m)
-    ch = bt._as_choices([(int(c), rng.choice(n, 3, replace=False).tolist(), int(rng.integers(0, A))) for c in
-                         rng.integers(0, n, 15)])
+    ch = bt._as_choices(
+        [(int(c), rng.choice(n, 3, replace=False).tolist(), int(rng.integers(0, A))) for c in rng.integers(0, n, 15)]
+    )
     for norm_w in (None, np.array([0.5, 0.3, 0.2])):
-        prob = bt._Problem(n, A, w, l, ties, ann, wt, ch, 1.5, 0.8, np.ones(A, bool), np.ones(A), True, 0.4)
+        prob = bt._Problem(n, A, w, lo_, ties, ann, wt, ch, 1.5, 0.8, np.ones(A, bool), np.ones(A), True, 0.4)
         prob.norm_w = norm_w
         theta = np.r_[rng.normal(size=n), rng.normal(scale=0.3, size=A), math.log(0.4)]
-        f = lambda x: prob.value_grad(x)[0]  # noqa: E731
-        num = approx_fprime(theta, f, 1e-6)
+        num = approx_fprime(theta, lambda x, p=prob: p.value_grad(x)[0], 1e-6)
         _, g = prob.value_grad(theta)
         np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-4)
 
@@ -154,19 +154,18 @@ def test_gradient_matches_finite_differences_full_model():
 def test_log_posterior_is_the_hand_derived_davidson_likelihood():
     s = np.array([0.3, -0.2, 0.5])
     beta = np.array([1.0, 2.0])
-    w, l = np.array([0, 1, 2, 0]), np.array([1, 2, 0, 2])
+    w, lo_ = np.array([0, 1, 2, 0]), np.array([1, 2, 0, 2])
     ties = np.array([False, True, False, True])
     ann = np.array([0, 1, 1, 0])
     nu = 0.7
-    ll, g = bt.log_posterior(w, l, s, beta=beta, nu=nu, ties=ties, annotators=ann)
+    ll, g = bt.log_posterior(w, lo_, s, beta=beta, nu=nu, ties=ties, annotators=ann)
     hand = 0.0
     for k in range(4):
-        pi_w, pi_l = math.exp(beta[ann[k]] * s[w[k]]), math.exp(beta[ann[k]] * s[l[k]])
+        pi_w, pi_l = math.exp(beta[ann[k]] * s[w[k]]), math.exp(beta[ann[k]] * s[lo_[k]])
         den = pi_w + pi_l + nu * math.sqrt(pi_w * pi_l)
         hand += math.log((nu * math.sqrt(pi_w * pi_l) if ties[k] else pi_w) / den)
     assert ll == pytest.approx(hand, abs=1e-12)
-    num = approx_fprime(s, lambda x: bt.log_posterior(w, l, x, beta=beta, nu=nu, ties=ties, annotators=ann)[0],
-                        1e-7)
+    num = approx_fprime(s, lambda x: bt.log_posterior(w, lo_, x, beta=beta, nu=nu, ties=ties, annotators=ann)[0], 1e-7)
     np.testing.assert_allclose(g, num, atol=1e-5)
 
 
@@ -185,13 +184,15 @@ def test_ties_dropped_when_not_fitted():
 
 
 def test_recovers_scores_and_annotators_better_than_majority_vote():
-    sim = simulate_triplets(150, 12, 24000, n_annotators=20, votes_per_triplet=3, noisy=0.2, adversarial=0.15,
-                            nu=0.15, seed=7)
-    w, l, t, a = sim.comparisons()
-    full = bradley_terry(w, l, ties=t, annotators=a, n_items=sim.n_items, n_annotators=20, prior_scale=3.0,
-                         beta_prior=1.0)
-    plain = bradley_terry(w, l, ties=t, annotators=a, n_items=sim.n_items, prior_scale=3.0, beta_prior=None)
-    wr = win_rate(w, l, sim.n_items, ties=t)
+    sim = simulate_triplets(
+        150, 12, 24000, n_annotators=20, votes_per_triplet=3, noisy=0.2, adversarial=0.15, nu=0.15, seed=7
+    )
+    w, lo_, t, a = sim.comparisons()
+    full = bradley_terry(
+        w, lo_, ties=t, annotators=a, n_items=sim.n_items, n_annotators=20, prior_scale=3.0, beta_prior=1.0
+    )
+    plain = bradley_terry(w, lo_, ties=t, annotators=a, n_items=sim.n_items, prior_scale=3.0, beta_prior=None)
+    wr = win_rate(w, lo_, sim.n_items, ties=t)
     ok = ~np.isnan(wr)
     rho_full = spearmanr(full.scores[ok], sim.true_scores[ok])[0]
     rho_plain = spearmanr(plain.scores[ok], sim.true_scores[ok])[0]
@@ -208,8 +209,10 @@ def test_recovers_scores_and_annotators_better_than_majority_vote():
     acc_mv = np.mean(np.where(decided, mv_first == truth, 0.5).astype(float))  # a coin for undecided
     print(f"\nSpearman: full {rho_full:.3f}  beta=1 {rho_plain:.3f}  majority(win rate) {rho_mv:.3f}")
     print(f"triplet label accuracy: full {acc_full:.3f}  majority vote {acc_mv:.3f}")
-    print("beta (true -> fitted):", [f"{k[0]}:{tb:+.1f}->{fb:.2f}" for k, tb, fb in
-                                     zip(sim.kinds, sim.true_beta, full.beta)])
+    print(
+        "beta (true -> fitted):",
+        [f"{k[0]}:{tb:+.1f}->{fb:.2f}" for k, tb, fb in zip(sim.kinds, sim.true_beta, full.beta, strict=False)],
+    )
     assert rho_full > rho_plain + 0.02 and rho_full > rho_mv + 0.02
     assert acc_full > acc_mv + 0.02
     kinds = sim.kinds
@@ -238,18 +241,18 @@ def test_plain_fit_recovers_truth_and_stderr_is_calibrated():
 def test_components_and_centring():
     # items 0-2 compared among themselves, 3-4 among themselves, 5 alone
     w = np.array([0, 1, 0, 2, 3, 4, 3])
-    l = np.array([1, 2, 2, 0, 4, 3, 4])
-    comp = components(6, w, l)
+    lo_ = np.array([1, 2, 2, 0, 4, 3, 4])
+    comp = components(6, w, lo_)
     np.testing.assert_array_equal(comp, [0, 0, 0, 1, 1, 2])
-    r = bradley_terry(w, l, n_items=6)
+    r = bradley_terry(w, lo_, n_items=6)
     np.testing.assert_array_equal(r.components, comp)
     for c in range(3):
         assert abs(r.scores[comp == c].mean()) < 1e-9
-    rp = bradley_terry(w, l, n_items=6, prior_scale=1.0)
+    rp = bradley_terry(w, lo_, n_items=6, prior_scale=1.0)
     assert rp.converged and rp.scores[5] == pytest.approx(0.0, abs=1e-8)
     assert np.all(np.isfinite(rp.stderr)) and rp.stderr[5] == pytest.approx(1.0, rel=1e-6)
     # a Luce set joins its members
-    comp2 = components(6, w, l, choice_sets=[(2, [3, 5])])
+    comp2 = components(6, w, lo_, choice_sets=[(2, [3, 5])])
     assert len(set(comp2.tolist())) == 1
 
 
@@ -356,16 +359,19 @@ def test_aggregate_rows_expand_to_the_same_comparisons():
     rng = np.random.default_rng(4)
     n, m = 5, 300
     w = rng.integers(0, n, m)
-    l = (w + rng.integers(1, n, m)) % n
+    lo_ = (w + rng.integers(1, n, m)) % n
     tie = rng.random(m) < 0.3
     ann = rng.integers(0, 3, m)
-    w2, l2, t2, a2, wt2, cnt = bt._aggregate(n, w, l, tie, ann, None)
+    w2, l2, t2, a2, wt2, cnt = bt._aggregate(n, w, lo_, tie, ann, None)
     assert cnt.sum() == m and np.array_equal(wt2, cnt) and len(w2) < m
-    lo, hi = np.minimum(w, l), np.maximum(w, l)
-    key = lambda w_, l_, t_, a_: sorted(zip(np.where(t_, np.minimum(w_, l_), w_).tolist(),  # noqa: E731
-                                            np.where(t_, np.maximum(w_, l_), l_).tolist(), t_.tolist(), a_.tolist()))
+    lo, hi = np.minimum(w, lo_), np.maximum(w, lo_)
+
+    def key(w_, l_, t_, a_):
+        lo_w, hi_w = np.where(t_, np.minimum(w_, l_), w_), np.where(t_, np.maximum(w_, l_), l_)
+        return sorted(zip(lo_w.tolist(), hi_w.tolist(), t_.tolist(), a_.tolist(), strict=True))
+
     rep = cnt.astype(int)
-    assert key(np.repeat(w2, rep), np.repeat(l2, rep), np.repeat(t2, rep), np.repeat(a2, rep)) == key(w, l, tie, ann)
+    assert key(np.repeat(w2, rep), np.repeat(l2, rep), np.repeat(t2, rep), np.repeat(a2, rep)) == key(w, lo_, tie, ann)
     assert np.all(lo[tie] < hi[tie])
 
 
@@ -373,19 +379,20 @@ def test_fisher_diagonal_in_place_matches_the_direct_formula():
     rng = np.random.default_rng(8)
     n, A, m = 7, 3, 120
     w = rng.integers(0, n, m)
-    l = (w + rng.integers(1, n, m)) % n
+    lo_ = (w + rng.integers(1, n, m)) % n
     ties = rng.random(m) < 0.25
     ann = rng.integers(0, A, m)
     wt = rng.uniform(0.5, 2.0, m)
     for tie_, wt_, nu in ((ties, wt, 0.4), (None, None, 0.0), (ties, None, 0.7)):
-        prob = bt._Problem(n, A, w, l, tie_, ann, wt_, None, 1.5, 0.8, np.ones(A, bool), np.ones(A), tie_ is not None,
-                           max(nu, 1e-3))
+        prob = bt._Problem(
+            n, A, w, lo_, tie_, ann, wt_, None, 1.5, 0.8, np.ones(A, bool), np.ones(A), tie_ is not None, max(nu, 1e-3)
+        )
         theta = np.r_[rng.normal(size=n), rng.normal(scale=0.3, size=A)]
         if tie_ is not None:
             theta = np.r_[theta, math.log(nu)]
-        s, lb = theta[:n], theta[n:n + A]
+        s, lb = theta[:n], theta[n : n + A]
         beta = np.exp(lb)
-        z = beta[ann] * (s[w] - s[l])
+        z = beta[ann] * (s[w] - s[lo_])
         if tie_ is not None:
             eA, eB, eT = np.exp(z / 2), np.exp(-z / 2), nu
             Z = eA + eB + eT
@@ -396,7 +403,7 @@ def test_fisher_diagonal_in_place_matches_the_direct_formula():
             c, pT = p * (1 - p), np.zeros(m)
         cw = c * (wt_ if wt_ is not None else 1.0)
         cb = cw * beta[ann] ** 2
-        hs = np.bincount(w, cb, minlength=n) + np.bincount(l, cb, minlength=n) + 1 / 1.5**2
+        hs = np.bincount(w, cb, minlength=n) + np.bincount(lo_, cb, minlength=n) + 1 / 1.5**2
         hb = np.bincount(ann, cw * z * z, minlength=A) + 1 / 0.8**2
         want = np.r_[hs, hb]
         if tie_ is not None:
@@ -407,12 +414,12 @@ def test_fisher_diagonal_in_place_matches_the_direct_formula():
 def test_fit_does_not_depend_on_the_order_of_a_ties_items():
     """A found example: the start (log win ratio) counted a tie as a win of its first item."""
     w = np.array([1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 2, 1, 2, 2, 2, 0, 0, 0, 0])
-    l = np.array([0, 0, 2, 2, 0, 2, 2, 0, 2, 0, 2, 0, 2, 2, 2, 1, 0, 0, 1, 1, 1, 1, 2, 1])
+    lo_ = np.array([0, 0, 2, 2, 0, 2, 2, 0, 2, 0, 2, 0, 2, 2, 2, 1, 0, 0, 1, 1, 1, 1, 2, 1])
     ties = np.array([0, 0, 0, 1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0, 0, 1, 0], dtype=bool)
     ann = np.array([0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1])
     kw = dict(ties=ties, annotators=ann, n_items=3, prior_scale=2.0, beta_prior=1.0, tol=1e-9, compute_stderr=False)
-    r = bradley_terry(w, l, **kw)
-    r2 = bradley_terry(np.where(ties, l, w), np.where(ties, w, l), **kw)
+    r = bradley_terry(w, lo_, **kw)
+    r2 = bradley_terry(np.where(ties, lo_, w), np.where(ties, w, lo_), **kw)
     np.testing.assert_allclose(r2.scores, r.scores, atol=1e-7)
     np.testing.assert_allclose(r2.beta, r.beta, atol=1e-7)
 
@@ -429,8 +436,9 @@ def test_singular_laplace_hessian_gives_inf_stderr_and_a_warning():
     """Prior off and a component whose comparisons carry no information (its only annotator
     pinned at beta ~ 0): no LinAlgError, inf stderr there, finite elsewhere."""
     with pytest.warns(RuntimeWarning, match="singular in component"):
-        r = bradley_terry([0, 1, 2, 3], [1, 0, 3, 2], n_items=4, annotators=[0, 0, 1, 1],
-                          fixed_beta=[1e-200, np.nan], prior_scale=0)
+        r = bradley_terry(
+            [0, 1, 2, 3], [1, 0, 3, 2], n_items=4, annotators=[0, 0, 1, 1], fixed_beta=[1e-200, np.nan], prior_scale=0
+        )
     comp_bad = r.components[0]
     assert np.all(np.isinf(r.stderr[r.components == comp_bad]))
     assert np.all(np.isfinite(r.stderr[r.components != comp_bad]))

@@ -24,18 +24,29 @@ def comparison_data(draw):
     return n, x, y, ties, ann, seed
 
 
-def _fit(n, w, l, ties, ann, **kw):
-    return bradley_terry(w, l, ties=ties, annotators=ann, n_items=n, n_annotators=int(ann.max()) + 1,
-                         prior_scale=2.0, beta_prior=1.0, tol=1e-9, compute_stderr=False, **kw)
+def _fit(n, w, lo_, ties, ann, **kw):
+    return bradley_terry(
+        w,
+        lo_,
+        ties=ties,
+        annotators=ann,
+        n_items=n,
+        n_annotators=int(ann.max()) + 1,
+        prior_scale=2.0,
+        beta_prior=1.0,
+        tol=1e-9,
+        compute_stderr=False,
+        **kw,
+    )
 
 
 @SETTINGS
 @given(comparison_data())
 def test_relabelling_items_permutes_the_scores(data):
-    n, w, l, ties, ann, seed = data
+    n, w, lo_, ties, ann, seed = data
     perm = np.random.default_rng(seed + 1).permutation(n)  # item i is called perm[i]
-    r = _fit(n, w, l, ties, ann)
-    rp = _fit(n, perm[w], perm[l], ties, ann)
+    r = _fit(n, w, lo_, ties, ann)
+    rp = _fit(n, perm[w], perm[lo_], ties, ann)
     np.testing.assert_allclose(rp.scores[perm], r.scores, atol=1e-5)
     np.testing.assert_allclose(rp.beta, r.beta, atol=1e-5)
     assert abs(rp.nu - r.nu) < 1e-5
@@ -44,13 +55,13 @@ def test_relabelling_items_permutes_the_scores(data):
 @SETTINGS
 @given(comparison_data())
 def test_shuffling_comparisons_and_swapping_tie_sides_leaves_the_fit_unchanged(data):
-    n, w, l, ties, ann, seed = data
+    n, w, lo_, ties, ann, seed = data
     rng = np.random.default_rng(seed + 2)
     order = rng.permutation(len(w))
     flip = ties & (rng.random(len(w)) < 0.5)  # a tie's two items in the other order
-    w2 = np.where(flip, l, w)[order]
-    l2 = np.where(flip, w, l)[order]
-    r = _fit(n, w, l, ties, ann)
+    w2 = np.where(flip, lo_, w)[order]
+    l2 = np.where(flip, w, lo_)[order]
+    r = _fit(n, w, lo_, ties, ann)
     r2 = _fit(n, w2, l2, ties[order], ann[order])
     np.testing.assert_allclose(r2.scores, r.scores, atol=1e-5)
     np.testing.assert_allclose(r2.beta, r.beta, atol=1e-5)
@@ -73,9 +84,9 @@ def test_swapping_x_and_y_of_a_triplet_with_its_outcome_leaves_the_fit_unchanged
     def fit(a, f, s, c):
         i1, i2, pairs = triplet_items(a, f, s)
         w = np.where(c == 1, i2, i1)
-        l = np.where(c == 1, i1, i2)
-        r = bradley_terry(w, l, ties=c == 2, n_items=len(pairs), prior_scale=1.5, tol=1e-9, compute_stderr=False)
-        return {tuple(p): v for p, v in zip(pairs.tolist(), r.scores)}
+        lo_ = np.where(c == 1, i1, i2)
+        r = bradley_terry(w, lo_, ties=c == 2, n_items=len(pairs), prior_scale=1.5, tol=1e-9, compute_stderr=False)
+        return {tuple(p): v for p, v in zip(pairs.tolist(), r.scores, strict=False)}
 
     swap = rng.random(len(anchor)) < 0.5
     x2, y2 = np.where(swap, y, x), np.where(swap, x, y)

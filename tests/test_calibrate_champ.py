@@ -34,8 +34,17 @@ def test_champ_votes_import_calibrate_export(cli, store, tmp_path, champ_problem
             winner = truth[(a, min(x, y), max(x, y))]
             if rng.random() < err:
                 winner = x if winner == y else y
-            rows.append({"criterion": "same-topic", "anchor": a, "a": shown[0], "b": shown[1], "annotator": name,
-                         "choice": "a" if winner == shown[0] else "b", "kind": "human"})
+            rows.append(
+                {
+                    "criterion": "same-topic",
+                    "anchor": a,
+                    "a": shown[0],
+                    "b": shown[1],
+                    "annotator": name,
+                    "choice": "a" if winner == shown[0] else "b",
+                    "kind": "human",
+                }
+            )
     f = tmp_path / "votes.csv"
     with f.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -49,7 +58,11 @@ def test_champ_votes_import_calibrate_export(cli, store, tmp_path, champ_problem
     cli("export", "same-topic", "--format", "jsonl", tmp_path / "gold.jsonl")
     exported = [json.loads(x) for x in (tmp_path / "gold.jsonl").read_text().splitlines()]
     assert len(exported) == doc["gold"]["gold"]
-    wrong = [r for r in exported if truth[(r["anchor_id"], *sorted((r["positive_id"], r["negative_id"])))] != r["positive_id"]]
+    wrong = [
+        r
+        for r in exported
+        if truth[(r["anchor_id"], *sorted((r["positive_id"], r["negative_id"])))] != r["positive_id"]
+    ]
     print(f"CHAMP same-topic: {len(exported)} gold, {len(wrong)} disagree with the silver label")
     assert len(wrong) <= 0.03 * len(exported)
     from condsim_annot.exporters.export import export_all

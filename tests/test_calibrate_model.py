@@ -110,8 +110,7 @@ def test_an_unvoted_pairs_probability_matches_its_frequency():
 
 
 def test_vote_probabilities_for_propose():
-    p = triplet_vote_probabilities([1.0, 0.0, 5.0], [0.5, 0.1, 0.1], [0.0, 0.0, 0.0], [0.5, 0.1, 0.1],
-                                   beta=1.0, nu=0.4)
+    p = triplet_vote_probabilities([1.0, 0.0, 5.0], [0.5, 0.1, 0.1], [0.0, 0.0, 0.0], [0.5, 0.1, 0.1], beta=1.0, nu=0.4)
     assert np.allclose(p.sum(1), 1.0)
     assert p[0, 0] > p[0, 1] and p[1, 2] > p[0, 2]  # a settled tie predicts "tie" most
     exact = vote_probs(0.5 * 1.0 * 0.0, 0.4)
@@ -127,7 +126,7 @@ def test_reliability_helpers():
     r = reliability(p, y)
     assert r["ece"] < 0.02 and abs(r["brier"] - np.mean(p * (1 - p))) < 0.01 and len(r["bins"]) == 10
     assert reliability(np.full(1000, 0.9), np.zeros(1000))["ece"] == pytest.approx(0.9)
-    assert clopper_pearson_lower(10, 10) == pytest.approx(0.05 ** 0.1, abs=1e-9)
+    assert clopper_pearson_lower(10, 10) == pytest.approx(0.05**0.1, abs=1e-9)
     assert clopper_pearson_lower(0, 5) == 0.0 and clopper_pearson_lower(0, 0) is None
     assert threshold_for_accuracy([0.99, 0.97, 0.9, 0.8, 0.6], 0.95) == 0.9  # mean of .99 .97 .9 = .953
     assert coverage_at_accuracy([0.9, 0.8, 0.7, 0.6], [True, True, False, True], 0.95) == 0.5

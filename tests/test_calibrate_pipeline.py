@@ -20,8 +20,19 @@ GOOD = (("ann-h1", "human", 3.0), ("ann-h2", "human", 3.0), ("ann-h3", "human", 
 ADVERSARIAL = ("ann-bad", "human", -3.0)
 
 
-def simulate(store, *, n_docs=30, n_anchors=6, per_anchor=16, votes_per=3, annotators=GOOD + (ADVERSARIAL,),
-             attention_per_anchor=3, seed=0, criterion="crit", corpus="sim"):
+def simulate(
+    store,
+    *,
+    n_docs=30,
+    n_anchors=6,
+    per_anchor=16,
+    votes_per=3,
+    annotators=GOOD + (ADVERSARIAL,),
+    attention_per_anchor=3,
+    seed=0,
+    criterion="crit",
+    corpus="sim",
+):
     """Documents, a criterion, triplets and votes of annotators with discrimination beta
     (negative = adversarial) under true pair scores.  Returns (truth, triplet ids)."""
     rng = np.random.default_rng(seed)
@@ -29,8 +40,16 @@ def simulate(store, *, n_docs=30, n_anchors=6, per_anchor=16, votes_per=3, annot
         c = Corpus(name=corpus)
         s.add(c)
         s.flush()
-        docs = [Document(corpus_id=c.id, ext_id=f"d{i}", text=f"document number {i} " + "lorem " * (i % 5),
-                         content_hash=f"{i:064d}", meta={"group": f"g{i % 3}"}) for i in range(n_docs)]
+        docs = [
+            Document(
+                corpus_id=c.id,
+                ext_id=f"d{i}",
+                text=f"document number {i} " + "lorem " * (i % 5),
+                content_hash=f"{i:064d}",
+                meta={"group": f"g{i % 3}"},
+            )
+            for i in range(n_docs)
+        ]
         s.add_all(docs)
         s.flush()
         crit = Criterion(name=criterion, description="a simulated criterion", corpus_id=c.id)
@@ -51,9 +70,17 @@ def simulate(store, *, n_docs=30, n_anchors=6, per_anchor=16, votes_per=3, annot
                 gap = truth[(a, x)] - truth[(a, y)]
                 if att and abs(gap) < 2.0:
                     continue  # attention checks are the obvious ones
-                t, new = add_triplet(s, crit.id, a, x, y, method=str(rng.choice(["m-embed", "m-bm25"])),
-                                     strategy="audit" if made % 4 == 0 else "disagreement",
-                                     is_attention_check=att, expected=("first" if gap > 0 else "second") if att else None)
+                t, new = add_triplet(
+                    s,
+                    crit.id,
+                    a,
+                    x,
+                    y,
+                    method=str(rng.choice(["m-embed", "m-bm25"])),
+                    strategy="audit" if made % 4 == 0 else "disagreement",
+                    is_attention_check=att,
+                    expected=("first" if gap > 0 else "second") if att else None,
+                )
                 if not new:
                     continue
                 made += 1
@@ -63,8 +90,16 @@ def simulate(store, *, n_docs=30, n_anchors=6, per_anchor=16, votes_per=3, annot
                     p = 1 / (1 + np.exp(-betas[ai] * diff))
                     choice = "first" if rng.random() < p else "second"
                     conf = float(0.5 + 0.5 * abs(2 * p - 1)) if annotators[ai][1] == "llm" else None
-                    record_vote(s, t.id, anns[ai].id, choice, source="llm" if annotators[ai][1] == "llm" else "tui",
-                                swapped=bool(rng.random() < 0.5), latency_ms=float(rng.integers(800, 6000)), confidence=conf)
+                    record_vote(
+                        s,
+                        t.id,
+                        anns[ai].id,
+                        choice,
+                        source="llm" if annotators[ai][1] == "llm" else "tui",
+                        swapped=bool(rng.random() < 0.5),
+                        latency_ms=float(rng.integers(800, 6000)),
+                        confidence=conf,
+                    )
     return truth, trips
 
 
@@ -73,7 +108,9 @@ def corpus_with_criterion(s, name: str, n_docs: int, *, description: str = "d") 
     c = Corpus(name=name)
     s.add(c)
     s.flush()
-    docs = [Document(corpus_id=c.id, ext_id=f"{name}{i}", text=f"t{i}", content_hash=f"{name}:{i}") for i in range(n_docs)]
+    docs = [
+        Document(corpus_id=c.id, ext_id=f"{name}{i}", text=f"t{i}", content_hash=f"{name}:{i}") for i in range(n_docs)
+    ]
     s.add_all(docs)
     s.flush()
     crit = Criterion(name=name, description=description, corpus_id=c.id)
@@ -144,7 +181,7 @@ def test_vote_kinds_ties_cant_tell_skip_undo_and_best_of_k(store):
     assert nv["fitted"] == 4
     assert summ["tie_parameter"] > 0
     assert [r["triplet_id"] for r in summ["ill_defined"]] == [t2.id]
-    st = {l["triplet_id"]: l for l in summ["labels"]}
+    st = {lo_["triplet_id"]: lo_ for lo_ in summ["labels"]}
     assert t2.id not in st and t3.id not in st  # nothing fitted there, no derived labels by default
     assert st[t1.id]["status"] != "gold" and abs(st[t1.id]["p_first"] - 0.5) < 0.02
     # the best-of-k winner d2 scores above both alternatives under anchor d7
@@ -156,8 +193,9 @@ def test_vote_kinds_ties_cant_tell_skip_undo_and_best_of_k(store):
 
 
 def test_adjudication_and_derived_labels(store):
-    truth, trips = simulate(store, n_docs=12, n_anchors=2, per_anchor=10, attention_per_anchor=0, votes_per=3,
-                            annotators=GOOD, seed=3)
+    truth, trips = simulate(
+        store, n_docs=12, n_anchors=2, per_anchor=10, attention_per_anchor=0, votes_per=3, annotators=GOOD, seed=3
+    )
     with store.transaction() as s:
         tlist = [s.get(Triplet, t) for t in trips]
         pending, reviewed = tlist[0], tlist[1]
@@ -169,23 +207,29 @@ def test_adjudication_and_derived_labels(store):
         unclear = tlist[3]
         record_vote(s, unclear.id, rev.id, "cant_tell", source="review")
     summ = calibrate(store, "crit", alpha_bootstrap=0)
-    st = {l["triplet_id"]: l for l in summ["labels"]}
+    st = {lo_["triplet_id"]: lo_ for lo_ in summ["labels"]}
     assert st[pending.id]["status"] == "contested"
     assert st[reviewed.id]["status"] == "gold" and st[reviewed.id]["label"] == against  # the adjudicator decides
     assert st[unclear.id]["status"] == "uncertain" and st[unclear.id]["label"] is None
     # an unvoted triplet whose two pairs were voted elsewhere under the same anchor, in one component
     comp = {(p["anchor_id"], p["candidate_id"]): p["component"] for p in summ["pair_scores"]}
     existing = {(t.anchor_id, t.first_id, t.second_id) for t in tlist}
-    best = max(((a, x, y) for (a, x), cx in comp.items() for (b, y), cy in comp.items()
-                if a == b and x < y and cx == cy and (a, x, y) not in existing),
-               key=lambda k: abs(truth[(k[0], k[1])] - truth[(k[0], k[2])]))
+    best = max(
+        (
+            (a, x, y)
+            for (a, x), cx in comp.items()
+            for (b, y), cy in comp.items()
+            if a == b and x < y and cx == cy and (a, x, y) not in existing
+        ),
+        key=lambda k: abs(truth[(k[0], k[1])] - truth[(k[0], k[2])]),
+    )
     with store.transaction() as s:
         unvoted, created = add_triplet(s, tlist[0].criterion_id, *best)
         assert created
     summ1 = calibrate(store, "crit", alpha_bootstrap=0)
-    assert unvoted.id not in {l["triplet_id"] for l in summ1["labels"]}
+    assert unvoted.id not in {lo_["triplet_id"] for lo_ in summ1["labels"]}
     summ2 = calibrate(store, "crit", alpha_bootstrap=0, derive=True, tau=0.8)
-    st2 = {l["triplet_id"]: l for l in summ2["labels"]}
+    st2 = {lo_["triplet_id"]: lo_ for lo_ in summ2["labels"]}
     assert st2[unvoted.id]["status"] == "derived"
     assert st2[unvoted.id]["label"] == truth_label(truth, unvoted)
     view = load_run(store, "crit")
@@ -196,12 +240,36 @@ def test_calibrate_cli_json_has_stable_keys(cli, store):
     simulate(store, n_docs=14, n_anchors=3, per_anchor=8, attention_per_anchor=1, seed=1)
     res = cli("calibrate", "crit", "--json", "--tau", "0.85", "--min-votes", "2")
     doc = json.loads(res.stdout)
-    for key in ("criterion", "criterion_version", "run_id", "params", "n_votes", "n_items", "components", "tie_parameter",
-                "gold", "alpha", "kappa", "annotators", "attention", "cant_tell_rate", "ill_defined", "pair_scores", "command"):
+    for key in (
+        "criterion",
+        "criterion_version",
+        "run_id",
+        "params",
+        "n_votes",
+        "n_items",
+        "components",
+        "tie_parameter",
+        "gold",
+        "alpha",
+        "kappa",
+        "annotators",
+        "attention",
+        "cant_tell_rate",
+        "ill_defined",
+        "pair_scores",
+        "command",
+    ):
         assert key in doc, key
     assert set(doc["gold"]) == {"gold", "uncertain", "contested", "derived"}
     assert set(doc["alpha"]) == {"all", "human", "llm"} and set(doc["alpha"]["all"]) >= {"value", "ci", "n_units"}
-    assert doc["pair_scores"] and set(doc["pair_scores"][0]) == {"anchor", "candidate", "score", "stderr", "component", "n_votes"}
+    assert doc["pair_scores"] and set(doc["pair_scores"][0]) == {
+        "anchor",
+        "candidate",
+        "score",
+        "stderr",
+        "component",
+        "n_votes",
+    }
     assert doc["pair_scores"][0]["anchor"].startswith("d")
     a = doc["annotators"][0]
     assert {"name", "kind", "beta", "n_votes"} <= set(a)
@@ -251,7 +319,7 @@ def test_an_lm_judge_asked_in_both_orders_is_one_answer(sqlite_store):
         record_vote(s, t1.id, h.id, "first", source="tui")
         record_vote(s, t2.id, h.id, "second", source="tui")
     summ = calibrate(s_, "j", min_votes=3, alpha_bootstrap=0)
-    st = {l["triplet_id"]: l for l in summ["labels"]}
+    st = {lo_["triplet_id"]: lo_ for lo_ in summ["labels"]}
     assert st[t1.id]["n_votes"] == 2 and st[t1.id]["status"] != "gold"  # two annotators < 3
     assert summ["kappa"][0]["n"] == 1  # only t1 has a judge answer; t2's two votes contradict
     assert summ["alpha"]["all"]["n_units"] == 1
@@ -291,8 +359,14 @@ def test_plain_maximum_likelihood_without_prior(sqlite_store):
         d = [x.id for x in docs]
         anns = [get_or_create_annotator(s, f"a{i}") for i in range(3)]
         # one anchor, candidates 1..3; wins (first, second): (1>2) x2, (2>1), (2>3) x2, (3>2), (1>3) x2, (3>1)
-        plan = [(1, 2, "first", 2), (1, 2, "second", 1), (2, 3, "first", 2), (2, 3, "second", 1),
-                (1, 3, "first", 2), (1, 3, "second", 1)]
+        plan = [
+            (1, 2, "first", 2),
+            (1, 2, "second", 1),
+            (2, 3, "first", 2),
+            (2, 3, "second", 1),
+            (1, 3, "first", 2),
+            (1, 3, "second", 1),
+        ]
         for x, y, choice, k in plan:
             t, _ = add_triplet(s, crit.id, d[0], d[x], d[y])
             for i in range(k):

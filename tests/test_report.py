@@ -7,13 +7,35 @@ import re
 import shutil
 
 import pytest
-
 from test_calibrate_pipeline import simulate
 
-REPORT_KEYS = {"report_version", "criterion", "store", "command", "calibration_command", "data_version", "params", "n_votes",
-               "n_items", "components", "tie_parameter", "gold", "alpha", "kappa", "annotators", "attention",
-               "cant_tell_rate", "ill_defined", "agreement_matrix", "judge_calibration", "votes_over_time",
-               "score_distribution", "leaderboard", "model", "calibration"}
+REPORT_KEYS = {
+    "report_version",
+    "criterion",
+    "store",
+    "command",
+    "calibration_command",
+    "data_version",
+    "params",
+    "n_votes",
+    "n_items",
+    "components",
+    "tie_parameter",
+    "gold",
+    "alpha",
+    "kappa",
+    "annotators",
+    "attention",
+    "cant_tell_rate",
+    "ill_defined",
+    "agreement_matrix",
+    "judge_calibration",
+    "votes_over_time",
+    "score_distribution",
+    "leaderboard",
+    "model",
+    "calibration",
+}
 
 
 def _add_cant_tell(store, n=2):
@@ -41,7 +63,10 @@ def test_report_html_json_md(cli, store, tmp_path):
     assert set(doc) == REPORT_KEYS
     assert doc["command"].startswith("condsim-annot report crit --html")
     assert doc["calibration_command"] == "condsim-annot calibrate crit"
-    assert doc["data_version"]["active_votes"] == doc["n_votes"]["active"] and len(doc["data_version"]["votes_sha256"]) == 16
+    assert (
+        doc["data_version"]["active_votes"] == doc["n_votes"]["active"]
+        and len(doc["data_version"]["votes_sha256"]) == 16
+    )
     assert [t["triplet_id"] for t in doc["ill_defined"]] == [ill]
     assert [f["name"] for f in doc["attention"]["failed"]] == ["ann-bad"]
     am = doc["agreement_matrix"]
@@ -59,8 +84,17 @@ def test_report_html_json_md(cli, store, tmp_path):
     cal = doc["calibration"]["votes"]
     assert doc["model"]["name"] == "triplet" and 0 <= cal["ece"] <= 0.2 and sum(b["n"] for b in cal["bins"]) == cal["n"]
     assert "Calibration (measured)" in html and "reliability (cross-validated)" not in html  # the title is in the PNG
-    for needle in ("score distribution", "annotator reliability", "agreement matrix", "LM-judge reliability diagram",
-                   "votes over time", "position bias", "Ill-defined triplets", "condsim-annot calibrate crit", "ann-bad"):
+    for needle in (
+        "score distribution",
+        "annotator reliability",
+        "agreement matrix",
+        "LM-judge reliability diagram",
+        "votes over time",
+        "position bias",
+        "Ill-defined triplets",
+        "condsim-annot calibrate crit",
+        "ann-bad",
+    ):
         assert needle in html, needle
     md = m.read_text()
     assert md.startswith("# Calibration report: `crit`") and "ann-bad ⚠" in md and "Ill-defined" in md
@@ -89,8 +123,10 @@ def test_report_renders_in_headless_chromium(sqlite_store, tmp_path):
     write_report(sqlite_store, "crit", html=str(html))
     requests = []
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=shutil.which("chromium"),
-                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         page = b.new_page(viewport={"width": 1200, "height": 900})
         page.on("request", lambda r: requests.append(r.url))
         page.goto(html.as_uri())
