@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import select
+from sqlmodel import col
 
 from ..calibrate.tables import AnnotatorStat, PairScore
 from ..db import Store
@@ -51,7 +52,8 @@ class Calibration:
         score ~1 and outrank the committee's, settled ones ~0 and fall below them."""
         if not self._scale:
             sd = self.typical_sd or self.prior_sd
-            self._scale = max(float(expected_information(0.0, sd, 0.0, sd, self.beta, self.nu,
+            zero, s = np.zeros(1), np.full(1, sd)
+            self._scale = max(float(expected_information(zero, s, zero, s, self.beta, self.nu,
                                                          self.beta_weight)[0]), 1e-9)
         return self._scale
 
@@ -106,16 +108,17 @@ def _tie_parameter(params: dict, summary: dict) -> float:
 def load_calibration(store: Store, criterion_id: int, pos_of: dict[int, int]) -> Calibration | None:
     """The latest calibration run of the criterion, or None (no run, or no pair of this corpus scored)."""
     with store.session() as s:
-        q = (select(CalibrationRun.id, CalibrationRun.params, CalibrationRun.summary)
-             .where(CalibrationRun.criterion_id == criterion_id).order_by(CalibrationRun.id.desc()).limit(1))
+        q = (select(col(CalibrationRun.id), col(CalibrationRun.params), col(CalibrationRun.summary))
+             .where(col(CalibrationRun.criterion_id) == criterion_id).order_by(col(CalibrationRun.id).desc()).limit(1))
         run = s.execute(q).first()
         if run is None:
             return None
         run_id, params, summary = run
-        rows = s.execute(select(PairScore.anchor_id, PairScore.candidate_id, PairScore.score, PairScore.stderr,
-                                PairScore.component).where(PairScore.calibration_run_id == run_id)).all()
-        stats = s.execute(select(AnnotatorStat.beta, AnnotatorStat.n_fitted)
-                          .where(AnnotatorStat.calibration_run_id == run_id)).all()
+        rows = s.execute(select(col(PairScore.anchor_id), col(PairScore.candidate_id), col(PairScore.score),
+                                col(PairScore.stderr), col(PairScore.component))
+                         .where(col(PairScore.calibration_run_id) == run_id)).all()
+        stats = s.execute(select(col(AnnotatorStat.beta), col(AnnotatorStat.n_fitted))
+                          .where(col(AnnotatorStat.calibration_run_id) == run_id)).all()
     partners: dict[int, dict[int, tuple]] = defaultdict(dict)
     comps = set()
     n = 0
@@ -143,7 +146,8 @@ def _scale(params: dict, summary: dict) -> tuple[bool, float]:
     """(one scale across components?, the prior sd of a pair nobody voted on).  The triplet model says so in its
     summary (``model.global_scale``, ``model.prior_scale``); a legacy fit has one scale unless its prior was
     switched off (``prior`` 0; None meant the default 2)."""
-    block = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+    model = summary.get("model")
+    block: dict = model if isinstance(model, dict) else {}
     prior = params.get("prior", 2.0)
     across = bool(block.get("global_scale")) or prior is None or bool(prior)
     sd = block.get("prior_scale") if isinstance(block.get("prior_scale"), (int, float)) else prior

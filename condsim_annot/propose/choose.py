@@ -115,7 +115,8 @@ def choose_bridge_pairs(pools: list[AnchorPool], n_bridge: int, rng: np.random.G
     cands = sorted({(min(p.anchor, int(x)), max(p.anchor, int(x))) for p in pools for x in p.pos if int(x) in anchors})
     want = int(math.ceil(n_bridge / 2))
     uf = joined if joined is not None else UnionFind()
-    first, rest = [], []
+    first: list[tuple[int, int]] = []
+    rest: list[tuple[int, int]] = []
     for q in rng.permutation(len(cands)):
         a, b = cands[q]
         (first if uf.union(a, b) else rest).append((a, b))

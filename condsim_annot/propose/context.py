@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import select
+from sqlmodel import col
 
 from ..criteria import default_instruction
 from ..db import Store
@@ -51,9 +52,9 @@ class ProposeContext:
             texts: list[str | None] = [None] * len(self.doc_ids)
             with self.store.session() as s:
                 lo, hi = int(self.doc_ids.min()), int(self.doc_ids.max())
-                q = select(Document.id, Document.text).where(Document.id >= lo, Document.id <= hi)
+                q = select(col(Document.id), col(Document.text)).where(col(Document.id) >= lo, col(Document.id) <= hi)
                 if self.criterion.corpus_id is not None:
-                    q = q.where(Document.corpus_id == self.criterion.corpus_id)
+                    q = q.where(col(Document.corpus_id) == self.criterion.corpus_id)
                 for did, text in s.execute(q):
                     p = self._pos.get(int(did))
                     if p is not None:
@@ -69,7 +70,7 @@ class ProposeContext:
         ids = [int(self.doc_ids[p]) for p in positions]
         with self.store.session() as s:
             for i in range(0, len(ids), 900):
-                q = select(Document.id, Document.text).where(Document.id.in_(ids[i : i + 900]))
+                q = select(col(Document.id), col(Document.text)).where(col(Document.id).in_(ids[i : i + 900]))
                 for did, text in s.execute(q):
                     out[self._pos[int(did)]] = text
         return out
@@ -82,9 +83,9 @@ class ProposeContext:
 def load_docs(store: Store, criterion: Criterion) -> tuple[np.ndarray, list[str]]:
     """The criterion's documents (store ids in position order) and their content hashes."""
     with store.session() as s:
-        q = select(Document.id, Document.content_hash).order_by(Document.id)
+        q = select(col(Document.id), col(Document.content_hash)).order_by(col(Document.id))
         if criterion.corpus_id is not None:
-            q = q.where(Document.corpus_id == criterion.corpus_id)
+            q = q.where(col(Document.corpus_id) == criterion.corpus_id)
         rows = s.execute(q).all()
     return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
@@ -94,7 +95,8 @@ def existing_triplets(store: Store, criterion_id: int) -> tuple[set, Counter]:
     keys: set = set()
     per_anchor: Counter = Counter()
     with store.session() as s:
-        q = select(Triplet.anchor_id, Triplet.first_id, Triplet.second_id).where(Triplet.criterion_id == criterion_id)
+        q = (select(col(Triplet.anchor_id), col(Triplet.first_id), col(Triplet.second_id))
+             .where(col(Triplet.criterion_id) == criterion_id))
         for a, f, sec in s.execute(q):
             keys.add((a, f, sec))
             per_anchor[a] += 1

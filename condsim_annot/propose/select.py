@@ -54,6 +54,11 @@ __all__ = ["RANKED", "STRATEGIES", "WRITE_BATCH", "AnchorPool", "Calibration", "
            "ProposeSummary", "existing_triplets", "load_docs", "proposal_runs", "propose", "write"]
 
 
+def _id(crit: Criterion) -> int:
+    assert crit.id is not None  # a stored criterion
+    return int(crit.id)
+
+
 def _prepare_methods(ctx: ProposeContext, names: list[str], summary: ProposeSummary, timings: dict) -> Committee:
     active: list[Method] = []
     for name in names:
@@ -86,7 +91,7 @@ def _anchors(store: Store, crit: Criterion, doc_ids: np.ndarray, keys: set, per_
     """Stage 2: the anchors, their room under the cap, and the calibration run (if any)."""
     used = np.asarray([per_anchor_existing.get(int(d), 0) for d in doc_ids])
     picked, eligible, n_anchors = pick_anchors(used, opts.per_anchor, remaining, rng, crit.name)
-    cal = load_calibration(store, int(crit.id), {int(d): i for i, d in enumerate(doc_ids)})
+    cal = load_calibration(store, _id(crit), {int(d): i for i, d in enumerate(doc_ids)})
     extra = None
     if cal is not None:
         t = time.perf_counter()
@@ -150,8 +155,8 @@ def _start(store: Store, criterion_name: str, opts: ProposeOptions) -> tuple[Cri
     names = opts.validate()
     with store.session() as s:
         crit = get_criterion(s, criterion_name)
-    stale = mark_stale_runs(store, int(crit.id))
-    keys, per_anchor_existing = context.existing_triplets(store, int(crit.id))
+    stale = mark_stale_runs(store, _id(crit))
+    keys, per_anchor_existing = context.existing_triplets(store, _id(crit))
     summary = ProposeSummary(criterion=crit.name, budget=opts.budget, existing=len(keys), methods=names,
                              stale_runs=stale)
     return crit, keys, per_anchor_existing, summary
@@ -178,7 +183,7 @@ def propose(store: Store, criterion_name: str, options: ProposeOptions | None = 
     if len(doc_ids) < 3:
         raise CondsimError(f"criterion {crit.name!r} has {len(doc_ids)} documents; a triplet needs at least 3 "
                            "(ingest some first)")
-    rng = np.random.default_rng([int(opts.seed), int(crit.id)])
+    rng = np.random.default_rng([int(opts.seed), _id(crit)])
     anchors, room, cal = _anchors(store, crit, doc_ids, keys, per_anchor_existing, opts, remaining, rng, summary)
     summary.anchors = len(anchors)
     ctx = ProposeContext(store, crit, doc_ids, hashes, options=opts.method_options(),

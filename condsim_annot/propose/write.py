@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session, col
 
 from ..criteria import get_criterion
 from ..db import Store
@@ -66,9 +67,9 @@ def is_stale(run: ProposalRun, now: datetime | None = None, host: str | None = N
 def mark_stale_runs(store: Store, criterion_id: int | None = None) -> list[int]:
     """Mark dead ``running`` runs ``interrupted (stale)`` (their committed triplets stand); returns their ids."""
     with store.transaction() as s:
-        q = select(ProposalRun).where(ProposalRun.status == "running")
+        q = select(ProposalRun).where(col(ProposalRun.status) == "running")
         if criterion_id is not None:
-            q = q.where(ProposalRun.criterion_id == criterion_id)
+            q = q.where(col(ProposalRun.criterion_id) == criterion_id)
         stale = [r for r in s.scalars(q).all() if is_stale(r)]
         for r in stale:
             r.status = STALE
@@ -81,10 +82,17 @@ def proposal_runs(store: Store, criterion_name: str | None = None) -> list[Propo
     """The proposal runs (of one criterion), oldest first; dead ``running`` runs are marked stale first."""
     mark_stale_runs(store)
     with store.session() as s:
-        q = select(ProposalRun).order_by(ProposalRun.id)
+        q = select(ProposalRun).order_by(col(ProposalRun.id))
         if criterion_name:
-            q = q.where(ProposalRun.criterion_id == get_criterion(s, criterion_name).id)
+            q = q.where(col(ProposalRun.criterion_id) == get_criterion(s, criterion_name).id)
         return list(s.scalars(q).all())
+
+
+def _run(s: Session, run_id: int) -> ProposalRun:
+    run = s.get(ProposalRun, run_id)
+    if run is None:  # pragma: no cover - deleted under our feet
+        raise LookupError(f"proposal run {run_id} is gone")
+    return run
 
 
 def _row(c: dict, doc_ids: np.ndarray, crit: Criterion, method_label: str, run_id: int) -> tuple:
@@ -126,7 +134,7 @@ def _write_batch(store: Store, rows: list[tuple], run_id: int, method_names: lis
                    for t, sf, ss in created for k, m in enumerate(method_names)]
         if margins:
             s.execute(insert(TripletMargin), margins)
-        run = s.get(ProposalRun, run_id)
+        run = _run(s, run_id)
         run.n_added += len(created)
         run.summary = {**(run.summary or {}), "heartbeat": _now().isoformat()}
         s.add(run)
@@ -182,7 +190,7 @@ def finish_run(store: Store, run_id: int, status: str, added: int, by_strategy: 
                  "method_info": summary.method_info, "components": summary.components}
     try:
         with store.transaction() as s:
-            run = s.get(ProposalRun, run_id)
+            run = _run(s, run_id)
             run.status = status
             run.finished_at = _now()
             run.summary = {"added": added, "by_strategy": by_strategy, **extra}
