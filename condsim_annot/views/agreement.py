@@ -52,10 +52,11 @@ def knn_indices(S: np.ndarray, k: int) -> np.ndarray:
 def knn_jaccard(S1: np.ndarray, S2: np.ndarray, k: int = 10) -> float:
     """Mean over documents of |N1 ∩ N2| / |N1 ∪ N2| for the k-NN sets under two similarity matrices."""
     a, b = knn_indices(S1, k), knn_indices(S2, k)
-    return float(np.mean(_row_jaccard(a, b)))
+    return float(np.mean(row_jaccard(a, b)))
 
 
-def _row_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, |a_i ∩ b_i| / |a_i ∪ b_i| of two [n, k] index arrays."""
     inter = np.array([len(np.intersect1d(x, y, assume_unique=True)) for x, y in zip(a, b, strict=True)], dtype=float)
     return inter / (a.shape[1] + b.shape[1] - inter)
 
@@ -104,7 +105,7 @@ class LinearMapAgreement:
         Y = base if Y is None else Y
         found = _top_k(_cos(Q, base), te, k)
         truth = _top_k(_cos(Y[te], Y), te, k)
-        return float(np.mean(_row_jaccard(found, truth)))
+        return float(np.mean(row_jaccard(found, truth)))
 
 
 def _gcv_alpha(s: np.ndarray, UtY: np.ndarray, Yc: np.ndarray) -> float:

@@ -20,9 +20,9 @@ from condsim_annot.db import Store
 from condsim_annot.errors import CondsimError, InputError
 from condsim_annot.models import Criterion
 from condsim_annot.views import spaces as sp
-from condsim_annot.views.agreement import LinearMapAgreement, knn_jaccard, linear_cka
+from condsim_annot.views.agreement import LinearMapAgreement, knn_indices, linear_cka, row_jaccard
 from condsim_annot.views.clusters import choose_clusters, ctfidf_terms, llm_labels
-from condsim_annot.views.projection import default_projection, kernel_features, project
+from condsim_annot.views.projection import default_projection, kernel_features, pca, project
 from condsim_annot.views.som import SelfOrganizingMap, grid_shape
 from condsim_annot.views.tste import TSTE, triplet_accuracy
 
@@ -205,7 +205,7 @@ def _votes_space(
 
 def top_neighbours(X: np.ndarray, k: int = 10, chunk: int = 1024) -> np.ndarray:
     """Each row's k nearest rows by cosine (itself excluded), in chunks so 10k documents stay small in memory."""
-    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    Xn = (X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)).astype(np.float32)
     k = min(k, len(X) - 1)
     out = np.empty((len(X), k), dtype=np.int64)
     for s in range(0, len(X), chunk):
@@ -244,6 +244,8 @@ def _clusters(store: Store, c: Criterion, docs: sp.DocSample, X: np.ndarray, opt
 
 def _som(docs: sp.DocSample, X: np.ndarray, colours: Sequence[str | None], seed: int) -> dict[str, Any]:
     rows, cols = grid_shape(len(X))
+    if X.shape[1] > 50 and len(X) > 50:  # the grid is laid out in the first 50 principal components: same
+        X = pca(X, 50, seed)  # neighbourhoods, an eighth of the distance computations
     som = SelfOrganizingMap(rows, cols, seed=seed).fit(X)
     cells = []
     for cell in range(rows * cols):
@@ -342,8 +344,13 @@ def method_agreement(
     kernels["bm25"] = np.asarray(S_bm25, dtype=np.float64)[np.ix_(idx, idx)]
     names = list(kernels)
     k = min(opts.k, len(idx) - 1)
-    cka = [[linear_cka(kernels[a], kernels[b]) for b in names] for a in names]
-    jac = [[knn_jaccard(kernels[a], kernels[b], k) for b in names] for a in names]
+    nn = {name: knn_indices(K, k) for name, K in kernels.items()}
+    cka = np.eye(len(names))
+    jac = np.eye(len(names))
+    for i, a in enumerate(names):  # both statistics are symmetric: the upper triangle, mirrored
+        for j in range(i + 1, len(names)):
+            cka[i, j] = cka[j, i] = linear_cka(kernels[a], kernels[names[j]])
+            jac[i, j] = jac[j, i] = float(np.mean(row_jaccard(nn[a], nn[names[j]])))
     _tick(progress, "method agreement")
     maps = []
     for a in vecs:
@@ -366,7 +373,7 @@ def method_agreement(
         "sample": {"n": len(idx), "described": described, "rows": idx.tolist()},
         "methods": names,
         "k": k,
-        "cka": cka,
-        "jaccard": jac,
+        "cka": cka.tolist(),
+        "jaccard": jac.tolist(),
         "linear_maps": maps,
     }

@@ -41,7 +41,7 @@ def kernel_features(K: np.ndarray, dim: int = 50, seed: int = 0) -> np.ndarray:
     K = K / d[:, None] / d[None, :]
     K = K - K.mean(0, keepdims=True) - K.mean(1, keepdims=True) + K.mean()
     dim = min(dim, len(K) - 1)
-    U, s, _ = randomized_svd(K, n_components=dim, random_state=seed)
+    U, s, _ = randomized_svd(K.astype(np.float32), n_components=dim, n_iter=2, random_state=seed)
     return U * np.sqrt(np.maximum(s, 0))
 
 

@@ -44,8 +44,9 @@ class SelfOrganizingMap:
 
     def _init(self, X: np.ndarray) -> np.ndarray:
         mu = X.mean(0)
-        _u, s, vt = np.linalg.svd(X - mu, full_matrices=False)
-        sd = s[:2] / np.sqrt(max(len(X) - 1, 1))
+        sub = X[:: max(1, len(X) // 1000)] - mu  # the principal plane of a systematic subsample is enough
+        _u, s, vt = np.linalg.svd(sub, full_matrices=False)
+        sd = s[:2] / np.sqrt(max(len(sub) - 1, 1))
         g = self._grid()
         gr = (g[:, 0] / max(self.rows - 1, 1) - 0.5) * 2
         gc = (g[:, 1] / max(self.cols - 1, 1) - 0.5) * 2
