@@ -51,7 +51,7 @@ CRIT = "same-technique"
 PER_ANCHOR = 12  # CHAMP's concepts are sparse: about 3 in 4 triplets are ties (no concept shared), never gold
 
 
-def build(folder: Path, budget: int, seed: int) -> tuple[object, dict]:
+def build(folder: Path, budget: int, seed: int, audit: float = 0.1) -> tuple[object, dict]:
     from condsim_annot.criteria import load_criteria_file
     from condsim_annot.db import open_store
     from condsim_annot.demo import write_demo_files
@@ -74,7 +74,7 @@ def build(folder: Path, budget: int, seed: int) -> tuple[object, dict]:
     emb.documents(ids.tolist())
     emb.queries(ids.tolist(), prompt)
     base_cpu = time.process_time() - t
-    summ = propose(store, CRIT, methods="embedding,bm25", budget=budget, per_anchor=PER_ANCHOR, seed=seed)
+    summ = propose(store, CRIT, methods="embedding,bm25", budget=budget, per_anchor=PER_ANCHOR, audit=audit, seed=seed)
     gold = concept_gold(store)
     return store, {"minilm_embed_cpu": base_cpu, "minilm_texts_encoded": emb.texts_encoded, "round1_added": summ.added,
                    "round1_by_strategy": summ.by_strategy, "round1_gold": gold}
@@ -163,6 +163,7 @@ def main() -> int:
     ap.add_argument("--budget", type=int, default=2200, help="round-1 triplets proposed (about 1 in 5 becomes gold)")
     ap.add_argument("--round2", type=int, default=500, help="triplets added by the second propose round")
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--audit", type=float, default=0.3, help="round-1 random audit share (the unbiased column)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", help="keep the work folder here")
     ap.add_argument("--json", action="store_true")
@@ -176,7 +177,7 @@ def main() -> int:
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["CONDSIM_CACHE"] = str(folder / "cache")
     t0 = time.perf_counter()
-    store, info = build(folder, args.budget, args.seed)
+    store, info = build(folder, args.budget, args.seed, args.audit)
     with store.session() as s:
         r1 = set(s.scalars(select(ProposalRun.id)).all())
     info["round1_accuracy"] = gold_accuracy(store, r1)

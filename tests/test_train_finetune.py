@@ -31,10 +31,15 @@ def test_fine_tuned_model_loads_with_sentence_transformer(tmp_path):
     assert info["steps"] == 2 and info["n_train"] == 8 and np.isfinite(info["train_loss"])
     model = SentenceTransformer(str(out), device="cpu")
     v = model.encode(["a pigeonhole problem"], normalize_embeddings=True)
-    base = SentenceTransformer(default_model_path(), device="cpu").encode(
-        ["a pigeonhole problem"], normalize_embeddings=True
-    )
-    assert v.shape == base.shape == (1, 384)
-    assert not np.allclose(v, base, atol=1e-6)  # the weights were trained, not just copied
+    assert v.shape == (1, 384) and np.isfinite(v).all()
+    # the weights were trained, not just copied (compared tensor by tensor, no second model loaded)
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    new = load_file(str(next(Path(out).rglob("model.safetensors"))))
+    old = load_file(str(Path(default_model_path()) / "model.safetensors"))
+    shared = [k for k in new if k in old]
+    assert len(shared) == len(new) and any(not np.array_equal(new[k], old[k]) for k in shared)
     m = triplet_margins(str(out), anchors[:2], positives[:2], negatives[:2], prompt="Represent the technique: ")
     assert m.shape == (2,) and np.isfinite(m).all()
