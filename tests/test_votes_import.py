@@ -235,7 +235,7 @@ def test_fast_path_agrees_with_the_field_by_field_check(cli, store, tmp_path):
     head = "criterion,anchor,a,b,annotator,choice,kind,latency_ms,confidence,rationale,group_id\n"
     rows = [f"proof,p{1 + i % 5},p{1 + (i + 1) % 5},p{1 + (i + 3) % 5},ann{i % 7},{'a b tie skip'.split()[i % 4]},"
             f"{'' if i % 7 else 'human'},{i * 10 if i % 2 else ''},{'0.5' if i % 3 else ''},"
-            f"{'ünïcode' if i % 4 else ''},{'g%d' % i if i % 5 else ''}\n" for i in range(300)]
+            f"{'ünïcode' if i % 4 else ''},{f'g{i}' if i % 5 else ''}\n" for i in range(300)]
     text = head + "".join(rows)
     with store.engine.connect() as conn:
         header, it = read_csv(iter(text.encode().splitlines(keepends=True)), "v.csv")
@@ -251,3 +251,78 @@ def test_fast_path_agrees_with_the_field_by_field_check(cli, store, tmp_path):
     res = cli("votes", "import", f, expect_ok=False)
     assert "v.csv:252: field 'confidence': confidence 1.5 is not in [0, 1]" in res.output, res.output
     assert _count(store, Vote) == 0
+
+
+def _chunky_file(path, n=12):
+    rows = ["criterion,anchor,a,b,annotator,choice"]
+    rows += [f"proof,p{1 + i % 5},p{1 + (i + 1) % 5},p{1 + (i + 2) % 5},new{i},a" for i in range(n)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _active_import_votes(store):
+    return _count(store, Vote, Vote.state == "active", Vote.source == "import")
+
+
+def test_import_aborted_between_chunks_shows_nothing_and_leaves_nothing(cli, store, tmp_path, monkeypatch):
+    """Defect 14.4: the file goes in by short transactions, yet nothing is visible before the end and an
+    interrupted import (Ctrl-C between two chunks) removes every vote, triplet and annotator it wrote."""
+    from condsim_annot.calibrate import votes_import as vi
+    from condsim_annot.calibrate import votes_publish as vp
+
+    _setup(cli, tmp_path)
+    old = tmp_path / "old.csv"
+    old.write_text("criterion,anchor,a,b,annotator,choice\nproof,p1,p2,p3,new0,b\n")
+    assert import_votes(store, old).added == 1  # new0's older vote on p1|p2,p3: the file below supersedes it
+    before = (_count(store, Vote), _count(store, Triplet), _count(store, Annotator))
+    monkeypatch.setattr(vi, "CHUNK", 4)  # staged 4 rows at a time
+    monkeypatch.setattr(vp, "CHUNK", 3)  # written 3 votes per transaction
+    seen = []
+
+    def interrupt(phase, done, total):
+        if phase == "publish" and done >= 6:  # two chunks committed
+            seen.append((_active_import_votes(store), _count(store, Vote, Vote.state == "undone")))
+            raise KeyboardInterrupt
+
+    f = _chunky_file(tmp_path / "v.csv")
+    with pytest.raises(KeyboardInterrupt):
+        import_votes(store, f, progress=interrupt)
+    assert seen == [(1, 6)]  # six votes written, none of them visible; the old vote still the active one
+    assert (_count(store, Vote), _count(store, Triplet), _count(store, Annotator)) == before
+    assert _active_import_votes(store) == 1
+    r = import_votes(store, f)  # the same file, uninterrupted: every chunk of it
+    assert (r.read, r.added) == (12, 12)
+    assert _active_import_votes(store) == 12 and _count(store, Vote, Vote.state == "superseded") == 1
+
+
+KILLED = """
+import os, sys
+from condsim_annot.calibrate import votes_import as vi, votes_publish as vp
+from condsim_annot.db import open_store
+vi.CHUNK, vp.CHUNK = 4, 3
+def die(phase, done, total):
+    if phase == "publish" and done >= 6:
+        os._exit(9)  # as kill -9: no clean-up runs
+vi.import_votes(open_store(sys.argv[1]), sys.argv[2], progress=die)
+"""
+
+
+def test_killed_import_leaves_an_invisible_batch_that_the_next_import_removes(cli, store, db_url, tmp_path,
+                                                                              monkeypatch):
+    """kill -9 between chunks: readers see nothing; a later import removes the stale batch and its triplets."""
+    import subprocess
+    import sys
+
+    from condsim_annot.calibrate import votes_publish as vp
+
+    _setup(cli, tmp_path)
+    f = _chunky_file(tmp_path / "v.csv")
+    p = subprocess.run([sys.executable, "-c", KILLED, db_url, str(f)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 9, p.stderr
+    assert _active_import_votes(store) == 0 and _count(store, Vote, Vote.state == "undone") == 6
+    monkeypatch.setattr(vp, "STALE_S", 0.0)  # the batch counts as stale at once
+    other = tmp_path / "w.csv"
+    other.write_text("criterion,anchor,a,b,annotator,choice\nproof,p4,p5,p1,zed,a\n")
+    assert import_votes(store, other).added == 1
+    assert _count(store, Vote) == 1 and _count(store, Triplet) == 1
+    assert _count(store, Annotator) == 1  # new0..new5 came with the killed batch and went with it

@@ -13,9 +13,10 @@ All or nothing, without starving other writers:
 1. *validate* the whole file (reads only): the first bad row raises ``file:line: field``;
 2. *stage* the rows in a temporary table of this connection (SQLite keeps temporary
    tables in a separate file, so this takes no lock on the store);
-3. *publish* with a few set-based statements in one short transaction (annotators,
-   triplets, superseded votes, new votes).  Until it commits nobody sees anything;
-   an annotator in the TUI waits at most for this step, never for the file.
+3. *publish* (:mod:`.votes_publish`): the votes go in as an invisible batch by short
+   transactions of a few thousand rows, then one short transaction makes the batch
+   visible; a failed, interrupted or killed import leaves nothing visible and its batch
+   is removed.  An annotator in the TUI waits at most for one of these short steps.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, pro
         staged = v.chunk(buf)
         _write_staged(conn, staged)
         conn.commit()  # the temporary table only: no lock on the store
+        conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]  # written through the driver
         res.read += len(staged)
         buf.clear()
         if progress:
@@ -151,8 +153,8 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
                  progress: Progress | None = None) -> ImportResult:
     """Import a votes CSV, all or nothing.  ``text`` overrides reading ``path``.
 
-    ``progress(phase, done, total)``: phase ``validate`` (bytes of the file) then
-    ``publish`` (statements of the final transaction).
+    ``progress(phase, done, total)``: phase ``validate`` (bytes of the file), ``publish``
+    (rows written, between two transactions) then ``activate`` (0 then 1).
     """
     path = str(path)
     res = ImportResult()
@@ -175,7 +177,6 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
             conn.rollback()
             STAGING.drop(conn)
             conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
-            conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_triplets")
             conn.commit()
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA foreign_keys = ON")

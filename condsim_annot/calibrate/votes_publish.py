@@ -1,85 +1,88 @@
-"""The publish step of ``votes import``: staged rows become votes in one short transaction.
+"""The publish step of ``votes import``: staged rows become votes, all or nothing, in short transactions.
 
-Set-based SQL (the same statements on SQLite and PostgreSQL, a JSON function apart),
-so the transaction that other writers wait for lasts as long as a few index passes
-over the file, not as long as reading and validating it.  Rows are inserted in key
-order, so two imports of files sharing triplets take their locks in the same order;
-a PostgreSQL deadlock or serialization failure is retried from scratch (the staged
-rows are in a temporary table of this connection and survive the rollback).
+1. *write*: the file's votes go in by chunks of :data:`CHUNK` rows, each its own short
+   transaction, as ``state='undone'`` rows tagged ``session_id = import-pending:<batch>:a|s``
+   (the state they will take).  Every reader counts ``active`` votes only, the queue ignores
+   ``undone`` ones, and the partial unique index (migration 0007) covers active votes only,
+   so nothing of the file is visible yet.  The triplets and annotators a chunk needs are
+   created in the same transaction (created_at = the batch's timestamp, so they can be found).
+2. *activate*: one transaction supersedes the annotators' older active import votes and
+   flips the batch to its final states (two index passes, no joins over the file).  If the
+   count flipped is not the count written, it rolls back: nothing is visible.
+3. On any failure (or Ctrl-C) the batch is removed again: its votes, then the triplets and
+   annotators it created that nothing else references.  A killed import leaves an invisible
+   batch; the next import removes batches older than :data:`STALE_S`.
+
+A TUI answer waits at most for one chunk or for the activation, never for the file.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
-from sqlalchemy import DateTime, bindparam, select, text
+from sqlalchemy import DateTime, String, bindparam, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
-from sqlmodel import col
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlmodel import SQLModel, col
 
 from ..errors import InputError
-from ..models import Annotator
+from ..models import Annotator, load_all_models
 from ..store_api import insert_ignoring_conflicts
 
 Progress = Callable[[str, int, int | None], None]
+CHUNK = 2000  # votes per write transaction: tens of milliseconds of lock
+STALE_S = 3600.0  # an unfinished batch this old belongs to a killed import
 RETRIES = 3
+PENDING = "import-pending:"
 _RETRY_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
 
 _KEY = ("{a}.criterion_id = {b}.criterion_id AND {a}.anchor_id = {b}.anchor_id AND {a}.first_id = {b}.first_id"
         " AND {a}.second_id = {b}.second_id")
 # One pass over the staged rows (temporary tables only, no lock on the store): a line repeating an earlier
 # line (same hash) is dropped; an annotator voting again on a triplet later in the file: the last line counts.
+# seq numbers the rows in key order: chunks are seq ranges, so concurrent imports take locks in the same order.
 _ROWS = (
-    "CREATE TEMPORARY TABLE vote_import_rows AS SELECT line, criterion_id, anchor_id, first_id, second_id, annotator,"
-    " choice, swapped, latency_ms, confidence, rationale, group_id, external_id, CASE WHEN line = MAX(line) OVER"
-    " (PARTITION BY criterion_id, anchor_id, first_id, second_id, annotator) THEN 'active' ELSE 'superseded' END"
-    " AS state, 0 AS present FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY external_id ORDER BY line) AS rn"
-    " FROM vote_import_staging s) x WHERE rn = 1 ORDER BY criterion_id, anchor_id, first_id, second_id, annotator,"
-    " swapped, line"
+    "CREATE TEMPORARY TABLE vote_import_rows AS SELECT ROW_NUMBER() OVER (ORDER BY criterion_id, anchor_id,"
+    " first_id, second_id, annotator, swapped, line) AS seq, line, criterion_id, anchor_id, first_id, second_id,"
+    " annotator, choice, swapped, latency_ms, confidence, rationale, group_id, external_id, CASE WHEN line ="
+    " MAX(line) OVER (PARTITION BY criterion_id, anchor_id, first_id, second_id, annotator) THEN 'active' ELSE"
+    " 'superseded' END AS state FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY external_id ORDER BY line) AS rn"
+    " FROM vote_import_staging s) x WHERE rn = 1"
 )
-_DISTINCT = (
-    "CREATE TEMPORARY TABLE vote_import_triplets AS SELECT DISTINCT criterion_id, anchor_id, first_id, second_id"
-    " FROM vote_import_rows ORDER BY criterion_id, anchor_id, first_id, second_id"
+_PRESENT = (  # rows imported before (same hash): unchanged, and they supersede nothing
+    "DELETE FROM vote_import_rows WHERE EXISTS (SELECT 1 FROM vote v WHERE v.external_id = vote_import_rows.external_id"
+    " AND v.source = 'import' AND (v.session_id IS NULL OR v.session_id NOT LIKE 'import-pending:%'))"
 )
 _TRIPLETS = (
     "INSERT INTO triplet (criterion_id, anchor_id, first_id, second_id, method, priority, is_attention_check,"
-    " created_at) SELECT criterion_id, anchor_id, first_id, second_id, 'import', 0.0, false, :now"
-    " FROM vote_import_triplets WHERE true {order_triplets}"
+    " created_at) SELECT DISTINCT criterion_id, anchor_id, first_id, second_id, 'import', 0.0, false, :now"
+    " FROM vote_import_rows WHERE seq >= :lo AND seq < :hi ORDER BY criterion_id, anchor_id, first_id, second_id"
     " ON CONFLICT (criterion_id, anchor_id, first_id, second_id) DO NOTHING"
 )
-_PRESENT = (  # rows imported before (same hash): unchanged, and they supersede nothing
-    "UPDATE vote_import_rows SET present = 1 WHERE EXISTS (SELECT 1 FROM vote v"
-    " WHERE v.external_id = vote_import_rows.external_id AND v.source = 'import')"
-)
-_JOINS = (
-    " FROM vote_import_rows f JOIN triplet t ON " + _KEY.format(a="t", b="f")
-    + " JOIN annotator a ON a.name = f.annotator"
-)
-_SUPERSEDE = (
-    "UPDATE vote SET state = 'superseded' WHERE id IN (SELECT v.id" + _JOINS
-    + " JOIN vote v ON v.triplet_id = t.id AND v.annotator_id = a.id"
-    " WHERE f.present = 0 AND f.state = 'active' AND v.source = 'import' AND v.state = 'active')"
-)
-_VOTES = (
+_VOTES = (  # replaces_id: the annotator's active import vote now, the one activation will supersede
     "INSERT INTO vote (triplet_id, annotator_id, choice, swapped, latency_ms, rationale, confidence, source, state,"
-    " replaces_id, group_id, external_id, meta, created_at)"
-    " SELECT t.id, a.id, f.choice, f.swapped, f.latency_ms, f.rationale, f.confidence, 'import', f.state,"
+    " replaces_id, group_id, session_id, external_id, meta, created_at)"
+    " SELECT t.id, a.id, f.choice, f.swapped, f.latency_ms, f.rationale, f.confidence, 'import', 'undone',"
     " CASE WHEN f.state = 'active' THEN (SELECT MAX(v.id) FROM vote v WHERE v.triplet_id = t.id"
-    " AND v.annotator_id = a.id AND v.source = 'import' AND v.state = 'superseded') END,"
-    " f.group_id, f.external_id, {meta}, :now" + _JOINS + " WHERE f.present = 0"
-    " {order_votes}"
-    " ON CONFLICT (triplet_id, annotator_id, source, swapped) WHERE state = 'active' DO NOTHING"
+    " AND v.annotator_id = a.id AND v.source = 'import' AND v.state = 'active') END,"
+    " f.group_id, CASE WHEN f.state = 'active' THEN :act ELSE :sup END, f.external_id, {meta}, :now"
+    " FROM vote_import_rows f JOIN triplet t ON " + _KEY.format(a="t", b="f")
+    + " JOIN annotator a ON a.name = f.annotator WHERE f.seq >= :lo AND f.seq < :hi ORDER BY f.seq"
 )
-_REVOTED = "SELECT COUNT(*) FROM vote_import_rows WHERE present = 0 AND state = 'superseded'"
-# The temporary tables are written in key order, which SQLite reads back as is (no sort while it holds the
-# write lock); PostgreSQL is told the order, so concurrent imports take row locks alike (no deadlock).
-_ORDER = {
-    "sqlite": {"{order_triplets}": "", "{order_votes}": ""},
-    "postgresql": {"{order_triplets}": "ORDER BY criterion_id, anchor_id, first_id, second_id",
-                   "{order_votes}": "ORDER BY t.id, a.id, f.swapped, f.line"},
+_BATCH = "state = 'undone' AND session_id IN (:act, :sup)"  # the ix_vote_state index finds a batch
+_SUPERSEDE = {  # the old votes the batch replaces: as recorded when written (fast), or all of them (a race)
+    "fast": "UPDATE vote SET state = 'superseded' WHERE state = 'active' AND id IN (SELECT replaces_id FROM vote"
+            " WHERE state = 'undone' AND session_id = :act AND replaces_id IS NOT NULL)",
+    "full": "UPDATE vote SET state = 'superseded' WHERE id IN (SELECT v.id FROM vote p JOIN vote v"
+            " ON v.triplet_id = p.triplet_id AND v.annotator_id = p.annotator_id WHERE p.state = 'undone'"
+            " AND p.session_id = :act AND v.source = 'import' AND v.state = 'active')",
 }
+_ACTIVATE = ("UPDATE vote SET state = CASE WHEN session_id = :act THEN 'active' ELSE 'superseded' END,"
+             " session_id = NULL WHERE " + _BATCH)
 _META = {
     "sqlite": "json_object('file', :file, 'line', f.line)",
     "postgresql": "json_build_object('file', CAST(:file AS text), 'line', f.line)",
@@ -87,29 +90,48 @@ _META = {
 
 
 def _sql(conn: Connection, template: str, **params: Any) -> Any:
-    dialect = conn.dialect.name
-    for key, value in {"{meta}": _META[dialect], **_ORDER[dialect]}.items():
-        template = template.replace(key, value)
-    stmt = text(template)
+    stmt = text(template.replace("{meta}", _META[conn.dialect.name]))
     if "now" in params:
         stmt = stmt.bindparams(bindparam("now", type_=DateTime(timezone=True)))
     return conn.execute(stmt, params)
 
 
+def _begin(conn: Connection) -> None:
+    """Start a write transaction: SQLite takes the lock now (no stale read snapshot to upgrade)."""
+    conn.rollback()
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _retrying(conn: Connection, step: Callable[[], Any], also: tuple[str, ...] = ()) -> Any:
+    """Run one transaction, again on a PostgreSQL deadlock / serialization failure (or the ``also`` states)."""
+    for attempt in range(RETRIES):
+        try:
+            _begin(conn)
+            result = step()
+            conn.commit()
+            return result
+        except DBAPIError as exc:
+            conn.rollback()
+            if getattr(exc.orig, "sqlstate", None) not in _RETRY_SQLSTATES + also or attempt == RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def mark_in_file(conn: Connection) -> None:
-    """Drop repeated lines and mark re-votes (temporary tables only: no lock on the store)."""
-    for table, build in (("vote_import_rows", _ROWS), ("vote_import_triplets", _DISTINCT)):
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-        conn.exec_driver_sql(build)
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"ANALYZE {table}")  # temporary tables are never auto-analyzed
+    """Drop repeated and already imported lines, mark re-votes (temporary tables only: no lock on the store)."""
+    conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
+    conn.exec_driver_sql(_ROWS)
+    conn.execute(text(_PRESENT))
+    conn.exec_driver_sql("CREATE INDEX vote_import_rows_seq ON vote_import_rows (seq)")
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE vote_import_rows")  # temporary tables are never auto-analyzed
     conn.commit()
 
 
-def _annotators(conn: Connection, kinds: dict[str, str]) -> None:
+def _annotators(conn: Connection, kinds: dict[str, str], now: datetime) -> None:
     """Create the file's new annotators (race-safe) and check nobody created one with another kind meanwhile."""
     names = sorted(kinds)
-    now = datetime.now(timezone.utc)
     conn.execute(insert_ignoring_conflicts(conn.dialect.name, Annotator, index_elements=["name"]),
                  [{"name": n, "kind": kinds[n], "created_at": now} for n in names])
     for i in range(0, len(names), 900):
@@ -120,43 +142,136 @@ def _annotators(conn: Connection, kinds: dict[str, str]) -> None:
                                  field="kind")
 
 
-def _publish_once(conn: Connection, res: Any, file_label: str, progress: Progress | None) -> None:
-    if conn.dialect.name == "sqlite":
-        # Every id written is valid by construction (joined in this transaction, or checked when staged, and
-        # documents and criteria are never deleted): the per-row foreign-key probes only lengthen the lock.
-        conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock now: no stale read snapshot to upgrade
-    now = datetime.now(timezone.utc)
-    steps = 5
-    _annotators(conn, res.kinds)
-    if progress:
-        progress("publish", 1, steps)
-    _sql(conn, _PRESENT)
-    res.triplets_created = _sql(conn, _TRIPLETS, now=now).rowcount
-    if progress:
-        progress("publish", 2, steps)
-    _sql(conn, _SUPERSEDE)
-    if progress:
-        progress("publish", 3, steps)
-    res.revoted_in_file = conn.execute(text(_REVOTED)).scalar() or 0
-    res.added = _sql(conn, _VOTES, now=now, file=file_label).rowcount
-    res.unchanged = res.read - res.added
-    conn.commit()
-    if progress:
-        progress("publish", steps, steps)
+class Batch:
+    """One import's votes on their way in: written by chunks, activated at once, or removed."""
+
+    def __init__(self, conn: Connection, res: Any, file_label: str):
+        self.conn, self.res, self.file_label = conn, res, file_label
+        self.now = datetime.now(timezone.utc)
+        tag = PENDING + uuid.uuid4().hex
+        self.marks = {"act": tag + ":a", "sup": tag + ":s"}
+        self.written = 0
+
+    def _chunk(self, lo: int, hi: int, first: bool) -> tuple[int, int]:
+        if first:
+            _annotators(self.conn, self.res.kinds, self.now)
+        triplets = _sql(self.conn, _TRIPLETS, now=self.now, lo=lo, hi=hi).rowcount
+        votes = _sql(self.conn, _VOTES, now=self.now, lo=lo, hi=hi, file=self.file_label, **self.marks).rowcount
+        return int(triplets), int(votes)
+
+    def write(self, progress: Progress | None) -> None:
+        """The votes as an invisible batch, CHUNK rows per short transaction."""
+        conn = self.conn
+        top = conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM vote_import_rows")).scalar() or 0
+        self.res.revoted_in_file = conn.execute(
+            text("SELECT COUNT(*) FROM vote_import_rows WHERE state = 'superseded'")).scalar() or 0
+        conn.commit()
+        if progress:
+            progress("publish", 0, top)
+        for lo in range(1, top + 1, CHUNK):
+            triplets, votes = _retrying(conn, partial(self._chunk, lo, lo + CHUNK, lo == 1))
+            self.res.triplets_created += triplets
+            self.written += votes
+            if progress:
+                progress("publish", min(lo + CHUNK - 1, top), top)
+
+    def _activate(self, mode: str) -> int:
+        _sql(self.conn, _SUPERSEDE[mode], act=self.marks["act"])
+        flipped = int(_sql(self.conn, _ACTIVATE, **self.marks).rowcount)
+        if flipped != self.written:
+            raise InputError(f"{self.written - flipped} of the {self.written} votes written were removed meanwhile "
+                             "(by another import's clean-up?); nothing was imported: try again")
+        return flipped
+
+    def activate(self) -> None:
+        """Make the whole batch visible in one short transaction.
+
+        The votes it replaces were recorded when written; if another import activated a vote for the same
+        presentation since, the partial unique index refuses the flip and it is redone superseding by a join.
+        """
+        if not self.written:
+            self.res.added = 0
+        else:
+            try:
+                self.res.added = _retrying(self.conn, partial(self._activate, "fast"))
+            except IntegrityError:
+                self.conn.rollback()
+                self.res.added = _retrying(self.conn, partial(self._activate, "full"), also=("23505",))
+        self.res.unchanged = self.res.read - self.res.added
+
+    def remove(self) -> None:
+        """Remove this batch (a failed or interrupted import): nothing of it stays."""
+        remove_batch(self.conn, self.marks["act"][:-2], self.now)
+
+
+def _referencing(table: str) -> list[tuple[str, str]]:
+    """(table, column) of every foreign key to ``table.id`` (stage tables included)."""
+    load_all_models()
+    return sorted((t.name, fk.parent.name) for t in SQLModel.metadata.tables.values()
+                  for fk in t.foreign_keys if fk.column.table.name == table)
+
+
+def _unreferenced(table: str) -> str:
+    refs = " AND ".join(f'NOT EXISTS (SELECT 1 FROM "{t}" r WHERE r."{c}" = {table}.id)'
+                        for t, c in _referencing(table))
+    return f" AND {refs}" if refs else ""
+
+
+def _delete_by_chunks(conn: Connection, table: str, where: str, **params: Any) -> None:
+    """DELETE in transactions of CHUNK rows: a clean-up never holds the store long either."""
+    stmt = f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {where} LIMIT {CHUNK})"
+
+    def step() -> int:
+        return int(_sql(conn, stmt, **params).rowcount)
+
+    while _retrying(conn, step):
+        pass
+
+
+def remove_batch(conn: Connection, tag: str, created_at: datetime) -> None:
+    """Delete a batch's votes, then the triplets and annotators it created that nothing uses."""
+    conn.rollback()
+    _delete_by_chunks(conn, "vote", _BATCH, act=tag + ":a", sup=tag + ":s")
+    _delete_by_chunks(conn, "triplet", "created_at = :now AND method = 'import'" + _unreferenced("triplet"),
+                      now=created_at)
+    _delete_by_chunks(conn, "annotator", "created_at = :now" + _unreferenced("annotator"), now=created_at)
+
+
+def remove_stale_batches(conn: Connection, older_than_s: float | None = None) -> int:
+    """Remove the batches of imports killed mid-way (older than ``older_than_s``, default STALE_S); how many."""
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=STALE_S if older_than_s is None else older_than_s)
+    stamp = DateTime(timezone=True)
+    raw = text("SELECT DISTINCT session_id, created_at FROM vote WHERE state = 'undone'"
+               " AND session_id LIKE 'import-pending:%' AND created_at < :cutoff")
+    stmt = raw.bindparams(bindparam("cutoff", type_=stamp)).columns(session_id=String, created_at=stamp)
+    stale = {(sid[:-2], ts) for sid, ts in conn.execute(stmt, {"cutoff": cutoff})}
+    conn.rollback()
+    for tag, ts in sorted(stale):
+        remove_batch(conn, tag, ts)
+    return len(stale)
 
 
 def publish(conn: Connection, res: Any, file_label: str, progress: Progress | None = None) -> None:
-    """Move the staged rows into the store in one transaction (retried on a PostgreSQL deadlock).
-
-    Any other error propagates; the caller rolls the connection back.
-    """
+    """Move the staged rows into the store: all or nothing, without holding the store for the whole file."""
+    if conn.dialect.name == "sqlite":
+        # Every id written is valid by construction (joined in its transaction, or checked when staged, and
+        # documents and criteria are never deleted): the per-row foreign-key probes only lengthen the lock.
+        conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
+    remove_stale_batches(conn)
     mark_in_file(conn)
-    for attempt in range(RETRIES):
-        try:
-            _publish_once(conn, res, file_label, progress)
-            return
-        except OperationalError as exc:
-            conn.rollback()
-            if getattr(exc.orig, "sqlstate", None) not in _RETRY_SQLSTATES or attempt == RETRIES - 1:
-                raise
+    batch = Batch(conn, res, file_label)
+    done = False
+    try:
+        batch.write(progress)
+        if progress:
+            progress("activate", 0, 1)
+        batch.activate()
+        done = True
+    finally:
+        if not done:
+            try:
+                batch.remove()
+            except DBAPIError:  # the store refuses even the clean-up: the batch stays invisible, removed later
+                conn.rollback()
+    if progress:
+        progress("activate", 1, 1)

@@ -150,8 +150,8 @@ class Validator:
                     self.criteria[name] = (cast(int, row[0]), row[1])
         names = [n for n in {v[iann] for _, v in rows} - self.kinds.keys() - self.known.keys() if n and _plain(n)]
         for i in range(0, len(names), _BULK):
-            q = select(col(Annotator.name), col(Annotator.kind)).where(col(Annotator.name).in_(names[i:i + _BULK]))
-            self.known.update({n: k for n, k in self.conn.execute(q)})
+            qa = select(col(Annotator.name), col(Annotator.kind)).where(col(Annotator.name).in_(names[i:i + _BULK]))
+            self.known.update({n: k for n, k in self.conn.execute(qa)})
         wanted: dict[int | None, set[str]] = {}
         for _, v in rows:
             crit = self.criteria.get(v[ic])

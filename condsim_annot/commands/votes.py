@@ -32,9 +32,10 @@ def votes_import_cmd(ctx: Ctx, file: str, as_json: bool) -> None:
     optionally kind (human|llm), latency_ms, confidence, rationale, group_id.
     anchor/a/b are document ids of the ingested files; a was shown first.
     The whole file is checked and staged first without locking the store (the first
-    bad row is named file:line: field and nothing is written), then published in one
-    set-based transaction: annotators in the TUI wait for that step only, never for
-    the whole file.  Importing the same file again adds nothing; an annotator voting
+    bad row is named file:line: field and nothing is written), then written as an
+    invisible batch in short transactions and made visible in one short step: an
+    annotator in the TUI waits for one such step at most, never for the whole file;
+    an interrupted import leaves nothing.  Importing the same file again adds nothing; an annotator voting
     twice on a triplet in the file: the last line counts (a warning says how often).
 
     \b
@@ -49,7 +50,8 @@ def votes_import_cmd(ctx: Ctx, file: str, as_json: bool) -> None:
 
         def progress(phase: str, done: int, total: int | None) -> None:
             if phase not in tasks:
-                label = "checking " + click.format_filename(file) if phase == "validate" else "writing votes"
+                label = {"validate": "checking " + click.format_filename(file), "publish": "writing votes"}.get(
+                    phase, "publishing")
                 tasks[phase] = bar.add_task(label, total=total)
             bar.update(tasks[phase], completed=done, total=total)
 
