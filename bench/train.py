@@ -182,7 +182,7 @@ def main() -> int:
         r1 = set(s.scalars(select(ProposalRun.id)).all())
     info["round1_accuracy"] = gold_accuracy(store, r1)
     opt = TrainOptions(full=True, epochs=args.epochs, out=str(folder / "fine-tuned"), seed=args.seed)
-    print("note: the full fine-tune runs on CPU here and is the slow part (about a minute per epoch)", file=sys.stderr)
+    print("note: the full fine-tune runs on CPU here and is the slow part (~4 CPU-minutes per epoch)", file=sys.stderr)
     rep = train(store, CRIT, opt, say=lambda m: print(m, file=sys.stderr))
     store.close()
     report_train(rep, info)  # the side-by-side first: the loop below takes a while

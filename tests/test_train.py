@@ -230,3 +230,11 @@ def test_adapter_method_skips_until_trained(sqlite_store, tmp_path, monkeypatch)
     _seed_store(sqlite_store, tmp_path, n_gold=40)
     s = propose(sqlite_store, "crit", methods=["bm25", "adapter"], budget=50, dry_run=True)
     assert s.methods == ["bm25"] and "condsim-annot train crit" in s.skipped["adapter"]
+
+
+@pytest.mark.backends("sqlite")
+def test_train_cli_errors_are_one_clear_line(cli):
+    res = cli("train", "nope", expect_ok=False)
+    assert res.exit_code == 1 and "no criterion named 'nope'" in res.output and "Traceback" not in res.output
+    res = cli("train", "nope", "--full", expect_ok=False)
+    assert res.exit_code == 2 and "--full needs --out" in res.output
