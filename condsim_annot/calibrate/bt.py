@@ -77,6 +77,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.optimize import minimize
 
+from .bt_inputs import _aggregate, _beta_masks, _check_inputs, _start_scores, _worth_aggregating
 from .bt_objective import LOG_BETA_BOUNDS, LOG_NU_BOUNDS, _Problem
 from .bt_posterior import BootstrapResult, _inv_by_component, _laplace, prob_greater, triplet_items
 from .optim import _as_choices, _Choices, components, lbfgs, one_blas_thread, single_blas_thread
@@ -164,54 +165,7 @@ def _minimize(prob: _Problem, theta0: np.ndarray, *, max_iter: int, tol: float):
     return r.x / sc, int(r.nit), conv
 
 
-def _start_scores(n, w, lo_, wt, tie=None):
-    """Log win ratio per item (a cheap, good start on a well-mixed graph).  A tie counts half
-    a win and half a loss for each of its items (so the start, like the fit, does not depend on
-    the order in which a tie's two items are given)."""
-    if len(w) == 0:
-        return np.zeros(n)
-    ww = wt if wt is not None else None
-    if tie is not None and tie.any():
-        ww = np.where(tie, 0.5, 1.0) * (wt if wt is not None else 1.0)
-        half = np.where(tie, 0.5 * (wt if wt is not None else 1.0), 0.0)
-        wins = np.bincount(w, ww, minlength=n) + np.bincount(lo_, half, minlength=n)
-        losses = np.bincount(lo_, ww, minlength=n) + np.bincount(w, half, minlength=n)
-    else:
-        wins = np.bincount(w, ww, minlength=n)
-        losses = np.bincount(lo_, ww, minlength=n)
-    s0 = np.log((wins + 0.5) / (losses + 0.5))
-    return s0
-
-
 AGGREGATE = True  # collapse repeated comparisons into counts when that certainly pays (see _worth_aggregating)
-
-
-def _worth_aggregating(n, A, m, any_tie):
-    """Aggregate when there are at most m/2 possible distinct comparisons (ordered item pair,
-    annotator, tie or not): then at least half of the comparisons are repeats, checked without
-    sorting anything.  (1M random comparisons on 10k items are nearly all distinct: no gain.)"""
-    return m > 0 and n * (n - 1) * max(A, 1) * (2 if any_tie else 1) * 2 <= m
-
-
-def _aggregate(n, w, lo_, tie, ann, wt):
-    """Collapse identical comparisons (winner, loser, tie, annotator) into one weighted by the
-    count (times their weights).  A tie's two items are put in a fixed order (its likelihood
-    is symmetric).  Returns ``(w, lo_, tie, ann, weights, counts)``."""
-    if tie is not None:
-        lo, hi = np.minimum(w, lo_), np.maximum(w, lo_)
-        w, lo_ = np.where(tie, lo, w), np.where(tie, hi, lo_)
-    key = ((ann * 2 + (tie if tie is not None else 0)) * n + w) * n + lo_
-    uk, inv = np.unique(key, return_inverse=True)
-    inv = inv.ravel()
-    counts = np.bincount(inv, minlength=len(uk)).astype(np.float64)
-    weights = np.bincount(inv, wt, minlength=len(uk)) if wt is not None else counts
-    rest, l2 = np.divmod(uk, n)
-    rest, w2 = np.divmod(rest, n)
-    ann2, t2 = np.divmod(rest, 2)
-    return w2, l2, (t2.astype(bool) if tie is not None else None), ann2, weights, counts
-
-
-# --------------------------------------------------------------------------- public API
 
 
 @single_blas_thread
@@ -239,36 +193,15 @@ def bradley_terry(
 ) -> BTResult:
     """Fit a Bradley-Terry model (Davidson ties, per-annotator beta, Luce choices) by MAP.
 
-    Args:
-        winners, losers: int arrays (m,), the item that won / lost each comparison; for a
-            tie (``ties[k]``) just the two items, in either order.
-        ties: optional bool array (m,), the comparison was a tie.
-        annotators: optional int array (m,) in ``[0, n_annotators)``; default all 0.
-        n_items: number of items (default ``max(item) + 1``).
-        n_annotators: number of annotators (default ``max(annotator) + 1``).
-        choice_sets: optional Luce (best-of-k) choices: a sequence of ``(chosen,
-            alternatives)`` or ``(chosen, alternatives, annotator)``, or a CSR tuple
-            ``(chosen, indptr, indices[, annotators])`` of arrays.
-        choice_annotators: optional int array, annotator per choice set (overrides the tuple's).
-        prior_scale: sd of the Gaussian prior on scores; None/0 = no prior (plain ML,
-            scores centred per connected component).
-        beta_prior: sd of the Gaussian prior on log beta_j; None = beta fixed to 1.
-        fit_beta: fit beta_j (needs ``beta_prior`` and more than one annotator).
-        fit_ties: fit Davidson's nu when there are ties; False drops tied comparisons.
-        fixed_beta: optional float array (n_annotators,), NaN = fitted, a value = pinned.
-        weights: optional float array (m,) multiplying each pairwise comparison's log-likelihood.
-        init_scores: optional start (e.g. a previous fit).
-        max_iter: L-BFGS-B iterations per stage.
-        tol: stopping tolerance on the preconditioned gradient (~ error in standard errors).
-        compute_stderr: compute Laplace standard errors (and ``cov`` for small n).
-        exact_limit: largest n_items for which the exact covariance is computed.
-
-    Returns:
-        :class:`BTResult` ``(scores, beta, nu, stderr, n_iter, converged, log_likelihood,
-        components, cov, log_posterior)``.
-
-    With one annotator, no ties, no prior this is the classic maximum-likelihood
-    Bradley-Terry fit (``choix.opt_pairwise`` with ``alpha -> 0``), shifted to mean 0.
+    ``winners``/``losers``: int arrays (m,) (for a tie, ``ties[k]``, the two items in either order);
+    ``annotators`` (m,) in [0, n_annotators); ``choice_sets``: Luce choices, ``(chosen, alternatives[,
+    annotator])`` tuples or a CSR tuple ``(chosen, indptr, indices[, annotators])``; ``prior_scale``: sd of the
+    scores' Gaussian prior (None/0: plain ML, centred per component); ``beta_prior``: sd of log beta_j's prior
+    (None: beta 1); ``fixed_beta``: (A,) NaN = fitted, a value = pinned; ``fit_ties=False`` drops ties;
+    ``weights`` multiply each comparison's log-likelihood; ``tol`` is in standard errors (preconditioned
+    gradient); ``exact_limit``: largest n_items with the exact covariance.  Returns :class:`BTResult`.
+    With one annotator, no ties and no prior this is the classic maximum-likelihood fit
+    (``choix.opt_pairwise`` with ``alpha -> 0``), shifted to mean 0.
     """
     w, lo_, tie, ann, wt, ch, n, A = _check_inputs(
         winners, losers, ties, annotators, weights, choice_sets, choice_annotators, n_items, n_annotators
@@ -284,26 +217,10 @@ def bradley_terry(
         s0 = _start_scores(n, w, lo_, wt, tie)
         if ps is not None:
             s0 = np.clip(s0, -3 * ps, 3 * ps)
-    s, lb, lnu, final, n_iter_total, conv = _fit_stages(
-        n,
-        A,
-        w,
-        lo_,
-        tie,
-        ann,
-        wt,
-        ch,
-        ps,
-        s0,
-        beta0,
-        fixed_mask,
-        fit_mask,
-        cnt,
-        nu_fit,
-        beta_prior,
-        max_iter=max_iter,
-        tol=tol,
-    )
+    # fmt: off
+    s, lb, lnu, final, n_iter_total, conv = _fit_stages(n, A, w, lo_, tie, ann, wt, ch, ps, s0, beta0, fixed_mask,
+                                                        fit_mask, cnt, nu_fit, beta_prior, max_iter=max_iter, tol=tol)
+    # fmt: on
     s = np.array(s, dtype=np.float64)
     if not prior_on and n:
         s -= (np.bincount(comps, s) / np.bincount(comps))[comps]
@@ -320,7 +237,7 @@ def bradley_terry(
         nu=nu,
         stderr=stderr,
         n_iter=n_iter_total,
-        converged=bool(conv),
+        converged=bool(conv),  # fmt: skip
         log_likelihood=float(ll),
         components=comps,
         cov=cov,
@@ -373,56 +290,6 @@ def _fit_stages(
     return s, lb, lnu, final, n_iter_total, conv
 
 
-def _check_inputs(
-    winners: Any,
-    losers: Any,
-    ties: Any,
-    annotators: Any,
-    weights: Any,
-    choice_sets: Any,
-    choice_annotators: Any,
-    n_items: int | None,
-    n_annotators: int | None,
-) -> tuple:
-    """Arrays of :func:`bradley_terry`'s arguments, checked:
-    ``(w, lo_, tie, ann, wt, choices, n, A)`` (lo_: the losers)."""
-    w = np.asarray(winners, dtype=np.int64).ravel()
-    lo_ = np.asarray(losers, dtype=np.int64).ravel()
-    if w.shape != lo_.shape:
-        raise ValueError("winners and losers must have the same length")
-    m = len(w)
-    tie = None if ties is None else np.asarray(ties, dtype=bool).ravel()
-    if tie is not None and tie.shape != w.shape:
-        raise ValueError("ties must have the same length as winners")
-    ann = np.zeros(m, dtype=np.int64) if annotators is None else np.asarray(annotators, dtype=np.int64).ravel()
-    if ann.shape != w.shape:
-        raise ValueError("annotators must have the same length as winners")
-    wt = None if weights is None else np.asarray(weights, dtype=np.float64).ravel()
-    if wt is not None and wt.shape != w.shape:
-        raise ValueError("weights must have the same length as winners")
-    ch = _as_choices(choice_sets, choice_annotators)
-    if n_items is None:
-        cand = [w.max() + 1 if m else 0, lo_.max() + 1 if m else 0]
-        if ch is not None:
-            cand.append(ch.member_item.max() + 1)
-        n_items = int(max(cand))
-    n = int(n_items)
-    for arr in (w, lo_) + ((ch.member_item,) if ch is not None else ()):
-        if len(arr) and (arr.min() < 0 or arr.max() >= n):
-            raise ValueError("item index out of range [0, n_items)")
-    if m and np.any(w == lo_):
-        raise ValueError("an item cannot be compared with itself")
-    if n_annotators is None:
-        cand = [ann.max() + 1 if m else 1]
-        if ch is not None:
-            cand.append(ch.ann.max() + 1)
-        n_annotators = int(max(cand))
-    A = max(int(n_annotators), 1)
-    if (m and (ann.min() < 0 or ann.max() >= A)) or (ch is not None and (ch.ann.min() < 0 or ch.ann.max() >= A)):
-        raise ValueError("annotator index out of range [0, n_annotators)")
-    return w, lo_, tie, ann, wt, ch, n, A
-
-
 def _ties_and_counts(
     w: np.ndarray,
     lo_: np.ndarray,
@@ -449,29 +316,6 @@ def _ties_and_counts(
     if AGGREGATE and _worth_aggregating(n, A, len(w), tie is not None):
         w, lo_, tie, ann, wt, cnt = _aggregate(n, w, lo_, tie, ann, wt)
     return w, lo_, tie, ann, wt, cnt, nu_fit
-
-
-def _beta_masks(
-    A: int, ann: np.ndarray, ch: _Choices | None, fixed_beta: Any, fit_beta: bool, beta_prior: float | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Start betas (pinned ones at their value), the pinned mask and the mask of fitted betas."""
-    beta0 = np.ones(A)
-    fixed_mask = np.zeros(A, dtype=bool)
-    if fixed_beta is not None:
-        fb = np.asarray(fixed_beta, dtype=np.float64).ravel()
-        if fb.shape != (A,):
-            raise ValueError("fixed_beta must have one value (or NaN) per annotator")
-        fixed_mask = ~np.isnan(fb)
-        if np.any(fb[fixed_mask] <= 0):
-            raise ValueError("fixed_beta values must be > 0")
-        beta0[fixed_mask] = fb[fixed_mask]
-    used = np.zeros(A, dtype=bool)
-    used[np.unique(ann)] = True
-    if ch is not None:
-        used[np.unique(ch.ann)] = True
-    do_beta = bool(fit_beta and beta_prior is not None and beta_prior > 0 and (A > 1 or fixed_mask.any()))
-    fit_mask = (~fixed_mask) & used if do_beta else np.zeros(A, dtype=bool)
-    return beta0, fixed_mask, fit_mask
 
 
 def _full_stage(

@@ -83,9 +83,19 @@ def get_criterion(session, name: str) -> Criterion:
     return c
 
 
-def load_comparisons(session, criterion: Criterion, *, attention_key: bool = True) -> Comparisons:
+def load_comparisons(session: Session, criterion: Criterion, *, attention_key: bool = True) -> Comparisons:
+    """One criterion's triplets and active votes as :class:`Comparisons` (best-of-k answers as Luce choices,
+    attention checks as a fixed key annotator unless suspect)."""
     assert criterion.id is not None
     data = Comparisons(criterion.id, criterion.name, criterion.version)
+    _load_triplets(session, data)
+    _load_votes(session, data)
+    in_luce = _luce_choices(data)
+    _comparison_arrays(data, in_luce, attention_key=attention_key)
+    return data
+
+
+def _load_triplets(session: Session, data: Comparisons) -> None:
     trows = session.execute(
         select(
             col(Triplet.id),
@@ -98,7 +108,7 @@ def load_comparisons(session, criterion: Criterion, *, attention_key: bool = Tru
             col(Triplet.expected),
             col(Triplet.meta),
         )
-        .where(col(Triplet.criterion_id) == criterion.id)
+        .where(col(Triplet.criterion_id) == data.criterion_id)
         .order_by(col(Triplet.id))
     ).all()
     for tid, a, f, sec, method, strategy, att, exp, meta in trows:
@@ -115,6 +125,9 @@ def load_comparisons(session, criterion: Criterion, *, attention_key: bool = Tru
             "i_first": data.item(a, f),
             "i_second": data.item(a, sec),
         }
+
+
+def _load_votes(session: Session, data: Comparisons) -> None:
     vrows = session.execute(
         select(
             col(Vote.id),
@@ -132,7 +145,7 @@ def load_comparisons(session, criterion: Criterion, *, attention_key: bool = Tru
         )
         .join(Triplet, col(Triplet.id) == col(Vote.triplet_id))
         .join(Annotator, col(Annotator.id) == col(Vote.annotator_id))
-        .where(col(Triplet.criterion_id) == criterion.id, col(Vote.state) == "active")
+        .where(col(Triplet.criterion_id) == data.criterion_id, col(Vote.state) == "active")
         .order_by(col(Vote.id))
     ).all()
     ann_idx: dict[int, int] = {}
@@ -154,7 +167,10 @@ def load_comparisons(session, criterion: Criterion, *, attention_key: bool = Tru
                 "created_at": created,
             }
         )
-    # best-of-k groups -> Luce choices when they are one consistent answer
+
+
+def _luce_choices(data: Comparisons) -> set[int]:
+    """Best-of-k groups that are one consistent answer become Luce choices; returns their vote ids."""
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for v in data.votes:
         if v["group_id"] and v["choice"] in DECISIVE:
@@ -177,6 +193,11 @@ def load_comparisons(session, criterion: Criterion, *, attention_key: bool = Tru
         data.choice_sets.append((chosen, tuple(sorted(offered)), a))
         data.choice_trips.append([v["triplet_id"] for v in vs])
         in_luce.update(v["id"] for v in vs)
+    return in_luce
+
+
+def _comparison_arrays(data: Comparisons, in_luce: set[int], *, attention_key: bool) -> None:
+    """Pairwise comparison arrays of the fitted votes (and the attention key's answers)."""
     W, L, T, A, TR = [], [], [], [], []
     for v in data.votes:
         if v["choice"] not in FITTED or v["id"] in in_luce:
@@ -210,7 +231,6 @@ def load_comparisons(session, criterion: Criterion, *, attention_key: bool = Tru
     data.ties = np.asarray(T, dtype=bool)
     data.ann = np.asarray(A, dtype=np.int64)
     data.trip = np.asarray(TR, dtype=np.int64)
-    return data
 
 
 def _is_attention_answer(data: Comparisons, v: dict) -> bool:

@@ -488,10 +488,17 @@ def calibrate(
     pair_rows = _pair_rows(data, fitres)
     if write:
         _save(store, crit, summary, params, data, pair_rows, astats, labels)
+    summary["pair_scores"] = _with_ext_ids(store, pair_rows)
+    summary["labels"] = labels
+    return summary
+
+
+def _with_ext_ids(store: Store, pair_rows: list[dict]) -> list[dict]:
+    """The pair rows of the summary, with the documents' external ids."""
     with store.session() as s:
         ids = list({r["anchor_id"] for r in pair_rows} | {r["candidate_id"] for r in pair_rows}) or [-1]
         docs = dict(s.execute(select(col(Document.id), col(Document.ext_id)).where(col(Document.id).in_(ids))).all())
-    summary["pair_scores"] = [
+    return [
         dict(
             {k: r[k] for k in ("anchor_id", "candidate_id", "score", "stderr", "component", "n_votes")},
             anchor=docs.get(r["anchor_id"]),
@@ -499,5 +506,3 @@ def calibrate(
         )
         for r in pair_rows
     ]
-    summary["labels"] = labels
-    return summary

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from scipy.stats import norm
 from sqlalchemy import select
@@ -71,6 +72,25 @@ def load_run(store: Store, criterion: str, *, run_id: int | None = None) -> RunV
         for _, _, _, t in vrows:
             ids.update((t.anchor_id, t.first_id, t.second_id))
         docs = documents_by_id(s, ids)
+    votes, gold = _vote_and_gold_rows(vrows, gl)
+    pr = [
+        {
+            "anchor_id": p.anchor_id,
+            "candidate_id": p.candidate_id,
+            "score": p.score,
+            "stderr": p.stderr,
+            "component": p.component,
+            "n_votes": p.n_votes,
+        }
+        for p in pairs
+    ]
+    return RunView(
+        criterion=crit, run=run, summary=dict(run.summary or {}), gold=gold, pairs=pr, docs=docs, votes=votes
+    )
+
+
+def _vote_and_gold_rows(vrows: Any, gl: Any) -> tuple[list[dict], list[dict]]:
+    """Plain dicts of the active votes and of the run's labels (with the annotators who voted each triplet)."""
     votes_by_trip: dict[int, list[dict]] = defaultdict(list)
     votes = []
     for v, an, ak, t in vrows:
@@ -116,20 +136,7 @@ def load_run(store: Store, criterion: str, *, run_id: int | None = None) -> RunV
                 "annotators": sorted({v["annotator"] for v in vs if v["choice"] in FITTED}),
             }
         )
-    pr = [
-        {
-            "anchor_id": p.anchor_id,
-            "candidate_id": p.candidate_id,
-            "score": p.score,
-            "stderr": p.stderr,
-            "component": p.component,
-            "n_votes": p.n_votes,
-        }
-        for p in pairs
-    ]
-    return RunView(
-        criterion=crit, run=run, summary=dict(run.summary or {}), gold=gold, pairs=pr, docs=docs, votes=votes
-    )
+    return votes, gold
 
 
 def derived_triplets(view: RunView, *, min_confidence: float = 0.9, limit_per_anchor: int = 200) -> list[dict]:
