@@ -45,7 +45,8 @@ Panel.prototype.load = function(){
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
   xy.forEach(p => { x0 = Math.min(x0, p[0]); x1 = Math.max(x1, p[0]); y0 = Math.min(y0, p[1]); y1 = Math.max(y1, p[1]); });
   const s = (SIZE - 2 * PAD) / Math.max(x1 - x0, y1 - y0, 1e-9);
-  this.px = xy.map(p => [PAD + (p[0] - x0) * s, SIZE - PAD - (p[1] - y0) * s]);
+  const ox = (SIZE - 2 * PAD - (x1 - x0) * s) / 2, oy = (SIZE - 2 * PAD - (y1 - y0) * s) / 2;  // centre the short axis
+  this.px = xy.map(p => [PAD + ox + (p[0] - x0) * s, SIZE - PAD - oy - (p[1] - y0) * s]);
 };
 Panel.prototype.draw = function(){
   const c = this.ctx; c.clearRect(0, 0, SIZE, SIZE); c.fillStyle = '#fff'; c.fillRect(0, 0, SIZE, SIZE);
@@ -105,7 +106,7 @@ function showNeighbours(i){
   const h = document.createElement('h3'); h.textContent = 'Nearest neighbours of ' + D.docs[i].id; el.appendChild(h);
   const p = document.createElement('p'); p.className = 'muted'; p.textContent = D.docs[i].text.slice(0, 300); el.appendChild(p);
   D.criteria.forEach(crit => {
-    const h4 = document.createElement('h4'); h4.textContent = 'under ' + crit; el.appendChild(h4);
+    const h4 = document.createElement('h4'); h4.textContent = 'under ' + crit + ' (embedding)'; el.appendChild(h4);
     const ol = document.createElement('ol'); ol.className = 'nn'; ol.dataset.criterion = crit;
     D.maps[crit].neighbours[i].forEach(j => { const li = document.createElement('li');
       li.textContent = D.docs[j].id + ' — ' + D.docs[j].text.slice(0, 90); li.title = D.docs[j].text;
