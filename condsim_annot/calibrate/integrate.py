@@ -77,6 +77,7 @@ class TripletIntegrals:
         tau_nodes: tuple[F64, F64],
         G: int,
         tie_mass: float = 0.0,
+        tie_answer: F64 | None = None,
     ) -> None:
         self.d = d
         self.mu_c, self.vu, self.vw, self.dt = cav[0], cav[1], cav[2], cav[3]
@@ -84,6 +85,8 @@ class TripletIntegrals:
         self.tau_off, self.tau_w = tau_nodes
         self.G = G
         self.tie_mass = tie_mass  # prior probability that a triplet is a true tie (d exactly 0)
+        # each annotator's probability of answering "tie" on a true tie (default: Davidson's at d = 0)
+        self.theta = nu / (2.0 + nu) if tie_answer is None else tie_answer
         self.marginal_beta = False  # average each vote over beta_j's posterior (the final pass)
         big = float(np.exp(2 * np.max(self.tau_off)))
         sd = np.sqrt(self.vu * big + self.vw)
@@ -145,7 +148,7 @@ class TripletIntegrals:
         if len(vidx):
             seg = np.flatnonzero(np.diff(np.concatenate([[-1], vrow])) != 0)
             LL[vrow[seg]] = np.add.reduceat(vll, seg, axis=0)
-        vll0 = _log_lik_at_zero(self.d.out[vidx], self.nu[self.d.ann[vidx]])
+        vll0 = _log_lik_at_zero(self.d.out[vidx], self.theta[self.d.ann[vidx]])
         LL0 = np.asarray(np.bincount(vrow, vll0, minlength=len(tids)), dtype=np.float64)
         return _Block(tids, grid, lw, self._prior(tids, grid) + lw, vidx, vrow, vll, LL, vll0, LL0)
 
@@ -211,7 +214,7 @@ class TripletIntegrals:
         out = np.zeros((len(rows), 3))
         for k in (FIRST, SECOND, TIE):
             slab = _logsumexp(lq + vote_log_lik(h, np.full(h.shape, k, dtype=np.int64), nu))
-            spike = _log_lik_at_zero(np.full(len(rows), k, dtype=np.int64), self.nu[a])
+            spike = _log_lik_at_zero(np.full(len(rows), k, dtype=np.int64), self.theta[a])
             out[:, k] = np.exp(np.logaddexp(lws + slab, lw0 + spike))
         return out
 
@@ -247,7 +250,7 @@ class TripletIntegrals:
             nu_v = np.exp(x[ann])
             ll = np.logaddexp(
                 loo.lws + _logsumexp(lq + vote_log_lik(h, out, nu_v[:, None])),
-                loo.lw0 + _log_lik_at_zero(out[:, 0], nu_v),
+                loo.lw0 + _log_lik_at_zero(out[:, 0], self.theta[ann]),
             )
             return np.bincount(ann, ll, minlength=A) - 0.5 * (x - centre) ** 2 / prior_sd**2
 
@@ -289,11 +292,25 @@ class TripletIntegrals:
         prior = 2.0 * np.log1p(-grid)
         return grid, np.array([float(self._log_evidence(zs, z0, pi).sum()) for pi in grid]) + prior
 
+    def tie_answer_update(self, tids: I64, tie_mass: float) -> F64:
+        """Each annotator's share of "tie" answers on true ties, weighting each vote by its triplet's posterior
+        probability of being a true tie (Beta(1, 1) smoothing); annotators without such votes keep theirs."""
+        A = len(self.theta)
+        num, den = np.zeros(A), np.zeros(A)
+        saved, self.tie_mass = self.tie_mass, tie_mass
+        for b in self.blocks(tids):
+            w0 = np.exp(self._mix(_logsumexp(b.lprior + b.LL), b.LL0)[1])[b.vrow]
+            a = self.d.ann[b.vidx]
+            num += np.bincount(a, w0 * (self.d.out[b.vidx] == TIE), minlength=A)
+            den += np.bincount(a, w0, minlength=A)
+        self.tie_mass = saved
+        return np.where(den > 0.5, (num + 1.0) / (den + 2.0), self.theta)
 
-def _log_lik_at_zero(out: I64, nu: F64) -> F64:
-    """log P(vote | d = 0): 1 / (2 + nu) for first or second, nu / (2 + nu) for a tie."""
+
+def _log_lik_at_zero(out: I64, theta: F64) -> F64:
+    """log P(vote | a true tie): theta for "tie", (1 - theta) / 2 for first or second."""
     with np.errstate(divide="ignore"):
-        return np.asarray(np.where(out == TIE, np.log(nu), 0.0) - np.log(2.0 + nu), dtype=np.float64)
+        return np.asarray(np.where(out == TIE, np.log(theta), np.log((1.0 - theta) / 2.0)), dtype=np.float64)
 
 
 def beta_newton(
@@ -304,13 +321,14 @@ def beta_newton(
     free: NDArray[np.bool_],
     nu: F64,
     prior_sd: float,
+    theta: F64,
     iters: int = 4,
 ) -> tuple[F64, F64]:
     """log beta_j maximising sum over j's sampled votes of log P(vote | the rest) - lb^2 / (2 prior_sd^2).
 
     Newton with central differences, all annotators at once; returns (log beta, curvature incl. prior)."""
     grid, lq = loo.grid, loo.lq
-    spike = loo.lw0 + _log_lik_at_zero(out, nu[ann])  # a true tie's vote does not depend on beta
+    spike = loo.lw0 + _log_lik_at_zero(out, theta[ann])  # a true tie's vote does not depend on beta
     A = len(lb)
     lb = lb.copy()
     o = out[:, None]

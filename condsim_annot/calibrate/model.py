@@ -267,6 +267,9 @@ class TripletModel:
         ties = float(np.mean(d.out == TIE)) if len(d.out) else 0.0
         self.nu_ = max(2 * ties / max(1e-9, 1 - ties), 0.05) if ties > 0 else 0.0
         self.nu_annotator_ = np.full(d.A, self.nu_)
+        # P("tie" | a true tie) per annotator, started at the annotator's share of tie answers
+        n_tie = np.bincount(d.ann, d.out == TIE, minlength=d.A)
+        self.tie_answer_ = (n_tie + 1.0) / (np.bincount(d.ann, minlength=d.A) + 3.0)
         self.tau_ = float(self.prior_scale) if self.prior_scale else 1.5
         self._tau_nodes = (np.zeros(1), np.ones(1))  # log-scale offsets and weights of tau's posterior
         self.tau_sd_ = 0.0
@@ -375,12 +378,16 @@ class TripletModel:
             self._tau_nodes,
             self.grid,
             self.tie_mass_,
+            self.tie_answer_,
         )
         if update:
             rng = np.random.default_rng(self.seed)
             if self.tie_mass is None:  # empirical Bayes first: the updates below use it
-                grid, lml = ig.tie_mass_profile(np.sort(rng.permutation(len(self._d.ti))[:40_000]))
+                tsub = np.sort(rng.permutation(len(self._d.ti))[:40_000])
+                grid, lml = ig.tie_mass_profile(tsub)
                 self.tie_mass_ = ig.tie_mass = float(grid[int(np.argmax(lml))])
+                if self.tie_mass_ > 0:
+                    self.tie_answer_ = ig.theta = ig.tie_answer_update(tsub, self.tie_mass_)
             sub = _sample_votes(self._d.ann, self.max_votes_per_annotator, rng)
             loo = ig.loo_cavities(sub)
             if self._free.any() and self.beta_prior:
@@ -411,6 +418,7 @@ class TripletModel:
             self._free,
             self.nu_annotator_,
             float(self.beta_prior or 1.0),
+            self.tie_answer_,
         )
         n_all = np.bincount(d.ann, minlength=d.A).astype(float)
         n_sub = np.maximum(np.bincount(d.ann[sub], minlength=d.A).astype(float), 1.0)
