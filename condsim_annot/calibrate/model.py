@@ -23,6 +23,10 @@ How it is fitted (``fit``)
    integrated on a grid (one dimension: exact for isolated triplets, expectation-propagation-like
    where pairs are shared), mixed over tau's posterior (3 nodes) and, per vote, over beta_j's
    posterior (3 nodes) - the uncertainty of beta and of the prior scale is carried.
+   A point mass at d = 0 (a true tie: neither candidate is more similar) has prior weight ``tie_mass_``
+   (empirical Bayes) and its own answer distribution per annotator (``tie_answer_``: P("tie" | true tie)),
+   so Davidson's nu does not have to absorb the ties of a categorical criterion; P(first) + P(second) =
+   1 - P(true tie).
 3. beta_j and nu maximise the leave-one-vote-out predictive likelihood of the votes (each vote
    predicted from the cavity without it: an annotator cannot become an "oracle" by explaining
    his own votes); tau maximises the votes' marginal likelihood (empirical Bayes, computed with

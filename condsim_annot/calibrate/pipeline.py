@@ -10,7 +10,8 @@ and :func:`_save` writes the run.  :func:`calibrate` is the entry point (CLI ``c
 
 For ``propose`` and other readers of a run: ``PairScore.score`` / ``stderr`` are each pair's
 posterior mean and sd on the run's one global scale (new model; legacy: per component),
-``AnnotatorStat.beta`` the discriminations, ``summary["tie_parameter"]`` Davidson's nu;
+``AnnotatorStat.beta`` the discriminations, ``summary["tie_parameter"]`` Davidson's nu (and
+``summary["model"]["tie_mass"]`` the prior probability of a true tie);
 :func:`.davidson.triplet_vote_probabilities` turns them into P(first), P(second), P(tie).
 """
 
