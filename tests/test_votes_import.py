@@ -242,8 +242,9 @@ def test_fast_path_agrees_with_the_field_by_field_check(cli, store, tmp_path):
         got = list(it)
         fast = Validator(conn, "v.csv", header).chunk(got)
         slow_v = Validator(conn, "v.csv", header)
-        slow = [slow_v.slow_row(line, v) for line, v in got]
-    assert fast == slow and len(fast) == 300
+        every = [slow_v.slow_row(line, v) for line, v in got]
+        slow = slow_v._in_file(every)
+    assert fast == slow and len(fast) == len({r[12] for r in every}) < 300  # lines repeating an earlier one: dropped
     assert {r[7] for r in fast} == {True, False}  # both presentation orders were exercised
     bad = head + "".join(rows[:250]) + "proof,p1,p2,p3,ann1,a,,,1.5,,\n" + "".join(rows[250:])
     f = tmp_path / "v.csv"

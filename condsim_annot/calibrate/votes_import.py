@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import text as sql
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
@@ -41,7 +42,7 @@ Progress = Callable[[str, int, int | None], None]  # (phase, done, total)
 
 STAGING = Table(
     "vote_import_staging", MetaData(),
-    Column("line", Integer, nullable=False),
+    Column("line", Integer, primary_key=True, autoincrement=False),  # SQLite: the rowid, chunks are ranges
     Column("criterion_id", Integer, nullable=False),
     Column("anchor_id", Integer, nullable=False),
     Column("first_id", Integer, nullable=False),
@@ -54,6 +55,7 @@ STAGING = Table(
     Column("rationale", Text),
     Column("group_id", String(64)),
     Column("external_id", String(200), nullable=False),
+    Column("state", String(12), nullable=False),  # active, or superseded by a later line of the file
     prefixes=["TEMPORARY"],
 )
 STAGED = [c.name for c in STAGING.columns]  # the columns Validator fills, in order
@@ -131,7 +133,7 @@ def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, pro
         _write_staged(conn, staged)
         conn.commit()  # the temporary table only: no lock on the store
         conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]  # written through the driver
-        res.read += len(staged)
+        res.read += len(buf)
         buf.clear()
         if progress:
             progress("validate", pos(), total)
@@ -142,6 +144,11 @@ def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, pro
             flush()
     if buf:
         flush()
+    superseded = [{"line": line} for line in v.superseded]
+    for i in range(0, len(superseded), CHUNK):
+        conn.execute(sql("UPDATE vote_import_staging SET state = 'superseded' WHERE line = :line"),
+                     superseded[i:i + CHUNK])
+    conn.commit()
     res.criteria = set(v.criteria)
     res.annotators = set(v.kinds)
     res.kinds = dict(v.kinds)

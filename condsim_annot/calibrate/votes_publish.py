@@ -42,20 +42,14 @@ _RETRY_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failur
 
 _KEY = ("{a}.criterion_id = {b}.criterion_id AND {a}.anchor_id = {b}.anchor_id AND {a}.first_id = {b}.first_id"
         " AND {a}.second_id = {b}.second_id")
-# One pass over the staged rows (temporary tables only, no lock on the store): a line repeating an earlier
-# line (same hash) is dropped; an annotator voting again on a triplet later in the file: the last line counts.
-# seq numbers the rows in key order: chunks are seq ranges, so concurrent imports take locks in the same order.
-_ROWS = (
+_ROWS = (  # one sort: repeated lines and re-votes were resolved while checking
     "CREATE TEMPORARY TABLE vote_import_rows AS SELECT ROW_NUMBER() OVER (ORDER BY criterion_id, anchor_id,"
-    " first_id, second_id, annotator, swapped, line) AS seq, line, criterion_id, anchor_id, first_id, second_id,"
-    " annotator, choice, swapped, latency_ms, confidence, rationale, group_id, external_id, CASE WHEN line ="
-    " MAX(line) OVER (PARTITION BY criterion_id, anchor_id, first_id, second_id, annotator) THEN 'active' ELSE"
-    " 'superseded' END AS state FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY external_id ORDER BY line) AS rn"
-    " FROM vote_import_staging s) x WHERE rn = 1"
+    " first_id, second_id, annotator, swapped, line) AS seq, s.* FROM vote_import_staging s"
 )
 _PRESENT = (  # rows imported before (same hash): unchanged, and they supersede nothing
-    "DELETE FROM vote_import_rows WHERE EXISTS (SELECT 1 FROM vote v WHERE v.external_id = vote_import_rows.external_id"
-    " AND v.source = 'import' AND (v.session_id IS NULL OR v.session_id NOT LIKE 'import-pending:%'))"
+    "DELETE FROM vote_import_staging WHERE EXISTS (SELECT 1 FROM vote v"
+    " WHERE v.external_id = vote_import_staging.external_id AND v.source = 'import'"
+    " AND (v.session_id IS NULL OR v.session_id NOT LIKE 'import-pending:%'))"
 )
 _TRIPLETS = (
     "INSERT INTO triplet (criterion_id, anchor_id, first_id, second_id, method, priority, is_attention_check,"
@@ -119,10 +113,14 @@ def _retrying(conn: Connection, step: Callable[[], Any], also: tuple[str, ...] =
 
 
 def mark_in_file(conn: Connection) -> None:
-    """Drop repeated and already imported lines, mark re-votes (temporary tables only: no lock on the store)."""
+    """Drop the lines imported before; number the rest in key order (temporary tables: no lock on the store).
+
+    Chunks are ranges of that number: neighbouring triplets are written together (B-tree locality) and
+    concurrent imports take their locks in the same order.
+    """
+    conn.execute(text(_PRESENT))
     conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
     conn.exec_driver_sql(_ROWS)
-    conn.execute(text(_PRESENT))
     conn.exec_driver_sql("CREATE INDEX vote_import_rows_seq ON vote_import_rows (seq)")
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("ANALYZE vote_import_rows")  # temporary tables are never auto-analyzed
@@ -162,9 +160,10 @@ class Batch:
     def write(self, progress: Progress | None) -> None:
         """The votes as an invisible batch, CHUNK rows per short transaction."""
         conn = self.conn
-        top = conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM vote_import_rows")).scalar() or 0
-        self.res.revoted_in_file = conn.execute(
-            text("SELECT COUNT(*) FROM vote_import_rows WHERE state = 'superseded'")).scalar() or 0
+        top, revoted = conn.execute(text(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'superseded' THEN 1 ELSE 0 END), 0)"
+            " FROM vote_import_rows")).one()
+        self.res.revoted_in_file = int(revoted)
         conn.commit()
         if progress:
             progress("publish", 0, top)

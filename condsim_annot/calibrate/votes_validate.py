@@ -103,6 +103,9 @@ class Validator:
         self.docs: dict[int | None, dict[str, int | str]] = {}  # corpus -> ext id -> id, or an error message
         self.kinds: dict[str, str] = {}  # annotator -> kind (existing or first seen in the file), once checked
         self.known: dict[str, str] = {}  # annotators already in the store -> kind
+        self.seen: set[str] = set()  # row hashes: a line repeating an earlier one adds nothing
+        self.last: dict[tuple[Any, ...], int] = {}  # (criterion, triplet, annotator) -> its latest line
+        self.superseded: list[int] = []  # lines an annotator's later line on the same triplet replaces
         self.name_max = max_length(col(Annotator.name)) or 300
         self.group_max = max_length(col(Vote.group_id)) or 64
 
@@ -196,7 +199,22 @@ class Validator:
                 choice = _FLIP.get(choice, choice)
             digest = sha1("\x1f".join((crit, anc, ea, eb, ann, raw_choice.lower(), group)).encode()).hexdigest()
             out.append((line, c[0], anchor, first, second, ann, choice, swapped, lat, conf,
-                        (v[ir] if ir is not None else "") or None, group or None, f"import:{digest[:32]}"))
+                        (v[ir] if ir is not None else "") or None, group or None, f"import:{digest[:32]}", "active"))
+        return self._in_file(out)
+
+    def _in_file(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Drop repeated lines (same hash); an annotator voting again on a triplet: the last line counts."""
+        seen, last, superseded, out = self.seen, self.last, self.superseded, []
+        for r in rows:
+            if r[12] in seen:
+                continue
+            seen.add(r[12])
+            key = r[1:6]
+            prev = last.get(key)
+            if prev is not None:
+                superseded.append(prev)
+            last[key] = r[0]
+            out.append(r)
         return out
 
     def _doc(self, corpus_id: int | None, ext: str, line: int, fld: str) -> int:
@@ -263,4 +281,4 @@ class Validator:
                                            choice_raw, vals.get("group_id", "")]).encode()).hexdigest()
         return (line, crit_id, anchor, first, second, vals["annotator"],
                 to_canonical_choice(CHOICE_MAP[choice_raw], swapped), swapped, latency, conf, rationale, group,
-                f"import:{digest[:32]}")
+                f"import:{digest[:32]}", "active")
