@@ -165,7 +165,9 @@ def run_arm(arm: str, tmp: str, records_path: str, cache: str, rounds: int, per_
         if arm == "random":
             new = _random_triplets(store, per_round, rng)
         else:
-            kw = dict(audit=1.0, attention=0.0, bridge=0.0) if arm == "audit" else {}
+            kw: dict[str, Any] = dict(audit=1.0, attention=0.0, bridge=0.0) if arm == "audit" else {}
+            if arm == "tool-info":
+                kw["rank"] = "information"
             sm = propose(store, CRITERION, methods=["embedding", "bm25"], budget=(r + 1) * per_round, per_anchor=6,
                          cache_dir=cache, seed=seed + r, **kw)
             comps.append(sm.components)
@@ -180,7 +182,10 @@ def run_arm(arm: str, tmp: str, records_path: str, cache: str, rounds: int, per_
     return out
 
 
-def run(quick: bool = False, seed: int = 0) -> dict:
+ARMS = ("tool", "tool-info", "audit", "random")
+
+
+def run(quick: bool = False, seed: int = 0, arms: tuple[str, ...] = ARMS) -> dict:
     """The loop for every arm (``quick``: 3 rounds x 50 triplets); ratios of correct gold per vote."""
     rounds, per_round = (3, 50) if quick else (3, 80)
     tmp = tempfile.mkdtemp(prefix="bench-active-loop-")
@@ -188,14 +193,13 @@ def run(quick: bool = False, seed: int = 0) -> dict:
     with open(records, "w", encoding="utf-8") as fh:
         fh.write("\n".join(json.dumps(r) for r in champ_records()) + "\n")
     cache = os.environ.get("CONDSIM_CACHE") or os.path.join(tmp, "cache")
-    arms = ("tool", "audit", "random")
     res: dict[str, Any] = {"rounds": rounds, "per_round": per_round, "annotators": dict(ANNOTATORS), "arms": {}}
     for arm in arms:
         res["arms"][arm] = run_arm(arm, tmp, records, cache, rounds, per_round, seed)
-    tool = res["arms"]["tool"]["correct_gold_per_vote"]
-    for peer in ("audit", "random"):
-        base = res["arms"][peer]["correct_gold_per_vote"]
-        res[f"tool_vs_{peer}"] = round(tool / base, 2) if base else None
+    tool = res["arms"]["tool"]["correct_gold_per_vote"] if "tool" in res["arms"] else None
+    for peer in ("tool-info", "audit", "random"):
+        base = res["arms"][peer]["correct_gold_per_vote"] if peer in res["arms"] else None
+        res[f"tool_vs_{peer.replace('-', '_')}"] = round(tool / base, 2) if base and tool is not None else None
     res["target"] = "tool_vs_audit >= 2"
     return res
 
@@ -213,12 +217,13 @@ def _print(res: dict) -> None:
         parts = [f"{k} {v.get('n', 0)}/{v.get('answerable', 0)}/{v.get('gold_right', 0)}"
                  for k, v in r["by_strategy"].items()]
         print(f"{arm}: by strategy (triplets / with a true answer / correct gold): " + "; ".join(parts))
-    comps = res["arms"]["tool"].get("components")
+    comps = res["arms"].get("tool", {}).get("components")
     if comps:
         print("tool: comparison-graph components per round (before -> after): "
               + ", ".join(f"{c['before']} -> {c['after']}" for c in comps if c))
     print(f"correct gold per human vote: tool / audit (uniform pairs of the pools, the issue's peer) "
-          f"{res['tool_vs_audit']}, tool / random over the corpus {res['tool_vs_random']} (target {res['target']})")
+          f"{res['tool_vs_audit']}, tool / random over the corpus {res['tool_vs_random']}, tool (rank gold) / "
+          f"tool-info (rank information) {res['tool_vs_tool_info']} (target {res['target']})")
 
 
 def main() -> None:
@@ -226,10 +231,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 rounds x 50 triplets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    res = run(args.quick, args.seed)
+    res = run(args.quick, args.seed, tuple(a for a in args.arms.split(",") if a))
     if args.json:
         json.dump(res, sys.stdout, indent=2)
         print()

@@ -461,7 +461,7 @@ def test_once_calibrated_new_triplets_are_what_a_vote_would_teach(store, cli, ch
     cal = calibrate(store, "same-technique", alpha_bootstrap=0)
     before = {(t.anchor_id, t.first_id, t.second_id) for t in triplets(store)}
 
-    s2 = propose(store, "same-technique", budget=300, per_anchor=10, **kw)
+    s2 = propose(store, "same-technique", budget=300, per_anchor=10, rank="information", **kw)
     assert s2.added == 150 and s2.calibration["run_id"] == cal["run_id"] and s2.calibration["anchors"] > 0
     assert s2.by_strategy.get("uncertainty", 0) >= 15, s2.by_strategy
     assert set(s2.by_strategy) <= set(sel.STRATEGIES)
@@ -506,7 +506,16 @@ def test_once_calibrated_new_triplets_are_what_a_vote_would_teach(store, cli, ch
     assert rank >= 0.7 and np.mean(chosen) > np.mean(pool), (rank, np.mean(chosen), np.mean(pool))
     # the CLI says which calibration run ranked them
     res = cli("propose", "same-technique", "--budget", "340", "--per-anchor", "10", "--methods", "embedding,bm25",
-              "--cache-dir", emb_cache, "--seed", "2", "--dry-run")
+              "--cache-dir", emb_cache, "--seed", "2", "--rank", "information", "--dry-run")
     text = " ".join(res.stdout.split())
     assert f"calibration run {cal['run_id']}" in text and "ranked by the expected information of one more vote" in text
     assert "comparison graph:" in text and "components" in text
+    # the default ranking: expected new gold per vote; it asks what the model leans on, not what it is unsure of
+    res = cli("propose", "same-technique", "--budget", "340", "--per-anchor", "10", "--methods", "embedding,bm25",
+              "--cache-dir", emb_cache, "--seed", "2", "--dry-run", "--json")
+    props = json.loads(res.stdout)["proposals"]
+    gold = [p for p in props if p["strategy"] == "expected-gold"]
+    assert len(gold) >= 15 and all(0 <= p["expected_gold"] <= 1 for p in gold)
+    lean_gold = np.mean([abs(p["model_p"] - 0.5) for p in gold])
+    lean_info = np.mean([abs(t.meta["model_p"] - 0.5) for t in new if t.strategy == "uncertainty"])
+    assert lean_gold > lean_info, (lean_gold, lean_info)

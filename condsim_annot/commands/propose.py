@@ -55,20 +55,28 @@ def _progress_bar():
                    "store, else ~/.cache/condsim-annot.")
 @click.option("--chain/--no-chain", default=True, show_default=True,
               help="Chain an anchor's triplets so they share pairs ((x,y), (y,z), (x,z)): one component per anchor.")
+@click.option("--rank", type=click.Choice(["gold", "information"]), default="gold", show_default=True,
+              help="Once calibrated, rank comparisons by the expected NEW GOLD triplets per vote (P(label) >= the "
+                   "run's tau with its min-votes after --votes more votes; fresh pairs predicted by the methods' "
+                   "learnt weights), or by the expected information of one more vote.")
+@click.option("--votes", type=int, default=3, show_default=True,
+              help="Votes each new triplet will get (what --rank gold expects), 1 to 5.")
 @click.option("--dry-run", is_flag=True, help="Score and select, but write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @pass_ctx
 def propose_cmd(ctx: Ctx, criterion, methods, budget, per_anchor, audit, attention, bridge, top_k, model, cross_encoder,
-                llm_model, base_url, seed, cache_dir, chain, dry_run, as_json):
+                llm_model, base_url, seed, cache_dir, chain, rank, votes, dry_run, as_json):
     """Propose informative triplets for CRITERION with a committee of methods.
 
     Each method scores (anchor, candidate) under the criterion; candidates are the union
     of every method's top-k plus mid-rank and random documents; pairs are ranked by how
     much the methods disagree (vote entropy x fused margin near 0), favouring
-    criterion-contrast negatives.  Once the criterion is calibrated (`calibrate`), pairs
-    whose two sides have fitted scores are ranked by the expected information of one
-    more vote under the fitted model (ties included: a settled tie or order is not asked
-    again; strategy "uncertainty").  An anchor's triplets are chained so they share
+    criterion-contrast negatives.  Once the criterion is calibrated (`calibrate`), comparisons
+    are ranked by the expected number of NEW GOLD triplets per vote under the fitted model
+    (strategy "expected-gold": a true tie or an already settled one is worth ~0, one the
+    methods' learnt weights lean on is worth most; pairs nobody asked yet are predicted from
+    those weights), or with --rank information by the expected information of one more vote
+    (strategy "uncertainty").  An anchor's triplets are chained so they share
     pairs; an audit slice, attention checks and bridge triplets (where they join
     components of the comparison graph) are mixed in.  Every method's margin is stored with each triplet.  Batches are
     committed as they are written: Ctrl-C keeps what was written, re-running resumes.
@@ -87,7 +95,7 @@ def propose_cmd(ctx: Ctx, criterion, methods, budget, per_anchor, audit, attenti
     opts = ProposeOptions.from_kwargs(
         methods=methods, budget=budget, per_anchor=per_anchor, audit=audit, attention=attention, bridge=bridge,
         top_k=top_k, model=model, cross_encoder=cross_encoder, llm_model=llm_model, base_url=base_url, seed=seed,
-        cache_dir=cache_dir, dry_run=dry_run, chain=chain)
+        cache_dir=cache_dir, dry_run=dry_run, chain=chain, rank=rank, votes=votes)
     store = ctx.store()
     with _progress_bar() as progress:
         tasks: dict[str, int] = {}
@@ -119,7 +127,11 @@ def propose_cmd(ctx: Ctx, criterion, methods, budget, per_anchor, audit, attenti
         c = summary.calibration
         out.print(
             f"calibration run {c['run_id']} ({c['pairs']} scored pairs, {c['components']} components): "
-            f"{summary.by_strategy.get('uncertainty', 0)} triplets ranked by the expected information of one more vote"
+            + (f"{summary.by_strategy.get('expected-gold', 0)} triplets ranked by the expected new gold per vote "
+               f"(gold: P >= {c['gold_tau']:g} with >= {c['min_votes']} annotators after {c['votes']} votes)"
+               if c.get("rank") == "gold" else
+               f"{summary.by_strategy.get('uncertainty', 0)} triplets ranked by the expected information of one "
+               "more vote")
             + (f", {c['bridging']} joining components" if c.get("bridging") else ""),
             highlight=False,
         )

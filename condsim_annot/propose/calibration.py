@@ -1,8 +1,10 @@
 """The criterion's latest calibration run, as the proposer needs it (read from the store, then plain arrays).
 
 Read: every pair score s({a, x}) with its standard error and component (``pairscore``), the
-annotators' discriminations beta (``annotatorstat``, weighted by their fitted votes) and Davidson's
-tie parameter (the run's summary ``tie_parameter``, or ``nu`` in its parameters).
+annotators' discriminations beta (``annotatorstat``, weighted by their fitted votes), Davidson's
+tie parameter (the run's summary ``tie_parameter``, or ``nu`` in its parameters), and for ``--rank gold``
+the gold rule (params ``tau``, ``min_votes``), the true-tie mass (``model.tie_mass``) and the feature
+prior that predicts pairs nobody asked yet (:mod:`.prior`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from ..calibrate.tables import AnnotatorStat, PairScore
 from ..db import Store
 from ..models import CalibrationRun
 from ..store_api import canonical
-from .information import expected_information, order_probability
+from .information import expected_information, gold_outlook, order_probability
+from .prior import FeaturePrior, load_feature_prior
 
 BRIDGE_BONUS = 0.25  # a comparison across components of the comparison graph counts as v + 0.25 (1 - v)
+LEAN_WEIGHT = 0.25  # rank "gold": + 0.25 |2 P - 1|, the model's lean, which orders comparisons gold cannot reach yet
 
 
 @dataclass
@@ -39,12 +43,21 @@ class Calibration:
     nu: float = 0.0
     prior_sd: float = 2.0
     typical_sd: float = 0.0  # median standard error of the scored pairs (0: use prior_sd)
+    rank: str = "information"  # "gold": expected new gold per vote (:func:`.information.expected_gold`)
+    gold_tau: float = 0.9  # the run's gold rule: P(label) >= gold_tau with >= min_votes annotators
+    min_votes: int = 2
+    tie_mass: float = 0.0  # prior probability that a comparison is a true tie
+    votes: int = 3  # votes each new triplet will get
+    prior: FeaturePrior | None = None  # predicts pairs nobody asked yet (rank "gold")
     _scale: float = field(default=0.0, repr=False)
 
     def info(self) -> dict:
         return {"run_id": self.run_id, "pairs": self.n_pairs, "components": self.n_components,
                 "across_components": self.across, "tie_parameter": round(self.nu, 4),
-                "betas": [round(float(b), 3) for b in self.beta]}
+                "betas": [round(float(b), 3) for b in self.beta], "rank": self.rank,
+                **({"gold_tau": self.gold_tau, "min_votes": self.min_votes, "tie_mass": round(self.tie_mass, 4),
+                    "votes": self.votes, "feature_prior": self.prior.names if self.prior else []}
+                   if self.rank == "gold" else {})}
 
     def unknown_information(self) -> float:
         """The scale of ``value``: the information of a vote on a comparison of two typical scored pairs with
@@ -64,13 +77,31 @@ class Calibration:
         what the ranking uses: info relative to :meth:`unknown_information` (not capped: the most open comparison
         must still outrank a merely open one), 1 where the fit cannot compare them, plus a bonus for joining
         components."""
-        cross = np.asarray(ci) != np.asarray(cj)
+        ci, cj = np.asarray(ci), np.asarray(cj)
+        cross = (ci != cj) & (ci >= 0) & (cj >= 0)  # component -1: a pair only the feature prior predicts
         defined = np.ones_like(cross) if self.across else ~cross
         p = np.where(defined, order_probability(si, sei, sj, sej), np.nan)
+        if self.rank == "gold":
+            return self._gold(si, sj, sei, sej, p, cross, defined)
         info = expected_information(si, sei, sj, sej, self.beta, self.nu, self.beta_weight)
         rel = np.where(defined, info / self.unknown_information(), 1.0)
         value = np.where(cross, rel + BRIDGE_BONUS * np.maximum(1.0 - rel, 0.0), rel)
         return {"p": p, "info": np.where(defined, info, np.nan), "cross": cross, "defined": defined, "value": value}
+
+    def _gold(self, si: np.ndarray, sj: np.ndarray, sei: np.ndarray, sej: np.ndarray, p: np.ndarray,
+              cross: np.ndarray, defined: np.ndarray) -> dict[str, np.ndarray]:
+        """``value`` = (expected new gold + :data:`LEAN_WEIGHT` x the model's lean |2 P - 1|) per vote.  The lean
+        orders comparisons while the gold rule is out of reach of a few votes (early runs find many true ties:
+        a large tie mass); it is also what the spike cannot say, that a comparison the methods lean on is seldom
+        a tie.  No bridge bonus: a bridge is worth its gold too."""
+        d, sd = np.asarray(si) - np.asarray(sj), np.sqrt(np.asarray(sei) ** 2 + np.asarray(sej) ** 2)
+        gain = gold_outlook(d, sd, self.tie_mass, self.beta, self.nu, tau=self.gold_tau, votes=self.votes,
+                            min_votes=self.min_votes, weight=self.beta_weight)[0]
+        gain = np.where(defined, gain, 0.0)
+        lean = np.where(defined, np.abs(2.0 * np.nan_to_num(p, nan=0.5) - 1.0), 0.0)
+        value = (gain + LEAN_WEIGHT * lean) / max(self.votes, 1)
+        return {"p": p, "info": np.full(len(value), np.nan), "gold": gain, "cross": cross, "defined": defined,
+                "value": value}
 
     def anchor_value(self, a: int, taken: set, doc_ids: np.ndarray) -> float:
         """The largest ``value`` of a not-yet-asked comparison (a; x, y) among a's scored partners."""
@@ -105,8 +136,10 @@ def _tie_parameter(params: dict, summary: dict) -> float:
     return 0.0
 
 
-def load_calibration(store: Store, criterion_id: int, pos_of: dict[int, int]) -> Calibration | None:
-    """The latest calibration run of the criterion, or None (no run, or no pair of this corpus scored)."""
+def load_calibration(store: Store, criterion_id: int, pos_of: dict[int, int], rank: str = "information",
+                     votes: int = 3) -> Calibration | None:
+    """The latest calibration run of the criterion, or None (no run, or no pair of this corpus scored).
+    ``rank``: what ranks comparisons ("gold" or "information", see :class:`.options.ProposeOptions`); ``votes``: how many votes each new triplet will get."""
     with store.session() as s:
         q = (select(col(CalibrationRun.id), col(CalibrationRun.params), col(CalibrationRun.summary))
              .where(col(CalibrationRun.criterion_id) == criterion_id).order_by(col(CalibrationRun.id).desc()).limit(1))
@@ -119,6 +152,8 @@ def load_calibration(store: Store, criterion_id: int, pos_of: dict[int, int]) ->
                          .where(col(PairScore.calibration_run_id) == run_id)).all()
         stats = s.execute(select(col(AnnotatorStat.beta), col(AnnotatorStat.n_fitted))
                           .where(col(AnnotatorStat.calibration_run_id) == run_id)).all()
+        fp = (load_feature_prior(s, criterion_id, summary or {}, {(min(a, c), max(a, c)) for a, c, *_ in rows})
+              if rank == "gold" else None)
     partners: dict[int, dict[int, tuple]] = defaultdict(dict)
     comps = set()
     n = 0
@@ -138,8 +173,25 @@ def load_calibration(store: Store, criterion_id: int, pos_of: dict[int, int]) ->
     params, summary = params or {}, summary or {}
     across, prior_sd = _scale(params, summary)
     beta, weight = _betas([tuple(r) for r in stats])
-    return Calibration(int(run_id), n, len(comps), dict(partners), across=across, beta=beta, beta_weight=weight,
-                       nu=_tie_parameter(params, summary), prior_sd=prior_sd, typical_sd=float(np.median(ses)))
+    cal = Calibration(int(run_id), n, len(comps), dict(partners), across=across, beta=beta, beta_weight=weight,
+                      nu=_tie_parameter(params, summary), prior_sd=prior_sd, typical_sd=float(np.median(ses)), rank=rank,
+                      votes=votes, prior=fp)
+    if rank == "gold":
+        _gold_rule(cal, params, summary)
+    return cal
+
+
+def _gold_rule(cal: Calibration, params: dict, summary: dict) -> None:
+    """The run's gold rule (``tau`` used, ``min_votes``) and its true-tie mass (``model.tie_mass``)."""
+    tau, mv = params.get("tau"), params.get("min_votes")
+    if isinstance(tau, (int, float)) and 0.5 <= tau <= 1:
+        cal.gold_tau = float(tau)
+    if isinstance(mv, int) and mv >= 0:
+        cal.min_votes = mv
+    model = summary.get("model")
+    tm = model.get("tie_mass") if isinstance(model, dict) else None
+    if isinstance(tm, (int, float)) and 0 <= tm < 1:
+        cal.tie_mass = float(tm)
 
 
 def _scale(params: dict, summary: dict) -> tuple[bool, float]:

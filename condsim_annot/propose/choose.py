@@ -82,6 +82,9 @@ def _meta(p: AnchorPool, i: int, j: int, feats: dict, col: int) -> dict:
         mp, ub = float(feats["model_p"][col]), float(feats["information"][col])
         meta["model_p"] = round(mp, 4) if math.isfinite(mp) else None  # None: no common scale for them
         meta["information"] = round(ub, 5) if math.isfinite(ub) else None  # bits, of one more vote
+        eg = float(feats["expected_gold"][col])
+        if math.isfinite(eg):
+            meta["expected_gold"] = round(eg, 4)  # P(gold after the next votes), rank "gold"
         if feats["cross"][col]:
             meta["bridges_components"] = True
     return meta
@@ -153,7 +156,7 @@ def pick_audit(sel: Selection, pools: list[AnchorPool], n: int, rng: np.random.G
 
 def _strategy(f: dict, col: int) -> str:
     if "defined" in f and f["defined"][col]:
-        return "uncertainty"
+        return "expected-gold" if math.isfinite(f["expected_gold"][col]) else "uncertainty"
     if "cross" in f and f["cross"][col]:
         return "bridge"  # joins two components the fit cannot compare
     return "contrast" if f["is_contrast"][col] else "disagreement"

@@ -115,3 +115,81 @@ def tie_probability(mean_x: np.ndarray, sd_x: np.ndarray, mean_y: np.ndarray, sd
     d = mu[:, None] + sd[:, None] * z[None, :]
     return sum(wj * (outcome_probabilities(d, float(b), max(float(nu), 0.0))[1] @ (gw / gw.sum()))
                for b, wj in zip(betas, w, strict=False))
+
+
+GOLD_GRID = 97  # points of the 1-D grid over d (the slab) in :func:`expected_gold`
+GOLD_CHUNK = 1024  # comparisons per block of :func:`expected_gold`
+
+
+def vote_betas(beta: np.ndarray | float, weight: np.ndarray | None, votes: int) -> np.ndarray:
+    """Who answers the next ``votes`` votes: distinct annotators, taken at the (i + 1/2) / votes weighted
+    quantiles of the betas (with three annotators who each vote on everything: exactly their betas)."""
+    b = np.atleast_1d(np.asarray(beta, dtype=np.float64))
+    w = _weights(b, weight)
+    b, w = b[w > 0], w[w > 0]
+    order = np.argsort(b)
+    q = (np.arange(votes) + 0.5) / max(votes, 1)
+    return b[order][np.minimum(np.searchsorted(np.cumsum(w[order]), q), len(b) - 1)]
+
+
+def _outcome_rows(betas: np.ndarray, d: np.ndarray, nu: float) -> np.ndarray:
+    """(3^k, *d.shape) likelihood of every answer sequence of the k annotators (first, tie, second each)."""
+    lik = np.ones((1, *d.shape))
+    for b in betas:
+        pf, pt, ps = outcome_probabilities(d, float(b), nu)
+        lik = (lik[:, None] * np.stack([pf, pt, ps])[None]).reshape(-1, *d.shape)
+    return lik
+
+
+def expected_gold(mean: np.ndarray, sd: np.ndarray, tie: np.ndarray | float, beta: np.ndarray | float, nu: float, *,
+                  tau: float, votes: int = 3, min_votes: int = 2, have: np.ndarray | int = 0,
+                  gold: np.ndarray | None = None, weight: np.ndarray | None = None) -> np.ndarray:
+    """P(gold after ``votes`` more votes); see :func:`gold_outlook` (which also gives E[P(label)])."""
+    return gold_outlook(mean, sd, tie, beta, nu, tau=tau, votes=votes, min_votes=min_votes, have=have, gold=gold,
+                        weight=weight)[0]
+
+
+def gold_outlook(mean: np.ndarray, sd: np.ndarray, tie: np.ndarray | float, beta: np.ndarray | float, nu: float, *,
+                 tau: float, votes: int = 3, min_votes: int = 2, have: np.ndarray | int = 0,
+                 gold: np.ndarray | None = None,
+                 weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """P(the comparison is gold after ``votes`` more votes): the chance that P(label) >= ``tau`` with at least
+    ``min_votes`` distinct annotators, averaged over the answers the model predicts.
+
+    The comparison's belief about d = s(a, x) - s(a, y) is a spike and a slab, as in the calibration model:
+    d = 0 exactly (a true tie) with probability ``tie``, else d ~ N(``mean``, ``sd``^2).  Each answer
+    sequence of the next ``votes`` annotators (:func:`vote_betas`) updates it exactly on a grid; the label's
+    probability is then the slab's mass on one side (a tie answer moves mass to the spike, never to a label).
+    A settled tie (mean ~0, or tie ~1) scores ~0, a comparison the prior already leans on scores high;
+    ``gold`` (already gold) scores 0.  ``have``: distinct annotators who already voted on it.
+
+    Returns (P(gold), E[P(label)] after the votes): the second orders comparisons where the run's gold rule is
+    out of reach of ``votes`` votes (e.g. a large true-tie mass early on), by how sure their label would be."""
+    mu = np.atleast_1d(np.asarray(mean, dtype=np.float64))
+    mu, s, pi, n0 = np.broadcast_arrays(mu, np.maximum(np.asarray(sd, dtype=np.float64), 1e-6),
+                                        np.clip(np.asarray(tie, dtype=np.float64), 0.0, 1.0), np.asarray(have))
+    nu = max(float(nu), 0.0)
+    bs = vote_betas(beta, weight, votes)
+    z = np.linspace(-6.0, 6.0, GOLD_GRID)
+    gz = np.exp(-0.5 * z * z)
+    gz /= gz.sum()
+    at0 = _outcome_rows(bs, np.zeros(1), nu)[:, 0]  # (3^k,) a true tie's answers
+    if not 1 <= votes <= 5:
+        raise ValueError("votes must be 1 to 5 (3^votes answer sequences are enumerated)")
+    out, conf = np.empty(len(mu)), np.empty(len(mu))
+    for c0 in range(0, len(mu), GOLD_CHUNK):
+        sl = slice(c0, c0 + GOLD_CHUNK)
+        d = mu[sl, None] + s[sl, None] * z[None, :]
+        lik = _outcome_rows(bs, d, nu) * gz  # (3^k, n, G)
+        slab, pos = lik.sum(axis=2), np.where(d > 0, lik, 0.0).sum(axis=2)
+        neg = slab - pos - np.where(d == 0, lik, 0.0).sum(axis=2)
+        total = (1.0 - pi[sl]) * slab + pi[sl] * at0[:, None]  # predictive probability of each sequence
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p_label = (1.0 - pi[sl]) * np.maximum(pos, neg) / total
+        p_label = np.nan_to_num(p_label)
+        enough = (n0[sl] + votes) >= min_votes
+        out[sl] = np.where(enough, (total * (p_label >= tau)).sum(axis=0), 0.0)
+        conf[sl] = (total * p_label).sum(axis=0)
+    if gold is not None:
+        out = np.where(np.asarray(gold, dtype=bool), 0.0, out)
+    return out, conf

@@ -12,8 +12,9 @@ from typing import Any
 from ..errors import CondsimError
 from .registry import REGISTRY, parse_methods
 
-STRATEGIES = ("disagreement", "contrast", "uncertainty", "audit", "attention", "bridge")
-RANKED = ("disagreement", "contrast", "uncertainty")  # strategies of the priority ranking
+STRATEGIES = ("disagreement", "contrast", "uncertainty", "expected-gold", "audit", "attention", "bridge")
+RANKED = ("disagreement", "contrast", "uncertainty", "expected-gold")  # strategies of the priority ranking
+RANKS = ("gold", "information")  # what ranks comparisons once calibrated
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class ProposeOptions:
     batch_size: int = 64
     dry_run: bool = False
     chain: bool = True  # an anchor's ranked triplets share candidates: (x, y), (y, z), (x, z)
+    rank: str = "gold"  # once calibrated: expected new gold per vote, or "information" (of one more vote)
+    votes: int = 3  # votes each new triplet will get (what "gold" expects)
 
     @classmethod
     def from_kwargs(cls, **kw: Any) -> ProposeOptions:
@@ -75,6 +78,10 @@ class ProposeOptions:
         for label, frac in (("--audit", self.audit), ("--attention", self.attention), ("--bridge", self.bridge)):
             if not 0 <= frac <= 1:
                 raise CondsimError(f"{label} is a fraction of the budget, between 0 and 1 (got {frac})")
+        if self.rank not in RANKS:
+            raise CondsimError(f"--rank must be one of {', '.join(RANKS)}, not {self.rank!r}")
+        if not 1 <= self.votes <= 5:
+            raise CondsimError(f"--votes is the number of votes each new triplet will get, 1 to 5 (got {self.votes})")
         if self.audit + self.attention + self.bridge > 1:
             raise CondsimError("--audit + --attention + --bridge exceed the whole budget")
         if not any(REGISTRY[n].kind == "dense" for n in names):
@@ -90,7 +97,7 @@ class ProposeOptions:
     def run_params(self) -> dict:
         """The parameters stored with the proposal run."""
         keys = ("budget", "per_anchor", "audit", "attention", "bridge", "top_k", "n_mid", "n_random", "model",
-                "cross_encoder", "llm_model", "seed", "chain")
+                "cross_encoder", "llm_model", "seed", "chain", "rank", "votes")
         return {k: getattr(self, k) for k in keys}
 
 

@@ -21,6 +21,8 @@ from .registry import DenseMethod, RerankMethod
 
 UNCERTAINTY_WEIGHT = 2.0  # priority per unit of the model's value (the committee score is <= 1.75)
 COMMITTEE_WEIGHT = 0.25  # the committee's share where the model decides
+GOLD_WEIGHT = 2.0  # priority per unit of expected new gold (rank "gold")
+GOLD_COMMITTEE_WEIGHT = 0.05  # with rank "gold" the committee only breaks ties
 
 
 def zscore(S: np.ndarray) -> np.ndarray:
@@ -44,13 +46,21 @@ class AnchorPool:
     mc: np.ndarray | None = None
     cal: Calibration | None = None
 
-    def finish(self, cal: Calibration | None = None) -> None:
-        """Standardise the scores and attach the model's view of each candidate pair."""
+    def finish(self, cal: Calibration | None = None, names: list[str] | None = None) -> None:
+        """Standardise the scores and attach the model's view of each candidate pair: its fitted score, or (rank
+        "gold", a run with feature weights, ``names`` the rows of S) the feature prior's prediction."""
         self.cal = cal
         self.Z = zscore(self.S)
         self.GZ = zscore(self.G) if self.G is not None else None
         part = cal.partners.get(self.anchor) if cal is not None else None
-        if part:
+        if cal is not None and cal.prior is not None and names is not None:
+            self.ms, self.mse = cal.prior.predict(self.S, names)
+            self.mc = np.full(len(self.pos), -1, dtype=np.int64)
+            for q, x in enumerate(self.pos.tolist()):
+                v = (part or {}).get(x)
+                if v is not None:
+                    self.ms[q], self.mse[q], self.mc[q] = v
+        elif part:
             P = len(self.pos)
             self.ms = np.full(P, np.nan)
             self.mse = np.zeros(P)
@@ -104,12 +114,17 @@ class AnchorPool:
         m = self.cal.comparisons(self.ms[ib], self.ms[jb], self.mse[ib], self.mse[jb], self.mc[ib], self.mc[jb])
         n = len(i)
         priority, model_p, bits = committee.copy(), np.full(n, np.nan), np.full(n, np.nan)
-        defined, cross = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        priority[b] = UNCERTAINTY_WEIGHT * m["value"] + COMMITTEE_WEIGHT * committee[b]
+        defined, cross, gold = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.full(n, np.nan)
+        if "gold" in m:
+            priority[b] = GOLD_WEIGHT * self.cal.votes * m["value"] + GOLD_COMMITTEE_WEIGHT * committee[b]
+            gold[b] = m["gold"]
+        else:
+            priority[b] = UNCERTAINTY_WEIGHT * m["value"] + COMMITTEE_WEIGHT * committee[b]
         defined[b], cross[b] = m["defined"], m["cross"]
         model_p[b] = np.where(m["defined"], m["p"], np.nan)
         bits[b] = m["info"]
-        return {"priority": priority, "model_p": model_p, "information": bits, "defined": defined, "cross": cross}
+        return {"priority": priority, "model_p": model_p, "information": bits, "expected_gold": gold,
+                "defined": defined, "cross": cross}
 
 
 @dataclass

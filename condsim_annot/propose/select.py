@@ -91,7 +91,8 @@ def _anchors(store: Store, crit: Criterion, doc_ids: np.ndarray, keys: set, per_
     """Stage 2: the anchors, their room under the cap, and the calibration run (if any)."""
     used = np.asarray([per_anchor_existing.get(int(d), 0) for d in doc_ids])
     picked, eligible, n_anchors = pick_anchors(used, opts.per_anchor, remaining, rng, crit.name)
-    cal = load_calibration(store, _id(crit), {int(d): i for i, d in enumerate(doc_ids)})
+    cal = load_calibration(store, _id(crit), {int(d): i for i, d in enumerate(doc_ids)}, rank=opts.rank,
+                           votes=opts.votes)
     extra = None
     if cal is not None:
         t = time.perf_counter()
@@ -124,7 +125,7 @@ def _pools(ctx: ProposeContext, com: Committee, anchors: np.ndarray, cal: Calibr
     add_bridge_members(pools, bridge_pairs, com)
     rerank_pools(ctx, pools, com, summary.timings, summary.method_info)
     for p in pools:
-        p.finish(cal)
+        p.finish(cal, com.names)
     summary.candidates = int(sum(len(p.pos) for p in pools))
     return pools, bridge_pairs
 
