@@ -6,10 +6,9 @@ Create Date: 2026-12-01 18:20:00
 """
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision: str = "0008_train"
 down_revision: Union[str, Sequence[str], None] = "0001_foundation"
