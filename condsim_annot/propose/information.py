@@ -117,7 +117,7 @@ def tie_probability(mean_x: np.ndarray, sd_x: np.ndarray, mean_y: np.ndarray, sd
                for b, wj in zip(betas, w, strict=False))
 
 
-GOLD_GRID = 97  # points of the 1-D grid over d (the slab) in :func:`expected_gold`
+GOLD_GRID = 64  # points of the 1-D grid over d (the slab) in :func:`expected_gold`
 GOLD_CHUNK = 1024  # comparisons per block of :func:`expected_gold`
 
 
@@ -180,9 +180,10 @@ def gold_outlook(mean: np.ndarray, sd: np.ndarray, tie: np.ndarray | float, beta
     for c0 in range(0, len(mu), GOLD_CHUNK):
         sl = slice(c0, c0 + GOLD_CHUNK)
         d = mu[sl, None] + s[sl, None] * z[None, :]
-        lik = _outcome_rows(bs, d, nu) * gz  # (3^k, n, G)
-        slab, pos = lik.sum(axis=2), np.where(d > 0, lik, 0.0).sum(axis=2)
-        neg = slab - pos - np.where(d == 0, lik, 0.0).sum(axis=2)
+        lik = _outcome_rows(bs, d, nu)  # (3^k, n, G)
+        slab = lik @ gz
+        pos = np.einsum("sng,ng->sn", lik, np.where(d > 0, gz, 0.0))
+        neg = np.einsum("sng,ng->sn", lik, np.where(d < 0, gz, 0.0))
         total = (1.0 - pi[sl]) * slab + pi[sl] * at0[:, None]  # predictive probability of each sequence
         with np.errstate(divide="ignore", invalid="ignore"):
             p_label = (1.0 - pi[sl]) * np.maximum(pos, neg) / total
