@@ -57,6 +57,7 @@ from condsim_annot.store_api import add_triplet, get_or_create_annotator, record
 CRITERION = "same-topic"
 ANNOTATORS = (("good-92", 0.92), ("ok-80", 0.80), ("coin", 0.5))
 P_TIE_ANSWER = 0.6  # a good annotator answers "tie" on a true tie with this probability
+LOW_TAU = 0.8  # secondary yield: labels with P >= .8 and >= 2 annotators (what gold would be at --tau 0.8)
 
 
 def _store(tmp: str, name: str, records_path: str):
@@ -128,16 +129,21 @@ def _score(store, cat: dict[int, str], votes: int) -> dict[str, Any]:
     with store.session() as s:
         run = s.scalar(select(func.max(CalibrationRun.id)))
         rows = s.execute(select(GoldLabel.label, GoldLabel.status, Triplet.anchor_id, Triplet.first_id,
-                                Triplet.second_id, Triplet.strategy)
+                                Triplet.second_id, Triplet.strategy, GoldLabel.probability, GoldLabel.n_votes)
                          .join(Triplet, Triplet.id == GoldLabel.triplet_id)
                          .where(GoldLabel.calibration_run_id == run)).all()
         n_trip = s.scalar(select(func.count()).select_from(Triplet)) or 0
         n_votes = s.scalar(select(func.count()).select_from(Vote).where(Vote.state == "active")) or 0
     truths: Counter = Counter()
     by_strategy: dict[str, Counter] = {}
-    gold = right = 0
-    for label, status, a, f, sec, strategy in rows:
+    gold = right = right_80 = n_80 = 0
+    for label, status, a, f, sec, strategy, prob, n_ann in rows:
         t = true_answer(cat, a, f, sec)
+        if label is not None and prob >= LOW_TAU and n_ann >= 2 and status != "derived":
+            n_80 += 1
+            right_80 += label == t
+            st_80 = by_strategy.setdefault(strategy or "-", Counter())
+            st_80["right_at_80"] += label == t
         truths[t != "tie"] += 1
         st = by_strategy.setdefault(strategy or "-", Counter())
         st["n"] += 1
@@ -150,6 +156,8 @@ def _score(store, cat: dict[int, str], votes: int) -> dict[str, Any]:
     return {"triplets": n_trip, "votes": votes, "with_true_answer": truths[True], "true_ties": truths[False],
             "gold": gold, "gold_right": right, "gold_accuracy": round(right / gold, 3) if gold else None,
             "correct_gold_per_vote": round(right / votes, 4) if votes else 0.0,
+            "at_80": n_80, "right_at_80": right_80,
+            "correct_at_80_per_vote": round(right_80 / votes, 4) if votes else 0.0,
             "by_strategy": {k: dict(v) for k, v in sorted(by_strategy.items())}}
 
 
@@ -196,10 +204,12 @@ def run(quick: bool = False, seed: int = 0, arms: tuple[str, ...] = ARMS) -> dic
     res: dict[str, Any] = {"rounds": rounds, "per_round": per_round, "annotators": dict(ANNOTATORS), "arms": {}}
     for arm in arms:
         res["arms"][arm] = run_arm(arm, tmp, records, cache, rounds, per_round, seed)
-    tool = res["arms"]["tool"]["correct_gold_per_vote"] if "tool" in res["arms"] else None
-    for peer in ("tool-info", "audit", "random"):
-        base = res["arms"][peer]["correct_gold_per_vote"] if peer in res["arms"] else None
-        res[f"tool_vs_{peer.replace('-', '_')}"] = round(tool / base, 2) if base and tool is not None else None
+    for key, suffix in (("correct_gold_per_vote", ""), ("correct_at_80_per_vote", "_at_80")):
+        tool = res["arms"]["tool"][key] if "tool" in res["arms"] else None
+        for peer in ("tool-info", "audit", "random"):
+            base = res["arms"][peer][key] if peer in res["arms"] else None
+            ratio = round(tool / base, 2) if base and tool is not None else None
+            res[f"tool_vs_{peer.replace('-', '_')}{suffix}"] = ratio
     res["target"] = "tool_vs_audit >= 2"
     return res
 
@@ -207,23 +217,26 @@ def run(quick: bool = False, seed: int = 0, arms: tuple[str, ...] = ARMS) -> dic
 def _print(res: dict) -> None:
     print(f"active loop on CHAMP / {CRITERION}: {res['rounds']} rounds x {res['per_round']} triplets, 3 votes each "
           f"(annotators {res['annotators']})")
-    print(f"{'arm':8} {'triplets':>8} {'answerable':>10} {'ties':>5} {'gold':>5} {'right':>5} {'acc':>6} "
-          f"{'right/vote':>10} {'s':>6}")
+    print(f"{'arm':9} {'triplets':>8} {'answerable':>10} {'ties':>5} {'gold':>5} {'right':>5} {'acc':>6} "
+          f"{'right/vote':>10} {'P>=.8':>6} {'right':>5} {'right/vote':>10} {'s':>6}")
     for arm, r in res["arms"].items():
         acc = f"{r['gold_accuracy']:.3f}" if r["gold_accuracy"] is not None else "-"
-        print(f"{arm:8} {r['triplets']:>8} {r['with_true_answer']:>10} {r['true_ties']:>5} {r['gold']:>5} "
-              f"{r['gold_right']:>5} {acc:>6} {r['correct_gold_per_vote']:>10.4f} {r['seconds']:>6}")
+        print(f"{arm:9} {r['triplets']:>8} {r['with_true_answer']:>10} {r['true_ties']:>5} {r['gold']:>5} "
+              f"{r['gold_right']:>5} {acc:>6} {r['correct_gold_per_vote']:>10.4f} {r['at_80']:>6} "
+              f"{r['right_at_80']:>5} {r['correct_at_80_per_vote']:>10.4f} {r['seconds']:>6}")
     for arm, r in res["arms"].items():
-        parts = [f"{k} {v.get('n', 0)}/{v.get('answerable', 0)}/{v.get('gold_right', 0)}"
+        parts = [f"{k} {v.get('n', 0)}/{v.get('answerable', 0)}/{v.get('gold_right', 0)}/{v.get('right_at_80', 0)}"
                  for k, v in r["by_strategy"].items()]
-        print(f"{arm}: by strategy (triplets / with a true answer / correct gold): " + "; ".join(parts))
+        print(f"{arm}: by strategy (triplets / with a true answer / correct gold / correct at P>=.8): "
+              + "; ".join(parts))
     comps = res["arms"].get("tool", {}).get("components")
     if comps:
         print("tool: comparison-graph components per round (before -> after): "
               + ", ".join(f"{c['before']} -> {c['after']}" for c in comps if c))
     print(f"correct gold per human vote: tool / audit (uniform pairs of the pools, the issue's peer) "
           f"{res['tool_vs_audit']}, tool / random over the corpus {res['tool_vs_random']}, tool (rank gold) / "
-          f"tool-info (rank information) {res['tool_vs_tool_info']} (target {res['target']})")
+          f"tool-info (rank information) {res['tool_vs_tool_info']} (target {res['target']}); at P >= .8: tool / "
+          f"audit {res['tool_vs_audit_at_80']}, tool / tool-info {res['tool_vs_tool_info_at_80']}")
 
 
 def main() -> None:

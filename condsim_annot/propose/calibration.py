@@ -139,7 +139,8 @@ def _tie_parameter(params: dict, summary: dict) -> float:
 def load_calibration(store: Store, criterion_id: int, pos_of: dict[int, int], rank: str = "information",
                      votes: int = 3) -> Calibration | None:
     """The latest calibration run of the criterion, or None (no run, or no pair of this corpus scored).
-    ``rank``: what ranks comparisons ("gold" or "information", see :class:`.options.ProposeOptions`); ``votes``: how many votes each new triplet will get."""
+    ``rank``: what ranks comparisons ("gold" or "information", see :class:`.options.ProposeOptions`);
+    ``votes``: how many votes each new triplet will get."""
     with store.session() as s:
         q = (select(col(CalibrationRun.id), col(CalibrationRun.params), col(CalibrationRun.summary))
              .where(col(CalibrationRun.criterion_id) == criterion_id).order_by(col(CalibrationRun.id).desc()).limit(1))
@@ -174,8 +175,8 @@ def load_calibration(store: Store, criterion_id: int, pos_of: dict[int, int], ra
     across, prior_sd = _scale(params, summary)
     beta, weight = _betas([tuple(r) for r in stats])
     cal = Calibration(int(run_id), n, len(comps), dict(partners), across=across, beta=beta, beta_weight=weight,
-                      nu=_tie_parameter(params, summary), prior_sd=prior_sd, typical_sd=float(np.median(ses)), rank=rank,
-                      votes=votes, prior=fp)
+                      nu=_tie_parameter(params, summary), prior_sd=prior_sd, typical_sd=float(np.median(ses)),
+                      rank=rank, votes=votes, prior=fp)
     if rank == "gold":
         _gold_rule(cal, params, summary)
     return cal
