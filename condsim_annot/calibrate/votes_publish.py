@@ -14,6 +14,11 @@
    batch; the next import removes batches older than :data:`STALE_S`.
 
 A TUI answer waits at most for one chunk or for the activation, never for the file.
+
+That is SQLite's way (one writer at a time).  PostgreSQL writers only wait for a transaction
+that wrote the same row, so there the file goes in as one transaction, by chunks, with its
+final states (:func:`write_in_one_transaction`): all or nothing for free, and no activation
+pass (an UPDATE there writes a new version of every row and every index entry).
 """
 
 from __future__ import annotations
@@ -66,6 +71,23 @@ _VOTES = (  # replaces_id: the annotator's active import vote now, the one activ
     " f.group_id, CASE WHEN f.state = 'active' THEN :act ELSE :sup END, f.external_id, {meta}, :now"
     " FROM vote_import_rows f JOIN triplet t ON " + _KEY.format(a="t", b="f")
     + " JOIN annotator a ON a.name = f.annotator WHERE f.seq >= :lo AND f.seq < :hi ORDER BY f.seq"
+)
+_JOINS = (" FROM vote_import_rows f JOIN triplet t ON " + _KEY.format(a="t", b="f")
+          + " JOIN annotator a ON a.name = f.annotator WHERE f.seq >= :lo AND f.seq < :hi")
+# PostgreSQL writes the file in one transaction (other writers do not wait for it), final states at once.
+_SUPERSEDE_CHUNK = (
+    "UPDATE vote SET state = 'superseded' WHERE id IN (SELECT v.id" + _JOINS.replace(" WHERE ", " JOIN vote v ON"
+    " v.triplet_id = t.id AND v.annotator_id = a.id WHERE ") + " AND f.state = 'active' AND v.source = 'import'"
+    " AND v.state = 'active')"
+)
+_VOTES_DIRECT = (
+    "INSERT INTO vote (triplet_id, annotator_id, choice, swapped, latency_ms, rationale, confidence, source, state,"
+    " replaces_id, group_id, external_id, meta, created_at)"
+    " SELECT t.id, a.id, f.choice, f.swapped, f.latency_ms, f.rationale, f.confidence, 'import', f.state,"
+    " CASE WHEN f.state = 'active' THEN (SELECT MAX(v.id) FROM vote v WHERE v.triplet_id = t.id"
+    " AND v.annotator_id = a.id AND v.source = 'import' AND v.state = 'superseded') END,"
+    " f.group_id, f.external_id, {meta}, :now" + _JOINS + " ORDER BY f.seq"
+    " ON CONFLICT (triplet_id, annotator_id, source, swapped) WHERE state = 'active' DO NOTHING"
 )
 _BATCH = "state = 'undone' AND session_id IN (:act, :sup)"  # the ix_vote_state index finds a batch
 _SUPERSEDE = {  # the old votes the batch replaces: as recorded when written (fast), or all of them (a race)
@@ -160,11 +182,7 @@ class Batch:
     def write(self, progress: Progress | None) -> None:
         """The votes as an invisible batch, CHUNK rows per short transaction."""
         conn = self.conn
-        top, revoted = conn.execute(text(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'superseded' THEN 1 ELSE 0 END), 0)"
-            " FROM vote_import_rows")).one()
-        self.res.revoted_in_file = int(revoted)
-        conn.commit()
+        top = _counts(conn, self.res)
         if progress:
             progress("publish", 0, top)
         for lo in range(1, top + 1, CHUNK):
@@ -250,6 +268,35 @@ def remove_stale_batches(conn: Connection, older_than_s: float | None = None) ->
     return len(stale)
 
 
+def _counts(conn: Connection, res: Any) -> int:
+    top, revoted = conn.execute(text(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'superseded' THEN 1 ELSE 0 END), 0)"
+        " FROM vote_import_rows")).one()
+    res.revoted_in_file = int(revoted)
+    conn.commit()
+    return int(top)
+
+
+def write_in_one_transaction(conn: Connection, res: Any, file_label: str, progress: Progress | None) -> None:
+    """PostgreSQL: the whole file in one transaction, by chunks.  MVCC: nobody waits for it but a writer of
+    the very same vote, and an activation pass over the file (a new version of every row) is saved."""
+    top, now = _counts(conn, res), datetime.now(timezone.utc)
+
+    def step() -> tuple[int, int]:
+        _annotators(conn, res.kinds, now)
+        created = added = 0
+        for lo in range(1, top + 1, CHUNK):
+            created += _sql(conn, _TRIPLETS, now=now, lo=lo, hi=lo + CHUNK).rowcount
+            _sql(conn, _SUPERSEDE_CHUNK, lo=lo, hi=lo + CHUNK)
+            added += _sql(conn, _VOTES_DIRECT, now=now, lo=lo, hi=lo + CHUNK, file=file_label).rowcount
+            if progress:
+                progress("publish", min(lo + CHUNK - 1, top), top)
+        return created, added
+
+    res.triplets_created, res.added = _retrying(conn, step)
+    res.unchanged = res.read - res.added
+
+
 def publish(conn: Connection, res: Any, file_label: str, progress: Progress | None = None) -> None:
     """Move the staged rows into the store: all or nothing, without holding the store for the whole file."""
     if conn.dialect.name == "sqlite":
@@ -258,6 +305,9 @@ def publish(conn: Connection, res: Any, file_label: str, progress: Progress | No
         conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
     remove_stale_batches(conn)
     mark_in_file(conn)
+    if conn.dialect.name == "postgresql":
+        write_in_one_transaction(conn, res, file_label, progress)
+        return
     batch = Batch(conn, res, file_label)
     done = False
     try:
