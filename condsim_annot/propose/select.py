@@ -15,10 +15,15 @@ The stages (one call of :func:`propose`), each in its own module:
    and (once calibrated) every scored partner; re-rank methods then score the pools.
 5. **Features.**  Per comparison (x, y) of an anchor's pool: the committee's disagreement
    (vote entropy of the methods x fused margin near 0) and criterion contrast; once a
-   calibration run exists, for comparisons whose two pairs are scored, the *expected
-   information of one more vote* under the fitted model (:mod:`.information`: Davidson ties
-   included, so a settled tie or a settled order is worth ~0), relative to a pair nobody voted
-   on, with a bonus for joining components: ``priority = 2 value + 0.25 committee``.
+   calibration run exists, by default (``rank="gold"``) the *expected new gold triplets per
+   vote* under the fitted model (:func:`.information.expected_gold`: the chance that P(label)
+   reaches the run's tau with its min-votes after ``votes`` more votes; a true tie, a settled
+   one or an already gold one is worth ~0) plus the model's lean, for every comparison (pairs
+   nobody asked yet predicted by the run's feature weights, :mod:`.prior`):
+   ``priority = 2 votes value + 0.05 committee``.  With ``rank="information"``, for comparisons
+   whose two pairs are scored, the *expected information of one more vote* (Davidson ties
+   included), relative to a pair nobody voted on, with a bonus for joining components:
+   ``priority = 2 value + 0.25 committee``.
 6. **Selection** (:mod:`.choose`, pure).  Attention checks, bridge triplets where they join
    components, a uniform audit slice, then the best comparisons round-robin across anchors,
    an anchor's triplets chained so they share pairs.
