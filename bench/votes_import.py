@@ -182,9 +182,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['backend']:10} {r['rows_s']:8.0f} {r['seconds']:8.1f} {r['cpu_s']:6.1f} {r['peak_mb']:8.0f} "
               f"{r['write_s']:8.2f} {r['activate_s']:10.2f} {r['answers']:7d} {r['p50_ms']:7.1f} {r['p95_ms']:7.1f} "
-              f"{r['max_ms']:7.0f} {r['locked']:6d} {r['peer_rows_s']:11.0f} {r['rows_s'] / r['peer_rows_s']:9.2f} "
+              f"{r['max_ms']:7.0f} {r['locked']:6d} {r['peer_rows_s']:11.0f} {r['rows_s'] / r['peer_rows_s']:9.3f} "
               f"{r['load']:7.2f}")
-    print("write s: the votes written as an invisible batch by short transactions; activate s: the one transaction "
+    print("write s: the votes written (SQLite: an invisible batch by short transactions; PostgreSQL: one transaction,"
+          " which other writers do not wait for); activate s: the SQLite transaction "
           "that makes them visible (the longest any other writer can wait); load 1m: os.getloadavg() at the end")
     print("peer: sqlite-utils insert --csv (SQLite) / COPY (PostgreSQL): a bare load, no validation, no votes")
 

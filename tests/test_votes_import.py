@@ -278,7 +278,8 @@ def test_import_aborted_between_chunks_shows_nothing_and_leaves_nothing(cli, sto
     assert import_votes(store, old).added == 1  # new0's older vote on p1|p2,p3: the file below supersedes it
     before = (_count(store, Vote), _count(store, Triplet), _count(store, Annotator))
     monkeypatch.setattr(vi, "CHUNK", 4)  # staged 4 rows at a time
-    monkeypatch.setattr(vp, "CHUNK", 3)  # written 3 votes per transaction
+    monkeypatch.setattr(vp, "CHUNK", 3)  # written 3 votes per transaction (SQLite)
+    monkeypatch.setattr(vp, "PG_CHUNK", 3)  # 3 votes per statement (PostgreSQL)
     seen = []
 
     def interrupt(phase, done, total):
@@ -302,7 +303,7 @@ KILLED = """
 import os, sys
 from condsim_annot.calibrate import votes_import as vi, votes_publish as vp
 from condsim_annot.db import open_store
-vi.CHUNK, vp.CHUNK = 4, 3
+vi.CHUNK, vp.CHUNK, vp.PG_CHUNK = 4, 3, 3
 def die(phase, done, total):
     if phase == "publish" and done >= 6:
         os._exit(9)  # as kill -9: no clean-up runs
