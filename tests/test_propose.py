@@ -71,6 +71,7 @@ def concepts_by_id(store) -> dict[int, set]:
 # --------------------------------------------------------------------------- well-formed, budget semantics
 
 
+@pytest.mark.backends("sqlite")  # MiniLM/CHAMP behaviour; the backends are tested where they matter
 def test_proposals_are_well_formed_and_budget_is_a_total(store, champ_jsonl, embedder, emb_cache):
     seed(store, champ_jsonl)
     s1 = propose(store, "same-technique", methods=EB, budget=120, per_anchor=5, cache_dir=emb_cache, seed=1)
@@ -347,6 +348,7 @@ def test_interrupt_leaves_a_consistent_store_and_resumes(sqlite_store, champ_jso
 # --------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.backends("sqlite")  # MiniLM/CHAMP behaviour; the backends are tested where they matter
 def test_cli_propose_and_methods(cli, champ_jsonl, tmp_path, monkeypatch, emb_cache):
     monkeypatch.setenv("CONDSIM_CACHE", emb_cache)
     for v in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
@@ -440,6 +442,7 @@ def _silver_votes(store, conc, *, run_id, seed=0, n_annotators=3):
     return len(rows)
 
 
+@pytest.mark.backends("sqlite")  # MiniLM/CHAMP behaviour; the backends are tested where they matter
 def test_once_calibrated_new_triplets_are_what_a_vote_would_teach(store, cli, champ_jsonl, emb_cache):
     """propose -> votes -> calibrate -> propose more: the new triplets among scored pairs are ranked by the
     expected information of one more vote under the stored fit (pair means/sds, annotators' betas, tie

@@ -55,6 +55,7 @@ def silver_rule(recs):
     return rule
 
 
+@pytest.mark.backends("sqlite")  # MiniLM/CHAMP behaviour; the backends are tested where they matter
 def test_llm_methods_join_the_committee_and_are_cached(store, small_champ, cache, monkeypatch):
     for v in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CONDSIM_LLM_MODEL"):
         monkeypatch.delenv(v, raising=False)

@@ -155,6 +155,7 @@ def _seed_store(store, cache_dir, *, n_gold: int = 240, n_docs: int = 80, with_j
     return crit
 
 
+@pytest.mark.backends("sqlite")  # MiniLM/CHAMP behaviour; the backends are tested where they matter
 def test_train_reads_the_cache_and_gold_and_the_adapter_joins_the_committee(cli, tmp_path, monkeypatch, db_url):
     from condsim_annot.db import open_store
     from condsim_annot.models import Vote
