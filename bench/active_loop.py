@@ -19,7 +19,8 @@ Arms, each in its own fresh store, the same number of triplets per round and 3 v
 After the last round: gold triplets of the latest ``calibrate`` run (the public pipeline, its
 default settings), how many are right against the truth, and *correct gold triplets per human
 vote*; also, secondary, correct labels at P >= .8 with 2+ annotators per vote (all triplets of
-an arm, not only the selected strategy: the by-strategy split is selection-biased by design).  Target (issue 11): tool >= 2x the ``audit`` peer.
+an arm, not only the selected strategy: the by-strategy split is selection-biased by design).
+Target (issue 11): tool >= 2x the ``audit`` peer.
 
     python bench/active_loop.py            # 3 rounds x 80 triplets
     python bench/active_loop.py --quick    # 3 rounds x 50 triplets (about 2 min on 2 cores)
@@ -97,8 +98,9 @@ def _answer(truth: str, acc: float, rng: np.random.Generator) -> str:
 def _vote(store, cat: dict[int, str], tids: list[int], rng: np.random.Generator) -> int:
     with store.transaction() as s:
         anns = [(get_or_create_annotator(s, name).id, acc) for name, acc in ANNOTATORS]
-        rows = s.execute(select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id)
-                         .where(Triplet.id.in_(tids))).all()
+        rows = s.execute(
+            select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id).where(Triplet.id.in_(tids))
+        ).all()
         for tid, a, f, sec in rows:
             t = true_answer(cat, a, f, sec)
             for ann, acc in anns:
@@ -133,10 +135,20 @@ def _score(store, cat: dict[int, str], votes: int) -> dict[str, Any]:
     """Gold triplets of the latest calibration run against the truth."""
     with store.session() as s:
         run = s.scalar(select(func.max(CalibrationRun.id)))
-        rows = s.execute(select(GoldLabel.label, GoldLabel.status, Triplet.anchor_id, Triplet.first_id,
-                                Triplet.second_id, Triplet.strategy, GoldLabel.probability, GoldLabel.n_votes)
-                         .join(Triplet, Triplet.id == GoldLabel.triplet_id)
-                         .where(GoldLabel.calibration_run_id == run)).all()
+        rows = s.execute(
+            select(
+                GoldLabel.label,
+                GoldLabel.status,
+                Triplet.anchor_id,
+                Triplet.first_id,
+                Triplet.second_id,
+                Triplet.strategy,
+                GoldLabel.probability,
+                GoldLabel.n_votes,
+            )
+            .join(Triplet, Triplet.id == GoldLabel.triplet_id)
+            .where(GoldLabel.calibration_run_id == run)
+        ).all()
         n_trip = s.scalar(select(func.count()).select_from(Triplet)) or 0
         n_votes = s.scalar(select(func.count()).select_from(Vote).where(Vote.state == "active")) or 0
     truths: Counter = Counter()
@@ -158,12 +170,20 @@ def _score(store, cat: dict[int, str], votes: int) -> dict[str, Any]:
             right += label == t
             st["gold_right"] += label == t
     assert n_votes == votes, (n_votes, votes)
-    return {"triplets": n_trip, "votes": votes, "with_true_answer": truths[True], "true_ties": truths[False],
-            "gold": gold, "gold_right": right, "gold_accuracy": round(right / gold, 3) if gold else None,
-            "correct_gold_per_vote": round(right / votes, 4) if votes else 0.0,
-            "at_80": n_80, "right_at_80": right_80,
-            "correct_at_80_per_vote": round(right_80 / votes, 4) if votes else 0.0,
-            "by_strategy": {k: dict(v) for k, v in sorted(by_strategy.items())}}
+    return {
+        "triplets": n_trip,
+        "votes": votes,
+        "with_true_answer": truths[True],
+        "true_ties": truths[False],
+        "gold": gold,
+        "gold_right": right,
+        "gold_accuracy": round(right / gold, 3) if gold else None,
+        "correct_gold_per_vote": round(right / votes, 4) if votes else 0.0,
+        "at_80": n_80,
+        "right_at_80": right_80,
+        "correct_at_80_per_vote": round(right_80 / votes, 4) if votes else 0.0,
+        "by_strategy": {k: dict(v) for k, v in sorted(by_strategy.items())},
+    }
 
 
 def run_arm(arm: str, tmp: str, records_path: str, cache: str, rounds: int, per_round: int, seed: int) -> dict:
@@ -181,8 +201,16 @@ def run_arm(arm: str, tmp: str, records_path: str, cache: str, rounds: int, per_
             kw: dict[str, Any] = dict(audit=1.0, attention=0.0, bridge=0.0) if arm == "audit" else {}
             if arm == "tool-info":
                 kw["rank"] = "information"
-            sm = propose(store, CRITERION, methods=["embedding", "bm25"], budget=(r + 1) * per_round, per_anchor=6,
-                         cache_dir=cache, seed=seed + r, **kw)
+            sm = propose(
+                store,
+                CRITERION,
+                methods=["embedding", "bm25"],
+                budget=(r + 1) * per_round,
+                per_anchor=6,
+                cache_dir=cache,
+                seed=seed + r,
+                **kw,
+            )
             comps.append(sm.components)
             new = _new_triplets(store, before)
         votes += _vote(store, cat, new, rng)
@@ -220,28 +248,41 @@ def run(quick: bool = False, seed: int = 0, arms: tuple[str, ...] = ARMS) -> dic
 
 
 def _print(res: dict) -> None:
-    print(f"active loop on CHAMP / {CRITERION}: {res['rounds']} rounds x {res['per_round']} triplets, 3 votes each "
-          f"(annotators {res['annotators']})")
-    print(f"{'arm':9} {'triplets':>8} {'answerable':>10} {'ties':>5} {'gold':>5} {'right':>5} {'acc':>6} "
-          f"{'right/vote':>10} {'P>=.8':>6} {'right':>5} {'right/vote':>10} {'s':>6}")
+    print(
+        f"active loop on CHAMP / {CRITERION}: {res['rounds']} rounds x {res['per_round']} triplets, 3 votes each "
+        f"(annotators {res['annotators']})"
+    )
+    print(
+        f"{'arm':9} {'triplets':>8} {'answerable':>10} {'ties':>5} {'gold':>5} {'right':>5} {'acc':>6} "
+        f"{'right/vote':>10} {'P>=.8':>6} {'right':>5} {'right/vote':>10} {'s':>6}"
+    )
     for arm, r in res["arms"].items():
         acc = f"{r['gold_accuracy']:.3f}" if r["gold_accuracy"] is not None else "-"
-        print(f"{arm:9} {r['triplets']:>8} {r['with_true_answer']:>10} {r['true_ties']:>5} {r['gold']:>5} "
-              f"{r['gold_right']:>5} {acc:>6} {r['correct_gold_per_vote']:>10.4f} {r['at_80']:>6} "
-              f"{r['right_at_80']:>5} {r['correct_at_80_per_vote']:>10.4f} {r['seconds']:>6}")
+        print(
+            f"{arm:9} {r['triplets']:>8} {r['with_true_answer']:>10} {r['true_ties']:>5} {r['gold']:>5} "
+            f"{r['gold_right']:>5} {acc:>6} {r['correct_gold_per_vote']:>10.4f} {r['at_80']:>6} "
+            f"{r['right_at_80']:>5} {r['correct_at_80_per_vote']:>10.4f} {r['seconds']:>6}"
+        )
     for arm, r in res["arms"].items():
-        parts = [f"{k} {v.get('n', 0)}/{v.get('answerable', 0)}/{v.get('gold_right', 0)}/{v.get('right_at_80', 0)}"
-                 for k, v in r["by_strategy"].items()]
-        print(f"{arm}: by strategy (triplets / with a true answer / correct gold / correct at P>=.8): "
-              + "; ".join(parts))
+        parts = [
+            f"{k} {v.get('n', 0)}/{v.get('answerable', 0)}/{v.get('gold_right', 0)}/{v.get('right_at_80', 0)}"
+            for k, v in r["by_strategy"].items()
+        ]
+        print(
+            f"{arm}: by strategy (triplets / with a true answer / correct gold / correct at P>=.8): " + "; ".join(parts)
+        )
     comps = res["arms"].get("tool", {}).get("components")
     if comps:
-        print("tool: comparison-graph components per round (before -> after): "
-              + ", ".join(f"{c['before']} -> {c['after']}" for c in comps if c))
-    print(f"correct gold per human vote: tool / audit (uniform pairs of the pools, the issue's peer) "
-          f"{res['tool_vs_audit']}, tool / random over the corpus {res['tool_vs_random']}, tool (rank gold) / "
-          f"tool-info (rank information) {res['tool_vs_tool_info']} (target {res['target']}); at P >= .8: tool / "
-          f"audit {res['tool_vs_audit_at_80']}, tool / tool-info {res['tool_vs_tool_info_at_80']}")
+        print(
+            "tool: comparison-graph components per round (before -> after): "
+            + ", ".join(f"{c['before']} -> {c['after']}" for c in comps if c)
+        )
+    print(
+        f"correct gold per human vote: tool / audit (uniform pairs of the pools, the issue's peer) "
+        f"{res['tool_vs_audit']}, tool / random over the corpus {res['tool_vs_random']}, tool (rank gold) / "
+        f"tool-info (rank information) {res['tool_vs_tool_info']} (target {res['target']}); at P >= .8: tool / "
+        f"audit {res['tool_vs_audit_at_80']}, tool / tool-info {res['tool_vs_tool_info_at_80']}"
+    )
 
 
 def main() -> None:

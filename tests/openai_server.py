@@ -17,33 +17,47 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 
 @dataclass
 class Reply:
-    content: Optional[str] = None  # the assistant message
+    content: str | None = None  # the assistant message
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering
-    body: Optional[bytes] = None  # raw body (overrides everything else)
-    json_body: Optional[dict] = None
-    logprobs: Optional[list[dict]] = None  # choices[0].logprobs.content
+    body: bytes | None = None  # raw body (overrides everything else)
+    json_body: dict | None = None
+    logprobs: list[dict] | None = None  # choices[0].logprobs.content
     prompt_tokens: int = 50
     completion_tokens: int = 5
 
 
-def completion(content: str, *, model: str = "test-model", logprobs: Optional[list[dict]] = None,
-               prompt_tokens: int = 50, completion_tokens: int = 5) -> dict:
+def completion(
+    content: str,
+    *,
+    model: str = "test-model",
+    logprobs: list[dict] | None = None,
+    prompt_tokens: int = 50,
+    completion_tokens: int = 5,
+) -> dict:
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
     if logprobs is not None:
         choice["logprobs"] = {"content": logprobs}
     return {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
         "choices": [choice],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 
@@ -53,8 +67,16 @@ def label_logprobs(content: str, label: str, p: float, other: str = "B") -> list
     toks = []
     if before:
         toks.append({"token": before, "logprob": 0.0, "top_logprobs": []})
-    toks.append({"token": label, "logprob": math.log(p), "top_logprobs": [
-        {"token": label, "logprob": math.log(p)}, {"token": other, "logprob": math.log(max(1e-9, 1 - p))}]})
+    toks.append(
+        {
+            "token": label,
+            "logprob": math.log(p),
+            "top_logprobs": [
+                {"token": label, "logprob": math.log(p)},
+                {"token": other, "logprob": math.log(max(1e-9, 1 - p))},
+            ],
+        }
+    )
     if after:
         toks.append({"token": after, "logprob": 0.0, "top_logprobs": []})
     return toks
@@ -69,11 +91,11 @@ def documents(request: dict) -> dict[str, str]:
     return dict(_DOC.findall(user[0]["content"])) if user else {}
 
 
-Rule = Callable[[dict, int], Union[Reply, str, dict]]
+Rule = Callable[[dict, int], Reply | str | dict]
 
 
 class OpenAIServer:
-    def __init__(self, rule: Optional[Rule] = None, *, latency: float = 0.0):
+    def __init__(self, rule: Rule | None = None, *, latency: float = 0.0):
         self.rule: Rule = rule or (lambda req, n: '{"answer": "A"}')
         self.latency = latency
         self.calls = 0
@@ -83,8 +105,8 @@ class OpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -99,7 +121,7 @@ class OpenAIServer:
             self.times.clear()
             self.max_in_flight = 0
 
-    def start(self) -> "OpenAIServer":
+    def start(self) -> OpenAIServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -119,7 +141,11 @@ class OpenAIServer:
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, json.dumps({"object": "list", "data": [{"id": "test-model", "object": "model"}]}).encode(), {})
+                    self._send(
+                        200,
+                        json.dumps({"object": "list", "data": [{"id": "test-model", "object": "model"}]}).encode(),
+                        {},
+                    )
                 else:
                     self._send(404, b'{"error": {"message": "not found"}}', {})
 
@@ -160,8 +186,15 @@ class OpenAIServer:
                     elif r.status != 200:
                         body = json.dumps({"error": {"message": f"test error {r.status}", "type": "test"}}).encode()
                     else:
-                        body = json.dumps(completion(r.content or "", model=req.get("model", "test-model"), logprobs=r.logprobs,
-                                                     prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens)).encode()
+                        body = json.dumps(
+                            completion(
+                                r.content or "",
+                                model=req.get("model", "test-model"),
+                                logprobs=r.logprobs,
+                                prompt_tokens=r.prompt_tokens,
+                                completion_tokens=r.completion_tokens,
+                            )
+                        ).encode()
                     try:
                         self._send(r.status, body, dict(r.headers))
                     except (BrokenPipeError, ConnectionResetError):  # client timed out and left
@@ -182,7 +215,7 @@ class OpenAIServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -192,8 +225,13 @@ class OpenAIServer:
 # --------------------------------------------------------------------------- store seeding for LLM tests
 
 
-def seed_corpus(store, texts: list[str], *, criterion: str = "same-technique",
-                description: str = "Solved with the same key technique, regardless of topic") -> tuple[int, list[int]]:
+def seed_corpus(
+    store,
+    texts: list[str],
+    *,
+    criterion: str = "same-technique",
+    description: str = "Solved with the same key technique, regardless of topic",
+) -> tuple[int, list[int]]:
     """A corpus of ``texts`` and one criterion; returns (criterion id, document ids in order)."""
     import hashlib
 
@@ -204,8 +242,10 @@ def seed_corpus(store, texts: list[str], *, criterion: str = "same-technique",
         c = Corpus(name="llm-test")
         s.add(c)
         s.flush()
-        docs = [Document(corpus_id=c.id, ext_id=f"d{i}", text=t, content_hash=hashlib.sha256(t.encode()).hexdigest())
-                for i, t in enumerate(texts)]
+        docs = [
+            Document(corpus_id=c.id, ext_id=f"d{i}", text=t, content_hash=hashlib.sha256(t.encode()).hexdigest())
+            for i, t in enumerate(texts)
+        ]
         s.add_all(docs)
         s.flush()
         ids = [d.id for d in docs]

@@ -10,7 +10,9 @@ from condsim_annot.commands._common import command_line
 
 @click.command("report")
 @click.argument("criterion")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Self-contained HTML report (plots inlined).")
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False), help="Self-contained HTML report (plots inlined)."
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Machine-readable report (stable keys).")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Markdown summary.")
 @pass_ctx
@@ -31,7 +33,9 @@ def report_cmd(ctx: Ctx, criterion, html_path, json_path, md_path):
 
     if not (html_path or json_path or md_path):
         raise CondsimError("give at least one of --html FILE, --json FILE, --md FILE")
-    paths = write_report(ctx.store(), criterion, html=html_path, json_path=json_path, md=md_path, command=command_line())
+    paths = write_report(
+        ctx.store(), criterion, html=html_path, json_path=json_path, md=md_path, command=command_line()
+    )
     for p in paths:
         out.print(f"wrote {p}")
 

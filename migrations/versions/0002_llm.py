@@ -4,6 +4,7 @@ Revision ID: 0002_llm
 Revises: 0001_foundation
 Create Date: 2026-11-28 12:40:00
 """
+
 from typing import Sequence, Union
 
 import sqlalchemy as sa

@@ -4,11 +4,11 @@ Revision ID: 0004_tui
 Revises: 0001_foundation
 Create Date: 2026-11-28 13:00:00
 """
+
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision: str = "0004_tui"
 down_revision: Union[str, Sequence[str], None] = "0001_foundation"
@@ -44,7 +44,9 @@ def upgrade() -> None:
     with op.batch_alter_table("annotationsession", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_annotationsession_key"), ["key"], unique=True)
         batch_op.create_index(batch_op.f("ix_annotationsession_annotator_id"), ["annotator_id"], unique=False)
-    op.create_index("ix_triplet_queue", "triplet", ["criterion_id", "is_attention_check", "priority", "id"], unique=False)
+    op.create_index(
+        "ix_triplet_queue", "triplet", ["criterion_id", "is_attention_check", "priority", "id"], unique=False
+    )
 
 
 def downgrade() -> None:

@@ -4,12 +4,11 @@ Revision ID: 0006_calibrate
 Revises: 0001_foundation
 Create Date: 2026-11-28 12:40:00
 """
+
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
-import sqlmodel
-
+from alembic import op
 
 revision: str = "0006_calibrate"
 down_revision: Union[str, Sequence[str], None] = "0001_foundation"

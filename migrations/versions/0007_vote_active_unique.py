@@ -8,6 +8,7 @@ Revision ID: 0007_vote_active_unique
 Revises: 0001_foundation
 Create Date: 2026-12-01 18:10:00
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -28,8 +29,9 @@ def upgrade() -> None:
         " SELECT keep FROM (SELECT MAX(id) AS keep FROM vote WHERE state = 'active'"
         " GROUP BY triplet_id, annotator_id, source, swapped) AS newest)"
     )
-    op.create_index("uq_vote_active_presentation", "vote", KEY, unique=True,
-                    sqlite_where=ACTIVE, postgresql_where=ACTIVE)
+    op.create_index(
+        "uq_vote_active_presentation", "vote", KEY, unique=True, sqlite_where=ACTIVE, postgresql_where=ACTIVE
+    )
 
 
 def downgrade() -> None:

@@ -4,6 +4,7 @@ Revision ID: 0008_train
 Revises: 0001_foundation
 Create Date: 2026-12-01 18:20:00
 """
+
 from typing import Sequence, Union
 
 import sqlalchemy as sa
