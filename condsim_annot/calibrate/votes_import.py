@@ -17,6 +17,7 @@ All or nothing, without starving other writers:
    transactions of a few thousand rows, then one short transaction makes the batch
    visible; a failed, interrupted or killed import leaves nothing visible and its batch
    is removed.  An annotator in the TUI waits at most for one of these short steps.
+   (PostgreSQL, where writers do not wait for each other's rows: one transaction.)
 """
 
 from __future__ import annotations
