@@ -7,7 +7,6 @@ import json
 import click
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from condsim_annot.calibrate.votes_import import import_votes
 from condsim_annot.cli import Ctx, console, out, pass_ctx
 
 
@@ -43,6 +42,8 @@ def votes_import_cmd(ctx: Ctx, file: str, as_json: bool) -> None:
       printf 'criterion,anchor,a,b,annotator,choice\\nproof-strategy,p1,p2,p3,ann,a\\n' > v.csv
       condsim-annot votes import v.csv
     """
+    from condsim_annot.calibrate.votes_import import import_votes  # the store stack: loaded when the command runs
+
     store = ctx.store()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=as_json) as bar:
