@@ -39,3 +39,12 @@ def test_wheel_ships_namespaced_layout(tmp_path):
             assert f"condsim_annot/prompts/{f.name}" in names, f"prompt {f.name} not shipped"
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert entry and "condsim-annot = condsim_annot.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
+
+
+def test_cli_start_up_loads_no_store_or_model_stack():
+    """Every command module is imported to build `--help`; the store and model stacks must load only when a
+    command runs (a module-level import of them once made every invocation a second slower)."""
+    heavy = ("sqlalchemy", "sqlmodel", "alembic", "numpy", "scipy", "torch", "sentence_transformers")
+    code = f"import sys, condsim_annot.cli; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+    assert loaded == "", f"imported at CLI start-up: {loaded}"
