@@ -13,7 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from condsim_annot.errors import CondsimError
+from condsim_annot.propose.tables import TripletMargin
 
 TRIPLET_COLUMNS = ["anchor", "positive", "negative", "criterion", "criterion_version", "confidence", "n_votes",
                    "annotators",
@@ -24,24 +27,16 @@ _OURS = re.compile(r"(dataset_info\.json|state\.json|dataset_dict\.json|export\.
 
 
 def method_margins(store, triplet_ids: list[int]) -> dict[int, dict[str, float]]:
-    """{triplet id: {method: margin first-minus-second}} from the proposers' table, when it exists."""
-    try:
-        from condsim_annot.propose.tables import TripletMargin
-    except Exception:
-        return {}
-    from sqlalchemy import select
-
+    """{triplet id: {method: margin first-minus-second}} from the proposers' table (every store has it: the
+    store upgrades to all migration heads when it opens)."""
     out: dict[int, dict[str, float]] = {}
     ids = [t for t in triplet_ids if t is not None]
-    try:
-        with store.session() as s:
-            for i in range(0, len(ids), 900):
-                q = (select(TripletMargin.triplet_id, TripletMargin.method, TripletMargin.margin)
-                     .where(TripletMargin.triplet_id.in_(ids[i:i + 900])).order_by(TripletMargin.id))
-                for tid, m, mg in s.execute(q).all():
-                    out.setdefault(tid, {})[m] = float(mg)  # latest run wins
-    except Exception:  # the proposers' migration not applied here
-        return {}
+    with store.session() as s:
+        for i in range(0, len(ids), 900):
+            q = (select(TripletMargin.triplet_id, TripletMargin.method, TripletMargin.margin)
+                 .where(TripletMargin.triplet_id.in_(ids[i:i + 900])).order_by(TripletMargin.id))
+            for tid, m, mg in s.execute(q).all():
+                out.setdefault(tid, {})[m] = float(mg)  # latest run wins
     return out
 
 

@@ -92,7 +92,7 @@ def connect(api_url: str | None = None, api_key: str | None = None, *, timeout: 
         raise ArgillaError(f"the Argilla server at {url} answered HTTP {r.status_code} at /api/v1/version")
     try:
         version = str(r.json()["version"])
-    except Exception:
+    except (ValueError, KeyError, TypeError):  # not JSON, or JSON without a version
         raise ArgillaError(f"{url} does not look like an Argilla server (no version at /api/v1/version)") from None
     check_version(version, url)
     me = httpx.get(url + "/api/v1/me", headers={"X-Argilla-Api-Key": key}, timeout=15)
@@ -278,12 +278,10 @@ def _suggestion(session, triplet: Triplet, swapped: bool):
                          type="model")
 
 
-def push(store, criterion: str, *, client, workspace: str, dataset: str, min_submitted: int = 2,
-         suggestions: bool = False, limit: int | None = None, log=lambda m: None) -> PushResult:
+def _ensure_dataset(client, workspace: str, dataset: str, min_submitted: int, log) -> tuple[Any, bool]:
+    """The workspace and dataset, created with the condsim schema when missing (True if created now)."""
     import argilla as rg
 
-    if min_submitted < 1:
-        raise InputError("--min-submitted must be at least 1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ws = client.workspaces(workspace)
@@ -304,6 +302,16 @@ def push(store, criterion: str, *, client, workspace: str, dataset: str, min_sub
         current = getattr(ds.settings.distribution, "min_submitted", None)
         if current is not None and current != min_submitted:
             log(f"note: dataset {dataset!r} keeps min_submitted={current} (set when it was created)")
+    return ds, created
+
+
+def push(store, criterion: str, *, client, workspace: str, dataset: str, min_submitted: int = 2,
+         suggestions: bool = False, limit: int | None = None, log=lambda m: None) -> PushResult:
+    import argilla as rg
+
+    if min_submitted < 1:
+        raise InputError("--min-submitted must be at least 1")
+    ds, created = _ensure_dataset(client, workspace, dataset, min_submitted, log)
     existing = {str(r.get("external_id")) for r in _records_rest(client, ds.id, [])}
 
     with store.session() as s:

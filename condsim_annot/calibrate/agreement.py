@@ -126,7 +126,7 @@ def krippendorff_alpha(reliability_data: Any, *, level: str = "nominal", bootstr
             R = Mp[:, rng.integers(0, n_units, n_units)]
             try:
                 r = _alpha_any(R, level)
-            except Exception:  # a degenerate resample (krippendorff raises on one value)
+            except ValueError:  # a degenerate resample (krippendorff raises on one value)
                 continue
             if not math.isnan(r):
                 reps.append(r)

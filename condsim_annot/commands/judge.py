@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from ..cli import Ctx, console, out, pass_ctx
 from ..errors import CondsimError
+from ..llm.prices import load_prices, price_for
 
 
 def _endpoint_options(f):
@@ -103,7 +104,6 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
       condsim-annot judge proof-strategy -m qwen2.5-7b --base-url http://127.0.0.1:8000/v1 --retry-invalid
     """
     from ..llm.judge import JudgeParams, run_judge
-    from ..llm.prices import load_prices, price_for
 
     if limit is not None and limit < 1:
         raise click.BadParameter("must be at least 1", param_hint="--limit")
@@ -121,7 +121,6 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
         click.echo(json.dumps(run.as_dict(), indent=2, default=str))
         _fail_if_nothing_voted(run)
         return
-    st = run.stats
     if run.triplets == 0:
         out.print(f"no triplets for criterion {escape(repr(run.criterion))} yet: propose some first (`condsim-annot "
                   f"propose --help`)")
@@ -131,14 +130,33 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
     out.print(f"  {run.triplets} triplets, {2 * run.triplets} presentations: {run.already_voted} already voted, "
               f"{run.requests} to do")
     if dry_run:
-        pr = price_for(run.model, load_prices(prices_file), base_url)
-        out.print(f"  dry run: {st.cached} answered from the log, [bold]{st.would_call}[/] calls to make "
-                  f"(plus retries of unreadable replies)")
-        out.print(f"  about {st.est_tokens_in:,} input + {st.est_tokens_out:,} output tokens, estimated cost "
-                  f"{_money(run.cost_usd)}"
-                  + (f" (at ${pr[0]}/${pr[1]} per 1M tokens in/out)" if pr else
-                     f" — no price for {escape(repr(run.model))}: add one with --prices FILE"))
+        _print_dry_run(run, prices_file, base_url)
         return
+    _print_run(run)
+    _fail_if_nothing_voted(run)
+    if run.errors:
+        console.print(f"[yellow]{run.errors} presentations failed after retries; run the command again to retry "
+                      f"them[/]")
+    if run.invalid:
+        console.print(f"[yellow]{run.invalid} presentations got unreadable replies[/] (`condsim-annot llm log --status "
+                      "invalid`); after fixing the server or model, `--retry-invalid` asks them again")
+
+
+def _print_dry_run(run, prices_file, base_url) -> None:
+    """What a real run would cost: calls, tokens, price."""
+    st = run.stats
+    pr = price_for(run.model, load_prices(prices_file), base_url)
+    out.print(f"  dry run: {st.cached} answered from the log, [bold]{st.would_call}[/] calls to make "
+              f"(plus retries of unreadable replies)")
+    out.print(f"  about {st.est_tokens_in:,} input + {st.est_tokens_out:,} output tokens, estimated cost "
+              f"{_money(run.cost_usd)}"
+              + (f" (at ${pr[0]}/${pr[1]} per 1M tokens in/out)" if pr else
+                 f" — no price for {escape(repr(run.model))}: add one with --prices FILE"))
+
+
+def _print_run(run) -> None:
+    """The outcome of a run: votes, calls, tokens, cost, position bias."""
+    st = run.stats
     out.print(f"  votes added {run.votes_added}; unreadable {run.invalid}; failed {run.errors}")
     out.print(f"  calls {st.calls} new, {st.cached} from the log, {st.retries} retries; tokens {st.tokens_in:,} in / "
               f"{st.tokens_out:,} out; cost {_money(run.cost_usd)}")
@@ -152,13 +170,6 @@ def judge(ctx: Ctx, criterion, model, base_url, api_key_env, concurrency, limit,
                   + (f"; mean confidence {b['mean_confidence']:.2f}" if b.get("mean_confidence") is not None else ""))
         out.print(f"  all calls of this judge: {b['tokens_in']:,} in / {b['tokens_out']:,} out tokens, cost "
                   f"{_money(b['cost_usd'])}")
-    _fail_if_nothing_voted(run)
-    if run.errors:
-        console.print(f"[yellow]{run.errors} presentations failed after retries; run the command again to retry "
-                      f"them[/]")
-    if run.invalid:
-        console.print(f"[yellow]{run.invalid} presentations got unreadable replies[/] (`condsim-annot llm log --status "
-                      "invalid`); after fixing the server or model, `--retry-invalid` asks them again")
 
 
 def _fail_if_nothing_voted(run) -> None:
