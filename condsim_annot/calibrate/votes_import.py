@@ -39,6 +39,8 @@ from .votes_validate import Validator, read_csv
 
 CHUNK = 20000  # rows validated and staged at a time
 SQLITE_CACHE_KIB = 65536  # page cache of the importing connection (SQLite's default is 2 MiB)
+SQLITE_CHECKPOINT_PAGES = 5000  # WAL pages between two checkpoints by the importer (default 1000: one per chunk,
+#  each rewriting and fsyncing the same index pages; 9.4 -> 5.7 s of publish at 200k rows). The WAL stays bounded.
 Progress = Callable[[str, int, int | None], None]  # (phase, done, total)
 
 STAGING = Table(
@@ -170,6 +172,7 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
         if conn.dialect.name == "sqlite":  # the publish step walks the vote indexes: keep them in memory
             conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
             conn.exec_driver_sql(f"PRAGMA temp.cache_size = -{SQLITE_CACHE_KIB}")
+            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {SQLITE_CHECKPOINT_PAGES}")
         STAGING.create(conn)
         conn.commit()
         try:
@@ -189,5 +192,6 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA foreign_keys = ON")
                 conn.exec_driver_sql("PRAGMA cache_size = -2000")  # the pooled connection goes back as it came
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 1000")
     return res
 

@@ -57,6 +57,11 @@ def _plain(text: str) -> bool:
     return True
 
 
+def _raising(exc: csv.Error) -> Iterator[list[str]]:
+    raise exc
+    yield []  # a generator: ``next`` on it raises ``exc``
+
+
 def read_csv(lines: Iterator[bytes], name: str) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """The stripped header (checked) and an iterator of (line, stripped cells) for each non-blank row."""
     current = [0]
@@ -77,17 +82,17 @@ def read_csv(lines: Iterator[bytes], name: str) -> tuple[list[str], Iterator[tup
                          file=name, line=1)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        width = len(header)
-        while True:
-            start = current[0] + 1
-            values = next_csv_record(reader, name, current, start)
-            if values is None:
-                return
-            if len(values) > width:
-                raise InputError(f"{len(values)} cells but {width} columns", file=name, line=start)
-            values = [v.strip() for v in values]
-            if any(values):
-                yield start, values + [""] * (width - len(values))
+        width, start = len(header), current[0] + 1
+        try:
+            for values in reader:  # one loop, no call per record: the reader does not move while we yield
+                if len(values) > width:
+                    raise InputError(f"{len(values)} cells but {width} columns", file=name, line=start)
+                values = [v.strip() for v in values]
+                if any(values):
+                    yield start, values + [""] * (width - len(values)) if len(values) < width else values
+                start = current[0] + 1
+        except csv.Error as exc:
+            next_csv_record(_raising(exc), name, current, start)  # worded where every CSV reader words it
 
     return header, rows()
 
@@ -164,46 +169,58 @@ class Validator:
             self._resolve_docs(corpus_id, exts)
 
     def chunk(self, rows: list[tuple[int, list[str]]]) -> list[tuple[Any, ...]]:
-        """Validate a chunk of rows (in line order) into staging rows (in ``STAGED`` order)."""
+        """Validate a chunk of rows (in line order) into staging rows (in ``STAGED`` order), repeats dropped."""
         self._lookups(rows)
         ic, ian, ia, ib, iann, ich = (self.pos[c] for c in REQUIRED)
         ik, il, ico, ir, ig = (self.pos.get(c) for c in OPTIONAL)
         criteria, docs, kinds, group_max = self.criteria, self.docs, self.kinds, self.group_max
+        seen, last, superseded = self.seen, self.last, self.superseded
         sha1, isfinite, out = hashlib.sha1, math.isfinite, []
         for line, v in rows:  # the hot loop: any doubt -> slow_row, which words the error
+            r = None
             crit, anc, ea, eb, ann, raw_choice = v[ic], v[ian], v[ia], v[ib], v[iann], v[ich]
             c = criteria.get(crit)
             choice = CHOICE_MAP.get(raw_choice.lower())
             kind = (v[ik].lower() if ik is not None else "") or "human"
             group = v[ig] if ig is not None else ""
-            if (c is None or choice is None or kinds.get(ann) != kind or len(group) > group_max
-                    or not _plain("\x1f".join(v))):
-                out.append(self.slow_row(line, v))
+            if (c is not None and choice is not None and kinds.get(ann) == kind and len(group) <= group_max
+                    and _plain("\x1f".join(v))):
+                d = docs[c[1]]
+                anchor, a, b = d.get(anc), d.get(ea), d.get(eb)
+                if type(anchor) is int and type(a) is int and type(b) is int and a != b and anchor not in (a, b):
+                    try:
+                        lat = float(v[il]) if il is not None and v[il] else None
+                        conf = float(v[ico]) if ico is not None and v[ico] else None
+                    except ValueError:
+                        lat = conf = math.nan
+                    if (lat is None or isfinite(lat)) and (conf is None or 0.0 <= conf <= 1.0):
+                        first, second, swapped = (a, b, False) if a < b else (b, a, True)
+                        if swapped:
+                            choice = _FLIP.get(choice, choice)
+                        digest = sha1("\x1f".join((crit, anc, ea, eb, ann, raw_choice.lower(), group))
+                                      .encode()).hexdigest()
+                        r = (line, c[0], anchor, first, second, ann, choice, swapped, lat, conf,
+                             (v[ir] if ir is not None else "") or None, group or None, f"import:{digest[:32]}",
+                             "active")
+            if r is None:
+                r = self.slow_row(line, v)
+            # a line repeating an earlier one (same hash) adds nothing; an annotator voting again on a
+            # triplet: the last line counts
+            if r[12] in seen:
                 continue
-            d = docs[c[1]]
-            anchor, a, b = d.get(anc), d.get(ea), d.get(eb)
-            if type(anchor) is not int or type(a) is not int or type(b) is not int or a == b or anchor in (a, b):
-                out.append(self.slow_row(line, v))
-                continue
-            try:
-                lat = float(v[il]) if il is not None and v[il] else None
-                conf = float(v[ico]) if ico is not None and v[ico] else None
-            except ValueError:
-                out.append(self.slow_row(line, v))
-                continue
-            if (lat is not None and not isfinite(lat)) or (conf is not None and not 0.0 <= conf <= 1.0):
-                out.append(self.slow_row(line, v))
-                continue
-            first, second, swapped = (a, b, False) if a < b else (b, a, True)
-            if swapped:
-                choice = _FLIP.get(choice, choice)
-            digest = sha1("\x1f".join((crit, anc, ea, eb, ann, raw_choice.lower(), group)).encode()).hexdigest()
-            out.append((line, c[0], anchor, first, second, ann, choice, swapped, lat, conf,
-                        (v[ir] if ir is not None else "") or None, group or None, f"import:{digest[:32]}", "active"))
-        return self._in_file(out)
+            seen.add(r[12])
+            key = r[1:6]
+            prev = last.get(key)
+            if prev is not None:
+                superseded.append(prev)
+            last[key] = line
+            out.append(r)
+        return out
 
     def _in_file(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """Drop repeated lines (same hash); an annotator voting again on a triplet: the last line counts."""
+        """Drop repeated lines (same hash); an annotator voting again on a triplet: the last line counts.
+
+        (What :meth:`chunk` does inline, for rows checked one by one.)"""
         seen, last, superseded, out = self.seen, self.last, self.superseded, []
         for r in rows:
             if r[12] in seen:
