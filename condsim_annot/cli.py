@@ -176,9 +176,8 @@ def ingest(ctx: Ctx, files, id_field, text_field, corpus, fmt, update_existing):
       condsim-annot ingest papers.parquet --id-field doi --text-field abstract
       cat more.jsonl | condsim-annot ingest -
     """
-    from .ingest import ingest as do_ingest
+    from .ingest import ingest_db
 
-    store = ctx.store(create=True)
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
         console=console, transient=True,
@@ -190,9 +189,9 @@ def ingest(ctx: Ctx, files, id_field, text_field, corpus, fmt, update_existing):
                 tasks[name] = progress.add_task(name, total=total)
             progress.update(tasks[name], completed=done, total=total)
 
-        res = do_ingest(
-            store, list(files), id_field=id_field, text_field=text_field, corpus=corpus, fmt=fmt,
-            update_existing=update_existing, progress=cb, stdin=sys.stdin.buffer,
+        res = ingest_db(  # a migrated SQLite store is opened without SQLAlchemy (a second of start-up)
+            ctx.db, list(files), lambda: ctx.store(create=True), id_field=id_field, text_field=text_field,
+            corpus=corpus, fmt=fmt, update_existing=update_existing, progress=cb, stdin=sys.stdin.buffer,
         )
     out.print(
         f"corpus [bold]{res.corpus}[/]: read {res.read}, added {res.added}, "
