@@ -131,6 +131,22 @@ def _all_ids(store) -> set[int]:
         return {int(t) for t in s.scalars(select(Triplet.id)).all()}
 
 
+def _target_accuracy(store, cat: dict[int, str]) -> dict[str, Any]:
+    """The same fit with ``--target-accuracy 0.95`` (the threshold chosen so that the gold labels' mean probability
+    reaches .95; not written): its gold labels against the truth."""
+    res = calibrate(store, CRITERION, alpha_bootstrap=0, target_accuracy=0.95, write=False)
+    with store.session() as s:
+        tri = {
+            int(t): (int(a), int(f), int(sec))
+            for t, a, f, sec in s.execute(
+                select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id)
+            ).all()
+        }
+    gold = [g for g in res.get("labels", []) if g["status"] == "gold"]
+    right = sum(g["label"] == true_answer(cat, *tri[int(g["triplet_id"])]) for g in gold)
+    return {"tau": res.get("params", {}).get("tau"), "gold": len(gold), "right": int(right)}
+
+
 def _score(store, cat: dict[int, str], votes: int) -> dict[str, Any]:
     """Gold triplets of the latest calibration run against the truth."""
     with store.session() as s:
@@ -154,8 +170,11 @@ def _score(store, cat: dict[int, str], votes: int) -> dict[str, Any]:
     truths: Counter = Counter()
     by_strategy: dict[str, Counter] = {}
     gold = right = right_80 = n_80 = 0
+    weighted = 0.0  # sum of P(label) over the labelled triplets (2+ annotators) whose label is right
     for label, status, a, f, sec, strategy, prob, n_ann in rows:
         t = true_answer(cat, a, f, sec)
+        if label is not None and n_ann >= 2 and status != "derived" and label == t:
+            weighted += float(prob)
         if label is not None and prob >= LOW_TAU and n_ann >= 2 and status != "derived":
             n_80 += 1
             right_80 += label == t
@@ -182,6 +201,7 @@ def _score(store, cat: dict[int, str], votes: int) -> dict[str, Any]:
         "at_80": n_80,
         "right_at_80": right_80,
         "correct_at_80_per_vote": round(right_80 / votes, 4) if votes else 0.0,
+        "weighted_right_per_vote": round(weighted / votes, 4) if votes else 0.0,
         "by_strategy": {k: dict(v) for k, v in sorted(by_strategy.items())},
     }
 
@@ -216,6 +236,9 @@ def run_arm(arm: str, tmp: str, records_path: str, cache: str, rounds: int, per_
         votes += _vote(store, cat, new, rng)
         calibrate(store, CRITERION, alpha_bootstrap=0)
     out = _score(store, cat, votes)
+    ta = _target_accuracy(store, cat)
+    out["target_95"] = ta
+    out["target_95_right_per_vote"] = round(ta["right"] / votes, 4) if votes else 0.0
     out["seconds"] = round(time.perf_counter() - t0, 1)
     if comps:
         out["components"] = comps
@@ -237,7 +260,12 @@ def run(quick: bool = False, seed: int = 0, arms: tuple[str, ...] = ARMS) -> dic
     res: dict[str, Any] = {"rounds": rounds, "per_round": per_round, "annotators": dict(ANNOTATORS), "arms": {}}
     for arm in arms:
         res["arms"][arm] = run_arm(arm, tmp, records, cache, rounds, per_round, seed)
-    for key, suffix in (("correct_gold_per_vote", ""), ("correct_at_80_per_vote", "_at_80")):
+    for key, suffix in (
+        ("correct_gold_per_vote", ""),
+        ("correct_at_80_per_vote", "_at_80"),
+        ("weighted_right_per_vote", "_weighted"),
+        ("target_95_right_per_vote", "_target_95"),
+    ):
         tool = res["arms"]["tool"][key] if "tool" in res["arms"] else None
         for peer in ("tool-info", "audit", "random"):
             base = res["arms"][peer][key] if peer in res["arms"] else None
@@ -254,14 +282,17 @@ def _print(res: dict) -> None:
     )
     print(
         f"{'arm':9} {'triplets':>8} {'answerable':>10} {'ties':>5} {'gold':>5} {'right':>5} {'acc':>6} "
-        f"{'right/vote':>10} {'P>=.8':>6} {'right':>5} {'right/vote':>10} {'s':>6}"
+        f"{'right/vote':>10} {'P>=.8':>6} {'right':>5} {'right/vote':>10} {'sumP/vote':>9} {'t95':>5} {'gold':>4} "
+        f"{'right':>5} {'right/vote':>10} {'s':>6}"
     )
     for arm, r in res["arms"].items():
         acc = f"{r['gold_accuracy']:.3f}" if r["gold_accuracy"] is not None else "-"
         print(
             f"{arm:9} {r['triplets']:>8} {r['with_true_answer']:>10} {r['true_ties']:>5} {r['gold']:>5} "
             f"{r['gold_right']:>5} {acc:>6} {r['correct_gold_per_vote']:>10.4f} {r['at_80']:>6} "
-            f"{r['right_at_80']:>5} {r['correct_at_80_per_vote']:>10.4f} {r['seconds']:>6}"
+            f"{r['right_at_80']:>5} {r['correct_at_80_per_vote']:>10.4f} {r['weighted_right_per_vote']:>9.4f} "
+            f"{(r['target_95']['tau'] or 0):>5.3f} {r['target_95']['gold']:>4} {r['target_95']['right']:>5} "
+            f"{r['target_95_right_per_vote']:>10.4f} {r['seconds']:>6}"
         )
     for arm, r in res["arms"].items():
         parts = [
@@ -282,6 +313,11 @@ def _print(res: dict) -> None:
         f"{res['tool_vs_audit']}, tool / random over the corpus {res['tool_vs_random']}, tool (rank gold) / "
         f"tool-info (rank information) {res['tool_vs_tool_info']} (target {res['target']}); at P >= .8: tool / "
         f"audit {res['tool_vs_audit_at_80']}, tool / tool-info {res['tool_vs_tool_info_at_80']}"
+    )
+    print(
+        f"secondary: sum of P(label) over right labels (2+ annotators) per vote, tool / audit "
+        f"{res['tool_vs_audit_weighted']}; correct gold with --target-accuracy 0.95 per vote, tool / audit "
+        f"{res['tool_vs_audit_target_95']}"
     )
 
 

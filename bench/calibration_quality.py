@@ -44,7 +44,7 @@ from condsim_annot.calibrate import legacy  # noqa: E402
 from condsim_annot.calibrate.bt import bradley_terry, triplet_items  # noqa: E402
 from condsim_annot.calibrate.load import Comparisons  # noqa: E402
 from condsim_annot.calibrate.model import TripletModel  # noqa: E402
-from condsim_annot.calibrate.reliability import coverage_at_accuracy, label_ece  # noqa: E402
+from condsim_annot.calibrate.reliability import coverage_at_accuracy, label_ece, reliability  # noqa: E402
 from condsim_annot.calibrate.simulate import simulate_triplets  # noqa: E402
 
 Votes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # first item, second item, outcome, annotator
@@ -54,13 +54,11 @@ Votes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # first item, sec
 
 
 def new_model(v: Votes, n: int, A: int, feats: np.ndarray | None) -> tuple[Callable, np.ndarray]:
-    """P(first | the triplet has a true answer): the metrics are taken on such triplets, and the model also
-    gives P(true tie) (the other methods have no tie mass to remove)."""
+    """(P(first), P(second)) of each triplet: their sum falls short of 1 by the model's P(true tie)."""
     m = TripletModel().fit(*v, n_items=n, n_annotators=A, features=feats)
 
     def predict(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        p = m.predict_proba(i, j)
-        return p[:, 0] / np.maximum(p[:, 0] + p[:, 1], 1e-12)
+        return m.predict_proba(i, j)[:, :2]
 
     return predict, m.scores_
 
@@ -133,6 +131,47 @@ def arena(v: Votes, n: int) -> tuple[Callable, np.ndarray]:
 # --------------------------------------------------------------------------- one case
 
 
+def _two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P(first), P(second)): a method without a tie mass says P(second) = 1 - P(first)."""
+    p = np.asarray(p, dtype=float)
+    return (p[:, 0], p[:, 1]) if p.ndim == 2 else (p, 1 - p)
+
+
+def metrics(pf: np.ndarray, ps: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Both evaluation rules (``truth``: 0 first, 1 second, 2 true tie).
+
+    * ``uncond`` (what gold promises, every triplet): the label is the likelier side, its confidence the
+      method's P(label) as printed (for the new model P(s_label > s_other) strictly, the true-tie mass taken
+      out); a true tie makes any label wrong.  ECE over 10 bins of [0, 1].
+    * ``cond`` (the triplets with a true answer): P(first | not a true tie) = P(first) / (P(first) +
+      P(second)), the same number for a method without a tie mass; ECE over 10 bins of [.5, 1]."""
+    conf = np.maximum(pf, ps)
+    label = np.where(pf >= ps, 0, 1)
+    right = label == truth
+    order = np.argsort(-conf, kind="stable")
+    acc = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(acc >= 0.95)
+    rel = reliability(conf, right)
+    uncond = {
+        "ece": float(rel["ece"]),
+        "brier": float(rel["brier"]),
+        "coverage": float((ok.max() + 1) / len(conf)) if len(ok) else 0.0,
+        "acc": float(np.mean(right)),
+        "mean_conf": float(np.mean(conf)),
+    }
+    has = truth != 2
+    pc = pf[has] / np.maximum(pf[has] + ps[has], 1e-12)
+    tf = truth[has] == 0
+    cond = {
+        "ece": label_ece(pc, tf),
+        "brier": float(np.mean((pc - tf) ** 2)),
+        "coverage": coverage_at_accuracy(pc, tf, 0.95),
+        "acc": float(np.mean((pc >= 0.5) == tf)),
+        "mean_conf": float(np.mean(np.maximum(pc, 1 - pc))),
+    }
+    return {"cond": cond, "uncond": uncond}
+
+
 def evaluate(
     name: str,
     v: Votes,
@@ -140,10 +179,12 @@ def evaluate(
     A: int,
     feats: np.ndarray,
     tri: tuple[np.ndarray, np.ndarray],
-    truth_first: np.ndarray,
+    truth: np.ndarray,
     pair_truth: np.ndarray,
     pairs: np.ndarray,
+    skip: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
+    """Every method on the same votes; ``truth`` per triplet of ``tri``: 0 first, 1 second, 2 a true tie."""
     runs: list[tuple[str, Callable[[], Any]]] = [
         ("new model (features)", lambda: new_model(v, n, A, feats)),
         ("new model (no features)", lambda: new_model(v, n, A, None)),
@@ -154,25 +195,38 @@ def evaluate(
         ("Arena recipe (sklearn LR)", lambda: arena(v, n)),
     ]
     rows = []
+    n_tie = int(np.sum(truth == 2))
     print(f"\n{name}")
-    print(f"  {'method':<28}{'ECE':>7}{'Brier':>8}{'cov@.95':>9}{'acc':>7}{'spearman':>10}{'fit s':>8}")
+    print(
+        f"  cond: on the {len(truth) - n_tie} triplets with a true answer, P(first | not a true tie); "
+        f"uncond: on all {len(truth)} ({n_tie} true ties, any label wrong), P(label) as printed"
+    )
+    print(
+        f"  {'method':<28}{'ECE':>7}{'Brier':>7}{'cov@.95':>8}{'acc':>6} |{'ECE':>7}{'Brier':>7}{'cov@.95':>8}"
+        f"{'acc':>6}{'conf':>6} |{'spearman':>9}{'fit s':>7}"
+    )
+    print(f"  {'':<28}{'-- cond --':^28} |{'-- uncond --':^34} |")
     for label, run in runs:
+        if any(k in label for k in skip):
+            continue
         t = time.perf_counter()
         predict, scores = run()
         dt = time.perf_counter() - t
-        p = np.asarray(predict(*tri), dtype=float)
+        pf, ps = _two(predict(*tri))
+        mt = metrics(pf, ps, truth)
         r = {
             "method": label,
-            "ece": label_ece(p, truth_first),
-            "brier": float(np.mean((p - truth_first) ** 2)),
-            "coverage": coverage_at_accuracy(p, truth_first, 0.95),
-            "acc": float(np.mean((p >= 0.5) == truth_first)),
+            **mt,
             "spearman": float(spearmanr(scores[pairs], pair_truth)[0]) if scores is not None else None,
             "time": dt,
         }
         rows.append(r)
-        sp = f"{r['spearman']:10.3f}" if r["spearman"] is not None else f"{'-':>10}"
-        print(f"  {label:<28}{r['ece']:7.3f}{r['brier']:8.3f}{r['coverage']:9.1%}{r['acc']:7.3f}{sp}{dt:8.2f}")
+        c, u = mt["cond"], mt["uncond"]
+        sp = f"{r['spearman']:9.3f}" if r["spearman"] is not None else f"{'-':>9}"
+        print(
+            f"  {label:<28}{c['ece']:7.3f}{c['brier']:7.3f}{c['coverage']:8.1%}{c['acc']:6.3f} |{u['ece']:7.3f}"
+            f"{u['brier']:7.3f}{u['coverage']:8.1%}{u['acc']:6.3f}{u['mean_conf']:6.3f} |{sp}{dt:7.2f}"
+        )
     return rows
 
 
@@ -193,6 +247,7 @@ def case_simulation(args: argparse.Namespace) -> list[dict[str, Any]]:
     i, j = uk // sim.n_items, uk % sim.n_items
     truth = sim.true_scores[i] > sim.true_scores[j]
     own = [float(np.mean((feats[i, k] > feats[j, k]) == truth)) for k in range(feats.shape[1])]
+    truth3 = np.where(truth, 0, 1)
     name = (
         f"(a) simulation: {m:,} votes on {len(uk):,} triplets, {sim.n_items:,} pairs, 20 annotators "
         f"({(sim.kinds == 'noisy').sum()} noisy, {(sim.kinds == 'adversarial').sum()} adversarial), "
@@ -200,7 +255,7 @@ def case_simulation(args: argparse.Namespace) -> list[dict[str, Any]]:
         + ", ".join(f"{x:.2f}" for x in own)
     )
     used = np.unique(np.concatenate([i, j]))
-    return evaluate(name, v, sim.n_items, 20, feats, (i, j), truth, sim.true_scores[used], used)
+    return evaluate(name, v, sim.n_items, 20, feats, (i, j), truth3, sim.true_scores[used], used, args.skip)
 
 
 def champ_votes(n_trip: int, truth_ij: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> Votes:
@@ -251,7 +306,11 @@ def case_champ(args: argparse.Namespace) -> list[dict[str, Any]]:
         f"(b) CHAMP same-technique: {len(i1)} triplets ({has.sum()} with a true answer), {len(out)} votes from "
         f"4 simulated annotators (10/30/50/100% random); MiniLM and TF-IDF alone: {own[0]:.2f}, {own[1]:.2f}"
     )
-    return evaluate(name, v, len(pairs), 4, feats, (i1[has], i2[has]), truth[has], pair_truth, np.arange(len(pairs)))
+    uk, first = np.unique(i1 * len(pairs) + i2, return_index=True)  # each triplet once
+    truth3 = np.where(has, np.where(truth, 0, 1), 2)[first]
+    return evaluate(
+        name, v, len(pairs), 4, feats, (i1[first], i2[first]), truth3, pair_truth, np.arange(len(pairs)), args.skip
+    )
 
 
 def case_big(args: argparse.Namespace) -> None:
@@ -314,7 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-big", action="store_true", help="skip the 1M-vote timing")
     ap.add_argument("--no-loop", action="store_true", help="skip bench/active_loop.py")
     ap.add_argument("--no-sim", action="store_true", help="skip case (a)")
+    ap.add_argument("--skip", default="", help="comma-separated methods to leave out (substrings, e.g. GLAD,legacy)")
     args = ap.parse_args(argv)
+    args.skip = tuple(x for x in args.skip.split(",") if x)
     la = os.getloadavg()
     print(f"calibration quality benchmark (load average {la[0]:.1f} on {os.cpu_count()} CPUs; seed {args.seed})")
     if not args.no_sim:

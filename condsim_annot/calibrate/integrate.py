@@ -76,15 +76,22 @@ class TripletIntegrals:
         nu: F64,
         tau_nodes: tuple[F64, F64],
         G: int,
-        tie_mass: float = 0.0,
+        tie_mass: float | F64 = 0.0,
         tie_answer: F64 | None = None,
+        lapse: F64 | None = None,
+        lapse_tie: F64 | None = None,
     ) -> None:
         self.d = d
+        # each annotator's lapse rate: with probability lapse_j the answer ignores d (tie with lapse_tie_j,
+        # else a side at random); the rest follows Davidson
+        self.lapse = np.zeros(len(beta)) if lapse is None else lapse
+        self.lapse_tie = np.full(len(beta), 1 / 3) if lapse_tie is None else lapse_tie
         self.mu_c, self.vu, self.vw, self.dt = cav[0], cav[1], cav[2], cav[3]
         self.beta, self.beta_sd, self.nu = beta, beta_sd, nu
         self.tau_off, self.tau_w = tau_nodes
         self.G = G
-        self.tie_mass = tie_mass  # prior probability that a triplet is a true tie (d exactly 0)
+        # prior probability that a triplet is a true tie (d exactly 0): one number, or one per triplet
+        self.tie_mass: float | F64 = tie_mass
         # each annotator's probability of answering "tie" on a true tie (default: Davidson's at d = 0)
         self.theta = nu / (2.0 + nu) if tie_answer is None else tie_answer
         self.marginal_beta = False  # average each vote over beta_j's posterior (the final pass)
@@ -126,7 +133,24 @@ class TripletIntegrals:
                 lw + vote_log_lik(0.5 * np.exp(lb + z * sd) * gr, ou, nu[unsure]) for z, lw in zip(*_Q3, strict=False)
             ]
             ll[unsure] = _logsumexp(np.stack(parts), axis=0)
+        lam = self.lapse[a]
+        lapsing = lam > 0
+        if lapsing.any():
+            lq = lapse_log_prob(d.out[vidx][lapsing], self.lapse_tie[a[lapsing]])
+            la = lam[lapsing]
+            ll[lapsing] = np.logaddexp(ll[lapsing] + np.log1p(-la)[:, None], (np.log(la) + lq)[:, None])
         return ll
+
+    def mix_lapse(self, slab: F64, out: I64, ann: I64) -> F64:
+        """log P(vote | slab) from the Davidson part integrated over d (``slab``, per vote) and the lapse."""
+        lam = self.lapse[ann]
+        if not np.any(lam > 0):
+            return slab
+        with np.errstate(divide="ignore"):
+            return np.asarray(
+                np.logaddexp(np.log1p(-lam) + slab, np.log(lam) + lapse_log_prob(out, self.lapse_tie[ann])),
+                dtype=np.float64,
+            )
 
     def _cells(self, tids: I64) -> tuple[F64, F64]:
         """Cell centres and widths: ``G`` even cells over the row's range plus fine cells near 0 (where
@@ -152,12 +176,21 @@ class TripletIntegrals:
         LL0 = np.asarray(np.bincount(vrow, vll0, minlength=len(tids)), dtype=np.float64)
         return _Block(tids, grid, lw, self._prior(tids, grid) + lw, vidx, vrow, vll, LL, vll0, LL0)
 
-    def _mix(self, z_slab: F64, z_spike: F64) -> tuple[F64, F64]:
-        """Log posterior weights (slab, spike) from the two log evidences and the tie mass."""
-        if self.tie_mass <= 0:
+    def prior_tie(self, tids: I64, tie_mass: float | F64 | None = None) -> F64:
+        """Prior tie probability of the triplets ``tids`` (a number for all, or one per triplet)."""
+        pi = self.tie_mass if tie_mass is None else tie_mass
+        if np.ndim(pi) == 0:
+            return np.full(len(tids), float(pi))
+        return np.asarray(pi, dtype=np.float64)[tids]
+
+    def _mix(self, z_slab: F64, z_spike: F64, tids: I64) -> tuple[F64, F64]:
+        """Log posterior weights (slab, spike) of the triplets ``tids`` from their two log evidences and tie prior."""
+        pi = self.prior_tie(tids)
+        if not np.any(pi > 0):
             return np.zeros_like(z_slab), np.full_like(z_slab, -np.inf)
-        a = math.log1p(-self.tie_mass) + z_slab
-        b = math.log(self.tie_mass) + z_spike
+        with np.errstate(divide="ignore"):
+            a = np.log1p(-pi) + z_slab
+            b = np.log(pi) + z_spike
         tot = np.logaddexp(a, b)
         return a - tot, b - tot
 
@@ -185,7 +218,7 @@ class TripletIntegrals:
                 loo[b.vidx[keep]] = self.loo_predictive(b, keep)
             lp = b.lprior + b.LL
             zs = _logsumexp(lp)
-            ws = np.exp(self._mix(zs, b.LL0)[0])
+            ws = np.exp(self._mix(zs, b.LL0, b.tids)[0])
             w = np.exp(lp - zs[:, None])
             p[b.tids] = ws * (w * (b.grid > 0)).sum(1)
             q[b.tids] = ws * (w * (b.grid < 0)).sum(1)
@@ -202,7 +235,7 @@ class TripletIntegrals:
         lq = (b.lprior + b.LL)[rows] - b.vll[keep]
         zs = _logsumexp(lq)
         lq -= zs[:, None]
-        lws, lw0 = self._mix(zs, b.LL0[rows] - b.vll0[keep])
+        lws, lw0 = self._mix(zs, b.LL0[rows] - b.vll0[keep], b.tids[rows])
         return rows, lq, lws, lw0
 
     def loo_predictive(self, b: _Block, keep: NDArray[np.bool_]) -> F64:
@@ -213,7 +246,8 @@ class TripletIntegrals:
         nu = self.nu[a][:, None]
         out = np.zeros((len(rows), 3))
         for k in (FIRST, SECOND, TIE):
-            slab = _logsumexp(lq + vote_log_lik(h, np.full(h.shape, k, dtype=np.int64), nu))
+            kk = np.full(len(rows), k, dtype=np.int64)
+            slab = self.mix_lapse(_logsumexp(lq + vote_log_lik(h, kk[:, None], nu)), kk, a)
             spike = _log_lik_at_zero(np.full(len(rows), k, dtype=np.int64), self.theta[a])
             out[:, k] = np.exp(np.logaddexp(lws + slab, lw0 + spike))
         return out
@@ -234,7 +268,7 @@ class TripletIntegrals:
         grid, lq, idx, lws, lw0 = (np.concatenate(x)[order] for x in parts)
         return Loo(grid, lq, idx, lws, lw0)
 
-    def update_nu(self, loo: Loo, beta: F64, prior_sd: float = 1.0) -> F64:
+    def update_nu(self, loo: Loo, beta: F64, prior_sd: float = 1.0, centre: float | None = None) -> F64:
         """Each annotator's tie parameter nu_j maximising the held-out predictive likelihood of his sampled
         votes (Newton on log nu_j, prior N(log of the overall nu, 1)): the tie propensity is the
         annotator's, so that beta_j measures discrimination and not how often one answers "tie"."""
@@ -243,13 +277,14 @@ class TripletIntegrals:
         A = len(self.nu)
         out = self.d.out[vidx][:, None]
         h = (0.5 * beta[ann][:, None] * grid).astype(np.float32)
-        centre = float(np.log(np.median(self.nu[self.nu > 0]))) if np.any(self.nu > 0) else -2.0
+        if centre is None:
+            centre = float(np.log(np.median(self.nu[self.nu > 0]))) if np.any(self.nu > 0) else -2.0
         lnu = np.log(np.maximum(self.nu, 1e-4))
 
         def f(x: F64) -> F64:
             nu_v = np.exp(x[ann])
             ll = np.logaddexp(
-                loo.lws + _logsumexp(lq + vote_log_lik(h, out, nu_v[:, None])),
+                loo.lws + self.mix_lapse(_logsumexp(lq + vote_log_lik(h, out, nu_v[:, None])), out[:, 0], ann),
                 loo.lw0 + _log_lik_at_zero(out[:, 0], self.theta[ann]),
             )
             return np.bincount(ann, ll, minlength=A) - 0.5 * (x - centre) ** 2 / prior_sd**2
@@ -264,6 +299,41 @@ class TripletIntegrals:
                 break
         return np.asarray(np.exp(lnu), dtype=np.float64)
 
+    def update_lapse(self, loo: Loo, free: NDArray[np.bool_]) -> tuple[F64, F64, F64]:
+        """Each annotator's lapse rate, the lapse's tie share and a factor on his beta, jointly maximising the
+        held-out predictive likelihood of his sampled votes (a grid; prior Beta(1, 5) on the rate).  Jointly,
+        because a lapse and a small beta both explain wrong answers: one at a time stays at lapse 0.  The lapse
+        does not depend on d, so each vote's Davidson part is integrated once per beta factor and the grid over
+        (lapse, tie share) costs one pass over scalars per value.  Returns (lapse, tie share, beta factor)."""
+        vidx = loo.vidx
+        ann, out = self.d.ann[vidx], self.d.out[vidx]
+        A = len(self.lapse)
+        spike = loo.lw0 + _log_lik_at_zero(out, self.theta[ann])
+        best = np.full(A, -np.inf)
+        lam_out, kap_out, mult_out = self.lapse.copy(), self.lapse_tie.copy(), np.ones(A)
+        nu = self.nu[ann][:, None]
+        with np.errstate(divide="ignore"):
+            for mult in BETA_FACTORS:
+                h = (0.5 * mult * self.beta[ann][:, None] * loo.grid).astype(np.float32)
+                dav = _logsumexp(loo.lq + vote_log_lik(h, out[:, None], nu))
+                for lam in LAPSE_GRID:
+                    for kap in LAPSE_TIE_GRID if lam > 0 else (1 / 3,):
+                        slab = np.logaddexp(
+                            math.log1p(-lam) + dav,
+                            (math.log(lam) if lam > 0 else -np.inf) + lapse_log_prob(out, np.full(len(out), kap)),
+                        )
+                        tot = (
+                            np.bincount(ann, np.logaddexp(loo.lws + slab, spike), minlength=A)
+                            + 4.0 * math.log1p(-lam)
+                            - 0.5 * math.log(mult) ** 2
+                        )
+                        better = free & (tot > best + 1e-9)
+                        best = np.where(better, tot, best)
+                        lam_out = np.where(better, lam, lam_out)
+                        kap_out = np.where(better, kap, kap_out)
+                        mult_out = np.where(better, mult, mult_out)
+        return lam_out, kap_out, mult_out
+
     def tau_profile(self, tids: I64) -> tuple[F64, F64]:
         """Log marginal likelihood of the triplets' votes for tau scaled by exp(offset) (offsets, values)."""
         offs = np.linspace(-0.8, 0.8, 9)
@@ -271,40 +341,58 @@ class TripletIntegrals:
         for b in self.blocks(tids):
             for k, o in enumerate(offs):
                 zs = _logsumexp(self._prior(b.tids, b.grid, np.array([o])) + b.lwidth + b.LL)
-                tot[k] += float(self._log_evidence(zs, b.LL0).sum())
+                tot[k] += float(self._log_evidence(zs, b.LL0, b.tids).sum())
         return offs, tot
 
-    def _log_evidence(self, z_slab: F64, z_spike: F64, tie_mass: float | None = None) -> F64:
-        pi = self.tie_mass if tie_mass is None else tie_mass
-        if pi <= 0:
+    def _log_evidence(self, z_slab: F64, z_spike: F64, tids: I64, tie_mass: float | F64 | None = None) -> F64:
+        pi = self.prior_tie(tids, tie_mass)
+        if not np.any(pi > 0):
             return z_slab
-        return np.logaddexp(math.log1p(-pi) + z_slab, math.log(pi) + z_spike)
+        with np.errstate(divide="ignore"):
+            return np.logaddexp(np.log1p(-pi) + z_slab, np.log(pi) + z_spike)
+
+    def evidences(self, tids: I64) -> tuple[F64, F64]:
+        """Log evidence of each triplet's votes under the slab (d continuous) and under the spike (a true tie)."""
+        zs_all, z0_all, t_all = [], [], []
+        for b in self.blocks(tids):
+            zs_all.append(_logsumexp(b.lprior + b.LL))
+            z0_all.append(b.LL0)
+            t_all.append(b.tids)
+        order = np.argsort(np.concatenate(t_all))
+        return np.concatenate(zs_all)[order], np.concatenate(z0_all)[order]
 
     def tie_mass_profile(self, tids: I64) -> tuple[F64, F64]:
         """Log marginal likelihood of the triplets' votes as a function of the tie mass (grid, values)."""
         grid = np.array([0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
-        zs_all, z0_all = [], []
-        for b in self.blocks(tids):
-            zs_all.append(_logsumexp(b.lprior + b.LL))
-            z0_all.append(b.LL0)
-        zs, z0 = np.concatenate(zs_all), np.concatenate(z0_all)
+        zs, z0 = self.evidences(tids)
         # a Beta(1, 3) prior on the tie mass: with few votes, no tie mass unless the votes ask for it
         prior = 2.0 * np.log1p(-grid)
-        return grid, np.array([float(self._log_evidence(zs, z0, pi).sum()) for pi in grid]) + prior
+        return grid, np.array([float(self._log_evidence(zs, z0, tids, pi).sum()) for pi in grid]) + prior
 
-    def tie_answer_update(self, tids: I64, tie_mass: float) -> F64:
+    def tie_answer_update(self, tids: I64, tie_mass: float | F64) -> F64:
         """Each annotator's share of "tie" answers on true ties, weighting each vote by its triplet's posterior
         probability of being a true tie (Beta(1, 1) smoothing); annotators without such votes keep theirs."""
         A = len(self.theta)
         num, den = np.zeros(A), np.zeros(A)
         saved, self.tie_mass = self.tie_mass, tie_mass
         for b in self.blocks(tids):
-            w0 = np.exp(self._mix(_logsumexp(b.lprior + b.LL), b.LL0)[1])[b.vrow]
+            w0 = np.exp(self._mix(_logsumexp(b.lprior + b.LL), b.LL0, b.tids)[1])[b.vrow]
             a = self.d.ann[b.vidx]
             num += np.bincount(a, w0 * (self.d.out[b.vidx] == TIE), minlength=A)
             den += np.bincount(a, w0, minlength=A)
         self.tie_mass = saved
         return np.where(den > 0.5, (num + 1.0) / (den + 2.0), self.theta)
+
+
+LAPSE_GRID = (0.0, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8)
+LAPSE_TIE_GRID = (0.0, 0.05, 0.1, 0.2, 1 / 3, 0.5, 0.7)
+BETA_FACTORS = (0.5, 1.0, 2.0, 4.0)
+
+
+def lapse_log_prob(out: I64, kappa: F64) -> F64:
+    """log P(vote | a lapse): ``kappa`` for "tie", (1 - kappa) / 2 for either side."""
+    with np.errstate(divide="ignore"):
+        return np.asarray(np.where(out == TIE, np.log(kappa), np.log((1.0 - kappa) / 2.0)), dtype=np.float64)
 
 
 def _log_lik_at_zero(out: I64, theta: F64) -> F64:
@@ -323,6 +411,8 @@ def beta_newton(
     prior_sd: float,
     theta: F64,
     iters: int = 4,
+    lapse: F64 | None = None,
+    lapse_tie: F64 | None = None,
 ) -> tuple[F64, F64]:
     """log beta_j maximising sum over j's sampled votes of log P(vote | the rest) - lb^2 / (2 prior_sd^2).
 
@@ -337,6 +427,10 @@ def beta_newton(
 
     def f(x: F64) -> F64:
         slab = _logsumexp(lq + vote_log_lik(0.5 * np.exp(x[ann])[:, None] * grid, o, nu_v))
+        if lapse is not None and lapse_tie is not None and np.any(lapse > 0):
+            lam = lapse[ann]
+            with np.errstate(divide="ignore"):
+                slab = np.logaddexp(np.log1p(-lam) + slab, np.log(lam) + lapse_log_prob(out, lapse_tie[ann]))
         ll = np.logaddexp(loo.lws + slab, spike)
         return np.bincount(ann, ll, minlength=A) - 0.5 * x**2 / prior_sd**2
 

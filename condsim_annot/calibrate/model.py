@@ -59,6 +59,8 @@ F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 _Q3 = (np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)]), np.array([1 / 6, 2 / 3, 1 / 6]))  # Gauss-Hermite, 3 nodes
 LOG_BETA_BOUNDS = (-6.0, 3.0)
+SPIKE_NU_PRIOR_SD = 0.0
+SPIKE_MODE_MIN_MASS = 0.1  # a true-tie mass the Davidson slab could not absorb: the criterion has true ties
 
 
 @dataclass
@@ -121,6 +123,10 @@ class TripletModel:
         seed: seed of that sample.
         tie_mass: prior probability that a triplet is a true tie (d exactly 0: neither candidate is more
             similar, e.g. both or neither share the anchor's topic); None = empirical Bayes, 0 = none.
+        lapse: fit each annotator's lapse rate (answers that ignore d: a side at random or "tie"), with
+            the fitted betas.
+        spike_nu: Davidson's nu while the model has a true-tie spike and lapses (the slab's ties are then
+            lapses); None = nu fitted per annotator in any case.
     """
 
     def __init__(
@@ -137,7 +143,11 @@ class TripletModel:
         seed: int = 0,
         tol: float = 1e-3,
         tie_mass: float | None = None,
+        lapse: bool = True,
+        spike_nu: float | None = 0.05,
     ) -> None:
+        self.lapse = lapse
+        self.spike_nu = spike_nu
         self.max_loo_votes = max_loo_votes
         self.tie_mass = tie_mass
         self.prior_scale = prior_scale
@@ -187,7 +197,12 @@ class TripletModel:
         d = _prepare(f, s, o, a, n, A, phi)
         self._d = d
         self._init_params(d, fixed)
-        for _ in range(self.rounds):
+        self._round = 0
+        for r in range(self.rounds):
+            self._round = r
+            self._map()
+            self._integrate(update=True)
+        if self._spike_mode and self._switched == self._round:  # the switch came last: one round in the new mode
             self._map()
             self._integrate(update=True)
         self._map()
@@ -208,8 +223,9 @@ class TripletModel:
         mean = self.scores_[f] - self.scores_[s]
         shared = np.einsum("kf,fg,kg->k", d.phi[f], self.w_cov_, d.phi[s]) if self.n_features_ else 0.0
         var = np.maximum(self.stderr_[f] ** 2 + self.stderr_[s] ** 2 - 2 * shared, 1e-12)
-        pf = (1 - self.tie_mass_) * norm.cdf(mean / np.sqrt(var))
-        ps = (1 - self.tie_mass_) - pf
+        pi = self.tie_probability(f, s)
+        pf = (1 - pi) * norm.cdf(mean / np.sqrt(var))
+        ps = (1 - pi) - pf
         if len(d.ti):
             key = np.minimum(f, s) * d.n + np.maximum(f, s)
             tkey = d.ti * d.n + d.tj
@@ -219,6 +235,16 @@ class TripletModel:
             pf = np.where(hit, np.where(f < s, a, b), pf)
             ps = np.where(hit, np.where(f < s, b, a), ps)
         return np.stack([pf, ps, np.clip(1 - pf - ps, 0.0, 1.0)], axis=1)
+
+    def tie_probability(self, first: ArrayLike, second: ArrayLike) -> F64:
+        """Prior probability that the comparison of item pairs ``first`` vs ``second`` is a true tie (before
+        its own votes): sigmoid(a + b |w . (phi_first - phi_second)|), ``tie_coef_`` = (a, b)."""
+        f = np.asarray(first, dtype=np.int64).ravel()
+        s = np.asarray(second, dtype=np.int64).ravel()
+        a, b = self.tie_coef_
+        if b == 0.0:
+            return np.full(len(f), float(self.tie_mass_))
+        return np.asarray(_sigmoid(a + b * self._tie_feature(self._d.phi[f] - self._d.phi[s])), dtype=np.float64)
 
     def predict_label(self, first: ArrayLike, second: ArrayLike) -> F64:
         """P(s_first > s_second) for item pairs (:meth:`predict_proba`'s first column)."""
@@ -269,7 +295,12 @@ class TripletModel:
         free = used & ~self._fixed
         self._free = free if (self.beta_prior and free.sum() > 1) else np.zeros(d.A, dtype=bool)
         ties = float(np.mean(d.out == TIE)) if len(d.out) else 0.0
-        self.nu_ = max(2 * ties / max(1e-9, 1 - ties), 0.05) if ties > 0 else 0.0
+        self._nu_data = max(2 * ties / max(1e-9, 1 - ties), 0.05) if ties > 0 else 0.0
+        # once the votes ask for a true-tie spike (and lapses are fitted), the slab's tie answers are lapses:
+        # Davidson's nu is then held small, so that the slab near d = 0 does not mimic the spike (the two are not
+        # identifiable from a few votes per triplet: nu grew round after round and took the true ties' mass)
+        self._spike_mode, self._switched = False, -1
+        self.nu_ = self._nu_data
         self.nu_annotator_ = np.full(d.A, self.nu_)
         # P("tie" | a true tie) per annotator, started at the annotator's share of tie answers
         n_tie = np.bincount(d.ann, d.out == TIE, minlength=d.A)
@@ -281,6 +312,9 @@ class TripletModel:
         self.w_ = np.zeros(d.phi.shape[1])
         self.n_iter_ = 0
         self.tie_mass_ = (0.1 if self.tie_mass is None else float(self.tie_mass)) if len(d.out) else 0.0
+        self.tie_coef_ = (_logit(self.tie_mass_), 0.0)  # logit P(true tie) = a + b |w . dphi|
+        self.lapse_ = np.zeros(d.A)  # P(an answer that ignores d) per annotator
+        self.lapse_tie_ = np.full(d.A, 1 / 3)  # P("tie" | a lapse)
 
     # ------------------------------------------------------------------ step 1: MAP of (u, w)
     def _vote_consts(self) -> None:
@@ -291,6 +325,15 @@ class TripletModel:
         self._sgn = np.where(d.out == FIRST, 1.0, np.where(d.out == SECOND, -1.0, 0.0))
         tie = d.out == TIE
         self._lnu_ties = float(np.log(self._nu_v[tie]).sum()) if tie.any() else 0.0
+        self._lnu_v = np.where(tie, np.log(np.where(tie, self._nu_v, 1.0)), 0.0)
+        lam = self.lapse_[d.ann]
+        self._any_lapse = bool(np.any(lam > 0))
+        if self._any_lapse:
+            from .integrate import lapse_log_prob
+
+            with np.errstate(divide="ignore"):
+                self._l1m = np.log1p(-lam)
+                self._llap = np.log(lam) + lapse_log_prob(d.out, self.lapse_tie_[d.ann])
 
     def _vote_terms(self, u: F64, w: F64, *, want_c: bool = True) -> tuple[F64, F64, float, F64, F64]:
         """Per triplet: d; per vote: h, the summed log-likelihood, d nll / d d and (``want_c``) the curvature
@@ -303,10 +346,23 @@ class TripletModel:
         e = np.exp(-a)
         e2 = e * e
         z = 1.0 + e2 + self._nu_v * e
-        ll = float(h @ self._sgn) + self._lnu_ties - float(a.sum()) - float(np.log(z).sum())
         diff = np.copysign((1.0 - e2) / z, h)
         r = self._half_b * (diff - self._sgn)
-        c = self._half_b**2 * ((1.0 + e2) / z - diff**2) if want_c else diff
+        if self._any_lapse:  # log((1 - lam) P_davidson + lam q): the gradient is the Davidson one times rho
+            llv = h * self._sgn + self._lnu_v - a - np.log(z)
+            lm = np.logaddexp(self._l1m + llv, self._llap)
+            rho = np.exp(self._l1m + llv - lm)
+            ll = float(lm.sum())
+            r = rho * r
+        else:
+            ll = float(h @ self._sgn) + self._lnu_ties - float(a.sum()) - float(np.log(z).sum())
+            rho = None
+        if want_c:
+            c = self._half_b**2 * ((1.0 + e2) / z - diff**2)
+            if rho is not None:
+                c = rho * c  # Fisher-like: a vote likely to be a lapse says little about d
+        else:
+            c = diff
         return dt, h, ll, r, c
 
     def _objective(self, x: F64) -> tuple[float, F64]:
@@ -381,23 +437,45 @@ class TripletModel:
             self.nu_annotator_,
             self._tau_nodes,
             self.grid,
-            self.tie_mass_,
+            self._tie_prior(),
             self.tie_answer_,
+            self.lapse_,
+            self.lapse_tie_,
         )
         if update:
             rng = np.random.default_rng(self.seed)
             if self.tie_mass is None:  # empirical Bayes first: the updates below use it
                 tsub = np.sort(rng.permutation(len(self._d.ti))[:40_000])
-                grid, lml = ig.tie_mass_profile(tsub)
-                self.tie_mass_ = ig.tie_mass = float(grid[int(np.argmax(lml))])
+                self._fit_tie_prior(ig, tsub)
+                ig.tie_mass = self._tie_prior()
                 if self.tie_mass_ > 0:
-                    self.tie_answer_ = ig.theta = ig.tie_answer_update(tsub, self.tie_mass_)
+                    self.tie_answer_ = ig.theta = ig.tie_answer_update(tsub, ig.tie_mass)
             sub = _sample_votes(self._d.ann, self.max_votes_per_annotator, rng)
             loo = ig.loo_cavities(sub)
+            c = 1.0
             if self._free.any() and self.beta_prior:
-                self._update_beta(ig, loo, sub)
-            if self.nu_ > 0:
-                self.nu_annotator_ = ig.update_nu(loo, self.beta_)
+                if self.lapse:  # lapse with beta jointly (a grid), then beta's Newton from there
+                    lam, kap, mult = ig.update_lapse(loo, self._free)
+                    self.lapse_ = np.asarray(lam, dtype=np.float64)
+                    self.lapse_tie_ = np.asarray(kap, dtype=np.float64)
+                    ig.lapse, ig.lapse_tie = self.lapse_, self.lapse_tie_
+                    self.beta_ = self.beta_ * mult
+                c = self._update_beta(ig, loo, sub)
+            if (
+                not self._spike_mode
+                and self.tie_mass_ >= SPIKE_MODE_MIN_MASS
+                and self.nu_ > 0
+                and self.lapse
+                and self.spike_nu is not None
+                and self._round >= 1
+            ):  # not on round 1's unfitted betas
+                self._spike_mode, self._switched = True, self._round
+                self.nu_ = float(self.spike_nu)
+                self.nu_annotator_ = np.full(self._d.A, self.nu_)
+            elif self.nu_ > 0 and not self._spike_mode:
+                self.nu_annotator_ = ig.update_nu(loo, self.beta_ * c)
+            elif self.nu_ > 0 and SPIKE_NU_PRIOR_SD:  # spike mode: nu_j fitted, shrunk towards spike_nu
+                self.nu_annotator_ = ig.update_nu(loo, self.beta_ * c, SPIKE_NU_PRIOR_SD, math.log(self.nu_))
                 n_a = np.bincount(self._d.ann, minlength=self._d.A)
                 self.nu_ = float(np.exp(np.dot(n_a, np.log(self.nu_annotator_)) / max(n_a.sum(), 1)))
             if not self.prior_scale:
@@ -410,7 +488,58 @@ class TripletModel:
         want[np.random.default_rng(self.seed).permutation(m)[: self.max_loo_votes]] = True
         *self._post, self.loo_ = ig.posterior_all(want)
 
-    def _update_beta(self, ig: object, loo: Loo, sub: I64) -> None:
+    def _tie_feature(self, dphi: F64) -> F64:
+        """What the tie prior reads: |w . (phi_i - phi_j)|, how far apart the methods put the two pairs (in the
+        logit units of d); 0 without features."""
+        if not dphi.shape[1]:
+            return np.zeros(len(dphi))
+        return np.asarray(np.abs(dphi @ self.w_), dtype=np.float64)
+
+    def _tie_prior(self) -> float | F64:
+        """Each triplet's prior probability of a true tie: sigmoid(a + b g_t) (:meth:`_fit_tie_prior`), or the one
+        mass for all (fixed ``tie_mass``, or a fit that found no slope)."""
+        a, b = self.tie_coef_
+        if b == 0.0:
+            return self.tie_mass_
+        return np.asarray(_sigmoid(a + b * self._tie_feature(self._d.dphi)), dtype=np.float64)
+
+    def _fit_tie_prior(self, ig: object, tsub: I64) -> None:
+        """Empirical Bayes of the true-tie prior.  First one mass for all triplets (grid, Beta(1, 3) prior: none
+        unless the votes ask for it); then, with features, logit P(tie) = a + b g_t (g_t = :meth:`_tie_feature`):
+        a comparison the methods put far apart is seldom a true tie.  The slope is kept only where it raises the
+        votes' marginal likelihood by more than 2 (EM on the spike's responsibilities, IRLS steps)."""
+        from .integrate import TripletIntegrals
+
+        assert isinstance(ig, TripletIntegrals)
+        grid, lml = ig.tie_mass_profile(tsub)
+        k = int(np.argmax(lml))
+        self.tie_mass_, self.tie_coef_ = float(grid[k]), (_logit(float(grid[k])), 0.0)
+        if self.tie_mass_ < SPIKE_MODE_MIN_MASS or not self.n_features_:
+            return  # a few true ties at most (Davidson's ties near d = 0 look alike): one mass
+        zs, z0 = ig.evidences(tsub)
+        g = self._tie_feature(self._d.dphi[tsub])
+        gm = float(np.median(g))
+        X = np.stack([np.ones(len(g) + 2), np.concatenate([g, [gm, gm]])], 1)
+        coef = np.array([self.tie_coef_[0], 0.0])
+
+        def loglik(c: F64) -> float:
+            pi = _sigmoid(c[0] + c[1] * g)
+            return float(np.logaddexp(np.log1p(-pi) + zs, np.log(pi) + z0).sum() + 2.0 * np.log1p(-np.mean(pi)))
+
+        base = loglik(coef)
+        for _ in range(30):  # EM: responsibilities, then a weighted logistic fit to them
+            pi = _sigmoid(coef[0] + coef[1] * g)
+            r = np.concatenate([_sigmoid(np.log(pi) + z0 - np.log1p(-pi) - zs), [0.0, 0.0]])
+            for _ in range(3):
+                q = _sigmoid(X @ coef)
+                H = (X * (q * (1 - q))[:, None]).T @ X + np.diag([1e-6, 1e-2])
+                coef = coef + np.linalg.solve(H, X.T @ (r - q) - np.array([0.0, 1e-2]) * coef)
+                coef = np.clip(coef, [-12.0, -20.0], [12.0, 20.0])
+        if loglik(coef) > base + 2.0:
+            self.tie_coef_ = (float(coef[0]), float(coef[1]))
+            self.tie_mass_ = float(np.mean(self._tie_prior()))
+
+    def _update_beta(self, ig: object, loo: Loo, sub: I64) -> float:
         from .integrate import beta_newton
 
         d = self._d
@@ -423,6 +552,8 @@ class TripletModel:
             self.nu_annotator_,
             float(self.beta_prior or 1.0),
             self.tie_answer_,
+            lapse=self.lapse_,
+            lapse_tie=self.lapse_tie_,
         )
         n_all = np.bincount(d.ann, minlength=d.A).astype(float)
         n_sub = np.maximum(np.bincount(d.ann[sub], minlength=d.A).astype(float), 1.0)
@@ -439,6 +570,7 @@ class TripletModel:
         self.w_ = self.w_ * c
         if not self.prior_scale:
             self.tau_ *= c
+        return c
 
     def _update_tau(self, profile: tuple[NDArray[np.floating], NDArray[np.floating]]) -> None:
         offs, lml = profile
@@ -483,6 +615,15 @@ class TripletModel:
         self.log_marginal_ = float(self._post_lml) if hasattr(self, "_post_lml") else float("nan")
         loo = np.where(d.flip[:, None], self.loo_[:, [1, 0, 2]], self.loo_)  # the caller's orientation
         self.loo_ = loo[np.argsort(d.order)]  # and vote order
+
+
+def _sigmoid(x: F64 | float) -> F64:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64))), dtype=np.float64)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
 
 
 def _sample_votes(ann: I64, k: int, rng: np.random.Generator) -> I64:

@@ -181,11 +181,36 @@ def _calibration(data: Comparisons, fitres: AnyFit, probs: dict[int, tuple[float
     return out
 
 
-def _model_block(fitres: AnyFit) -> dict:
+def _annotator_params(data: Comparisons, fitres: TripletFit) -> list[dict]:
+    """What ``propose --rank gold`` needs to predict each annotator's next answers (the attention key left out)."""
+    m = fitres.model
+    n = np.bincount(fitres.vote_ann, minlength=len(m.beta_)) if len(fitres.vote_ann) else np.zeros(len(m.beta_))
+    return [
+        {
+            "annotator_id": a["id"],
+            "n_fitted": int(n[k]),
+            "beta": float(m.beta_[k]),
+            "nu": float(m.nu_annotator_[k]),
+            "tie_answer": float(m.tie_answer_[k]),
+            "lapse": float(m.lapse_[k]),
+            "lapse_tie": float(m.lapse_tie_[k]),
+        }
+        for k, a in enumerate(data.annotators)
+        if k < len(m.beta_) and k != data.key_index and a.get("id") is not None
+    ]
+
+
+def _model_block(fitres: AnyFit, data: Comparisons | None = None) -> dict:
     if not isinstance(fitres, TripletFit):
         return {"name": "legacy", "global_scale": False}
     m = fitres.model
     return {
+        "tie_prior": {
+            "intercept": float(m.tie_coef_[0]),
+            "slope": float(m.tie_coef_[1]),
+            "meaning": "logit P(true tie) = intercept + slope |w . (phi_x - phi_y)| (slope 0: one mass for all)",
+        },
+        "annotators": _annotator_params(data, fitres) if data is not None else [],
         "name": "triplet",
         "global_scale": True,
         "prior_scale": float(m.tau_),
@@ -303,7 +328,7 @@ def _summary(
             "sizes": sorted(comp_sizes.values(), reverse=True)[:20],
         },
         "tie_parameter": float(fitres.nu),
-        "model": _model_block(fitres),
+        "model": _model_block(fitres, data),
         "calibration": calibration,
         "gold": {k: int(gold_counts.get(k, 0)) for k in ("gold", "uncertain", "contested", "derived")},
         "alpha": agreement[0],

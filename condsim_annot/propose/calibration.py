@@ -22,7 +22,7 @@ from ..calibrate.tables import AnnotatorStat, PairScore
 from ..db import Store
 from ..models import CalibrationRun
 from ..store_api import canonical
-from .information import expected_information, gold_outlook, order_probability
+from .information import AnswerModel, expected_information, gold_outlook, order_probability
 from .prior import FeaturePrior, load_feature_prior
 
 BRIDGE_BONUS = 0.25  # a comparison across components of the comparison graph counts as v + 0.25 (1 - v)
@@ -49,6 +49,8 @@ class Calibration:
     tie_mass: float = 0.0  # prior probability that a comparison is a true tie
     votes: int = 3  # votes each new triplet will get
     prior: FeaturePrior | None = None  # predicts pairs nobody asked yet (rank "gold")
+    answers: AnswerModel | None = None  # each annotator's fitted answers (nu, lapse, on a true tie); rank "gold"
+    tie_coef: tuple[float, float] | None = None  # logit P(true tie) = a + b |prior d| (the run's tie prior)
     _scale: float = field(default=0.0, repr=False)
 
     def info(self) -> dict:
@@ -70,8 +72,19 @@ class Calibration:
                                                          self.beta_weight)[0]), 1e-9)
         return self._scale
 
+    def tie_prior(self, prior_d: np.ndarray | None, n: int) -> np.ndarray:
+        """Each comparison's prior probability of a true tie: the run's tie prior at the feature prior's |d|
+        (``prior_d``: w . (phi_x - phi_y), NaN where unknown), else its one mass."""
+        out = np.full(n, self.tie_mass)
+        if self.tie_coef is None or prior_d is None or self.tie_coef[1] == 0.0:
+            return out
+        g = np.abs(np.asarray(prior_d, dtype=np.float64))
+        ok = np.isfinite(g)
+        out[ok] = 1.0 / (1.0 + np.exp(-(self.tie_coef[0] + self.tie_coef[1] * g[ok])))
+        return out
+
     def comparisons(self, si: np.ndarray, sj: np.ndarray, sei: np.ndarray, sej: np.ndarray, ci: np.ndarray,
-                    cj: np.ndarray) -> dict[str, np.ndarray]:
+                    cj: np.ndarray, prior_d: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The model on comparisons s_i vs s_j: ``p`` = P(s_i > s_j), ``info`` = expected information of one more
         vote (bits), ``cross`` = different components, ``defined`` = the fit puts them on one scale, ``value`` =
         what the ranking uses: info relative to :meth:`unknown_information` (not capped: the most open comparison
@@ -82,23 +95,24 @@ class Calibration:
         defined = np.ones_like(cross) if self.across else ~cross
         p = np.where(defined, order_probability(si, sei, sj, sej), np.nan)
         if self.rank == "gold":
-            return self._gold(si, sj, sei, sej, p, cross, defined)
+            return self._gold(si, sj, sei, sej, p, cross, defined, self.tie_prior(prior_d, len(p)))
         info = expected_information(si, sei, sj, sej, self.beta, self.nu, self.beta_weight)
         rel = np.where(defined, info / self.unknown_information(), 1.0)
         value = np.where(cross, rel + BRIDGE_BONUS * np.maximum(1.0 - rel, 0.0), rel)
         return {"p": p, "info": np.where(defined, info, np.nan), "cross": cross, "defined": defined, "value": value}
 
     def _gold(self, si: np.ndarray, sj: np.ndarray, sei: np.ndarray, sej: np.ndarray, p: np.ndarray,
-              cross: np.ndarray, defined: np.ndarray) -> dict[str, np.ndarray]:
+              cross: np.ndarray, defined: np.ndarray, tie: np.ndarray) -> dict[str, np.ndarray]:
         """``value`` = (expected new gold + :data:`LEAN_WEIGHT` x the model's lean |2 P - 1|) per vote.  The lean
         orders comparisons while the gold rule is out of reach of a few votes (early runs find many true ties:
         a large tie mass); it is also what the spike cannot say, that a comparison the methods lean on is seldom
         a tie.  No bridge bonus: a bridge is worth its gold too."""
         d, sd = np.asarray(si) - np.asarray(sj), np.sqrt(np.asarray(sei) ** 2 + np.asarray(sej) ** 2)
-        gain = gold_outlook(d, sd, self.tie_mass, self.beta, self.nu, tau=self.gold_tau, votes=self.votes,
-                            min_votes=self.min_votes, weight=self.beta_weight)[0]
+        gain = gold_outlook(d, sd, tie, self.beta, self.nu, tau=self.gold_tau, votes=self.votes,
+                            min_votes=self.min_votes, weight=self.beta_weight, answers=self.answers)[0]
         gain = np.where(defined, gain, 0.0)
-        lean = np.where(defined, np.abs(2.0 * np.nan_to_num(p, nan=0.5) - 1.0), 0.0)
+        # the lean of the label's probability, true-tie mass included
+        lean = np.where(defined, (1.0 - tie) * np.abs(2.0 * np.nan_to_num(p, nan=0.5) - 1.0), 0.0)
         value = (gain + LEAN_WEIGHT * lean) / max(self.votes, 1)
         return {"p": p, "info": np.full(len(value), np.nan), "gold": gain, "cross": cross, "defined": defined,
                 "value": value}
@@ -190,9 +204,20 @@ def _gold_rule(cal: Calibration, params: dict, summary: dict) -> None:
     if isinstance(mv, int) and mv >= 0:
         cal.min_votes = mv
     model = summary.get("model")
-    tm = model.get("tie_mass") if isinstance(model, dict) else None
+    block: dict = model if isinstance(model, dict) else {}
+    tm = block.get("tie_mass")
     if isinstance(tm, (int, float)) and 0 <= tm < 1:
         cal.tie_mass = float(tm)
+    tp = block.get("tie_prior")
+    if isinstance(tp, dict) and all(isinstance(tp.get(k), (int, float)) for k in ("intercept", "slope")):
+        cal.tie_coef = (float(tp["intercept"]), float(tp["slope"]))
+    rows = [r for r in block.get("annotators") or [] if isinstance(r, dict) and (r.get("n_fitted") or 0) > 0]
+    keys = ("beta", "nu", "tie_answer", "lapse", "lapse_tie")
+    rows = [r for r in rows if all(isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) for k in keys)]
+    if rows:  # who answers next, and how: the fitted annotators, weighted by their votes
+        cal.beta = np.maximum(np.asarray([float(r["beta"]) for r in rows]), 0.0)
+        cal.beta_weight = np.asarray([float(r["n_fitted"]) for r in rows])
+        cal.answers = AnswerModel.build(cal.beta, *(np.asarray([float(r[k]) for r in rows]) for k in keys[1:]))
 
 
 def _scale(params: dict, summary: dict) -> tuple[bool, float]:

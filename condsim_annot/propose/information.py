@@ -20,6 +20,8 @@ whose outcome depends on what we do not know yet is worth a vote.  Averaged over
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.special import ndtr
 
@@ -121,45 +123,103 @@ GOLD_GRID = 64  # points of the 1-D grid over d (the slab) in :func:`expected_go
 GOLD_CHUNK = 1024  # comparisons per block of :func:`expected_gold`
 
 
-def vote_betas(beta: np.ndarray | float, weight: np.ndarray | None, votes: int) -> np.ndarray:
-    """Who answers the next ``votes`` votes: distinct annotators, taken at the (i + 1/2) / votes weighted
-    quantiles of the betas (with three annotators who each vote on everything: exactly their betas)."""
+@dataclass
+class AnswerModel:
+    """How each annotator answers, as the calibration run fitted it (one entry per annotator):
+    discrimination ``beta``, Davidson tie parameter ``nu``, ``tie_answer`` = P("tie" | a true tie) (None: the
+    Davidson value at d = 0, nu / (2 + nu)), ``lapse`` = P(an answer that ignores d) with ``lapse_tie`` =
+    P("tie" | a lapse) (None: no lapse)."""
+
+    beta: np.ndarray
+    nu: np.ndarray
+    tie_answer: np.ndarray
+    lapse: np.ndarray
+    lapse_tie: np.ndarray
+
+    @classmethod
+    def build(cls, beta: np.ndarray | float, nu: np.ndarray | float, tie_answer: np.ndarray | None = None,
+              lapse: np.ndarray | None = None, lapse_tie: np.ndarray | None = None) -> AnswerModel:
+        b = np.atleast_1d(np.asarray(beta, dtype=np.float64))
+        n = np.maximum(np.broadcast_to(np.asarray(nu, dtype=np.float64), b.shape).astype(np.float64), 0.0)
+        t = n / (2.0 + n) if tie_answer is None else np.broadcast_to(np.asarray(tie_answer, dtype=np.float64), b.shape)
+        lam = np.zeros(b.shape) if lapse is None else np.broadcast_to(np.asarray(lapse, dtype=np.float64), b.shape)
+        kap = (np.full(b.shape, 1 / 3) if lapse_tie is None
+               else np.broadcast_to(np.asarray(lapse_tie, dtype=np.float64), b.shape))
+        return cls(b, n, np.asarray(t, dtype=np.float64), np.asarray(lam), np.asarray(kap))
+
+    def take(self, idx: np.ndarray) -> AnswerModel:
+        return AnswerModel(self.beta[idx], self.nu[idx], self.tie_answer[idx], self.lapse[idx], self.lapse_tie[idx])
+
+    def answers(self, k: int, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """P(first), P(tie), P(second) of annotator ``k`` at score differences ``d`` (the slab)."""
+        pf, pt, ps = outcome_probabilities(d, float(self.beta[k]), float(self.nu[k]))
+        lam, kap = float(self.lapse[k]), float(self.lapse_tie[k])
+        if lam > 0:
+            side = lam * (1 - kap) / 2
+            pf, pt, ps = (1 - lam) * pf + side, (1 - lam) * pt + lam * kap, (1 - lam) * ps + side
+        return pf, pt, ps
+
+    def at_tie(self, k: int) -> tuple[float, float, float]:
+        """P(first), P(tie), P(second) of annotator ``k`` on a true tie (the spike)."""
+        t = float(self.tie_answer[k])
+        return (1 - t) / 2, t, (1 - t) / 2
+
+
+def vote_annotators(beta: np.ndarray | float, weight: np.ndarray | None, votes: int) -> np.ndarray:
+    """Who answers the next ``votes`` votes (indexes): distinct annotators, taken at the (i + 1/2) / votes weighted
+    quantiles of the betas (with three annotators who each vote on everything: exactly the three)."""
     b = np.atleast_1d(np.asarray(beta, dtype=np.float64))
     w = _weights(b, weight)
-    b, w = b[w > 0], w[w > 0]
-    order = np.argsort(b)
+    idx = np.flatnonzero(w > 0)
+    order = idx[np.argsort(b[idx], kind="stable")]
     q = (np.arange(votes) + 0.5) / max(votes, 1)
-    return b[order][np.minimum(np.searchsorted(np.cumsum(w[order]), q), len(b) - 1)]
+    return order[np.minimum(np.searchsorted(np.cumsum(w[order]), q), len(order) - 1)]
 
 
-def _outcome_rows(betas: np.ndarray, d: np.ndarray, nu: float) -> np.ndarray:
+def vote_betas(beta: np.ndarray | float, weight: np.ndarray | None, votes: int) -> np.ndarray:
+    """The betas of :func:`vote_annotators`."""
+    b = np.atleast_1d(np.asarray(beta, dtype=np.float64))
+    return b[vote_annotators(b, weight, votes)]
+
+
+def _outcome_rows(am: AnswerModel, d: np.ndarray) -> np.ndarray:
     """(3^k, *d.shape) likelihood of every answer sequence of the k annotators (first, tie, second each)."""
     lik = np.ones((1, *d.shape))
-    for b in betas:
-        pf, pt, ps = outcome_probabilities(d, float(b), nu)
-        lik = (lik[:, None] * np.stack([pf, pt, ps])[None]).reshape(-1, *d.shape)
+    for k in range(len(am.beta)):
+        lik = (lik[:, None] * np.stack(am.answers(k, d))[None]).reshape(-1, *d.shape)
     return lik
 
 
-def expected_gold(mean: np.ndarray, sd: np.ndarray, tie: np.ndarray | float, beta: np.ndarray | float, nu: float, *,
-                  tau: float, votes: int = 3, min_votes: int = 2, have: np.ndarray | int = 0,
-                  gold: np.ndarray | None = None, weight: np.ndarray | None = None) -> np.ndarray:
+def _tie_rows(am: AnswerModel) -> np.ndarray:
+    """(3^k,) likelihood of every answer sequence on a true tie."""
+    lik = np.ones(1)
+    for k in range(len(am.beta)):
+        lik = (lik[:, None] * np.asarray(am.at_tie(k))[None]).ravel()
+    return lik
+
+
+def expected_gold(mean: np.ndarray, sd: np.ndarray, tie: np.ndarray | float, beta: np.ndarray | float,
+                  nu: np.ndarray | float, *, tau: float, votes: int = 3, min_votes: int = 2,
+                  have: np.ndarray | int = 0, gold: np.ndarray | None = None, weight: np.ndarray | None = None,
+                  answers: AnswerModel | None = None) -> np.ndarray:
     """P(gold after ``votes`` more votes); see :func:`gold_outlook` (which also gives E[P(label)])."""
     return gold_outlook(mean, sd, tie, beta, nu, tau=tau, votes=votes, min_votes=min_votes, have=have, gold=gold,
-                        weight=weight)[0]
+                        weight=weight, answers=answers)[0]
 
 
-def gold_outlook(mean: np.ndarray, sd: np.ndarray, tie: np.ndarray | float, beta: np.ndarray | float, nu: float, *,
-                 tau: float, votes: int = 3, min_votes: int = 2, have: np.ndarray | int = 0,
-                 gold: np.ndarray | None = None,
-                 weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def gold_outlook(mean: np.ndarray, sd: np.ndarray, tie: np.ndarray | float, beta: np.ndarray | float,
+                 nu: np.ndarray | float, *, tau: float, votes: int = 3, min_votes: int = 2,
+                 have: np.ndarray | int = 0, gold: np.ndarray | None = None, weight: np.ndarray | None = None,
+                 answers: AnswerModel | None = None) -> tuple[np.ndarray, np.ndarray]:
     """P(the comparison is gold after ``votes`` more votes): the chance that P(label) >= ``tau`` with at least
     ``min_votes`` distinct annotators, averaged over the answers the model predicts.
 
     The comparison's belief about d = s(a, x) - s(a, y) is a spike and a slab, as in the calibration model:
     d = 0 exactly (a true tie) with probability ``tie``, else d ~ N(``mean``, ``sd``^2).  Each answer
-    sequence of the next ``votes`` annotators (:func:`vote_betas`) updates it exactly on a grid; the label's
-    probability is then the slab's mass on one side (a tie answer moves mass to the spike, never to a label).
+    sequence of the next ``votes`` annotators (:func:`vote_annotators`) updates it exactly on a grid, each
+    annotator answering as the run fitted him (``answers``: his nu, lapse, and on a true tie his own answer
+    distribution; without it, Davidson with ``beta`` and ``nu`` everywhere); the label's probability is then the
+    slab's mass on one side (a tie answer moves mass to the spike, never to a label).
     A settled tie (mean ~0, or tie ~1) scores ~0, a comparison the prior already leans on scores high;
     ``gold`` (already gold) scores 0.  ``have``: distinct annotators who already voted on it.
 
@@ -168,19 +228,19 @@ def gold_outlook(mean: np.ndarray, sd: np.ndarray, tie: np.ndarray | float, beta
     mu = np.atleast_1d(np.asarray(mean, dtype=np.float64))
     mu, s, pi, n0 = np.broadcast_arrays(mu, np.maximum(np.asarray(sd, dtype=np.float64), 1e-6),
                                         np.clip(np.asarray(tie, dtype=np.float64), 0.0, 1.0), np.asarray(have))
-    nu = max(float(nu), 0.0)
-    bs = vote_betas(beta, weight, votes)
+    if not 1 <= votes <= 5:
+        raise ValueError("votes must be 1 to 5 (3^votes answer sequences are enumerated)")
+    am = answers if answers is not None else AnswerModel.build(beta, nu)
+    am = am.take(vote_annotators(am.beta, weight, votes))
     z = np.linspace(-6.0, 6.0, GOLD_GRID)
     gz = np.exp(-0.5 * z * z)
     gz /= gz.sum()
-    at0 = _outcome_rows(bs, np.zeros(1), nu)[:, 0]  # (3^k,) a true tie's answers
-    if not 1 <= votes <= 5:
-        raise ValueError("votes must be 1 to 5 (3^votes answer sequences are enumerated)")
+    at0 = _tie_rows(am)  # (3^k,) a true tie's answers
     out, conf = np.empty(len(mu)), np.empty(len(mu))
     for c0 in range(0, len(mu), GOLD_CHUNK):
         sl = slice(c0, c0 + GOLD_CHUNK)
         d = mu[sl, None] + s[sl, None] * z[None, :]
-        lik = _outcome_rows(bs, d, nu)  # (3^k, n, G)
+        lik = _outcome_rows(am, d)  # (3^k, n, G)
         slab = lik @ gz
         pos = np.einsum("sng,ng->sn", lik, np.where(d > 0, gz, 0.0))
         neg = np.einsum("sng,ng->sn", lik, np.where(d < 0, gz, 0.0))

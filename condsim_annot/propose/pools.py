@@ -45,6 +45,7 @@ class AnchorPool:
     mse: np.ndarray | None = None
     mc: np.ndarray | None = None
     cal: Calibration | None = None
+    pm: np.ndarray | None = None  # the feature prior's mean of s({a, x}) per candidate (rank "gold")
 
     def finish(self, cal: Calibration | None = None, names: list[str] | None = None) -> None:
         """Standardise the scores and attach the model's view of each candidate pair: its fitted score, or (rank
@@ -55,6 +56,7 @@ class AnchorPool:
         part = cal.partners.get(self.anchor) if cal is not None else None
         if cal is not None and cal.prior is not None and names is not None:
             self.ms, self.mse = cal.prior.predict(self.S, names)
+            self.pm = self.ms.copy()
             self.mc = np.full(len(self.pos), -1, dtype=np.int64)
             for q, x in enumerate(self.pos.tolist()):
                 v = (part or {}).get(x)
@@ -111,7 +113,9 @@ class AnchorPool:
         assert self.cal is not None and self.ms is not None and self.mse is not None and self.mc is not None
         b = np.flatnonzero(both)
         ib, jb = i[b], j[b]
-        m = self.cal.comparisons(self.ms[ib], self.ms[jb], self.mse[ib], self.mse[jb], self.mc[ib], self.mc[jb])
+        prior_d = self.pm[ib] - self.pm[jb] if self.pm is not None else None
+        m = self.cal.comparisons(self.ms[ib], self.ms[jb], self.mse[ib], self.mse[jb], self.mc[ib], self.mc[jb],
+                                 prior_d)
         n = len(i)
         priority, model_p, bits = committee.copy(), np.full(n, np.nan), np.full(n, np.nan)
         defined, cross, gold = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.full(n, np.nan)
