@@ -84,6 +84,12 @@ def get_criterion(session: Session, name: str) -> Criterion:
     return c
 
 
+def load_criterion(store: Store, name: str) -> Criterion:
+    """:func:`get_criterion` in a session of its own, for callers that hold a store rather than a session."""
+    with store.session() as s:
+        return get_criterion(s, name)
+
+
 def list_criteria(store: Store) -> list[Criterion]:
     with store.session() as s:
         return list(s.scalars(select(Criterion).order_by(Criterion.name)).all())

@@ -40,6 +40,13 @@ def canonical(anchor_id: int, x_id: int, y_id: int) -> tuple[int, int, int, bool
     return anchor_id, y_id, x_id, True
 
 
+#: The letters a voter sees -> the choice in presented terms (A is whatever was shown first); one map for every
+#: front end (TUI, Argilla, LM judge).
+LETTER_CHOICE = {"A": "first", "B": "second", "tie": "tie", "cant_tell": "cant_tell"}
+#: Presented choice -> the letter shown.
+CHOICE_LETTER = {v: k for k, v in LETTER_CHOICE.items()}
+
+
 def to_canonical_choice(choice: str, swapped: bool) -> str:
     """Map a choice made in *presented* terms (first = shown as A) to canonical terms."""
     if choice not in CHOICES:

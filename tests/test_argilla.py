@@ -298,7 +298,7 @@ def test_clear_errors(sqlite_store, argilla_server, monkeypatch, tmp_path):
     assert "Traceback" not in res.output
     res = runner.invoke(main, ["--db", db, "argilla", "push", "no-such", "-w", ws, "-d", ds + "x",
                                "--api-url", argilla_server.url, "--api-key", API_KEY])
-    assert res.exit_code == 1 and "no criterion 'no-such'" in res.output
+    assert res.exit_code == 1 and "no criterion named 'no-such'" in res.output
     res = runner.invoke(main, ["--db", db, "argilla", "pull", "topic", "-d", ds,
                                "--api-url", f"http://127.0.0.1:{free_port()}", "--api-key", API_KEY])
     assert res.exit_code == 1 and "cannot reach" in res.output

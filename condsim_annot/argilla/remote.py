@@ -26,16 +26,23 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..criteria import get_criterion
 from ..errors import CondsimError, InputError
-from ..models import Annotator, Criterion, Triplet, Vote
-from ..store_api import documents_by_id, get_or_create_annotator, record_vote, to_canonical_choice
+from ..models import Annotator, Triplet, Vote
+from ..store_api import (
+    CHOICE_LETTER,
+    LETTER_CHOICE,
+    documents_by_id,
+    get_or_create_annotator,
+    record_vote,
+    to_canonical_choice,
+)
 
 DEFAULT_URL = "http://localhost:6900"
 FIELDS = ("criterion", "anchor", "candidate_a", "candidate_b")
 QUESTION = "choice"
 RATIONALE = "rationale"
 LABELS = {"A": "A", "B": "B", "tie": "Tie", "cant_tell": "Can't tell"}
-PRESENTED = {"A": "first", "B": "second", "tie": "tie", "cant_tell": "cant_tell"}
 SOURCE = "argilla"
 PAGE = 500
 
@@ -212,14 +219,6 @@ def find_dataset(client, name: str, workspace: str | None = None):
     return found[0].get() if found else None
 
 
-def _criterion(session, name: str) -> Criterion:
-    c = session.scalars(select(Criterion).where(Criterion.name == name)).first()
-    if c is None:
-        known = ", ".join(session.scalars(select(Criterion.name)).all()) or "none yet"
-        raise InputError(f"no criterion {name!r} (known: {known})")
-    return c
-
-
 def _records_rest(client, dataset_id, include: list[str]) -> Iterator[dict]:
     offset = 0
     while True:
@@ -263,7 +262,7 @@ def _suggestion(session, triplet: Triplet, swapped: bool):
     counts = Counter(r[0] for r in rows)
     choice, n = counts.most_common(1)[0]
     presented = to_canonical_choice(choice, swapped)  # the swap is its own inverse
-    label = {"first": "A", "second": "B", "tie": "tie", "cant_tell": "cant_tell"}[presented]
+    label = CHOICE_LETTER[presented]
     agents = sorted({r[2] for r in rows if r[0] == choice})
     agent = ", ".join(agents)
     if len(agent) > 200:
@@ -315,7 +314,7 @@ def push(store, criterion: str, *, client, workspace: str, dataset: str, min_sub
     existing = {str(r.get("external_id")) for r in _records_rest(client, ds.id, [])}
 
     with store.session() as s:
-        crit = _criterion(s, criterion)
+        crit = get_criterion(s, criterion)
         q = select(Triplet).where(Triplet.criterion_id == crit.id).order_by(Triplet.priority.desc(), Triplet.id)
         triplets = list(s.scalars(q).all())
         if limit is not None:
@@ -412,7 +411,7 @@ def pull(store, criterion: str, *, client, dataset: str, workspace: str | None =
     res = PullResult(dataset)
     records = list(_records_rest(client, ds.id, ["responses"]))
     with store.transaction() as s:
-        crit = _criterion(s, criterion)
+        crit = get_criterion(s, criterion)
         valid = set(s.scalars(select(Triplet.id).where(Triplet.criterion_id == crit.id)).all())
         ann_cache: dict[str, int] = {}
         for rec in records:
@@ -440,10 +439,10 @@ def pull(store, criterion: str, *, client, dataset: str, workspace: str | None =
                     choice, label = "skip", None
                 elif status == "submitted":
                     label = (values.get(QUESTION) or {}).get("value")
-                    if label not in PRESENTED:
+                    if label not in LETTER_CHOICE:
                         res.invalid += 1
                         continue
-                    choice = to_canonical_choice(PRESENTED[label], swapped)
+                    choice = to_canonical_choice(LETTER_CHOICE[label], swapped)
                 else:
                     continue
                 ext = f"argilla:{resp['id']}"

@@ -253,8 +253,8 @@ def llm_log(ctx: Ctx, criterion, task, status, model, limit, show_id, as_json):
     from rich.text import Text
     from sqlalchemy import select
 
+    from ..criteria import load_criterion
     from ..llm.tables import LLMCall
-    from ..llm.transform import get_criterion
 
     store = ctx.store()
     with store.session() as s:
@@ -280,7 +280,7 @@ def llm_log(ctx: Ctx, criterion, task, status, model, limit, show_id, as_json):
             return
         q = select(LLMCall).order_by(LLMCall.id.desc()).limit(limit)
         if criterion:
-            q = q.where(LLMCall.criterion_id == get_criterion(store, criterion).id)
+            q = q.where(LLMCall.criterion_id == load_criterion(store, criterion).id)
         if task:
             q = q.where(LLMCall.task == task)
         if status:
@@ -324,11 +324,12 @@ def llm_transform(ctx: Ctx, criterion, task, model, base_url, api_key_env, ids, 
     """
     from sqlalchemy import select
 
-    from ..llm.transform import get_criterion, transform_documents
+    from ..criteria import load_criterion
+    from ..llm.transform import transform_documents
     from ..models import Document
 
     store = ctx.store()
-    crit = get_criterion(store, criterion)
+    crit = load_criterion(store, criterion)
     if ids:
         try:
             doc_ids = [int(x) for x in ids.split(",") if x.strip()]

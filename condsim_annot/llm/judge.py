@@ -33,9 +33,11 @@ from typing import Any
 
 from sqlalchemy import case, func, select
 
+from ..criteria import load_criterion
 from ..db import Store
 from ..models import Annotator, Criterion, Triplet, Vote
 from ..store_api import (
+    LETTER_CHOICE,
     ActiveVoteExists,
     canonical,
     documents_by_id,
@@ -57,7 +59,6 @@ from .parse import label_confidence, parse_judge
 from .prices import estimate_cost, load_prices
 from .tables import LLMCall
 from .templates import PromptTemplate, document_block, escape_document, load_prompt
-from .transform import get_criterion
 
 Progress = Callable[[int, int], None]
 CHUNK = 2000  # presentations prepared and scheduled at a time
@@ -158,7 +159,7 @@ class _Judge:
         A vote under an older wording of the criterion is superseded; a concurrent run of this judge
         that voted this presentation first wins (one active vote, enforced by the database)."""
         assert jd.label is not None and self.annotator_id is not None
-        presented = {"A": "first", "B": "second", "tie": "tie"}[jd.label]
+        presented = LETTER_CHOICE[jd.label]
         version = self.criterion.version
         with suppress(ActiveVoteExists), self.store.transaction() as s:
             prev = s.scalars(select(Vote).where(Vote.triplet_id == t.id, Vote.annotator_id == self.annotator_id,
@@ -227,7 +228,7 @@ def _vote_version(meta: dict | None) -> int | None:
 
 def _resolve(store: Store, criterion_name: str, model, base_url, api_key_env, dry_run, **kw):
     endpoint = resolve_endpoint(model, base_url, api_key_env, require_key=not dry_run, **kw)
-    return endpoint, get_criterion(store, criterion_name)
+    return endpoint, load_criterion(store, criterion_name)
 
 
 def run_judge(
@@ -443,7 +444,7 @@ def judge_report(
     * ``tokens_in`` / ``tokens_out`` / ``cost_usd``: every logged call of the judge (cost None when the price
       is unknown).
     """
-    crit = get_criterion(store, criterion_name)
+    crit = load_criterion(store, criterion_name)
     prices = load_prices(prices_file)
     out = []
     with store.session() as s:

@@ -25,8 +25,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import select
-
+from ..criteria import load_criterion
 from ..db import Store
 from ..errors import CondsimError, InputError
 from ..models import Criterion
@@ -43,7 +42,7 @@ from .client import (
 from .parse import parse_text
 from .templates import document_block, load_prompt
 
-__all__ = ["transform_documents", "endpoint_status", "TransformResult", "TRANSFORM_TASKS", "get_criterion"]
+__all__ = ["transform_documents", "endpoint_status", "TransformResult", "TRANSFORM_TASKS"]
 
 TRANSFORM_TASKS = ("in-one-word", "rewrite")
 Progress = Callable[[int, int], None]
@@ -58,16 +57,6 @@ class TransformResult(dict):
         self.failed: dict[int, str] = {}
         self.stats: CallStats = CallStats()
         self.prompt_version: str | None = None
-
-
-def get_criterion(store: Store, name: str) -> Criterion:
-    with store.session() as s:
-        c = s.scalars(select(Criterion).where(Criterion.name == name)).first()
-        if c is None:
-            names = s.scalars(select(Criterion.name).order_by(Criterion.name)).all()
-            hint = f"; known: {', '.join(names)}" if names else "; add one with `condsim-annot criteria add`"
-            raise InputError(f"no criterion named {name!r}{hint}")
-        return c
 
 
 def transform_request(task: str, criterion: Criterion, text: str, model: str, *, temperature: float = 0.0,
@@ -116,7 +105,7 @@ def transform_documents(
         raise CondsimError(f"unknown transform task {task!r}; expected one of {', '.join(TRANSFORM_TASKS)}")
     endpoint = resolve_endpoint(model, base_url, api_key_env, require_key=not dry_run,
                                 timeout=timeout, max_retries=max_retries, concurrency=concurrency)
-    crit = get_criterion(store, criterion_name)
+    crit = load_criterion(store, criterion_name)
     ids = list(dict.fromkeys(int(i) for i in doc_ids))
     with store.session() as s:
         docs = documents_by_id(s, ids)

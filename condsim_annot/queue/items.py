@@ -10,12 +10,12 @@ from sqlmodel import Session, SQLModel, col, select
 
 from ..errors import CondsimError
 from ..models import Document, Triplet
+from ..store_api import CHOICE_LETTER, LETTER_CHOICE
 
 #: Presented answers (what a key press means) -> the choice in presented terms.
-PRESENTED = {"A": "first", "B": "second", "first": "first", "second": "second", "tie": "tie",
-             "cant_tell": "cant_tell", "skip": "skip"}
+PRESENTED = {**LETTER_CHOICE, "first": "first", "second": "second", "skip": "skip"}
 #: Canonical/presented first|second back to the letters the screen shows.
-SHOWN_LETTER = {"first": "A", "second": "B"}
+SHOWN_LETTER = {c: CHOICE_LETTER[c] for c in ("first", "second")}
 
 
 @dataclass(frozen=True)
