@@ -53,6 +53,7 @@ MAX_DEPTH = 64  # metadata nesting levels; deeper JSON is refused (PostgreSQL an
 EXT_ID_MAX = 500  # Document.ext_id
 CORPUS_NAME_MAX = 200  # Corpus.name
 DEFER_INDEXES_AFTER = 10_000  # SQLite: rows added before the non-unique indexes are rebuilt instead of updated
+SORT_CACHE_KIB = 1000  # SQLite's page cache (and so sort buffer) while those indexes are built
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -484,9 +485,20 @@ class _Writer:
             self.defer_at = None
 
     def finish(self) -> None:
-        """Build the indexes dropped for speed (inside the transaction, like everything else)."""
-        for create in self.deferred:
-            self.sql.execute(create)
+        """Build the indexes dropped for speed (inside the transaction, like everything else).
+
+        SQLite sorts in memory up to its page cache size: the cache is held at 1 MiB (SQLite's least sort
+        buffer) while the indexes are built, so memory does not grow with the size of the ingest.
+        """
+        if not self.deferred:
+            return
+        cache = self.sql.cur.execute("PRAGMA cache_size").fetchone()[0]
+        self.sql.cur.execute(f"PRAGMA cache_size={-SORT_CACHE_KIB}")
+        try:
+            for create in self.deferred:
+                self.sql.execute(create)
+        finally:
+            self.sql.cur.execute(f"PRAGMA cache_size={int(cache)}")
         self.deferred = []
 
     def _duplicate(self, ext_id: str, line: int) -> InputError:

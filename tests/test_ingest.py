@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from condsim_annot import ingest as ing
+from condsim_annot.errors import InputError
 from condsim_annot.ingest import ingest
 
 
@@ -188,3 +197,190 @@ def test_nan_and_infinity_in_metadata_are_stored_alike(cli, store, tmp_path):
     with store.session() as s:
         meta = s.scalars(select(Document.meta)).one()
     assert meta == {"score": None, "hi": None, "lo": None, "ok": 1.5, "nested": {"x": [None, 2]}}
+
+
+# --------------------------------------------------------------------------- the fast paths (issue 15: ingest speed)
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except InputError as exc:
+        return f"error: {exc}"
+
+
+_PIECES = st.sampled_from(["a", "Z", "7", " ", "\t", "\n", "\x00", "\ud800", "\udfff", "é", "😀", "\u2028",
+                           "\\u0000", "{", "[", "]", '"', "\\"])
+_STRINGS = st.lists(_PIECES, max_size=6).map("".join) | st.text(max_size=6)
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | _STRINGS
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_STRINGS, inner,
+                                                                                            max_size=3), max_leaves=8)
+
+
+def _nested(depth):
+    v: object = 1
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw_id=_SCALARS, text=_SCALARS, meta=st.dictionaries(_STRINGS, _VALUES, max_size=4))
+@example(raw_id=" x ", text="ok", meta={"m": _nested(63)})
+@example(raw_id="x", text="ok", meta={"m": _nested(64)})
+@example(raw_id="x" * 501, text="ok", meta={})
+@example(raw_id=12, text=" \u2028 ", meta={})
+@example(raw_id="x", text="ok", meta={"k": "a\\u0000b"})
+def test_fast_row_checks_agree_with_the_exact_path(raw_id, text, meta):
+    """What `_doc`'s few C checks accept must be exactly what the value-by-value path accepts, with the same
+    stored values (ids, text, metadata JSON, hash); anything else must end in the same error."""
+    meta = {k: v for k, v in meta.items() if k not in ("id", "text")}
+    data = {"id": raw_id, "text": text, **meta}
+    fast = _outcome(ing._doc, 3, copy.deepcopy(data), "f.jsonl", "id", "text")
+    exact = _outcome(ing._doc_exact, 3, raw_id, text, copy.deepcopy(meta), "f.jsonl", "id", "text")
+    assert fast == exact
+    if not isinstance(fast, str):
+        ext_id, stored_text, stored_meta, digest = fast
+        assert digest == ing.content_hash(stored_text) and isinstance(json.loads(stored_meta), dict)
+
+
+@pytest.mark.parametrize("line", [
+    b'{"id": "1", "text": "t"}\n', b'{"id": "1", "text": "t"}\r\n', b'{"id": "1", "text": "t"}', b' {"id": "1", '
+    b'"text": "t"} \n', b'\xef\xbb\xbf{"id": "1", "text": "t"}\n', b'{"id": "1", "text": "t"}\x0c\n',
+    b'{"id": "1", "text": "t"} {}\n', b'[1]\n', b'{"id": 1e999, "text": "t", "x": NaN}\n', b"\n",
+])
+def test_jsonl_lines_read_as_json_loads_reads_them(tmp_path, line):
+    """The scanner shortcut of `read_jsonl` against json.loads (a BOM allowed on the first line only)."""
+    text = line.decode("utf-8")
+    text = text[1:] if text.startswith("\ufeff") else text
+    try:
+        expected = [] if not text.strip() else [json.loads(text)]
+        if expected and not isinstance(expected[0], dict):
+            expected = "error"
+    except ValueError:
+        expected = "error"
+    try:
+        got = [obj for _, obj in ing.read_jsonl([line], "f.jsonl")]
+    except InputError:
+        got = "error"
+    assert json.dumps(got) == json.dumps(expected)
+
+
+def test_unicode_ids_nested_metadata_and_numeric_ids_are_stored_alike(cli, store, tmp_path):
+    f = write_jsonl(tmp_path / "u.jsonl", [
+        {"id": "é-1", "text": "naïve Gödel 😀", "auteur": "Gödel", "tags": ["α", {"x": [1, None]}]},
+        {"id": 7, "text": "numeric id", "n": 1.5, "ok": True},
+    ])
+    cli("ingest", f)
+    from sqlalchemy import select
+
+    from condsim_annot.models import Document
+
+    with store.session() as s:
+        docs = {d.ext_id: d for d in s.scalars(select(Document))}
+    assert docs["é-1"].meta == {"auteur": "Gödel", "tags": ["α", {"x": [1, None]}]}
+    assert docs["é-1"].content_hash == ing.content_hash("naïve Gödel 😀")
+    assert docs["7"].meta == {"n": 1.5, "ok": True} and docs["7"].created_at is not None
+
+
+def test_batches_meet_duplicates_repeats_and_updates(cli, tmp_path):
+    """More rows than a batch: an id repeated two batches apart is named at its second line; re-ingesting is
+    'unchanged' for all; a changed text in a later batch needs --update and then only that row changes."""
+    n = ing.BATCH + 700
+    rows = [{"id": f"r{i}", "text": f"text {i}"} for i in range(n)]
+    dup = write_jsonl(tmp_path / "dup.jsonl", rows + [{"id": "r5", "text": "again"}])
+    r = cli("ingest", dup, expect_ok=False)
+    assert r.exit_code == 1 and f"dup.jsonl:{n + 1}: field 'id'" in r.output and "duplicate id" in r.output
+    assert doc_count(cli) == 0
+    f = write_jsonl(tmp_path / "ok.jsonl", rows)
+    assert f"added {n}" in cli("ingest", f).output
+    assert f"added 0, updated 0, unchanged {n}" in cli("ingest", f).output
+    rows[ing.BATCH + 10]["text"] = "changed"
+    g = write_jsonl(tmp_path / "changed.jsonl", rows)
+    r = cli("ingest", g, expect_ok=False)
+    assert r.exit_code == 1 and f"changed.jsonl:{ing.BATCH + 11}: field 'id'" in r.output
+    assert f"updated 1, unchanged {n - 1}" in cli("ingest", g, "--update").output
+    assert doc_count(cli) == n
+
+
+def _index_sql(path):
+    with sqlite3.connect(path) as c:
+        return sorted(c.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'document'").fetchall())
+
+
+@pytest.mark.backends("sqlite")
+def test_large_ingest_rebuilds_the_indexes_it_dropped(cli, db_url, tmp_path, monkeypatch):
+    """Past DEFER_INDEXES_AFTER rows the non-unique indexes are dropped and built again before the commit: the
+    schema is the same afterwards, and a failed ingest leaves it untouched (all one transaction)."""
+    path = db_url.removeprefix("sqlite:///")
+    before = _index_sql(path)
+    assert any("ix_document_content_hash" in name for name, _ in before)
+    monkeypatch.setattr(ing, "DEFER_INDEXES_AFTER", 1)
+    rows = [{"id": f"r{i}", "text": f"text {i}"} for i in range(ing.BATCH + 5)]
+    good = write_jsonl(tmp_path / "good.jsonl", rows)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "x"}])
+    r = cli("ingest", good, bad, expect_ok=False)
+    assert r.exit_code == 1 and "bad.jsonl:1: field 'text'" in r.output
+    assert _index_sql(path) == before and doc_count(cli) == 0
+    cli("ingest", good)
+    assert _index_sql(path) == before and doc_count(cli) == len(rows)
+    with sqlite3.connect(path) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert c.execute("PRAGMA cache_size").fetchone()[0] < 0  # the sort buffer setting did not stay
+        plan = c.execute("EXPLAIN QUERY PLAN SELECT id FROM document WHERE content_hash = ?", ("x",)).fetchall()
+    assert "ix_document_content_hash" in str(plan)
+
+
+def test_migration_heads_are_read_as_alembic_reads_them(tmp_path):
+    from alembic.script import ScriptDirectory
+
+    from condsim_annot.db import alembic_config, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    assert ing.migration_heads() == set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    engine.dispose()
+
+
+@pytest.mark.parametrize("db,expected", [
+    ("x.db", "x.db"), ("~/x.db", os.path.expanduser("~/x.db")), ("sqlite:///x.db", "x.db"),
+    ("sqlite:////tmp/x.db", "/tmp/x.db"), ("sqlite:///x.db?mode=ro", None), ("sqlite://", None),
+    ("sqlite:///:memory:", None), ("postgresql://me@host/db", None),
+])
+def test_sqlite_path_of_db_option(db, expected):
+    assert ing._sqlite_path(db) == expected
+
+
+class _Opened(Exception):
+    pass
+
+
+def _must_not_open():
+    raise _Opened
+
+
+@pytest.mark.backends("sqlite")
+def test_command_writes_a_migrated_sqlite_store_without_sqlalchemy(db_url, tmp_path):
+    """The command's start-up: a store at the current migrations is written through sqlite3 alone; a new
+    file, or a store whose migrations differ, goes through open_store (which creates or migrates it)."""
+    f = write_jsonl(tmp_path / "p.jsonl", ROWS)
+    path = db_url.removeprefix("sqlite:///")
+    code = ("import sys; from condsim_annot.cli import main; "
+            f"main(['--db', {path!r}, 'ingest', {str(f)!r}], standalone_mode=False); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic', 'sqlmodel')); "
+            "print('imported:', heavy); sys.exit(len(heavy) > 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "added 3" in r.stdout, r.stdout + r.stderr
+    assert ing.ingest_db(db_url, [str(f)], _must_not_open).unchanged == 3
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE alembic_version SET version_num = 'elsewhere' WHERE rowid = (SELECT min(rowid) FROM "
+                  "alembic_version)")
+    with pytest.raises(_Opened):
+        ing.ingest_db(db_url, [str(f)], _must_not_open)
+    with pytest.raises(_Opened):
+        ing.ingest_db(str(tmp_path / "new.db"), [str(f)], _must_not_open)
+    from click.testing import CliRunner
+
+    from condsim_annot.cli import main
+
+    r2 = CliRunner().invoke(main, ["--db", str(tmp_path / "new.db"), "ingest", str(f)])
+    assert r2.exit_code == 0 and "added 3" in r2.output, r2.output
