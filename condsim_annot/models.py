@@ -118,7 +118,13 @@ class Vote(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("choice IN ('first', 'second', 'tie', 'cant_tell', 'skip')", name="ck_vote_choice"),
         CheckConstraint("state IN ('active', 'undone', 'superseded')", name="ck_vote_state"),
-        Index("ix_vote_triplet_annotator", "triplet_id", "annotator_id"),
+        Index("ix_vote_triplet_annotator", "triplet_id", "annotator_id"),  # also serves triplet_id alone
+        # Migration 0009: an import writes every index of every vote, so there are few and they are partial
+        # where only some votes need them (best-of-k answers; the undone votes, among them an import's batch).
+        Index("ix_vote_group_id", "group_id", sqlite_where=text("group_id IS NOT NULL"),
+              postgresql_where=text("group_id IS NOT NULL")),
+        Index("ix_vote_undone", "session_id", sqlite_where=text("state = 'undone'"),
+              postgresql_where=text("state = 'undone'")),
         # One active vote per (annotator, triplet, source, presentation): enforced by the database, so two
         # concurrent judge runs or imports cannot both add one (migration 0007).
         Index("uq_vote_active_presentation", "triplet_id", "annotator_id", "source", "swapped", unique=True,
@@ -126,17 +132,17 @@ class Vote(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    triplet_id: int = Field(foreign_key="triplet.id", index=True)
+    triplet_id: int = Field(foreign_key="triplet.id")
     annotator_id: int = Field(foreign_key="annotator.id", index=True)
     choice: str = Field(max_length=10)
     swapped: bool = Field(default=False, description="True when the canonical second candidate was shown as A")
     latency_ms: float | None = Field(default=None)
     rationale: str | None = Field(default=None, sa_type=Text)
     confidence: float | None = Field(default=None, description="e.g. an LLM's label probability")
-    source: str = Field(max_length=20, index=True)
-    state: str = Field(default="active", max_length=12, index=True)
+    source: str = Field(max_length=20)
+    state: str = Field(default="active", max_length=12)
     replaces_id: int | None = Field(default=None, foreign_key="vote.id")
-    group_id: str | None = Field(default=None, max_length=64, index=True,
+    group_id: str | None = Field(default=None, max_length=64,
                                  description="best-of-k answer this comparison came from")
     session_id: str | None = Field(default=None, max_length=64)
     external_id: str | None = Field(default=None, max_length=200, index=True)

@@ -311,23 +311,94 @@ vi.import_votes(open_store(sys.argv[1]), sys.argv[2], progress=die)
 """
 
 
-def test_killed_import_leaves_an_invisible_batch_that_the_next_import_removes(cli, store, db_url, tmp_path,
-                                                                              monkeypatch):
-    """kill -9 between chunks: readers see nothing; a later import removes the stale batch and its triplets."""
+def _lock_files(db_url):
+    import glob
+
+    return glob.glob(db_url.removeprefix("sqlite:///") + "-import-*.lock") if db_url.startswith("sqlite") else []
+
+
+def test_killed_import_leaves_an_invisible_batch_that_the_next_import_removes(cli, store, db_url, tmp_path):
+    """kill -9 between chunks: readers (calibrate among them) see nothing; the next import's start-up removes the
+    batch and its triplets and annotators at once (the dead import's lock file is free), however young it is."""
     import subprocess
     import sys
 
-    from condsim_annot.calibrate import votes_publish as vp
+    from condsim_annot.calibrate.load import load_comparisons
 
     _setup(cli, tmp_path)
     f = _chunky_file(tmp_path / "v.csv")
     p = subprocess.run([sys.executable, "-c", KILLED, db_url, str(f)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 9, p.stderr
-    pending = 6 if store.engine.dialect.name == "sqlite" else 0  # PostgreSQL: its one transaction died with it
+    sqlite = store.engine.dialect.name == "sqlite"
+    pending = 6 if sqlite else 0  # PostgreSQL: its one transaction died with it
     assert _active_import_votes(store) == 0 and _count(store, Vote, Vote.state == "undone") == pending
-    monkeypatch.setattr(vp, "STALE_S", 0.0)  # the batch counts as stale at once
+    assert len(_lock_files(db_url)) == (1 if sqlite else 0)  # left unlocked by the dead process
+    with store.session() as s:
+        crit = s.scalars(select(Criterion).where(Criterion.name == "proof")).one()
+        assert load_comparisons(s, crit).votes == []  # calibrate sees none of the batch
     other = tmp_path / "w.csv"
     other.write_text("criterion,anchor,a,b,annotator,choice\nproof,p4,p5,p1,zed,a\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("criterion,anchor,a,b,annotator,choice\nproof,p4,p5,p9,zed,a\n")
+    with pytest.raises(CondsimError):  # even an import that fails its check cleans up first
+        import_votes(store, bad)
+    assert _count(store, Vote) == 0 and _count(store, Triplet) == 0 and _count(store, Annotator) == 0
+    assert _lock_files(db_url) == []
     assert import_votes(store, other).added == 1
     assert _count(store, Vote) == 1 and _count(store, Triplet) == 1
     assert _count(store, Annotator) == 1  # new0..new5 came with the killed batch and went with it
+
+
+@pytest.mark.backends("sqlite")
+def test_a_running_import_keeps_its_batch_while_another_import_starts(cli, store, db_url, tmp_path, monkeypatch):
+    """Another import's start-up removes only dead imports' batches: a running one holds its lock file, so its
+    batch stays, however old, and the running import completes."""
+    from condsim_annot.calibrate import votes_import as vi
+    from condsim_annot.calibrate import votes_publish as vp
+
+    _setup(cli, tmp_path)
+    monkeypatch.setattr(vi, "CHUNK", 4)
+    monkeypatch.setattr(vp, "CHUNK", 3)
+    monkeypatch.setattr(vp, "STALE_S", 0.0)  # by age alone, the running batch would count as stale at once
+    other = tmp_path / "w.csv"
+    other.write_text("criterion,anchor,a,b,annotator,choice\nproof,p4,p5,p1,zed,a\n")
+    seen = []
+
+    def meanwhile(phase, done, total):
+        if phase == "publish" and done >= 6 and not seen:
+            seen.append(len(_lock_files(db_url)))
+            assert import_votes(open_store(db_url), other).added == 1  # its start-up runs the clean-up
+            seen.append(_count(store, Vote, Vote.state == "undone"))
+
+    r = import_votes(store, _chunky_file(tmp_path / "v.csv"), progress=meanwhile)
+    assert seen == [1, 6] and (r.read, r.added) == (12, 12)
+    assert _active_import_votes(store) == 13 and _lock_files(db_url) == []
+
+
+def test_a_file_imported_before_0009_is_still_recognised(cli, store, tmp_path):
+    """Migration 0009 puts the triplet's key in front of an imported vote's hash (imports then append to the
+    index); the votes imported before it are rewritten, so importing their file again still adds nothing."""
+    import importlib
+
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    migration = importlib.import_module("condsim_annot.migrations.versions.0009_vote_indexes")
+    _setup(cli, tmp_path)
+    f = _chunky_file(tmp_path / "v.csv", n=5)
+    assert import_votes(store, f).added == 5
+    with store.session() as s:
+        new_ids = sorted(s.scalars(select(Vote.external_id)).all())
+    assert all(len(e) == 72 for e in new_ids)
+    with store.engine.begin() as conn:  # the store as before 0009: old indexes, bare hashes
+        with Operations.context(MigrationContext.configure(conn)):
+            migration.downgrade()
+    with store.session() as s:
+        assert sorted(s.scalars(select(Vote.external_id)).all()) == sorted("import:" + e[40:] for e in new_ids)
+    with store.engine.begin() as conn:
+        with Operations.context(MigrationContext.configure(conn)):
+            migration.upgrade()
+    with store.session() as s:
+        assert sorted(s.scalars(select(Vote.external_id)).all()) == new_ids
+    r = import_votes(store, f)
+    assert (r.added, r.unchanged) == (0, 5)

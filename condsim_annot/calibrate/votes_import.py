@@ -34,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..db import Store, StoreError
 from ..errors import InputError
-from .votes_publish import publish
+from .votes_publish import publish, remove_stale_batches
 from .votes_validate import Validator, read_csv
 
 CHUNK = 20000  # rows validated and staged at a time
@@ -173,6 +173,10 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
             conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
             conn.exec_driver_sql(f"PRAGMA temp.cache_size = -{SQLITE_CACHE_KIB}")
             conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {SQLITE_CHECKPOINT_PAGES}")
+        try:
+            remove_stale_batches(conn)  # what killed imports left, before anything of this file is written
+        except OperationalError:
+            conn.rollback()  # the store is busy: tried again by the next import
         STAGING.create(conn)
         conn.commit()
         try:

@@ -10,8 +10,12 @@
    flips the batch to its final states (two index passes, no joins over the file).  If the
    count flipped is not the count written, it rolls back: nothing is visible.
 3. On any failure (or Ctrl-C) the batch is removed again: its votes, then the triplets and
-   annotators it created that nothing else references.  A killed import leaves an invisible
-   batch; the next import removes batches older than :data:`STALE_S`.
+   annotators it created that nothing else references.  A killed import (kill -9, power cut)
+   leaves an invisible batch, which the start-up of the next import removes: while it runs, an
+   import holds a lock file beside the store (``<store>-import-<batch>.lock``, an ``flock`` the
+   operating system drops when the process dies), so a batch whose lock is free is an orphan
+   and a running import's batch is never touched.  A batch without a lock file (a store in
+   memory, a system without ``flock``) is removed once it is older than :data:`STALE_S`.
 
 A TUI answer waits at most for one chunk or for the activation, never for the file.
 
@@ -23,10 +27,12 @@ pass (an UPDATE there writes a new version of every row and every index entry).
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, String, bindparam, select, text
@@ -37,6 +43,11 @@ from sqlmodel import SQLModel, col
 from ..errors import InputError
 from ..models import Annotator, load_all_models
 from ..store_api import insert_ignoring_conflicts
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: a killed import's batch is removed by age only
+    fcntl = None  # type: ignore[assignment]
 
 Progress = Callable[[str, int, int | None], None]
 CHUNK = 2000  # votes per write transaction: tens of milliseconds of lock
@@ -170,8 +181,8 @@ class Batch:
     def __init__(self, conn: Connection, res: Any, file_label: str):
         self.conn, self.res, self.file_label = conn, res, file_label
         self.now = datetime.now(timezone.utc)
-        tag = PENDING + uuid.uuid4().hex
-        self.marks = {"act": tag + ":a", "sup": tag + ":s"}
+        self.tag = PENDING + uuid.uuid4().hex
+        self.marks = {"act": self.tag + ":a", "sup": self.tag + ":s"}
         self.written = 0
 
     def _chunk(self, lo: int, hi: int, first: bool) -> tuple[int, int]:
@@ -220,7 +231,7 @@ class Batch:
 
     def remove(self) -> None:
         """Remove this batch (a failed or interrupted import): nothing of it stays."""
-        remove_batch(self.conn, self.marks["act"][:-2], self.now)
+        remove_batch(self.conn, self.tag, self.now)
 
 
 def _referencing(table: str) -> list[tuple[str, str]]:
@@ -256,18 +267,112 @@ def remove_batch(conn: Connection, tag: str, created_at: datetime) -> None:
     _delete_by_chunks(conn, "annotator", "created_at = :now" + _unreferenced("annotator"), now=created_at)
 
 
-def remove_stale_batches(conn: Connection, older_than_s: float | None = None) -> int:
-    """Remove the batches of imports killed mid-way (older than ``older_than_s``, default STALE_S); how many."""
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=STALE_S if older_than_s is None else older_than_s)
+class ImportLock:
+    """The lock file a running import holds beside its SQLite store (``flock``: dropped when the process dies).
+
+    Its name carries the batch tag, so another import can tell a running import's batch (lock held) from a
+    killed one's (lock free).  None of it where the store is not a local file or ``flock`` is missing.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    @staticmethod
+    def prefix(conn: Connection) -> Path | None:
+        """``<store>-import-`` for a SQLite store in a file, else None."""
+        db = conn.engine.url.database if conn.dialect.name == "sqlite" else None
+        if fcntl is None or not db or db == ":memory:" or db.startswith("file:"):
+            return None
+        return Path(db).expanduser().resolve().with_name(Path(db).name + "-import-")
+
+    @classmethod
+    def take(cls, conn: Connection, tag: str) -> ImportLock | None:
+        """Create and lock this import's file (before any of its batch is written); None where impossible."""
+        prefix = cls.prefix(conn)
+        if prefix is None:
+            return None
+        path = prefix.with_name(prefix.name + tag.removeprefix(PENDING) + ".lock")
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        except OSError:  # a read-only folder: the batch is then removed by age only
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return cls(path, fd)
+
+    def release(self, *, unlink: bool = True) -> None:
+        """Remove the file, then drop the lock.  ``unlink=False``: the file stays, unlocked, naming a batch
+        that the next import removes."""
+        if unlink:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+        os.close(self.fd)
+
+    @classmethod
+    def orphans(cls, conn: Connection) -> Iterator[tuple[str, ImportLock]]:
+        """(tag, lock now held by us) of each import whose process has gone, one at a time; running imports are
+        left alone."""
+        prefix = cls.prefix(conn)
+        if prefix is None or not prefix.parent.is_dir():
+            return
+        for path in sorted(prefix.parent.glob(prefix.name + "*.lock")):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:  # removed meanwhile by its import or by another clean-up
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held: that import is running
+                os.close(fd)
+                continue
+            yield PENDING + path.name[len(prefix.name):-len(".lock")], cls(path, fd)
+
+    @classmethod
+    def running(cls, conn: Connection) -> set[str]:
+        """The tags of the imports whose lock file exists (running, or being cleaned up by another import)."""
+        prefix = cls.prefix(conn)
+        if prefix is None or not prefix.parent.is_dir():
+            return set()
+        return {PENDING + p.name[len(prefix.name):-len(".lock")] for p in prefix.parent.glob(prefix.name + "*.lock")}
+
+
+def _pending(conn: Connection, where: str, **params: Any) -> set[tuple[str, datetime]]:
+    """(tag, created_at) of the invisible batches matching ``where`` (the partial index of undone votes)."""
     stamp = DateTime(timezone=True)
     raw = text("SELECT DISTINCT session_id, created_at FROM vote WHERE state = 'undone'"
-               " AND session_id LIKE 'import-pending:%' AND created_at < :cutoff")
-    stmt = raw.bindparams(bindparam("cutoff", type_=stamp)).columns(session_id=String, created_at=stamp)
-    stale = {(sid[:-2], ts) for sid, ts in conn.execute(stmt, {"cutoff": cutoff})}
+               " AND session_id LIKE 'import-pending:%' AND " + where)
+    if "cutoff" in params:
+        raw = raw.bindparams(bindparam("cutoff", type_=stamp))
+    stmt = raw.columns(session_id=String, created_at=stamp)
+    found = {(sid[:-2], ts) for sid, ts in conn.execute(stmt, params)}
     conn.rollback()
-    for tag, ts in sorted(stale):
-        remove_batch(conn, tag, ts)
-    return len(stale)
+    return found
+
+
+def remove_stale_batches(conn: Connection, older_than_s: float | None = None) -> int:
+    """Remove the batches of killed imports; how many.
+
+    Those whose lock file is free go at once; those without a lock file once older than ``older_than_s``
+    (default :data:`STALE_S`).  A running import's batch is never removed.
+    """
+    removed = 0
+    for tag, lock in ImportLock.orphans(conn):
+        cleaned = False
+        try:
+            for _, ts in sorted(_pending(conn, "session_id IN (:a, :s)", a=tag + ":a", s=tag + ":s")):
+                remove_batch(conn, tag, ts)
+                removed += 1
+            cleaned = True
+        finally:
+            lock.release(unlink=cleaned)  # not cleaned: the file stays, for the next import
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=STALE_S if older_than_s is None else older_than_s)
+    running = ImportLock.running(conn)
+    for tag, ts in sorted(_pending(conn, "created_at < :cutoff", cutoff=cutoff)):
+        if tag not in running:
+            remove_batch(conn, tag, ts)
+            removed += 1
+    return removed
 
 
 def _counts(conn: Connection, res: Any) -> int:
@@ -308,12 +413,12 @@ def publish(conn: Connection, res: Any, file_label: str, progress: Progress | No
         # Every id written is valid by construction (joined in its transaction, or checked when staged, and
         # documents and criteria are never deleted): the per-row foreign-key probes only lengthen the lock.
         conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
-    remove_stale_batches(conn)
     mark_in_file(conn)
     if conn.dialect.name == "postgresql":
         write_in_one_transaction(conn, res, file_label, progress)
         return
     batch = Batch(conn, res, file_label)
+    lock = ImportLock.take(conn, batch.tag)  # held until the batch is visible or removed
     done = False
     try:
         batch.write(progress)
@@ -322,10 +427,14 @@ def publish(conn: Connection, res: Any, file_label: str, progress: Progress | No
         batch.activate()
         done = True
     finally:
+        cleaned = done
         if not done:
             try:
                 batch.remove()
-            except DBAPIError:  # the store refuses even the clean-up: the batch stays invisible, removed later
-                conn.rollback()
+                cleaned = True
+            except DBAPIError:  # the store refuses even the clean-up: the batch stays invisible, and its
+                conn.rollback()  # lock file, left unlocked, has the next import remove it
+        if lock is not None:
+            lock.release(unlink=cleaned)
     if progress:
         progress("activate", 1, 1)

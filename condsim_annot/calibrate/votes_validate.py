@@ -17,11 +17,13 @@ from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from ..criteria import get_criterion
 from ..errors import InputError, check_string
 from ..ingest import decoded_lines, next_csv_record
-from ..models import Annotator, Criterion, Document, Vote
+from ..models import Annotator, Document, Vote
 from ..store_api import canonical, max_length, to_canonical_choice
 
 REQUIRED = ("criterion", "anchor", "a", "b", "annotator", "choice")
@@ -30,6 +32,13 @@ CHOICE_MAP = {"a": "first", "b": "second", "tie": "tie", "cant_tell": "cant_tell
               "cant-tell": "cant_tell", "canttell": "cant_tell"}
 _FLIP = {"first": "second", "second": "first"}
 _BULK = 900  # names per IN (...) lookup
+
+
+def external_id(criterion_id: int, anchor: int, first: int, second: int, digest: str) -> str:
+    """An imported vote's id: its triplet's key (so an import appends to the index, in the order it writes),
+    then the hash of its CSV line (so the same line imported again is recognised).  The hot loop of
+    :meth:`Validator.chunk` builds the same string inline."""
+    return f"import:{criterion_id:08x}{anchor:08x}{first:08x}{second:08x}:{digest[:32]}"
 
 
 def _number(v: str, *, file: str, line: int, fld: str) -> float | None:
@@ -115,13 +124,14 @@ class Validator:
         self.group_max = max_length(col(Vote.group_id)) or 64
 
     def _criterion(self, name: str, line: int) -> tuple[int, int | None]:
+        """(id, corpus id) of the criterion; a missing one is worded by :func:`criteria.get_criterion`."""
         if name not in self.criteria:
-            q = select(col(Criterion.id), col(Criterion.corpus_id)).where(col(Criterion.name) == name)
-            row = self.conn.execute(q).first()
-            if row is None:
-                raise InputError(f"no criterion named {name!r} (add it with `condsim-annot criteria add`)",
-                                 file=self.name, line=line, field="criterion")
-            self.criteria[name] = (cast(int, row[0]), row[1])
+            with Session(self.conn) as s:
+                try:
+                    c = get_criterion(s, name)
+                except InputError as exc:
+                    raise InputError(exc.reason, file=self.name, line=line, field="criterion") from None
+                self.criteria[name] = (cast(int, c.id), c.corpus_id)
         return self.criteria[name]
 
     def _resolve_docs(self, corpus_id: int | None, exts: set[str]) -> None:
@@ -150,12 +160,10 @@ class Validator:
         ic, ian, ia, ib, iann = (self.pos[c] for c in REQUIRED[:5])
         for name in {v[ic] for _, v in rows} - self.criteria.keys() - self.no_criterion:
             if name and _plain(name):
-                q = select(col(Criterion.id), col(Criterion.corpus_id)).where(col(Criterion.name) == name)
-                row = self.conn.execute(q).first()
-                if row is None:
+                try:
+                    self._criterion(name, 0)
+                except InputError:  # worded, with its line, when slow_row meets it
                     self.no_criterion.add(name)
-                else:
-                    self.criteria[name] = (cast(int, row[0]), row[1])
         names = [n for n in {v[iann] for _, v in rows} - self.kinds.keys() - self.known.keys() if n and _plain(n)]
         for i in range(0, len(names), _BULK):
             qa = select(col(Annotator.name), col(Annotator.kind)).where(col(Annotator.name).in_(names[i:i + _BULK]))
@@ -200,8 +208,8 @@ class Validator:
                         digest = sha1("\x1f".join((crit, anc, ea, eb, ann, raw_choice.lower(), group))
                                       .encode()).hexdigest()
                         r = (line, c[0], anchor, first, second, ann, choice, swapped, lat, conf,
-                             (v[ir] if ir is not None else "") or None, group or None, f"import:{digest[:32]}",
-                             "active")
+                             (v[ir] if ir is not None else "") or None, group or None,
+                             f"import:{c[0]:08x}{anchor:08x}{first:08x}{second:08x}:{digest[:32]}", "active")
             if r is None:
                 r = self.slow_row(line, v)
             # a line repeating an earlier one (same hash) adds nothing; an annotator voting again on a
@@ -298,4 +306,4 @@ class Validator:
                                            choice_raw, vals.get("group_id", "")]).encode()).hexdigest()
         return (line, crit_id, anchor, first, second, vals["annotator"],
                 to_canonical_choice(CHOICE_MAP[choice_raw], swapped), swapped, latency, conf, rationale, group,
-                f"import:{digest[:32]}", "active")
+                external_id(crit_id, anchor, first, second, digest), "active")
