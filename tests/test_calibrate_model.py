@@ -130,3 +130,42 @@ def test_reliability_helpers():
     assert clopper_pearson_lower(0, 5) == 0.0 and clopper_pearson_lower(0, 0) is None
     assert threshold_for_accuracy([0.99, 0.97, 0.9, 0.8, 0.6], 0.95) == 0.9  # mean of .99 .97 .9 = .953
     assert coverage_at_accuracy([0.9, 0.8, 0.7, 0.6], [True, True, False, True], 0.95) == 0.5
+
+
+def _categorical_sim(n_pairs: int, n_trip: int, seed: int):
+    """A categorical criterion: a pair either shares the anchor's category (c = 1) or not; (a; x, y) is a true
+    tie when c_x = c_y.  Two method scores are noisy views of c.  Annotators answer the truth, except a share
+    ``lapse`` of random answers (first / second / tie alike); on a true tie the truth is "tie"."""
+    rng = np.random.default_rng(seed)
+    c = (rng.random(n_pairs) < 0.4).astype(float)
+    phi = np.stack([c + rng.normal(0, 0.8, n_pairs), c + rng.normal(0, 1.2, n_pairs)], 1)
+    phi = (phi - phi.mean(0)) / phi.std(0)
+    i = rng.integers(0, n_pairs, n_trip)
+    j = (i + rng.integers(1, n_pairs, n_trip)) % n_pairs
+    lapse = np.array([0.1, 0.3, 0.6])
+    truth = np.where(c[i] > c[j], 0, np.where(c[i] < c[j], 1, 2))
+    f, sec = np.repeat(i, 3), np.repeat(j, 3)
+    ann = np.tile(np.arange(3), n_trip)
+    out = np.where(rng.random(len(ann)) < lapse[ann], rng.integers(0, 3, len(ann)), np.repeat(truth, 3))
+    return phi, (f, sec, out, ann), (i, j, truth)
+
+
+def test_true_ties_and_lapses_are_fitted_and_labels_mean_what_they_say():
+    """P(label) counts a true tie as wrong (what gold promises): calibrated on a tie-heavy criterion whose
+    annotators lapse at random; the tie prior learns that comparisons the methods put far apart are seldom ties;
+    the lapse rates are ordered as planted."""
+    phi, votes, (i, j, truth) = _categorical_sim(3000, 2500, seed=3)
+    m = TripletModel().fit(*votes, n_items=3000, n_annotators=3, features=phi)
+    assert m.tie_coef_[1] < 0 and 0.3 < m.tie_mass_ < 0.7, (m.tie_coef_, m.tie_mass_)
+    assert m.lapse_[2] > m.lapse_[0], m.lapse_
+    p = m.predict_proba(i, j)
+    conf = np.maximum(p[:, 0], p[:, 1])
+    right = np.where(p[:, 0] >= p[:, 1], 0, 1) == truth
+    assert reliability(conf, right)["ece"] <= 0.05
+    sure = conf >= 0.9
+    assert sure.sum() > 200 and right[sure].mean() >= 0.9
+    # the tie prior of a fresh comparison: lower where the methods' scores are far apart
+    near, far = m.tie_probability([0], [1]), None
+    order = np.argsort(phi @ m.w_)
+    far = m.tie_probability(order[-1:], order[:1])
+    assert far[0] < near[0] or far[0] < m.tie_mass_

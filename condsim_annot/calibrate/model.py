@@ -50,7 +50,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .davidson import FIRST, SECOND, TIE
-from .integrate import Loo
+from .integrate import Loo, TripletIntegrals
 from .optim import components, lbfgs, one_blas_thread
 
 __all__ = ["TripletModel"]
@@ -60,6 +60,7 @@ I64 = NDArray[np.int64]
 _Q3 = (np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)]), np.array([1 / 6, 2 / 3, 1 / 6]))  # Gauss-Hermite, 3 nodes
 LOG_BETA_BOUNDS = (-6.0, 3.0)
 SPIKE_NU_PRIOR_SD = 0.0
+MANY_TIES = 0.15  # share of tie answers from which a fit spends one more round on the true-tie question
 SPIKE_MODE_MIN_MASS = 0.1  # a true-tie mass the Davidson slab could not absorb: the criterion has true ties
 
 
@@ -144,7 +145,7 @@ class TripletModel:
         tol: float = 1e-3,
         tie_mass: float | None = None,
         lapse: bool = True,
-        spike_nu: float | None = 0.05,
+        spike_nu: float | None = 0.3,
     ) -> None:
         self.lapse = lapse
         self.spike_nu = spike_nu
@@ -198,7 +199,11 @@ class TripletModel:
         self._d = d
         self._init_params(d, fixed)
         self._round = 0
-        for r in range(self.rounds):
+        # many tie answers: true ties are likely, and the choice between them and Davidson's ties (made by marginal
+        # likelihood from round 2 on, :meth:`_choose_spike_mode`) gets one more round of fitted betas and lapses
+        many_ties = len(d.out) and float(np.mean(d.out == TIE)) >= MANY_TIES and self.tie_mass is None
+        rounds = self.rounds + (1 if many_ties and self.lapse and self.spike_nu is not None else 0)
+        for r in range(rounds):
             self._round = r
             self._map()
             self._integrate(update=True)
@@ -426,15 +431,14 @@ class TripletModel:
         self._cav = (dt - gt * vu, vu, vw, dt, Pi, Pj)
 
     # ------------------------------------------------------------------ step 2-3: integrals and updates
-    def _integrate(self, *, update: bool) -> None:
-        from .integrate import TripletIntegrals
+    def _integrals(self, nu: F64 | None = None) -> TripletIntegrals:
 
-        ig = TripletIntegrals(
+        return TripletIntegrals(
             self._d,
             self._cav,
             self.beta_,
             self.beta_sd_,
-            self.nu_annotator_,
+            self.nu_annotator_ if nu is None else nu,
             self._tau_nodes,
             self.grid,
             self._tie_prior(),
@@ -442,10 +446,31 @@ class TripletModel:
             self.lapse_,
             self.lapse_tie_,
         )
+
+    def _choose_spike_mode(self, ig: TripletIntegrals, tsub: I64) -> TripletIntegrals:
+        """From round 2 on (fitted betas): keep Davidson's nu per annotator (ties near d = 0), or switch to true ties
+        with lapses (nu held at ``spike_nu``) when the Davidson fit itself asks for a true-tie mass >= .1 or the
+        switch gives the votes a larger marginal likelihood, each at its best tie mass.  The switch is for good."""
+        if self._spike_mode or self.spike_nu is None or not self.lapse or self.nu_ <= 0 or self._round < 1:
+            return ig
+        alt = self._integrals(np.full(self._d.A, float(self.spike_nu)))
+        grid, lml = alt.tie_mass_profile(tsub)
+        grid1, lml1 = ig.tie_mass_profile(tsub)
+        asks = float(grid1[int(np.argmax(lml1))]) >= SPIKE_MODE_MIN_MASS  # Davidson's slab itself wants true ties
+        if float(grid[int(np.argmax(lml))]) < SPIKE_MODE_MIN_MASS or (lml.max() <= lml1.max() and not asks):
+            return ig
+        self._spike_mode, self._switched = True, self._round
+        self.nu_ = float(self.spike_nu)
+        self.nu_annotator_ = np.full(self._d.A, self.nu_)
+        return alt
+
+    def _integrate(self, *, update: bool) -> None:
+        ig = self._integrals()
         if update:
             rng = np.random.default_rng(self.seed)
             if self.tie_mass is None:  # empirical Bayes first: the updates below use it
                 tsub = np.sort(rng.permutation(len(self._d.ti))[:40_000])
+                ig = self._choose_spike_mode(ig, tsub)
                 self._fit_tie_prior(ig, tsub)
                 ig.tie_mass = self._tie_prior()
                 if self.tie_mass_ > 0:
@@ -461,18 +486,7 @@ class TripletModel:
                     ig.lapse, ig.lapse_tie = self.lapse_, self.lapse_tie_
                     self.beta_ = self.beta_ * mult
                 c = self._update_beta(ig, loo, sub)
-            if (
-                not self._spike_mode
-                and self.tie_mass_ >= SPIKE_MODE_MIN_MASS
-                and self.nu_ > 0
-                and self.lapse
-                and self.spike_nu is not None
-                and self._round >= 1
-            ):  # not on round 1's unfitted betas
-                self._spike_mode, self._switched = True, self._round
-                self.nu_ = float(self.spike_nu)
-                self.nu_annotator_ = np.full(self._d.A, self.nu_)
-            elif self.nu_ > 0 and not self._spike_mode:
+            if self.nu_ > 0 and not self._spike_mode:
                 self.nu_annotator_ = ig.update_nu(loo, self.beta_ * c)
             elif self.nu_ > 0 and SPIKE_NU_PRIOR_SD:  # spike mode: nu_j fitted, shrunk towards spike_nu
                 self.nu_annotator_ = ig.update_nu(loo, self.beta_ * c, SPIKE_NU_PRIOR_SD, math.log(self.nu_))
