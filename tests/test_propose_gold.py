@@ -8,7 +8,7 @@ import pytest
 from condsim_annot.errors import CondsimError
 from condsim_annot.propose.calibration import Calibration
 from condsim_annot.propose.choose import Picks, select_triplets
-from condsim_annot.propose.information import expected_gold, outcome_probabilities, vote_betas
+from condsim_annot.propose.information import AnswerModel, expected_gold, outcome_probabilities, vote_betas
 from condsim_annot.propose.options import ProposeOptions
 from condsim_annot.propose.pools import AnchorPool
 from condsim_annot.propose.prior import FeaturePrior
@@ -122,3 +122,51 @@ def test_rank_and_votes_options_are_checked():
     with pytest.raises(CondsimError, match="--votes"):
         ProposeOptions.from_kwargs(budget=3, methods=["bm25"], votes=9).validate()
     assert ProposeOptions().rank == "gold"
+
+
+# each annotator as the run fitted him: Davidson nu, a lapse rate with its tie share, and on a true tie his own
+# answer distribution (not Davidson's at d = 0)
+FITTED = AnswerModel.build(BETA, np.array([0.3, 0.3, 0.3]), tie_answer=np.array([0.8, 0.6, 0.02]),
+                           lapse=np.array([0.05, 0.15, 0.6]), lapse_tie=np.array([0.3, 0.1, 0.0]))
+
+
+def _answers(k: int, d: np.ndarray, tie: np.ndarray) -> np.ndarray:
+    """(n, 3) first / tie / second of fitted annotator k: the slab's answers, or his answers on a true tie."""
+    slab = np.stack(FITTED.answers(k, d), axis=1)
+    spike = np.broadcast_to(np.asarray(FITTED.at_tie(k)), slab.shape)
+    return np.where(tie[:, None], spike, slab)
+
+
+def _posterior_fitted(outcomes: np.ndarray, mu: float, sd: float, tie: float, tau: float) -> bool:
+    d = np.linspace(mu - 9 * sd, mu + 9 * sd, 20001)
+    prior = np.exp(-0.5 * ((d - mu) / sd) ** 2)
+    lik, lik0 = np.ones_like(d), 1.0
+    for k, o in enumerate(outcomes):
+        lik = lik * _answers(k, d, np.zeros(len(d), dtype=bool))[:, o]
+        lik0 *= FITTED.at_tie(k)[o]
+    slab = prior * lik / prior.sum()
+    z = (1 - tie) * slab.sum() + tie * lik0
+    return max((1 - tie) * slab[d > 0].sum(), (1 - tie) * slab[d < 0].sum()) / z >= tau
+
+
+@pytest.mark.parametrize("mu,sd,tie", [(1.5, 1.5, 0.3), (3.0, 2.0, 0.6)])
+def test_expected_gold_uses_each_annotators_fitted_answers(mu, sd, tie):
+    """Answers drawn from the fitted answer model (lapses; a true tie answered with the annotator's own tie
+    share): the share of comparisons that end gold is what the outlook says - and not what Davidson's tie at
+    d = 0 would say (the coin-flipper never answers "tie", whatever nu claims)."""
+    rng = np.random.default_rng(1)
+    n = 6000
+    is_tie = rng.random(n) < tie
+    d = np.where(is_tie, 0.0, rng.normal(mu, sd, n))
+    answers = np.empty((n, 3), dtype=np.int64)
+    for k in range(3):
+        p = _answers(k, d, is_tie)
+        answers[:, k] = (rng.random(n)[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+    # FITTED.answers returns (first, tie, second); _posterior_fitted indexes the same order
+    seqs, counts = np.unique(answers, axis=0, return_counts=True)
+    hits = sum(c for q, c in zip(seqs, counts, strict=True) if _posterior_fitted(q, mu, sd, tie, 0.9))
+    mc, se = hits / n, np.sqrt(0.25 / n)
+    got = float(expected_gold(np.array([mu]), np.array([sd]), tie, BETA, 0.3, tau=0.9, answers=FITTED)[0])
+    assert got == pytest.approx(mc, abs=4 * se + 0.01)
+    davidson = float(expected_gold(np.array([mu]), np.array([sd]), tie, BETA, 0.3, tau=0.9)[0])
+    assert abs(davidson - got) > 0.02, (davidson, got)
