@@ -404,7 +404,8 @@ class _Sql:
         return int(self.execute("SELECT max(id) FROM document").fetchone()[0] or 0)
 
     def insert(self, corpus_id: int, stamp: Any, docs: list[Doc]) -> None:
-        if self.sqlite:  # the two constants written into the statement: an int and a time we formatted
+        if self.sqlite:  # the two constants written into the statement (an int, a time we formatted): one
+            # statement per ingest, prepared once (sqlite3 caches it)
             self.cur.executemany(f"INSERT INTO document ({_DOC_COLUMNS}) "
                                  f"VALUES ({int(corpus_id)}, ?, ?, ?, ?, '{stamp}')", docs)
             return
@@ -465,6 +466,7 @@ class _Writer:
         self.defer_at = max(DEFER_INDEXES_AFTER, sql.max_document_id() // 4) if sql.sqlite else None
         self.deferred: list[str] = []
         self.name, self.id_field, self.first_new = "", "", 0
+        self.stamp = sql.now()  # created_at: when this ingest began, the same for all its documents
 
     def start_file(self, name: str, id_field: str) -> None:
         self.name, self.id_field = name, id_field
@@ -475,11 +477,10 @@ class _Writer:
         """One batch: ``docs`` and the line each comes from."""
         if not docs:
             return
-        stamp = self.sql.now()
-        if self.sql.insert_or_conflict(self.corpus_id, stamp, docs):
+        if self.sql.insert_or_conflict(self.corpus_id, self.stamp, docs):
             self.result.added += len(docs)
         else:
-            self._classify(docs, lines, stamp)
+            self._classify(docs, lines)
         if self.defer_at is not None and self.result.added >= self.defer_at:
             self.deferred = self.sql.drop_plain_indexes()
             self.defer_at = None
@@ -504,7 +505,7 @@ class _Writer:
     def _duplicate(self, ext_id: str, line: int) -> InputError:
         return InputError(f"duplicate id {ext_id!r} in this file", file=self.name, line=line, field=self.id_field)
 
-    def _classify(self, docs: list[Doc], lines: list[int], stamp: Any) -> None:
+    def _classify(self, docs: list[Doc], lines: list[int]) -> None:
         existing = self.sql.existing(self.corpus_id, [d[0] for d in docs])
         seen: set[str] = set()
         new = []
@@ -527,7 +528,7 @@ class _Writer:
                 raise InputError(f"id {ext_id!r} is already in corpus {self.corpus!r} with a different text "
                                  "(pass --update to replace it)", file=self.name, line=line, field=self.id_field)
         if new:
-            self.sql.insert(self.corpus_id, stamp, new)
+            self.sql.insert(self.corpus_id, self.stamp, new)
             self.result.added += len(new)
 
 
