@@ -238,7 +238,7 @@ def test_fast_path_agrees_with_the_field_by_field_check(cli, store, tmp_path):
             f"{'ünïcode' if i % 4 else ''},{f'g{i}' if i % 5 else ''}\n" for i in range(300)]
     text = head + "".join(rows)
     with store.engine.connect() as conn:
-        header, it = read_csv(iter(text.encode().splitlines(keepends=True)), "v.csv")
+        header, it = read_csv([text.encode().splitlines(keepends=True)], "v.csv")
         got = list(it)
         fast = Validator(conn, "v.csv", header).chunk(got)
         slow_v = Validator(conn, "v.csv", header)

@@ -60,9 +60,17 @@ _RETRY_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failur
 
 _KEY = ("{a}.criterion_id = {b}.criterion_id AND {a}.anchor_id = {b}.anchor_id AND {a}.first_id = {b}.first_id"
         " AND {a}.second_id = {b}.second_id")
+_ORDER = "criterion_id, anchor_id, first_id, second_id, annotator, swapped, line"
 _ROWS = (  # one sort: repeated lines and re-votes were resolved while checking
-    "CREATE TEMPORARY TABLE vote_import_rows AS SELECT ROW_NUMBER() OVER (ORDER BY criterion_id, anchor_id,"
-    " first_id, second_id, annotator, swapped, line) AS seq, s.* FROM vote_import_staging s"
+    "CREATE TEMPORARY TABLE vote_import_rows AS SELECT ROW_NUMBER() OVER (ORDER BY " + _ORDER + ") AS seq, s.*"
+    " FROM vote_import_staging s"
+)
+_STAGED = ("line, criterion_id, anchor_id, first_id, second_id, annotator, choice, swapped, latency_ms, confidence,"
+           " rationale, group_id, external_id, state")
+_ROWS_SQLITE = (  # the rowid numbers the rows in the order they are inserted: no window, no second index
+    "CREATE TEMPORARY TABLE vote_import_rows (seq INTEGER PRIMARY KEY, " + _STAGED + ")",
+    "INSERT INTO vote_import_rows (" + _STAGED + ") SELECT " + _STAGED + " FROM vote_import_staging"
+    " ORDER BY " + _ORDER,
 )
 _PRESENT = (  # rows imported before (same hash): unchanged, and they supersede nothing
     "DELETE FROM vote_import_staging WHERE EXISTS (SELECT 1 FROM vote v"
@@ -155,9 +163,12 @@ def mark_in_file(conn: Connection) -> None:
     """
     conn.execute(text(_PRESENT))
     conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
-    conn.exec_driver_sql(_ROWS)
-    conn.exec_driver_sql("CREATE INDEX vote_import_rows_seq ON vote_import_rows (seq)")
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "sqlite":
+        for stmt in _ROWS_SQLITE:
+            conn.exec_driver_sql(stmt)
+    else:
+        conn.exec_driver_sql(_ROWS)
+        conn.exec_driver_sql("CREATE INDEX vote_import_rows_seq ON vote_import_rows (seq)")
         conn.exec_driver_sql("ANALYZE vote_import_rows")  # temporary tables are never auto-analyzed
     conn.commit()
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any, cast
 
 from sqlalchemy import select
@@ -71,17 +73,41 @@ def _raising(exc: csv.Error) -> Iterator[list[str]]:
     yield []  # a generator: ``next`` on it raises ``exc``
 
 
-def read_csv(lines: Iterator[bytes], name: str) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """The stripped header (checked) and an iterator of (line, stripped cells) for each non-blank row."""
-    current = [0]
+def _text(blocks: Iterable[list[bytes]], name: str) -> Iterator[io.StringIO]:
+    """Each block of byte lines decoded at once (a bad one is named by its line) and split as it was read."""
+    before = 0  # lines in the earlier blocks
+    for block in blocks:
+        try:
+            text = b"".join(block).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            try:  # the first bad line, worded as ingest words it
+                for _ in decoded_lines(iter(block), name):
+                    pass
+            except InputError as bad:
+                raise InputError(bad.reason, file=name, line=before + (bad.line or 1)) from None
+            raise exc  # not reached: a block that does not decode holds a line that does not
+        if not before and text.startswith("\ufeff"):
+            text = text[1:]
+        before += len(block)
+        yield io.StringIO(text, newline="\n")  # lines end at "\n" only, as the file's byte lines do
 
-    def text_lines() -> Iterator[str]:
-        for n, line in decoded_lines(lines, name):
-            current[0] = n
-            yield line[1:] if n == 1 and line.startswith("\ufeff") else line
 
-    reader = csv.reader(text_lines(), strict=True)
-    raw = next_csv_record(reader, name, current, 1)
+def read_csv(blocks: Iterable[list[bytes]], name: str) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """The stripped header (checked) and an iterator of (line, stripped cells) for each non-blank row.
+
+    ``blocks``: the file's byte lines, a list of them at a time (decoded a block at a time: no Python
+    call per line; ``reader.line_num`` counts the lines)."""
+    reader = csv.reader(chain.from_iterable(_text(blocks, name)), strict=True)
+
+    def line() -> list[int]:
+        return [reader.line_num]
+
+    try:
+        raw = next(reader)
+    except StopIteration:
+        raw = None
+    except csv.Error as exc:
+        next_csv_record(_raising(exc), name, line(), 1)
     if not raw or not any(h.strip() for h in raw):
         raise InputError("empty file: expected a header row with " + ", ".join(REQUIRED), file=name, line=1)
     header = [h.strip() for h in raw]
@@ -91,17 +117,19 @@ def read_csv(lines: Iterator[bytes], name: str) -> tuple[list[str], Iterator[tup
                          file=name, line=1)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        width, start = len(header), current[0] + 1
+        width, start, strip = len(header), reader.line_num + 1, str.strip
         try:
             for values in reader:  # one loop, no call per record: the reader does not move while we yield
-                if len(values) > width:
-                    raise InputError(f"{len(values)} cells but {width} columns", file=name, line=start)
-                values = [v.strip() for v in values]
+                if len(values) != width:
+                    if len(values) > width:
+                        raise InputError(f"{len(values)} cells but {width} columns", file=name, line=start)
+                    values += [""] * (width - len(values))
+                values = list(map(strip, values))
                 if any(values):
-                    yield start, values + [""] * (width - len(values)) if len(values) < width else values
-                start = current[0] + 1
+                    yield start, values
+                start = reader.line_num + 1
         except csv.Error as exc:
-            next_csv_record(_raising(exc), name, current, start)  # worded where every CSV reader words it
+            next_csv_record(_raising(exc), name, line(), start)  # worded where every CSV reader words it
 
     return header, rows()
 
