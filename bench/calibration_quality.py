@@ -4,7 +4,8 @@
 
 Methods, all on the same votes:
 * new model: ``TripletModel`` (feature prior from the methods' scores, exact triplet integrals, held-out
-  betas, per-annotator tie propensity, empirical-Bayes prior scale); also without features;
+  betas, per-annotator lapses and tie answers, a true-tie prior per triplet, empirical-Bayes prior scale);
+  also without features;
 * today's model: ``calibrate --model legacy`` (cross-fitted betas, Bradley-Terry with a fixed prior sd 2,
   Laplace cavity times the triplet's own votes);
 * majority vote: P(first) = share of the triplet's votes for first (a tie counts half);
@@ -19,8 +20,18 @@ Cases: (a) simulation: pair scores ~ N(0, 1), four proposer "methods" that are n
 under "same technique" (truth: CHAMP's concept labels, Jaccard of concept sets), triplets among each
 anchor's nearest neighbours by MiniLM plus random ones, four simulated annotators answering the truth
 with a share of random answers (10%, 30%, 50%, 100%), 3 per triplet; features: MiniLM cosine and TF-IDF
-cosine.  Metrics on triplets with a true answer: label ECE (10 bins of confidence), Brier of P(first),
-coverage (share of triplets labelled, most confident first, at accuracy >= .95), Spearman of the pair
+cosine.  Two evaluation rules, the same for every method (a method without a tie mass has P(second) =
+1 - P(first)):
+
+* ``uncond`` - what gold promises, on every triplet: the label is the likelier side and its confidence the
+  probability the method prints for it (for the new model P(s_label > s_other) strictly, the true-tie mass
+  taken out); a true tie makes any label wrong.  ECE over 10 bins of [0, 1].
+* ``cond`` - on the triplets with a true answer only: P(first | not a true tie) = P(first) / (P(first) +
+  P(second)) (the model's own conditional; evaluating its unconditional P there would count the tie mass
+  it rightly keeps as under-confidence).  ECE over 10 bins of [.5, 1].
+
+Metrics under each: label ECE, Brier of the label, coverage (share of triplets labelled, most confident
+first, at accuracy >= .95) and accuracy; then Spearman of the pair
 scores to the truth, fit time.  Fit time at 1M votes: the new model against today's full
 ``bt.bradley_terry`` (bench/calibrate.py case B), same data, same run.
 """

@@ -23,17 +23,28 @@ How it is fitted (``fit``)
    integrated on a grid (one dimension: exact for isolated triplets, expectation-propagation-like
    where pairs are shared), mixed over tau's posterior (3 nodes) and, per vote, over beta_j's
    posterior (3 nodes) - the uncertainty of beta and of the prior scale is carried.
-   A point mass at d = 0 (a true tie: neither candidate is more similar) has prior weight ``tie_mass_``
-   (empirical Bayes) and its own answer distribution per annotator (``tie_answer_``: P("tie" | true tie)),
-   so Davidson's nu does not have to absorb the ties of a categorical criterion; P(first) + P(second) =
-   1 - P(true tie).
-3. beta_j and nu maximise the leave-one-vote-out predictive likelihood of the votes (each vote
-   predicted from the cavity without it: an annotator cannot become an "oracle" by explaining
-   his own votes); tau maximises the votes' marginal likelihood (empirical Bayes, computed with
-   the same integrals).  Steps 1-3 alternate for ``rounds``; then a final MAP and integration.
+   A point mass at d = 0 (a true tie: neither candidate is more similar) has prior weight
+   sigmoid(a + b |w . dphi_t|) per triplet (``tie_coef_`` = (a, b), empirical Bayes: a comparison the
+   methods put far apart is seldom a true tie; b = 0 and one mass ``tie_mass_`` unless the votes ask for
+   a true-tie mass >= .1 and the slope earns its keep) and its own answer distribution per annotator
+   (``tie_answer_``: P("tie" | true tie)); P(first) + P(second) = 1 - P(true tie).
+   Each vote is Davidson's with probability 1 - lapse_j, else a *lapse* that ignores d (``lapse_``,
+   ``lapse_tie_`` = P("tie" | a lapse), a side at random otherwise): annotators who are wrong at a
+   constant rate (a share of random answers) are not mistaken for ones who only err on close calls.
+   Ties near d = 0 (Davidson) and true ties (the spike) are hard to tell apart from three votes per
+   triplet; from round 2 on the fit switches to true ties for good - Davidson's nu then held at
+   ``spike_nu``, the slab's tie answers being lapses - when the Davidson fit itself asks for a true-tie
+   mass >= .1 or the switch has the larger marginal likelihood (left free, nu grew round after round and
+   took the true ties' mass); a fit with >= 15% tie answers gets one more round for that question.
+3. beta_j, nu and the lapses maximise the leave-one-vote-out predictive likelihood of the votes (each
+   vote predicted from the cavity without it: an annotator cannot become an "oracle" by explaining
+   his own votes; lapse, its tie share and a factor on beta jointly on a grid, then beta by Newton);
+   tau maximises the votes' marginal likelihood (empirical Bayes, computed with the same integrals).
+   Steps 1-3 alternate for ``rounds``; then a final MAP and integration.
 
 Results (attributes, after ``fit``): ``scores_``/``stderr_`` (posterior mean and sd of every
-pair on the one scale), ``beta_``/``beta_sd_`` (log scale sd), ``nu_``, ``tau_``, ``w_``/``w_sd_``,
+pair on the one scale), ``beta_``/``beta_sd_`` (log scale sd), ``nu_``/``nu_annotator_``, ``lapse_``,
+``lapse_tie_``, ``tie_answer_``, ``tie_mass_``/``tie_coef_``, ``tau_``, ``w_``/``w_sd_``,
 ``components_``, per triplet ``triplet_first_``/``triplet_second_``/``p_first_`` (P(s_i > s_j)),
 per vote ``loo_`` (n_votes, 3): the held-out predictive P(first, second, tie) of each vote, the
 input of cross-validated reliability (:mod:`.reliability`).  ``predict_label`` gives
