@@ -16,6 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from condsim_annot import ingest as ing
+from condsim_annot import ingest_writer
 from condsim_annot.errors import InputError
 from condsim_annot.ingest import ingest
 
@@ -315,7 +316,7 @@ def test_large_ingest_rebuilds_the_indexes_it_dropped(cli, store, db_url, tmp_pa
     path = db_url.removeprefix("sqlite:///")
     before = _index_sql(path)
     assert any("ix_document_content_hash" in name for name, _ in before)
-    monkeypatch.setattr(ing, "DEFER_INDEXES_AFTER", 1)
+    monkeypatch.setattr(ingest_writer, "DEFER_INDEXES_AFTER", 1)
     rows = [{"id": f"r{i}", "text": f"text {i}"} for i in range(ing.BATCH + 5)]
     good = write_jsonl(tmp_path / "good.jsonl", rows)
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "x"}])
@@ -350,7 +351,7 @@ def test_migration_heads_are_read_as_alembic_reads_them(tmp_path):
     ("sqlite:///:memory:", None), ("postgresql://me@host/db", None),
 ])
 def test_sqlite_path_of_db_option(db, expected):
-    assert ing._sqlite_path(db) == expected
+    assert ingest_writer.sqlite_path(db) == expected
 
 
 class _Opened(Exception):
