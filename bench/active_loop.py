@@ -25,16 +25,21 @@ Target (issue 11): tool >= 2x the ``audit`` peer.
     python bench/active_loop.py            # 3 rounds x 80 triplets
     python bench/active_loop.py --quick    # 3 rounds x 50 triplets (about 2 min on 2 cores)
 
-Measured 2026-12-01 before ``--rank gold`` (full run, seed 0; the calibration model of that day): tool 69
-correct gold of 80 from 720 votes (0.0958 per vote), audit 80 of 90 (0.1111): 0.86, target not met; 37 of the
-53 info-ranked ("uncertainty") triplets were true ties.
+Secondary yields (for seeds where the peer gets no gold at tau .9): the sum of P(label) over the right labels
+with 2+ annotators per vote, and the correct gold of the same fit with ``--target-accuracy 0.95`` (not written).
 
-Measured 2026-12-01 with ``--rank gold`` (the default once calibrated; box loaded; calibration model of commit
-4821acd, whose true-tie spike puts no isolated triplet of this crowd over P .8), seeds 0 / 1 / 2, correct gold
-per vote: tool 0.0014 / 0.0236 / 0.1028 (1 / 17 / 74 right), tool-info 0 / 0.0403 / 0, audit 0 / 0 / 0,
-random 0 / 0 / 0: the target's ratio is undefined (no gold in the peer), so not met as stated.  Correct labels
-at P >= .8 with 2+ annotators per vote: tool 0.0833 / 0.0931 / 0.1431, tool-info 0 / 0.0833 / 0.0083, audit 0.
-"expected-gold" triplets with a true answer: 74 / 71 / 93 of 128, "uncertainty" 14/51, 16/44, 11/35.
+Measured 2026-12-01 before ``--rank gold`` (full run, seed 0; the calibration model of that day): tool 69
+correct gold of 80 from 720 votes (0.0958 per vote), audit 80 of 90 (0.1111): 0.86, target not met.  With
+``--rank gold`` and the model of commit 4821acd (one true-tie mass for all triplets, Davidson ties on the
+slab, no lapses): tool 0.0014 / 0.0236 / 0.1028 per vote (seeds 0 / 1 / 2), audit 0 / 0 / 0.
+
+Measured 2026-12-01 (load ~8-10 on 2 cores; the model with lapses, a true-tie prior per triplet from the
+methods' scores, and ``--rank gold`` reading each annotator's fitted answers), arms tool and audit, seeds
+0 / 1 / 2, correct gold per vote (720 votes each): tool 0.1306 / 0.0847 / 0.1264 (94 / 61 / 91 right of 98 /
+61 / 92 gold), audit 0.0194 / 0 / 0.0153 (14 / 0 / 11, all right): 6.7x / undefined / 8.3x, pooled 246 vs 25
+right (9.8x).  At P >= .8: 0.1431 / 0.1333 / 0.1708 vs 0.0514 / 0.0111 / 0.0444; sum of P over right labels
+per vote 0.1634 / 0.1473 / 0.1746 vs 0.1010 / 0.0717 / 0.0861 (1.6x / 2.1x / 2.0x); correct gold at
+``--target-accuracy 0.95``: 73 / 65 / 97 vs 8 / 0 / 1.
 """
 
 from __future__ import annotations
