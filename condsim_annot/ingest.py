@@ -270,7 +270,7 @@ def _ingest_rows(rows: Iterator[Row], writer: Writer, name: str, id_field: str, 
         n += 1
         docs.append(doc(line, data, name, id_field, text_field, plain))
         lines.append(line)
-        if n % PROGRESS_EVERY == 0:
+        if n % PROGRESS_EVERY == 0:  # batches of BATCH to BATCH + PROGRESS_EVERY - 1 documents
             if len(docs) >= BATCH:
                 writer.write(docs, lines)
                 docs, lines = [], []

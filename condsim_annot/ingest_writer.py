@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import CondsimError, InputError
 
 DEFER_INDEXES_AFTER = 10_000  # SQLite: rows added before the non-unique indexes are rebuilt instead of updated
 SORT_CACHE_KIB = 1000  # SQLite's page cache (and so sort buffer) while those indexes are built
@@ -46,7 +46,7 @@ class Sql:
 
     def __init__(self, conn: Any, dialect: str):
         if dialect not in ("sqlite", "postgresql"):
-            raise InputError(f"ingest writes to SQLite or PostgreSQL, not {dialect}")
+            raise CondsimError(f"ingest writes to SQLite or PostgreSQL, not {dialect}")
         self.conn, self.sqlite = conn, dialect == "sqlite"
         self.cur = conn.cursor()
         if self.sqlite:
