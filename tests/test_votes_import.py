@@ -279,6 +279,7 @@ def test_import_aborted_between_chunks_shows_nothing_and_leaves_nothing(cli, sto
     before = (_count(store, Vote), _count(store, Triplet), _count(store, Annotator))
     monkeypatch.setattr(vi, "CHUNK", 4)  # staged 4 rows at a time
     monkeypatch.setattr(vp, "CHUNK", 3)  # written 3 votes per transaction (SQLite)
+    monkeypatch.setattr(vp, "MAX_CHUNK", 3)
     monkeypatch.setattr(vp, "PG_CHUNK", 3)  # 3 votes per statement (PostgreSQL)
     seen = []
 
@@ -303,7 +304,7 @@ KILLED = """
 import os, sys
 from condsim_annot.calibrate import votes_import as vi, votes_publish as vp
 from condsim_annot.db import open_store
-vi.CHUNK, vp.CHUNK, vp.PG_CHUNK = 4, 3, 3
+vi.CHUNK, vp.CHUNK, vp.MAX_CHUNK, vp.PG_CHUNK = 4, 3, 3, 3
 def die(phase, done, total):
     if phase == "publish" and done >= 6:
         os._exit(9)  # as kill -9: no clean-up runs
@@ -359,6 +360,7 @@ def test_a_running_import_keeps_its_batch_while_another_import_starts(cli, store
     _setup(cli, tmp_path)
     monkeypatch.setattr(vi, "CHUNK", 4)
     monkeypatch.setattr(vp, "CHUNK", 3)
+    monkeypatch.setattr(vp, "MAX_CHUNK", 3)
     monkeypatch.setattr(vp, "STALE_S", 0.0)  # by age alone, the running batch would count as stale at once
     other = tmp_path / "w.csv"
     other.write_text("criterion,anchor,a,b,annotator,choice\nproof,p4,p5,p1,zed,a\n")
@@ -402,3 +404,24 @@ def test_a_file_imported_before_0009_is_still_recognised(cli, store, tmp_path):
         assert sorted(s.scalars(select(Vote.external_id)).all()) == new_ids
     r = import_votes(store, f)
     assert (r.added, r.unchanged) == (0, 5)
+
+
+@pytest.mark.backends("sqlite")
+def test_write_transactions_grow_towards_their_time_budget(cli, store, tmp_path, monkeypatch):
+    """Each write transaction aims at CHUNK_S seconds of lock: quick ones are followed by bigger ones (at most
+    twice as big, never above MAX_CHUNK), and every row still goes in once."""
+    from condsim_annot.calibrate import votes_publish as vp
+
+    _setup(cli, tmp_path)
+    monkeypatch.setattr(vp, "CHUNK", 2)
+    monkeypatch.setattr(vp, "MAX_CHUNK", 16)
+    monkeypatch.setattr(vp, "CHUNK_S", 60.0)  # every chunk is far quicker than that
+    done = []
+    r = import_votes(store, _big_votes_file(tmp_path / "v.csv", 60),
+                     progress=lambda phase, d, total: done.append(d) if phase == "publish" else None)
+    assert done == [0, 2, 6, 14, 30, 46, 60] and r.added == 60
+    monkeypatch.setattr(vp, "CHUNK_S", 0.0)  # every chunk is too slow: the smallest size throughout
+    done.clear()
+    r = import_votes(store, _chunky_file(tmp_path / "w.csv", n=7), progress=lambda phase, d, total: done.append(d)
+                     if phase == "publish" else None)
+    assert done == [0, 2, 4, 6, 7] and r.added == 7
