@@ -138,7 +138,9 @@ class TripletIntegrals:
         if lapsing.any():
             lq = lapse_log_prob(d.out[vidx][lapsing], self.lapse_tie[a[lapsing]])
             la = lam[lapsing]
-            ll[lapsing] = np.logaddexp(ll[lapsing] + np.log1p(-la)[:, None], (np.log(la) + lq)[:, None])
+            ll[lapsing] = np.logaddexp(
+                ll[lapsing] + np.log1p(-la).astype(ll.dtype)[:, None], (np.log(la) + lq).astype(ll.dtype)[:, None]
+            )
         return ll
 
     def mix_lapse(self, slab: F64, out: I64, ann: I64) -> F64:
@@ -294,7 +296,7 @@ class TripletIntegrals:
             f0, fp, fm = f(lnu), f(lnu + e), f(lnu - e)
             g1, g2 = (fp - fm) / (2 * e), (fp - 2 * f0 + fm) / e**2
             step = np.where(g2 < 0, -g1 / np.where(g2 < 0, g2, -1.0), np.sign(g1) * 0.5)
-            lnu = np.clip(lnu + np.clip(step, -1.0, 1.0), -8.0, 3.0)
+            lnu = np.clip(lnu + np.clip(step, -1.0, 1.0), -8.0, math.log(NU_MAX))
             if np.max(np.abs(step)) < 1e-3:
                 break
         return np.asarray(np.exp(lnu), dtype=np.float64)
@@ -305,17 +307,19 @@ class TripletIntegrals:
         because a lapse and a small beta both explain wrong answers: one at a time stays at lapse 0.  The lapse
         does not depend on d, so each vote's Davidson part is integrated once per beta factor and the grid over
         (lapse, tie share) costs one pass over scalars per value.  Returns (lapse, tie share, beta factor)."""
-        vidx = loo.vidx
+        keep = _first_per_group(self.d.ann[loo.vidx], LAPSE_VOTES)
+        vidx = loo.vidx[keep]
         ann, out = self.d.ann[vidx], self.d.out[vidx]
         A = len(self.lapse)
-        spike = loo.lw0 + _log_lik_at_zero(out, self.theta[ann])
+        grid, lq, lws = loo.grid[keep], loo.lq[keep], loo.lws[keep]
+        spike = loo.lw0[keep] + _log_lik_at_zero(out, self.theta[ann])
         best = np.full(A, -np.inf)
         lam_out, kap_out, mult_out = self.lapse.copy(), self.lapse_tie.copy(), np.ones(A)
         nu = self.nu[ann][:, None]
         with np.errstate(divide="ignore"):
             for mult in BETA_FACTORS:
-                h = (0.5 * mult * self.beta[ann][:, None] * loo.grid).astype(np.float32)
-                dav = _logsumexp(loo.lq + vote_log_lik(h, out[:, None], nu))
+                h = (0.5 * mult * self.beta[ann][:, None] * grid).astype(np.float32)
+                dav = _logsumexp(lq + vote_log_lik(h, out[:, None], nu))
                 for lam in LAPSE_GRID:
                     for kap in LAPSE_TIE_GRID if lam > 0 else (1 / 3,):
                         slab = np.logaddexp(
@@ -323,7 +327,7 @@ class TripletIntegrals:
                             (math.log(lam) if lam > 0 else -np.inf) + lapse_log_prob(out, np.full(len(out), kap)),
                         )
                         tot = (
-                            np.bincount(ann, np.logaddexp(loo.lws + slab, spike), minlength=A)
+                            np.bincount(ann, np.logaddexp(lws + slab, spike), minlength=A)
                             + 4.0 * math.log1p(-lam)
                             - 0.5 * math.log(mult) ** 2
                         )
@@ -384,9 +388,21 @@ class TripletIntegrals:
         return np.where(den > 0.5, (num + 1.0) / (den + 2.0), self.theta)
 
 
-LAPSE_GRID = (0.0, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8)
-LAPSE_TIE_GRID = (0.0, 0.05, 0.1, 0.2, 1 / 3, 0.5, 0.7)
+LAPSE_GRID = (0.0, 0.04, 0.08, 0.12, 0.18, 0.25, 0.35, 0.45, 0.6, 0.8)
+LAPSE_VOTES = 400  # sampled votes per annotator the lapse grid is fitted on
+NU_MAX = 1.0  # Davidson's nu at most 1 (a tie at d = 0 no likelier than each side): beyond, ties are true ties
+LAPSE_TIE_GRID = (0.0, 0.1, 1 / 3, 0.6)
 BETA_FACTORS = (0.5, 1.0, 2.0, 4.0)
+
+
+def _first_per_group(g: I64, k: int) -> NDArray[np.bool_]:
+    """Mask of the first ``k`` entries of each value of ``g`` (in order)."""
+    order = np.argsort(g, kind="stable")
+    gs = g[order]
+    rank = np.arange(len(gs)) - np.searchsorted(gs, gs, side="left")
+    keep = np.zeros(len(g), dtype=bool)
+    keep[order[rank < k]] = True
+    return keep
 
 
 def lapse_log_prob(out: I64, kappa: F64) -> F64:

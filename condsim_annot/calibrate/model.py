@@ -61,7 +61,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .davidson import FIRST, SECOND, TIE
-from .integrate import Loo, TripletIntegrals
+from .integrate import NU_MAX, Loo, TripletIntegrals
 from .optim import components, lbfgs, one_blas_thread
 
 __all__ = ["TripletModel"]
@@ -311,7 +311,7 @@ class TripletModel:
         free = used & ~self._fixed
         self._free = free if (self.beta_prior and free.sum() > 1) else np.zeros(d.A, dtype=bool)
         ties = float(np.mean(d.out == TIE)) if len(d.out) else 0.0
-        self._nu_data = max(2 * ties / max(1e-9, 1 - ties), 0.05) if ties > 0 else 0.0
+        self._nu_data = min(max(2 * ties / max(1e-9, 1 - ties), 0.05), NU_MAX) if ties > 0 else 0.0
         # once the votes ask for a true-tie spike (and lapses are fitted), the slab's tie answers are lapses:
         # Davidson's nu is then held small, so that the slab near d = 0 does not mimic the spike (the two are not
         # identifiable from a few votes per triplet: nu grew round after round and took the true ties' mass)
@@ -464,6 +464,8 @@ class TripletModel:
         switch gives the votes a larger marginal likelihood, each at its best tie mass.  The switch is for good."""
         if self._spike_mode or self.spike_nu is None or not self.lapse or self.nu_ <= 0 or self._round < 1:
             return ig
+        if float(np.mean(self._d.out == TIE)) < MANY_TIES and self.tie_mass_ < SPIKE_MODE_MIN_MASS:
+            return ig  # few tie answers and little true-tie mass: not worth the question (two more passes)
         alt = self._integrals(np.full(self._d.A, float(self.spike_nu)))
         grid, lml = alt.tie_mass_profile(tsub)
         grid1, lml1 = ig.tie_mass_profile(tsub)
