@@ -225,7 +225,37 @@ def _nested(depth):
     return v
 
 
-@settings(max_examples=400, deadline=None)
+def _agree(raw_id, text, meta):
+    meta = {k: v for k, v in meta.items() if k not in ("id", "text")}
+    data = {"id": raw_id, "text": text, **meta}
+    fast = _outcome(ing._doc, 3, copy.deepcopy(data), "f.jsonl", "id", "text")
+    exact = _outcome(ing._doc_exact, 3, raw_id, text, copy.deepcopy(meta), "f.jsonl", "id", "text")
+    assert fast == exact
+    if not isinstance(fast, str):
+        ext_id, stored_text, stored_meta, digest = fast
+        assert digest == ing.content_hash(stored_text) and isinstance(json.loads(stored_meta), dict)
+    return fast
+
+
+_BAD = "\ud800"
+ROW_CASES = [  # each check of the fast path, one at a time, with the value just inside and just outside
+    ("a", "ok", {}), (" a ", "ok", {}), ("a\x00b", "ok", {}), ("a" + _BAD, "ok", {}), ("é", "ok", {}), ("  ", "ok", {}),
+    ("x" * 500, "ok", {}), ("x" * 501, "ok", {}), (5, "ok", {}), (1.5, "ok", {}), (True, "ok", {}), (None, "ok", {}),
+    (["l"], "ok", {}), ("a", "a\x00b", {}), ("a", "a" + _BAD, {}), ("a", "", {}), ("a", " \t\n", {}),
+    ("a", "\u2028", {}), ("a", 5, {}), ("a", None, {}), ("a", "Gödel 😀", {"m": "naïve", "k😀": ["α"]}),
+    ("a", "ok", {"m": "a\x00b"}), ("a", "ok", {"a\x00": 1}), ("a", "ok", {"m": "a" + _BAD}), ("a", "ok", {_BAD: 1}),
+    ("a", "ok", {"m": "a\\u0000b"}), ("a", "ok", {"m": float("nan")}), ("a", "ok", {"m": [{"x": float("-inf")}]}),
+    ("a", "ok", {"m": 1e308, "n": -0.0, "b": False, "z": None}), ("a", "ok", {"m": _nested(63)}),
+    ("a", "ok", {"m": _nested(64)}), ("a", "ok", {"m": "{" * 70}), ("a", "ok", {"m": {"n": {"o": [1]}}}),
+]
+
+
+@pytest.mark.parametrize("raw_id,text,meta", ROW_CASES)
+def test_each_fast_check_agrees_with_the_exact_path(raw_id, text, meta):
+    _agree(raw_id, text, meta)
+
+
+@settings(max_examples=200, deadline=None)
 @given(raw_id=_SCALARS, text=_SCALARS, meta=st.dictionaries(_STRINGS, _VALUES, max_size=4))
 @example(raw_id=" x ", text="ok", meta={"m": _nested(63)})
 @example(raw_id="x", text="ok", meta={"m": _nested(64)})
@@ -235,14 +265,7 @@ def _nested(depth):
 def test_fast_row_checks_agree_with_the_exact_path(raw_id, text, meta):
     """What `_doc`'s few C checks accept must be exactly what the value-by-value path accepts, with the same
     stored values (ids, text, metadata JSON, hash); anything else must end in the same error."""
-    meta = {k: v for k, v in meta.items() if k not in ("id", "text")}
-    data = {"id": raw_id, "text": text, **meta}
-    fast = _outcome(ing._doc, 3, copy.deepcopy(data), "f.jsonl", "id", "text")
-    exact = _outcome(ing._doc_exact, 3, raw_id, text, copy.deepcopy(meta), "f.jsonl", "id", "text")
-    assert fast == exact
-    if not isinstance(fast, str):
-        ext_id, stored_text, stored_meta, digest = fast
-        assert digest == ing.content_hash(stored_text) and isinstance(json.loads(stored_meta), dict)
+    _agree(raw_id, text, meta)
 
 
 @pytest.mark.parametrize("line", [
