@@ -100,8 +100,13 @@ def build(folder: Path, budget: int, seed: int, audit: float = 0.1) -> tuple[obj
     base_cpu = time.process_time() - t
     summ = propose(store, CRIT, methods="embedding,bm25", budget=budget, per_anchor=PER_ANCHOR, audit=audit, seed=seed)
     gold = concept_gold(store)
-    return store, {"minilm_embed_cpu": base_cpu, "minilm_texts_encoded": emb.texts_encoded, "round1_added": summ.added,
-                   "round1_by_strategy": summ.by_strategy, "round1_gold": gold}
+    return store, {
+        "minilm_embed_cpu": base_cpu,
+        "minilm_texts_encoded": emb.texts_encoded,
+        "round1_added": summ.added,
+        "round1_by_strategy": summ.by_strategy,
+        "round1_gold": gold,
+    }
 
 
 def concept_gold(store) -> dict:
@@ -116,10 +121,14 @@ def concept_gold(store) -> dict:
         crit = s.scalars(select(Criterion).where(Criterion.name == CRIT)).one()
         docs = s.execute(select(Document.id, Document.meta)).all()
         concepts = {d: set((m or {}).get("concepts") or []) for d, m in docs}
-        trips = s.execute(select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id)
-                          .where(Triplet.criterion_id == crit.id)).all()
-        run = CalibrationRun(criterion_id=crit.id, params={"source": "CHAMP concept annotations (bench/train.py)"},
-                             n_votes=0)
+        trips = s.execute(
+            select(Triplet.id, Triplet.anchor_id, Triplet.first_id, Triplet.second_id).where(
+                Triplet.criterion_id == crit.id
+            )
+        ).all()
+        run = CalibrationRun(
+            criterion_id=crit.id, params={"source": "CHAMP concept annotations (bench/train.py)"}, n_votes=0
+        )
         s.add(run)
         s.flush()
         n = {"gold": 0, "tie": 0}
@@ -128,14 +137,24 @@ def concept_gold(store) -> dict:
             if cf == cs:
                 n["tie"] += 1
                 continue
-            s.add(GoldLabel(calibration_run_id=run.id, criterion_id=crit.id, triplet_id=tid,
-                            label="first" if cf > cs else "second", probability=1.0, n_votes=1, status="gold"))
+            s.add(
+                GoldLabel(
+                    calibration_run_id=run.id,
+                    criterion_id=crit.id,
+                    triplet_id=tid,
+                    label="first" if cf > cs else "second",
+                    probability=1.0,
+                    n_votes=1,
+                    status="gold",
+                )
+            )
             n["gold"] += 1
     return n
 
 
-def gold_accuracy(store, run_ids: set, methods=("embedding", "bm25")) -> dict:
-    """Each base method's accuracy on the gold triplets proposed in ``run_ids`` (latest calibration run)."""
+def gold_accuracy(store, run_ids: set, methods=("embedding", "bm25", "adapter")) -> dict:
+    """Each method's accuracy on the gold triplets proposed in ``run_ids`` (latest calibration run), and how often
+    the two base methods agree there (where they disagree exactly one of them is right: their accuracies sum to 1)."""
     from sqlalchemy import select
 
     from condsim_annot.models import CalibrationRun, GoldLabel, Triplet
@@ -143,15 +162,32 @@ def gold_accuracy(store, run_ids: set, methods=("embedding", "bm25")) -> dict:
 
     with store.session() as s:
         run = s.scalars(select(CalibrationRun).order_by(CalibrationRun.id.desc())).first()
-        rows = s.execute(select(GoldLabel.label, TripletMargin.method, TripletMargin.margin)
-                         .join(Triplet, Triplet.id == GoldLabel.triplet_id)
-                         .join(TripletMargin, TripletMargin.triplet_id == Triplet.id)
-                         .where(GoldLabel.calibration_run_id == run.id, GoldLabel.status == "gold",
-                                Triplet.proposal_run.in_(sorted(run_ids)), Triplet.is_attention_check.is_(False))).all()
-    out = {}
-    for m in methods:
-        ok = [float(mg > 0) if lab == "first" else float(mg < 0) for lab, mm, mg in rows if mm == m]
-        out[m] = {"accuracy": float(np.mean(ok)) if ok else None, "n": len(ok)}
+        rows = s.execute(
+            select(Triplet.id, GoldLabel.label, TripletMargin.method, TripletMargin.margin)
+            .join(Triplet, Triplet.id == GoldLabel.triplet_id)
+            .join(TripletMargin, TripletMargin.triplet_id == Triplet.id)
+            .where(
+                GoldLabel.calibration_run_id == run.id,
+                GoldLabel.status == "gold",
+                Triplet.proposal_run.in_(sorted(run_ids)),
+                Triplet.is_attention_check.is_(False),
+            )
+        ).all()
+    ok: dict[str, dict[int, float]] = {}
+    for tid, lab, mm, mg in rows:
+        ok.setdefault(mm, {})[tid] = float(mg > 0) if lab == "first" else float(mg < 0)
+    out = {
+        m: {"accuracy": float(np.mean(list(ok[m].values()))) if ok.get(m) else None, "n": len(ok.get(m, {}))}
+        for m in methods
+    }
+    e, b = ok.get("embedding", {}), ok.get("bm25", {})
+    both = [t for t in e if t in b]
+    agree = [t for t in both if e[t] == b[t]]
+    out["base_agree"] = {
+        "share": len(agree) / len(both) if both else None,
+        "n": len(agree),
+        "both_wrong": float(np.mean([1 - e[t] for t in agree])) if agree else None,
+    }
     return out
 
 
@@ -165,12 +201,16 @@ def round2(folder: Path, name: str, methods: str, budget: int, seed: int) -> dic
     store = open_store(f"sqlite:///{folder / (name + '.db')}")
     with store.session() as s:
         before = set(s.scalars(select(ProposalRun.id)).all())
-    summ = propose(store, CRIT, methods=methods, budget=budget, per_anchor=PER_ANCHOR, seed=seed + 1)
+    summ = propose(store, CRIT, methods=methods, budget=budget, per_anchor=PER_ANCHOR, seed=seed)
     concept_gold(store)
     with store.session() as s:
         new = set(s.scalars(select(ProposalRun.id)).all()) - before
-    res = {"added": summ.added, "by_strategy": summ.by_strategy, "skipped": summ.skipped,
-           "accuracy": gold_accuracy(store, new)}
+    res = {
+        "added": summ.added,
+        "by_strategy": summ.by_strategy,
+        "skipped": summ.skipped,
+        "accuracy": gold_accuracy(store, new),
+    }
     store.close()
     return res
 
@@ -182,81 +222,220 @@ def copy_store(src: Path, dst: Path) -> None:
     b.close()
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=int, default=2200, help="round-1 triplets proposed (about 1 in 5 becomes gold)")
     ap.add_argument("--round2", type=int, default=500, help="triplets added by the second propose round")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--audit", type=float, default=0.3, help="round-1 random audit share (the unbiased column)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", help="keep the work folder here")
+    ap.add_argument("--seed", type=int, default=0, help="round-1 proposal seed")
+    ap.add_argument("--seeds", default="0,1", help="split seeds (each: a new anchor-grouped split and fine-tunes)")
+    ap.add_argument(
+        "--folds",
+        type=int,
+        default=3,
+        help="k-fold by anchor per split seed (every gold triplet held "
+        "out once, one fine-tune per fold); 0: one split holding out 30%% of anchors",
+    )
+    ap.add_argument(
+        "--round2-seeds",
+        default="1,2,3",
+        help="seeds of the second propose round (each: control and with-adapter from the same store)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a quick look (~5 CPU-min): budget 1200, one split "
+        "(30%% of anchors held out), one split seed, one round-2 seed of 300",
+    )
+    ap.add_argument("--no-full", action="store_true", help="skip the fine-tune (adapter vs base methods only)")
+    ap.add_argument("--keep", help="work folder, kept; a second run reuses its store and cached fine-tunes")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.budget, args.round2, args.folds, args.seeds, args.round2_seeds = 1200, 300, 0, "0", "1"
+    args.seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+    args.round2_seeds = [int(x) for x in str(args.round2_seeds).split(",") if x.strip()]
+    return args
+
+
+def open_or_build(folder: Path, args: argparse.Namespace) -> tuple[object, dict]:
+    """The round-1 store: built, or (``--keep`` with the same build arguments) reopened."""
     from sqlalchemy import select
 
+    from condsim_annot.db import open_store
     from condsim_annot.propose.tables import ProposalRun
+
+    spec = {"budget": args.budget, "seed": args.seed, "audit": args.audit}
+    stamp = folder / "build.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("spec") == spec:
+        info = json.loads(stamp.read_text())["info"]
+        store = open_store(f"sqlite:///{folder / 'condsim.db'}")
+        print(f"reusing the round-1 store in {folder}", file=sys.stderr)
+        return store, info
+    (folder / "condsim.db").unlink(missing_ok=True)
+    store, info = build(folder, args.budget, args.seed, args.audit)
+    with store.session() as s:
+        r1 = set(s.scalars(select(ProposalRun.id)).all())
+    info["round1_runs"] = sorted(r1)
+    info["round1_accuracy"] = gold_accuracy(store, r1)
+    stamp.write_text(json.dumps({"spec": spec, "info": info}, default=str))
+    return store, info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from condsim_annot.train.pipeline import TrainOptions, train
 
     folder = Path(args.keep or tempfile.mkdtemp(prefix="bench-train-"))
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["CONDSIM_CACHE"] = str(folder / "cache")
     t0 = time.perf_counter()
-    store, info = build(folder, args.budget, args.seed, args.audit)
-    with store.session() as s:
-        r1 = set(s.scalars(select(ProposalRun.id)).all())
-    info["round1_accuracy"] = gold_accuracy(store, r1)
-    opt = TrainOptions(full=True, epochs=args.epochs, out=str(folder / "fine-tuned"), seed=args.seed)
-    print("note: the full fine-tune runs on CPU here and is the slow part (~4 CPU-minutes per epoch)", file=sys.stderr)
-    rep = train(store, CRIT, opt, say=lambda m: print(m, file=sys.stderr))
+    print(f"start: {uptime()}", file=sys.stderr)
+    store, info = open_or_build(folder, args)
+    if not args.no_full:
+        print(
+            "note: the full fine-tune runs on CPU here and is the slow part (~4 CPU-minutes per 300 triplets)",
+            file=sys.stderr,
+        )
+    reps = []
+    for k, seed in enumerate(args.seeds):
+        opt = TrainOptions(
+            full=not args.no_full,
+            full_folds=args.folds > 0,
+            kfold=max(args.folds, 2),
+            kfold_below=10**9 if args.folds else 0,
+            epochs=args.epochs,
+            out=str(folder / "fine-tuned"),
+            full_cache=str(folder / "finetune-cache"),
+            seed=seed,
+            write=k == len(args.seeds) - 1,
+        )
+        rep = train(store, CRIT, opt, say=lambda m: print(m, file=sys.stderr))
+        reps.append(rep)
+        report_train(rep, info, seed)
     store.close()
-    report_train(rep, info)  # the side-by-side first: the loop below takes a while
-    for name in ("control", "adapter"):
-        copy_store(folder / "condsim.db", folder / f"{name}.db")
-    total = info["round1_added"] + args.round2
-    info["round2_control"] = round2(folder, "control", "embedding,bm25", total, args.seed)
-    info["round2_adapter"] = round2(folder, "adapter", "embedding,bm25,adapter", total, args.seed)
+    if len(reps) > 1:
+        report_pooled(reps)
+    rounds = []
+    for seed in args.round2_seeds:
+        for name in ("control", "adapter"):
+            copy_store(folder / "condsim.db", folder / f"{name}.db")
+        total = info["round1_added"] + args.round2
+        r = {
+            "seed": seed,
+            "control": round2(folder, "control", "embedding,bm25", total, seed),
+            "adapter": round2(folder, "adapter", "embedding,bm25,adapter", total, seed),
+        }
+        rounds.append(r)
+        report_round(r)
+    info["round2"] = rounds
     info["wall_seconds"] = time.perf_counter() - t0
     report_loop(info)
+    print(f"end: {uptime()}")
     if args.json:
-        print(json.dumps({"train": rep, "bench": info}, indent=2, default=str))
+        print(json.dumps({"train": reps, "bench": info}, indent=2, default=str))
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 
-def report_train(rep: dict, info: dict) -> None:
+def uptime() -> str:
+    la = os.getloadavg()
+    return f"{time.strftime('%H:%M:%S')} load average {la[0]:.2f}, {la[1]:.2f}, {la[2]:.2f}"
+
+
+NAMES = {"bm25": "BM25", "base embedding": "base MiniLM", "adapter": "adapter", "fine-tuned": "full fine-tune"}
+
+
+def _ci(r: dict, key: str = "accuracy") -> str:
+    return f"{r[key]:.3f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" if r["n"] else "-"
+
+
+def report_train(rep: dict, info: dict, seed: int) -> None:
     m = rep["metrics"]
     cpu = dict(m["cpu_seconds"], **{"base embedding": info["minilm_embed_cpu"]})
-    names = {"bm25": "BM25", "base embedding": "base MiniLM", "adapter": "adapter", "fine-tuned": "full fine-tune"}
-    n_train = rep["full"]["n_train"] if rep.get("full") else None
-    print(f"CHAMP {CRIT}: {m['n_gold']} gold triplets; {m['plan']}; train {n_train}, held out {m['n_held_out']} "
-          f"(audit {m['n_audit_held_out']})")
-    print(f"{'method':16} {'acc (all)':>9} {'95% CI':>14} {'acc (audit)':>11} {'95% CI':>14} {'CPU s':>8}")
+    print(
+        f"\nsplit seed {seed}. CHAMP {CRIT}: {m['n_gold']} gold triplets; {m['plan']}; held out {m['n_held_out']} "
+        f"(audit {m['n_audit_held_out']}); {uptime()}"
+    )
+    print(f"{'method':16} {'acc (all) 95% CI':>22} {'acc (audit) 95% CI':>22} {'CPU s':>8}")
     for r in m["methods"]:
-        a, u = r["all"], r["audit"]
-        ci = f"[{a['ci'][0]:.2f}, {a['ci'][1]:.2f}]" if a["n"] else "-"
-        cu = f"[{u['ci'][0]:.2f}, {u['ci'][1]:.2f}]" if u["n"] else "-"
-        acc_u = f"{u['accuracy']:.3f}" if u["n"] else "-"
         c = cpu.get(r["method"])
-        print(f"{names.get(r['method'], r['method']):16} {a['accuracy']:9.3f} {ci:>14} {acc_u:>11} {cu:>14} "
-              f"{c if c is None else round(c, 2):>8}")
+        print(
+            f"{NAMES.get(r['method'], r['method']):16} {_ci(r['all']):>22} {_ci(r['audit']):>22} "
+            f"{'-' if c is None else f'{c:.2f}':>8}"
+        )
+    print("paired (same held-out triplets; CI: paired bootstrap over anchors; P: share of resamples <= 0)")
+    for r in m["paired"]:
+        a, u = r["all"], r["audit"]
+        print(
+            f"  {r['method']:28} all {_ci(a, 'diff'):>22} P={a['p_le_0']:.2f}   audit {_ci(u, 'diff'):>22}"
+            + (f" P={u['p_le_0']:.2f}" if u["n"] else "")
+        )
     print(f"all = {m['labels']['all']}; audit = {m['labels']['audit']}")
-    ratio = m["cpu_seconds"]["adapter"] / m["cpu_seconds"]["fine-tuned"] if m["cpu_seconds"].get("fine-tuned") else None
-    by = {r["method"]: r["all"]["accuracy"] for r in m["methods"]}
-    print(f"adapter vs fine-tune: accuracy {by['adapter']:.3f} vs {by.get('fine-tuned', float('nan')):.3f}; "
-          f"CPU {ratio:.4f}x of the fine-tune's (target <= 0.05); documents encoded by the adapter: "
-          f"{m['encoder_texts_encoded']} in {m['encoder_calls']} encoder calls (MiniLM embedded "
-          f"{info['minilm_texts_encoded']} texts once, before)", flush=True)
+    if m["cpu_seconds"].get("fine-tuned"):
+        ratio = m["cpu_seconds"]["adapter"] / m["cpu_seconds"]["fine-tuned"]
+        print(
+            f"adapter CPU {ratio:.4f}x of the fine-tune's ({rep['full']['folds']} fine-tune(s), "
+            f"{m['cpu_seconds']['fine-tuned']:.0f} s; target <= 0.05)",
+            end="; ",
+        )
+    print(
+        f"documents encoded by the adapter: {m['encoder_texts_encoded']} in {m['encoder_calls']} encoder calls "
+        f"(MiniLM embedded {info['minilm_texts_encoded']} texts once, before)",
+        flush=True,
+    )
+
+
+def report_pooled(reps: list[dict]) -> None:
+    """Mean over split seeds of each accuracy and paired difference (the seeds share the gold: not independent)."""
+    print("\nmean over split seeds (same gold, different splits: an average, not independent replicates)")
+    names = [r["method"] for r in reps[0]["metrics"]["methods"]]
+    for name in names:
+        rows = [next(r for r in rep["metrics"]["methods"] if r["method"] == name) for rep in reps]
+        acc = [r["all"]["accuracy"] for r in rows if r["all"]["n"]]
+        aud = [r["audit"]["accuracy"] for r in rows if r["audit"]["n"]]
+        print(f"  {NAMES.get(name, name):16} all {np.mean(acc):.3f}  audit {np.mean(aud) if aud else float('nan'):.3f}")
+    for name in [r["method"] for r in reps[0]["metrics"]["paired"]]:
+        rows = [next(r for r in rep["metrics"]["paired"] if r["method"] == name) for rep in reps]
+        d = [r["all"]["diff"] for r in rows if r["all"]["n"]]
+        du = [r["audit"]["diff"] for r in rows if r["audit"]["n"]]
+        print(
+            f"  {name:28} all {np.mean(d):+.3f} (per seed {', '.join(f'{x:+.3f}' for x in d)})  "
+            f"audit {np.mean(du) if du else float('nan'):+.3f}"
+        )
+
+
+def _acc_line(acc: dict) -> str:
+    parts = [f"{k} {v['accuracy']:.3f}" for k, v in acc.items() if k != "base_agree" and v["accuracy"] is not None]
+    n = max(v["n"] for k, v in acc.items() if k != "base_agree")
+    ag = acc["base_agree"]
+    agree = (
+        f"; MiniLM and BM25 agree on {ag['share']:.2f} (both wrong on {ag['both_wrong'] or 0:.2f} of those)"
+        if ag["share"] is not None
+        else ""
+    )
+    return f"n={n}: " + ", ".join(parts) + agree
+
+
+def report_round(r: dict) -> None:
+    print(f"round 2, seed {r['seed']} ({uptime()}):")
+    for name in ("control", "adapter"):
+        print(f"  {name:8} added {r[name]['added']:4}, {_acc_line(r[name]['accuracy'])}")
 
 
 def report_loop(info: dict) -> None:
-    print("second propose round: base methods' gold accuracy on each round's new triplets (lower = harder)")
-    rows = [("round 1 (embedding+bm25)", info["round1_accuracy"], info["round1_added"]),
-            ("round 2 control (embedding+bm25)", info["round2_control"]["accuracy"], info["round2_control"]["added"]),
-            ("round 2 with adapter", info["round2_adapter"]["accuracy"], info["round2_adapter"]["added"])]
-    for label, acc, added in rows:
-        parts = ", ".join(f"{k} {v['accuracy']:.3f} (n={v['n']})" for k, v in acc.items() if v["accuracy"] is not None)
-        print(f"  {label:34} added {added:4}: {parts}")
+    print("\nsecond propose round: gold accuracy on each round's new gold triplets (lower = harder)")
+    print(f"  round 1 (embedding+bm25): {_acc_line(info['round1_accuracy'])}")
+    for arm in ("control", "adapter"):
+        for m in ("embedding", "bm25"):
+            v = [r[arm]["accuracy"][m]["accuracy"] for r in info["round2"] if r[arm]["accuracy"][m]["n"]]
+            n = sum(r[arm]["accuracy"][m]["n"] for r in info["round2"])
+            print(
+                f"  round 2 {arm:8} {m:9}: mean over seeds {np.mean(v) if v else float('nan'):.3f} "
+                f"({', '.join(f'{x:.3f}' for x in v)}; n={n})"
+            )
     print(f"wall {info['wall_seconds']:.0f} s")
 
 

@@ -239,3 +239,43 @@ def test_train_cli_errors_are_one_clear_line(cli):
     assert res.exit_code == 1 and "no criterion named 'nope'" in res.output and "Traceback" not in res.output
     res = cli("train", "nope", "--full", expect_ok=False)
     assert res.exit_code == 2 and "--full needs --out" in res.output
+
+
+def test_averaged_adapter_scores_the_mean_of_its_members_and_round_trips():
+    D, Q, A = planted(n_docs=120, dim=16, k=2, seed=4)
+    t = planted_triplets(D, Q, A, 300, seed=5)
+    arr = TripletArrays(Q[t[:, 0]], D[t[:, 1]], D[t[:, 2]], np.ones(len(t)))
+    members = [
+        BilinearAdapter(rank=3, bias=True, max_steps=40, seed=s).fit(arr.take(np.arange(s, len(t), 3)))
+        for s in range(3)
+    ]
+    avg = BilinearAdapter.average(members)
+    assert avg.rank == 9 and avg.members_ == 3 and avg.b_ is not None
+    np.testing.assert_allclose(avg.margins(arr), np.mean([m.margins(arr) for m in members], axis=0), atol=1e-10)
+    back = BilinearAdapter.from_bytes(avg.to_bytes())
+    assert back.members_ == 3 and back.bias
+    np.testing.assert_allclose(back.margins(arr), avg.margins(arr), rtol=1e-4, atol=1e-5)
+    expanded = np.einsum(
+        "ij,ij->i", back.expand_queries(arr.q), back.expand_documents(arr.pos) - back.expand_documents(arr.neg)
+    )
+    np.testing.assert_allclose(expanded, avg.margins(arr), rtol=1e-3, atol=1e-4)
+
+
+def test_paired_difference_cancels_the_shared_luck_of_the_test_set():
+    from condsim_annot.train.evaluate import paired_difference
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 5)
+    hard = np.repeat(rng.random(40) < 0.5, 5)  # half the anchors are hard for both methods
+    a = np.where(hard, rng.random(200) < 0.3, rng.random(200) < 0.95).astype(float)
+    b = a.copy()
+    flip = rng.choice(np.flatnonzero(a == 1), 12, replace=False)  # b loses 12 of a's right answers
+    b[flip] = 0
+    d = paired_difference(a, b, groups, B=2000)
+    assert d["diff"] == pytest.approx(12 / 200) and d["n"] == 200 and d["anchors"] == 40
+    assert 0 < d["ci"][0] <= d["diff"] <= d["ci"][1] and d["p_le_0"] < 0.05
+    # compared unpaired, the two accuracies' CIs overlap: the anchors' difficulty dominates them
+    ra, rb = accuracy(a, groups, B=2000), accuracy(b, groups, B=2000)
+    assert ra["ci"][0] < rb["ci"][1]
+    same = paired_difference(a, a, groups, B=500)
+    assert same["diff"] == 0 and same["ci"] == [0.0, 0.0] and same["p_le_0"] == 1.0

@@ -70,8 +70,9 @@ class _Batch:
         diff = t.pos - t.neg
         return cls(t.q, diff, np.einsum("ij,ij->i", t.q, diff), t.y)
 
-    def margins(self, U: np.ndarray, V: np.ndarray, alpha: float) -> np.ndarray:
-        return alpha * self.base + np.einsum("ij,ij->i", self.q @ U, self.diff @ V)
+    def margins(self, U: np.ndarray, V: np.ndarray, alpha: float, b: np.ndarray | None = None) -> np.ndarray:
+        m = alpha * self.base + np.einsum("ij,ij->i", self.q @ U, self.diff @ V)
+        return m if b is None else m + self.diff @ b
 
 
 @dataclass
@@ -85,6 +86,7 @@ class BilinearAdapter:
 
     rank: int = 16
     tied: bool = True
+    bias: bool = False  # a learnt document-side vector b: s += b . d (the criterion's own query-free direction)
     temperature: float = 0.1
     l2: float = 1e-2
     lr: float = 0.01
@@ -94,26 +96,59 @@ class BilinearAdapter:
     U_: np.ndarray | None = field(default=None, repr=False)
     V_: np.ndarray | None = field(default=None, repr=False)
     alpha_: float = 1.0
+    b_: np.ndarray | None = field(default=None, repr=False)
     best_step_: int = 0
+    members_: int = 1
     history_: list = field(default_factory=list, repr=False)
 
     # ------------------------------------------------------------------ scoring
     def margins(self, t: TripletArrays) -> np.ndarray:
         """s(a, pos) - s(a, neg) per triplet (> 0: the adapter prefers the positive)."""
-        base = self.alpha_ * np.einsum("ij,ij->i", t.q, t.pos - t.neg)
+        diff = t.pos - t.neg
+        base = self.alpha_ * np.einsum("ij,ij->i", t.q, diff)
+        if self.b_ is not None:
+            base = base + diff @ self.b_
         if self.U_ is None or self.V_ is None:
             return base
-        u = t.q @ self.U_
-        return base + np.einsum("ij,ij->i", u, (t.pos - t.neg) @ self.V_)
+        return base + np.einsum("ij,ij->i", t.q @ self.U_, diff @ self.V_)
 
     def expand_queries(self, q: np.ndarray) -> np.ndarray:
-        """[q, U^T q]: with :meth:`expand_documents`, one dot product gives s(a, x)."""
+        """[alpha q, U^T q, 1]: with :meth:`expand_documents` ([d, V^T d, b . d]), one dot product gives s(a, x)."""
         q = np.asarray(q, dtype=np.float32)
-        return np.concatenate([self.alpha_ * q, q @ self.U_.astype(np.float32)], axis=1) if self.U_ is not None else q
+        parts = [self.alpha_ * q]
+        if self.U_ is not None:
+            parts.append(q @ self.U_.astype(np.float32))
+        if self.b_ is not None:
+            parts.append(np.ones((len(q), 1), dtype=np.float32))
+        return np.concatenate(parts, axis=1)
 
     def expand_documents(self, d: np.ndarray) -> np.ndarray:
         d = np.asarray(d, dtype=np.float32)
-        return np.concatenate([d, d @ self.V_.astype(np.float32)], axis=1) if self.V_ is not None else d
+        parts = [d]
+        if self.V_ is not None:
+            parts.append(d @ self.V_.astype(np.float32))
+        if self.b_ is not None:
+            parts.append((d @ self.b_.astype(np.float32))[:, None])
+        return np.concatenate(parts, axis=1)
+
+    @classmethod
+    def average(cls, members: list[BilinearAdapter]) -> BilinearAdapter:
+        """One adapter whose score is the mean of the members' (an ensemble, e.g. of k-fold fits): the mean of
+        alpha q.d + q^T U_k V_k^T d + b_k . d is alpha-bar q.d + q^T [U_1..U_K] [V_1..V_K]^T d / K + b-bar . d,
+        so the members' maps are concatenated (scaled by 1/sqrt K) and it stays one bilinear adapter."""
+        fitted = [m for m in members if m.U_ is not None and m.V_ is not None]
+        if not fitted:
+            raise ValueError("no fitted adapter to average")
+        k, first = len(fitted), fitted[0]
+        out = cls(**{**first.hyper_parameters(), "rank": sum(m.rank for m in fitted)})
+        out.U_ = np.concatenate([m.U_ for m in fitted], axis=1) / np.sqrt(k)  # type: ignore[misc]
+        out.V_ = np.concatenate([m.V_ for m in fitted], axis=1) / np.sqrt(k)  # type: ignore[misc]
+        out.alpha_ = float(np.mean([m.alpha_ for m in fitted]))
+        bs = [m.b_ if m.b_ is not None else np.zeros(first.U_.shape[0]) for m in fitted]  # type: ignore[union-attr]
+        out.b_ = np.mean(bs, axis=0) if any(m.b_ is not None for m in fitted) else None
+        out.best_step_ = int(np.median([m.best_step_ for m in fitted]))
+        out.members_ = k
+        return out
 
     def loss(self, t: TripletArrays) -> float:
         """Mean soft-label logistic loss (without the L2 term)."""
@@ -121,17 +156,22 @@ class BilinearAdapter:
         return float(-(t.y * _log_sigmoid(z) + (1 - t.y) * _log_sigmoid(-z)).mean())
 
     # ------------------------------------------------------------------ fitting
-    def _grads(self, b: _Batch, U: np.ndarray, V: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
+    def _grads(
+        self, b: _Batch, U: np.ndarray, V: np.ndarray, alpha: float, bv: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
         u = b.q @ U
         dv = b.diff @ V
-        z = (alpha * b.base + np.einsum("ij,ij->i", u, dv)) / self.temperature
-        g = (_sigmoid(z) - b.y) / (len(b.y) * self.temperature)  # dL/d(margin)
+        z = alpha * b.base + np.einsum("ij,ij->i", u, dv)
+        if bv is not None:
+            z = z + b.diff @ bv
+        g = (_sigmoid(z / self.temperature) - b.y) / (len(b.y) * self.temperature)  # dL/d(margin)
         gU = b.q.T @ (g[:, None] * dv)
         gV = b.diff.T @ (g[:, None] * u)
         if self.tied:  # V is U: both paths
             gU = gU + gV
             gV = gU
-        return gU + 2 * self.l2 * U, gV + 2 * self.l2 * V, float(g @ b.base)
+        gb = None if bv is None else b.diff.T @ g + 2 * self.l2 * bv
+        return gU + 2 * self.l2 * U, gV + 2 * self.l2 * V, float(g @ b.base), gb
 
     def fit(self, train: TripletArrays, val: TripletArrays | None = None) -> BilinearAdapter:
         """See :meth:`_fit`; BLAS runs single-threaded here: the matrices are small, and idle BLAS threads
@@ -151,17 +191,20 @@ class BilinearAdapter:
         rng = np.random.default_rng(self.seed)
         U = rng.normal(0.0, 0.01, (dim, self.rank))
         V = U if self.tied else np.zeros((dim, self.rank))
-        params = [U] if self.tied else [U, V]
+        bv = np.zeros(dim) if self.bias else None
         w = np.zeros(1)  # log alpha
-        moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params + [w]]
+        params = ([U] if self.tied else [U, V]) + [w] + ([bv] if bv is not None else [])
+        moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
         b1, b2, eps = 0.9, 0.999, 1e-8
-        self._keep(U, V, w)
+        self._keep(U, V, w, bv)
         best, best_step, self.history_ = (self.loss(val) if val is not None else np.inf), 0, []
         tb, vb = _Batch.of(train), (_Batch.of(val) if val is not None else None)
         for step in range(1, self.max_steps + 1):
-            gU, gV, ga = self._grads(tb, U, V, float(np.exp(w[0])))
-            grads = ([gU] if self.tied else [gU, gV]) + [np.asarray([ga * np.exp(w[0])])]
-            for p, g, (m, v) in zip(params + [w], grads, moments, strict=True):
+            gU, gV, ga, gb = self._grads(tb, U, V, float(np.exp(w[0])), bv)
+            grads = (
+                ([gU] if self.tied else [gU, gV]) + [np.asarray([ga * np.exp(w[0])])] + ([gb] if gb is not None else [])
+            )
+            for p, g, (m, v) in zip(params, grads, moments, strict=True):
                 m *= b1
                 m += (1 - b1) * g
                 v *= b2
@@ -169,28 +212,30 @@ class BilinearAdapter:
                 p -= self.lr * (m / (1 - b1**step)) / (np.sqrt(v / (1 - b2**step)) + eps)
             if vb is None:
                 continue
-            z = vb.margins(U, V, float(np.exp(w[0]))) / self.temperature
+            z = vb.margins(U, V, float(np.exp(w[0])), bv) / self.temperature
             vl = float(-(vb.y * _log_sigmoid(z) + (1 - vb.y) * _log_sigmoid(-z)).mean())
             self.history_.append((step, vl, float(np.mean(z > 0))))
             if vl < best - 1e-6:
                 best, best_step = vl, step
-                self._keep(U, V, w)
+                self._keep(U, V, w, bv)
             elif step - best_step >= self.patience:
                 break
         if val is None:
-            self._keep(U, V, w)
+            self._keep(U, V, w, bv)
             best_step = self.max_steps
         self.best_step_ = best_step
         return self
 
-    def _keep(self, U: np.ndarray, V: np.ndarray, w: np.ndarray) -> None:
+    def _keep(self, U: np.ndarray, V: np.ndarray, w: np.ndarray, bv: np.ndarray | None = None) -> None:
         self.U_, self.V_, self.alpha_ = U.copy(), V.copy(), float(np.exp(w[0]))
+        self.b_ = None if bv is None else bv.copy()
 
     # ------------------------------------------------------------------ storage
     def hyper_parameters(self) -> dict:
         return {
             "rank": self.rank,
             "tied": self.tied,
+            "bias": self.bias,
             "temperature": self.temperature,
             "l2": self.l2,
             "lr": self.lr,
@@ -208,8 +253,16 @@ class BilinearAdapter:
             buf,
             U=self.U_.astype(np.float32),
             V=self.V_.astype(np.float32),
+            b=(self.b_ if self.b_ is not None else np.zeros(0)).astype(np.float32),
             meta=np.frombuffer(
-                json.dumps({**self.hyper_parameters(), "best_step": self.best_step_, "alpha": self.alpha_}).encode(),
+                json.dumps(
+                    {
+                        **self.hyper_parameters(),
+                        "best_step": self.best_step_,
+                        "alpha": self.alpha_,
+                        "members": self.members_,
+                    }
+                ).encode(),
                 dtype=np.uint8,
             ),
         )
@@ -220,6 +273,14 @@ class BilinearAdapter:
         with np.load(io.BytesIO(blob)) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             best, alpha = int(meta.pop("best_step", 0)), float(meta.pop("alpha", 1.0))
+            members = int(meta.pop("members", 1))
+            b = z["b"].astype(np.float64) if "b" in z.files and z["b"].size else None
             return cls(
-                **meta, U_=z["U"].astype(np.float64), V_=z["V"].astype(np.float64), best_step_=best, alpha_=alpha
+                **meta,
+                U_=z["U"].astype(np.float64),
+                V_=z["V"].astype(np.float64),
+                b_=b,
+                best_step_=best,
+                alpha_=alpha,
+                members_=members,
             )
