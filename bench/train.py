@@ -1,56 +1,41 @@
 """Training benchmark: CHAMP under "same-technique", gold from CHAMP's own concept annotations.
 
-    .venv/bin/python bench/train.py [--budget 900] [--round2 300] [--epochs 1] [--json]
+    .venv/bin/python bench/train.py                # the issue's comparison (~40 CPU-min: 6 CPU fine-tunes)
+    .venv/bin/python bench/train.py --quick        # a quick look (~6 CPU-min): one split, one round-2 seed
+    .venv/bin/python bench/train.py --keep DIR     # keep the work folder; a rerun reuses the store and fine-tunes
 
-One run, side by side on one anchor-grouped split (30% of anchors held out; no anchor on
-both sides):
+Side by side on the same held-out triplets, split by anchor (no anchor on both sides):
 
 * ``bm25``: BM25 over the raw problem texts (the cached index), the anchor as the query;
 * ``base MiniLM``: the bundled all-MiniLM-L6-v2, anchors with the criterion prompt;
-* ``adapter``: ``condsim-annot train``'s low-rank map fitted on the cached vectors
-  (early stopping on an anchor-grouped slice of the training part);
+* ``adapter``: ``condsim-annot train``'s low-rank map fitted on the cached vectors (steps chosen
+  by inner anchor folds of the training part only);
 * ``fine-tuned``: sentence-transformers' ``SentenceTransformerTrainer`` +
-  ``MultipleNegativesRankingLoss`` (hard negatives = the triplets' negatives), same
-  training triplets, ``--epochs`` (default 1), evaluated on the same held-out triplets.
+  ``MultipleNegativesRankingLoss`` (hard negatives = the triplets' negatives), same training
+  triplets, ``--epochs`` (default 1).
+
+By default every gold triplet is held out once: 3-fold by anchor (``--folds``), one adapter and one
+fine-tune per fold, repeated for each split seed (``--seeds 0,1``); each fine-tune is cached on disk
+(``--keep``), so rerunning the adapter side costs seconds.  Printed per split seed: accuracy with
+anchor-bootstrap CIs on all held-out gold and on the audit slice, CPU time, encoder calls, and the
+paired difference adapter - peer on the same triplets (paired anchor bootstrap: the honest test of
+"at least matches"; P = share of resamples <= 0).  ``--quick``: one 30%-of-anchors split, budget 1200.
 
 Gold: triplets proposed by ``propose`` (embedding + bm25), labelled by CHAMP's annotations (the
 positive shares more annotated concepts with the anchor than the negative; equal counts, mostly
-0 = 0, are ties and not gold), stored as a calibration run with probability 1 (a single silver
-vote through ``calibrate`` would make only the triplets the fit is sure of gold: the easy ones).
-Accuracy on all held-out gold is biased against the proposer's methods (they were picked
-where the methods disagree); the audit column is the random slice alone (unbiased, small).
-CIs resample anchors.  CPU = process time (all threads) of each method's own work: BM25
-index + scoring; MiniLM: embedding the 270 problems (+ prompted anchors) once; adapter: its
-fit on cached vectors; fine-tune: training + encoding the held-out texts.
+0 = 0, are ties and not gold), stored as a calibration run with probability 1.  Accuracy on all
+held-out gold is biased against the proposer's methods (they were picked where the methods
+disagree); the audit column is the random slice alone (unbiased).  CPU = process time (all
+threads): BM25 index + scoring; MiniLM: embedding the 270 problems (+ prompted anchors) once;
+adapter: its fits on cached vectors (all folds); fine-tune: training + encoding the held-out texts
+(all folds).
 
-Then the loop: the store is copied after training; a second ``propose`` round (+``--round2``
-triplets) runs on each copy, once with the committee embedding+bm25 (control) and once with
-embedding+bm25+adapter; both are voted and calibrated the same way, and the base methods'
-gold accuracy on each round's new triplets is printed (lower = harder, more informative).
-
-Measured 2026-12-01 on the 2-core box under a load average of ~15 (wall times say nothing; CPU is
-process time, all threads).  Run A ``--audit 0.1`` (the code's default then), run B ``--audit 0.3``:
-
-    A: 395 gold, train 282 / held out 113 (audit 11)     acc (all)  95% CI        audit   CPU s
-       BM25                                             .416  [.31, .54]    .545    0.01
-       base MiniLM                                      .628  [.51, .73]    .727   36.7 (embedding 540 texts)
-       adapter                                          .699  [.59, .79]    .727    0.89 (0 encoder calls)
-       full fine-tune (1 epoch, 18 steps)               .664  [.55, .77]    .727  240.1
-       round 2, MiniLM / BM25 gold accuracy on new triplets: with adapter .583 / .348 (n=115),
-       control .674 / .292 (n=89), round 1 .678 / .347 (n=395)
-    B: 411 gold, train 283 / held out 128 (audit 48)
-       BM25                                             .426  [.31, .55]    .594  [.46, .74]    0.01
-       base MiniLM                                      .672  [.55, .78]    .708  [.59, .83]   38.9
-       adapter                                          .695  [.57, .80]    .688  [.56, .82]    0.71 (0 encoder calls)
-       full fine-tune                                   .719  [.60, .82]    .729  [.61, .85]  238.3
-       round 2, MiniLM / BM25: with adapter .583 / .500 (n=84), control .701 / .368 (n=87), round 1 .642 / .414
-
-Reading: the adapter costs ~1/300 of the fine-tune's CPU and re-embeds nothing; its accuracy is the
-fine-tune's within the CIs (above it in A, below in B; neither difference is significant on ~120
-held-out triplets).  With the adapter in the committee the second round finds triplets on which
-MiniLM is wrong more often (.58 vs .70 without it) but BM25 is not (.50 vs .37): the adapter is a
-MiniLM-derived member, so the new disagreements are with MiniLM.  The issue's reference figures
-(BM25 .64, MiniLM .75, fine-tune .81) were measured on other triplets; these are proposer-selected.
+Then the loop, per ``--round2-seeds`` seed: the store is copied; a second ``propose`` round
+(+``--round2`` triplets) runs on each copy, once with the committee embedding+bm25 (control) and
+once with embedding+bm25+adapter; both are labelled the same way, and each method's gold accuracy
+on the round's new triplets is printed with how often MiniLM and BM25 agree there (where they
+disagree exactly one of them is right, so their accuracies sum to ~1: a round can lower both only
+through triplets where they agree and are both wrong).
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ def _acc(r: dict) -> tuple[str, str, str]:
     return _f(r["accuracy"]), f"[{_f(r['ci'][0], 2)}, {_f(r['ci'][1], 2)}]", str(r["n"])
 
 
+def a_diff(r: dict) -> str:
+    """A paired difference as '+0.057 [+0.01, +0.11] (n=366)'."""
+    return f"{r['diff']:+.3f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}] (n={r['n']})"
+
+
 def print_report(rep: dict) -> None:
     """The held-out table, each number's meaning spelled out (the proposer-selected gold is biased)."""
     from rich.table import Table
@@ -45,6 +50,10 @@ def print_report(rep: dict) -> None:
         t.add_row(r["method"], *_acc(r["all"]), *_acc(r["audit"]), _f(cpu, 2) if cpu is not None else "-")
     out.print(t)
     out.print(f"all   = {m['labels']['all']}\naudit = {m['labels']['audit']}")
+    for r in m.get("paired") or []:
+        a, u = r["all"], r["audit"]
+        audit = f"; audit {a_diff(u)}" if u["n"] else ""
+        out.print(f"paired {r['method']}: all {a_diff(a)}{audit} (same triplets, anchors resampled)")
     out.print(
         f"encoder: {m['encoder_texts_encoded']} texts encoded in {m['encoder_calls']} calls "
         "(0 = every vector read from the cache)"

@@ -141,10 +141,12 @@ class BilinearAdapter:
             raise ValueError("no fitted adapter to average")
         k, first = len(fitted), fitted[0]
         out = cls(**{**first.hyper_parameters(), "rank": sum(m.rank for m in fitted)})
-        out.U_ = np.concatenate([m.U_ for m in fitted], axis=1) / np.sqrt(k)  # type: ignore[misc]
-        out.V_ = np.concatenate([m.V_ for m in fitted], axis=1) / np.sqrt(k)  # type: ignore[misc]
+        Us = [m.U_ for m in fitted if m.U_ is not None]
+        Vs = [m.V_ for m in fitted if m.V_ is not None]
+        out.U_ = np.concatenate(Us, axis=1) / np.sqrt(k)
+        out.V_ = np.concatenate(Vs, axis=1) / np.sqrt(k)
         out.alpha_ = float(np.mean([m.alpha_ for m in fitted]))
-        bs = [m.b_ if m.b_ is not None else np.zeros(first.U_.shape[0]) for m in fitted]  # type: ignore[union-attr]
+        bs = [m.b_ if m.b_ is not None else np.zeros(Us[0].shape[0]) for m in fitted]
         out.b_ = np.mean(bs, axis=0) if any(m.b_ is not None for m in fitted) else None
         out.best_step_ = int(np.median([m.best_step_ for m in fitted]))
         out.members_ = k
