@@ -421,6 +421,26 @@ def report_loop(info: dict) -> None:
                 f"  round 2 {arm:8} {m:9}: mean over seeds {np.mean(v) if v else float('nan'):.3f} "
                 f"({', '.join(f'{x:.3f}' for x in v)}; n={n})"
             )
+    for arm in ("control", "adapter"):
+        both = [
+            (r[arm]["accuracy"]["embedding"]["accuracy"] + r[arm]["accuracy"]["bm25"]["accuracy"]) / 2
+            for r in info["round2"]
+            if r[arm]["accuracy"]["bm25"]["n"]
+        ]
+        agree = [
+            r[arm]["accuracy"]["base_agree"]["share"]
+            for r in info["round2"]
+            if r[arm]["accuracy"]["base_agree"]["share"] is not None
+        ]
+        print(
+            f"  round 2 {arm:8} mean of MiniLM's and BM25's: {np.mean(both) if both else float('nan'):.3f}; "
+            f"they agree on {np.mean(agree) if agree else float('nan'):.2f} of the triplets"
+        )
+    r1 = info["round1_accuracy"]
+    print(
+        f"  round 1          mean of MiniLM's and BM25's: "
+        f"{(r1['embedding']['accuracy'] + r1['bm25']['accuracy']) / 2:.3f}"
+    )
     print(f"wall {info['wall_seconds']:.0f} s")
 
 
