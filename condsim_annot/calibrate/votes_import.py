@@ -16,7 +16,9 @@ All or nothing, without starving other writers:
 3. *publish* (:mod:`.votes_publish`): the votes go in as an invisible batch by short
    transactions of a few thousand rows, then one short transaction makes the batch
    visible; a failed, interrupted or killed import leaves nothing visible and its batch
-   is removed.  An annotator in the TUI waits at most for one of these short steps.
+   is removed (a killed import's by the start-up of the next import, even one whose file
+   turns out bad).  An annotator in the TUI waits at most for one of these short steps
+   (each write transaction aims at ``votes_publish.CHUNK_S`` seconds).
    (PostgreSQL, where writers do not wait for each other's rows: one transaction.)
 """
 
