@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import select
+from sqlmodel import col
 
 from ..criteria import default_instruction, get_criterion
 from ..db import Store
@@ -51,7 +52,9 @@ class GoldSet:
 
 def _latest_run(session: Any, crit: Criterion) -> CalibrationRun:
     run = session.scalars(
-        select(CalibrationRun).where(CalibrationRun.criterion_id == crit.id).order_by(CalibrationRun.id.desc())
+        select(CalibrationRun)
+        .where(col(CalibrationRun.criterion_id) == crit.id)
+        .order_by(col(CalibrationRun.id).desc())
     ).first()
     if run is None:
         raise CondsimError(
@@ -68,24 +71,24 @@ def load_gold(store: Store, criterion: str, *, derived: bool = False, min_gold: 
         run = _latest_run(s, crit)
         rows = s.execute(
             select(
-                GoldLabel.triplet_id,
-                GoldLabel.label,
-                GoldLabel.probability,
-                Triplet.anchor_id,
-                Triplet.first_id,
-                Triplet.second_id,
-                Triplet.strategy,
+                col(GoldLabel.triplet_id),
+                col(GoldLabel.label),
+                col(GoldLabel.probability),
+                col(Triplet.anchor_id),
+                col(Triplet.first_id),
+                col(Triplet.second_id),
+                col(Triplet.strategy),
             )
-            .join(Triplet, Triplet.id == GoldLabel.triplet_id)
+            .join(Triplet, col(Triplet.id) == GoldLabel.triplet_id)
             .where(
-                GoldLabel.calibration_run_id == run.id,
-                GoldLabel.status == "gold",
-                GoldLabel.label.in_(("first", "second")),
-                Triplet.is_attention_check.is_(False),
+                col(GoldLabel.calibration_run_id) == run.id,
+                col(GoldLabel.status) == "gold",
+                col(GoldLabel.label).in_(("first", "second")),
+                col(Triplet.is_attention_check).is_(False),
             )
-            .order_by(GoldLabel.triplet_id)
+            .order_by(col(GoldLabel.triplet_id))
         ).all()
-        info = dict(
+        info: dict[str, Any] = dict(
             criterion=crit.name,
             criterion_id=crit.id,
             criterion_version=crit.version,
@@ -113,15 +116,15 @@ def load_gold(store: Store, criterion: str, *, derived: bool = False, min_gold: 
             f"({max(0, min_gold - len(recs))} more): collect more votes and run "
             f"`condsim-annot calibrate {crit.name}` again"
         )
-    col = list(zip(*recs, strict=True))
+    cols = list(zip(*recs, strict=True))
     return GoldSet(
         **info,
-        triplet_id=np.asarray(col[0], dtype=np.int64),
-        anchor=np.asarray(col[1], dtype=np.int64),
-        pos=np.asarray(col[2], dtype=np.int64),
-        neg=np.asarray(col[3], dtype=np.int64),
-        y=np.asarray(col[4], dtype=np.float64),
-        audit=np.asarray(col[5], dtype=bool),
+        triplet_id=np.asarray(cols[0], dtype=np.int64),
+        anchor=np.asarray(cols[1], dtype=np.int64),
+        pos=np.asarray(cols[2], dtype=np.int64),
+        neg=np.asarray(cols[3], dtype=np.int64),
+        y=np.asarray(cols[4], dtype=np.float64),
+        audit=np.asarray(cols[5], dtype=bool),
     )
 
 
@@ -162,7 +165,9 @@ class CachedEmbeddings:
             for i in range(0, len(uniq), 900):
                 out.update(
                     s.execute(
-                        select(Document.id, Document.content_hash).where(Document.id.in_(uniq[i : i + 900]))
+                        select(col(Document.id), col(Document.content_hash)).where(
+                            col(Document.id).in_(uniq[i : i + 900])
+                        )
                     ).all()
                 )
         return out
@@ -170,7 +175,9 @@ class CachedEmbeddings:
     def _texts(self, ids: Sequence[int]) -> list[str]:
         with self.store.session() as s:
             got = dict(
-                s.execute(select(Document.id, Document.text).where(Document.id.in_([int(i) for i in ids]))).all()
+                s.execute(
+                    select(col(Document.id), col(Document.text)).where(col(Document.id).in_([int(i) for i in ids]))
+                ).all()
             )
         return [got[int(i)] for i in ids]
 
@@ -205,9 +212,9 @@ class CachedEmbeddings:
 def corpus_documents(store: Store, corpus_id: int | None) -> tuple[np.ndarray, list[str]]:
     """(document ids, content hashes) of a criterion's corpus in id order: the proposer's document order."""
     with store.session() as s:
-        q = select(Document.id, Document.content_hash).order_by(Document.id)
+        q = select(col(Document.id), col(Document.content_hash)).order_by(col(Document.id))
         if corpus_id is not None:
-            q = q.where(Document.corpus_id == corpus_id)
+            q = q.where(col(Document.corpus_id) == corpus_id)
         rows = s.execute(q).all()
     return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
@@ -221,7 +228,9 @@ def bm25_margins(store: Store, gold: GoldSet, rows: np.ndarray, root: Path) -> n
 
     def texts() -> list[str]:
         with store.session() as s:
-            got = dict(s.execute(select(Document.id, Document.text).where(Document.id.in_(ids.tolist()))).all())
+            got = dict(
+                s.execute(select(col(Document.id), col(Document.text)).where(col(Document.id).in_(ids.tolist()))).all()
+            )
         return [got[int(d)] for d in ids]
 
     index = BM25Index.cached(root / "bm25", hashes, texts)
@@ -245,13 +254,13 @@ def judge_margins(store: Store, gold: GoldSet, rows: np.ndarray) -> dict[str, tu
         ids = list(row_of)
         for i in range(0, len(ids), 900):
             q = (
-                select(Vote.triplet_id, Vote.choice, Annotator.name)
-                .join(Annotator, Annotator.id == Vote.annotator_id)
+                select(col(Vote.triplet_id), col(Vote.choice), col(Annotator.name))
+                .join(Annotator, col(Annotator.id) == Vote.annotator_id)
                 .where(
-                    Vote.triplet_id.in_(ids[i : i + 900]),
-                    Vote.state == "active",
-                    Annotator.kind == "llm",
-                    Vote.choice.in_(("first", "second", "tie")),
+                    col(Vote.triplet_id).in_(ids[i : i + 900]),
+                    col(Vote.state) == "active",
+                    col(Annotator.kind) == "llm",
+                    col(Vote.choice).in_(("first", "second", "tie")),
                 )
             )
             for tid, choice, name in s.execute(q).all():

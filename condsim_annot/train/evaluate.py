@@ -20,7 +20,7 @@ AUDIT_LABEL = "held-out audit slice (uniformly random triplets: unbiased)"
 
 
 def split_by_anchor(
-    anchors: Sequence[int], test_fraction: float = 0.2, *, seed: int = 0
+    anchors: Sequence[int] | np.ndarray, test_fraction: float = 0.2, *, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, test rows): about ``test_fraction`` of the *anchors* go to test, all their triplets with them."""
     a = np.asarray(anchors)
@@ -34,7 +34,9 @@ def split_by_anchor(
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
-def kfold_by_anchor(anchors: Sequence[int], k: int = 5, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def kfold_by_anchor(
+    anchors: Sequence[int] | np.ndarray, k: int = 5, *, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """k (train rows, test rows) folds; each anchor is in exactly one test fold."""
     a = np.asarray(anchors)
     uniq = np.unique(a)

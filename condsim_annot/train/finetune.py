@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import select
+from sqlmodel import col
 
 from ..db import Store
 from ..models import Document
@@ -28,7 +29,9 @@ def texts_of(store: Store, gold: GoldSet, rows: np.ndarray) -> tuple[list[str], 
     """(anchor, positive, negative) texts of ``rows``."""
     ids = {int(i) for i in np.concatenate([gold.anchor[rows], gold.pos[rows], gold.neg[rows]])}
     with store.session() as s:
-        got = dict(s.execute(select(Document.id, Document.text).where(Document.id.in_(sorted(ids)))).all())
+        got = dict(
+            s.execute(select(col(Document.id), col(Document.text)).where(col(Document.id).in_(sorted(ids)))).all()
+        )
     return (
         [got[int(i)] for i in gold.anchor[rows]],
         [got[int(i)] for i in gold.pos[rows]],
@@ -124,7 +127,9 @@ def triplet_margins(
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(model_path, device=os.environ.get("CONDSIM_DEVICE") or None)
-    kw = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    kw: dict[str, Any] = dict(
+        batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
     q = model.encode(list(anchors), prompt=prompt, **kw)
     p = model.encode(list(positives), **kw)
     n = model.encode(list(negatives), **kw)

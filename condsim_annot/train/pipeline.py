@@ -374,15 +374,17 @@ def _store(
                 )
             )
         s.flush()
+        assert row.id is not None
         return int(row.id)
 
 
 def latest_adapter(store: Store, criterion_id: int) -> TrainedModel | None:
     from sqlalchemy import select
+    from sqlmodel import col
 
     with store.session() as s:
         return s.scalars(
             select(TrainedModel)
-            .where(TrainedModel.criterion_id == criterion_id, TrainedModel.kind == "adapter")
-            .order_by(TrainedModel.id.desc())
+            .where(col(TrainedModel.criterion_id) == criterion_id, col(TrainedModel.kind) == "adapter")
+            .order_by(col(TrainedModel.id).desc())
         ).first()
