@@ -107,7 +107,8 @@ _SERVER = {}
 
 
 def shared_server(tmp_root: Path):
-    """One real argilla-server for the whole test session (stopped at exit)."""
+    """One real argilla-server for the whole test session (stopped by ``stop_shared_server`` when the session
+    ends: an xdist worker exits without running atexit, which left the server running)."""
     if "server" not in _SERVER:
         import atexit
 
@@ -119,3 +120,9 @@ def shared_server(tmp_root: Path):
         atexit.register(srv.stop)
         _SERVER["server"] = srv
     return _SERVER["server"]
+
+
+def stop_shared_server() -> None:
+    srv = _SERVER.pop("server", None)
+    if srv is not None:
+        srv.stop()

@@ -9,10 +9,16 @@ server.
 (a SQLite file copied per test; for PostgreSQL their DDL, rendered once by Alembic, replayed into
 each new schema), which saves about 0.3 s (SQLite) and 1 s (PostgreSQL) per test.
 ``empty_db_url`` is a fresh empty database, for the tests of the migrations themselves.
+
+``champ_cache`` is an embedding cache folder (a per-test copy) already holding MiniLM's vectors of the 270
+CHAMP problems, plain and with each demo criterion's prompt: encoded once per session by the library's own
+encoder, shared by the xdist workers through a file lock (the encoding is most of the suite's CPU otherwise).
+Tests about encoding itself use a fresh cache of their own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import shutil
@@ -35,6 +41,12 @@ from condsim_annot.demo import champ_records
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# xdist runs one worker per core: a worker's torch/BLAS threads beyond its share only spin against the other
+# worker (MiniLM on CHAMP: 17 s CPU with 2 threads against 13 s with 1 on the 2-core box). Before any import of
+# torch or numpy's BLAS; subprocesses inherit it.
+_THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)))
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, _THREADS)
 
 PG_URL = os.environ.get("CONDSIM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
@@ -228,3 +240,153 @@ def cli(db_url: str) -> Callable[..., Result]:
 def champ_problems() -> list[dict]:
     """The 270 CHAMP competition problems (MIT, PyPI package champ-dataset)."""
     return champ_records()
+
+
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this session shared by all its xdist workers (each has its own basetemp below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _encode_champ(folder: Path, template: Path, records: list[dict]) -> None:
+    """MiniLM's vectors of CHAMP in ``folder/emb`` as propose and views store them (the library's encoder)."""
+    import json
+
+    from sqlalchemy import select
+
+    from condsim_annot.criteria import add_criterion, default_instruction, get_criterion
+    from condsim_annot.ingest import ingest
+    from condsim_annot.models import Document
+    from condsim_annot.propose.cache import EmbeddingCache, model_key, query_key
+    from condsim_annot.propose.embedding import encode_cached, load_embedder, resolve_model
+
+    work = folder.parent / (folder.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    shutil.copyfile(template, work / "condsim.db")
+    (work / "champ.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    store = open_store(f"sqlite:///{work / 'condsim.db'}")
+    try:
+        ingest(store, [str(work / "champ.jsonl")], corpus="champ")
+        from condsim_annot.demo import DEMO_CRITERIA
+
+        for c in DEMO_CRITERIA:
+            add_criterion(store, c["name"], c["description"], instruction=c["instruction"])
+        with store.session() as s:
+            rows = s.execute(select(Document.content_hash, Document.text).order_by(Document.id)).all()
+            prompts = [default_instruction(get_criterion(s, c["name"])) for c in DEMO_CRITERIA]
+    finally:
+        store.close()
+    hashes, texts = [h for h, _ in rows], [t for _, t in rows]
+    name = resolve_model(None)
+    model = load_embedder(name)
+    emb = folder / "emb"
+    encode_cached(model, EmbeddingCache(emb, model_key(name), model=name), hashes, lambda pos: [texts[p] for p in pos])
+    query = EmbeddingCache(emb, model_key(name) + ".query", model=name)
+    for prompt in prompts:
+        encode_cached(model, query, [query_key(prompt, h) for h in hashes], lambda pos: [texts[p] for p in pos],
+                      prompt=prompt)
+    shutil.rmtree(work)
+
+
+@pytest.fixture(scope="session")
+def champ_embeddings(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path,
+                     champ_problems: list[dict]) -> Path:
+    """The CHAMP embedding cache, built once per session (whichever worker asks first; the others wait)."""
+    root = shared_tmp(tmp_path_factory)
+    folder = root / "champ-emb"
+    with open(root / "champ-emb.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / "complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            _encode_champ(folder, sqlite_template, champ_problems)
+            (folder / "complete").touch()
+    return folder
+
+
+def _copy_cache(champ_embeddings: Path, dest: Path) -> str:
+    shutil.copytree(champ_embeddings, dest, ignore=shutil.ignore_patterns("complete", "*.lock"))
+    return str(dest)
+
+
+@pytest.fixture
+def champ_cache(champ_embeddings: Path, tmp_path: Path) -> str:
+    """A private copy of the CHAMP embedding cache (a test may append to it)."""
+    return _copy_cache(champ_embeddings, tmp_path / "emb-cache")
+
+
+@pytest.fixture(scope="session")
+def champ_cache_session(champ_embeddings: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One copy of the CHAMP embedding cache for a worker's whole session (tests that share it only add rows)."""
+    return _copy_cache(champ_embeddings, tmp_path_factory.mktemp("champ-cache") / "cache")
+
+
+# --------------------------------------------------------------------------- xdist: which file runs where, when
+
+#: Files that cost most (CPU seconds with one core per worker on the 2-core box, 2026-12-01; CHAMP's embeddings
+#: are encoded by whichever test asks first: test_views_champ.py, handed out first). Under ``--dist loadfile`` they
+#: are handed out first, longest first, so that no long file starts last and the workers finish together; the
+#: other files follow by number of tests. Re-measure with ``--durations`` when a file grows.
+FILE_COST = {
+    "tests/test_views_champ.py": 75,  # with the CHAMP encoding (~45)
+    "tests/test_llm_llamacpp.py": 55,
+    "tests/test_argilla.py": 45,  # with test_argilla_browser.py
+    "tests/test_queue.py": 37,
+    "tests/test_propose.py": 34,
+    "tests/test_export.py": 23,
+    "tests/test_calibrate_pipeline.py": 23,
+    "tests/test_propose_llm.py": 19,
+    "tests/test_concurrent_writers.py": 17,
+    "tests/test_train_finetune.py": 14,
+    "tests/test_tui.py": 13,
+    "tests/test_report.py": 13,
+    "tests/test_ingest.py": 9,
+    "tests/test_votes_import.py": 9,
+    "tests/test_demo.py": 8,
+    "tests/test_views.py": 7,
+}
+#: Files run on the worker of another file: the Argilla browser test shares test_argilla.py's server.
+SAME_WORKER = {"tests/test_argilla_browser.py": "tests/test_argilla.py"}
+
+
+def _file_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return SAME_WORKER.get(path, path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (every worker collects the same order): costly files first, then by number of tests."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    count: dict[str, int] = {}
+    for it in items:
+        count[_file_of(it.nodeid)] = count.get(_file_of(it.nodeid), 0) + 1
+    pos = {it.nodeid: i for i, it in enumerate(items)}
+    items.sort(key=lambda it: (-FILE_COST.get(_file_of(it.nodeid), 0), -count[_file_of(it.nodeid)],
+                               _file_of(it.nodeid), pos[it.nodeid]))
+
+
+@pytest.hookimpl(optionalhook=True)  # -p no:xdist has no such hook
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201 (xdist's types)
+    """``--dist loadfile`` in the collection order above, one file at a time per worker (a worker gets its next
+    file when its current one is nearly done, not two files ahead), SAME_WORKER files together."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False  # keep the collection order (xdist's default: most tests first)
+
+    class CostOrderedFiles(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _file_of(nodeid)
+
+        def _reschedule(self, node) -> None:  # noqa: ANN001
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            if self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
+
+    return CostOrderedFiles(config, log)

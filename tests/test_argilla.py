@@ -19,7 +19,7 @@ import uuid
 
 import httpx
 import pytest
-from argilla_helpers import API_KEY, VENV, Users, free_port, seed, shared_server
+from argilla_helpers import API_KEY, VENV, Users, free_port, seed, shared_server, stop_shared_server
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def argilla_server(tmp_path_factory):
-    return shared_server(tmp_path_factory.mktemp("argilla"))
+    yield shared_server(tmp_path_factory.mktemp("argilla"))
+    stop_shared_server()
 
 
 @pytest.fixture(scope="session")

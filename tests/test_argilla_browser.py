@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from argilla_helpers import API_KEY, PASSWORD, Users, seed, shared_server
+from argilla_helpers import API_KEY, PASSWORD, Users, seed, shared_server, stop_shared_server
 from sqlalchemy import select
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 @pytest.fixture(scope="session")
 def argilla_server(tmp_path_factory):
-    return shared_server(tmp_path_factory.mktemp("argilla"))
+    yield shared_server(tmp_path_factory.mktemp("argilla"))
+    stop_shared_server()
 
 
 def test_vote_in_web_ui_then_pull(sqlite_store, argilla_server, tmp_path):

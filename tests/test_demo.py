@@ -18,7 +18,8 @@ from condsim_annot.propose.select import propose
 
 
 @pytest.mark.backends("sqlite")
-def test_demo_runs_whole_loop(cli, db_url, tmp_path):
+def test_demo_runs_whole_loop(cli, db_url, tmp_path, champ_cache, monkeypatch):
+    monkeypatch.setenv("CONDSIM_CACHE", champ_cache)  # MiniLM's CHAMP vectors (conftest); encoding: test_propose
     folder = tmp_path / "demo"
     r = cli("demo", "--dir", folder, "--budget", "30", "--no-tui")
     lines = r.output

@@ -43,7 +43,9 @@ def llama_server(tmp_path_factory):
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "gemma-3-270m",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count() or 2)],
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads",
+         # the worker's share of the cores (conftest: one per xdist worker); more threads only spin
+         os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count() or 2)],
         stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/v1"

@@ -51,9 +51,9 @@ def embedder():
 
 
 @pytest.fixture(scope="session")
-def emb_cache(tmp_path_factory):
-    """One embedding cache for the session: CHAMP's documents are embedded once."""
-    return str(tmp_path_factory.mktemp("emb-cache"))
+def emb_cache(champ_cache_session):
+    """One embedding cache for these tests, CHAMP already embedded (conftest); the cold cache has its own test."""
+    return champ_cache_session
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +167,7 @@ def test_llm_methods_are_skipped_without_an_endpoint(sqlite_store, champ_jsonl, 
 def test_cached_embeddings_are_reused(tmp_path, champ_problems, embedder):
     from condsim_annot.db import open_store
 
-    n_docs = 80  # a fresh cache: keep the encoding short
+    n_docs = 40  # a fresh cache: keep the encoding short
     small = tmp_path / "champ80.jsonl"
     small.write_text("\n".join(json.dumps(r) for r in champ_problems[:n_docs]) + "\n")
     champ_jsonl = str(small)

@@ -29,9 +29,9 @@ def small_champ(champ_problems, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def cache(tmp_path_factory):
-    """One embedding cache for these tests: the small corpus is embedded once."""
-    return str(tmp_path_factory.mktemp("emb-small"))
+def cache(champ_cache_session):
+    """One embedding cache for these tests, CHAMP's documents already embedded (conftest)."""
+    return champ_cache_session
 
 
 def silver_rule(recs):

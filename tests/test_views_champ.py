@@ -9,7 +9,7 @@ import numpy as np
 
 
 def test_champ_topic_separates_categories_and_agreement_matches_an_independent_computation(
-    sqlite_store, tmp_path, monkeypatch, champ_problems
+    sqlite_store, tmp_path, monkeypatch, champ_problems, champ_cache
 ):
     import bm25s
     from sentence_transformers import SentenceTransformer
@@ -20,7 +20,7 @@ def test_champ_topic_separates_categories_and_agreement_matches_an_independent_c
     from condsim_annot.propose.embedding import default_model_path
     from condsim_annot.views.build import ViewOptions, build_views
 
-    monkeypatch.setenv("CONDSIM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONDSIM_CACHE", champ_cache)  # MiniLM's CHAMP vectors, encoded by the library (conftest)
     f = tmp_path / "champ.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in champ_problems))
     ingest(sqlite_store, [str(f)])
