@@ -43,10 +43,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # xdist runs one worker per core: a worker's torch/BLAS threads beyond its share only spin against the other
 # worker (MiniLM on CHAMP: 17 s CPU with 2 threads against 13 s with 1 on the 2-core box). Before any import of
-# torch or numpy's BLAS; subprocesses inherit it.
-_THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)))
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, _THREADS)
+# torch or numpy's BLAS; subprocesses inherit it. Only in the workers (the controller's environment is theirs; a
+# value set by the user is kept).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, _THREADS)
 
 PG_URL = os.environ.get("CONDSIM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
