@@ -33,13 +33,13 @@ correct gold of 80 from 720 votes (0.0958 per vote), audit 80 of 90 (0.1111): 0.
 ``--rank gold`` and the model of commit 4821acd (one true-tie mass for all triplets, Davidson ties on the
 slab, no lapses): tool 0.0014 / 0.0236 / 0.1028 per vote (seeds 0 / 1 / 2), audit 0 / 0 / 0.
 
-Measured 2026-12-01 (load ~8-10 on 2 cores; the model with lapses, a true-tie prior per triplet from the
-methods' scores, and ``--rank gold`` reading each annotator's fitted answers), arms tool and audit, seeds
-0 / 1 / 2, correct gold per vote (720 votes each): tool 0.1306 / 0.0847 / 0.1264 (94 / 61 / 91 right of 98 /
-61 / 92 gold), audit 0.0194 / 0 / 0.0153 (14 / 0 / 11, all right): 6.7x / undefined / 8.3x, pooled 246 vs 25
-right (9.8x).  At P >= .8: 0.1431 / 0.1333 / 0.1708 vs 0.0514 / 0.0111 / 0.0444; sum of P over right labels
-per vote 0.1634 / 0.1473 / 0.1746 vs 0.1010 / 0.0717 / 0.0861 (1.6x / 2.1x / 2.0x); correct gold at
-``--target-accuracy 0.95``: 73 / 65 / 97 vs 8 / 0 / 1.
+Measured 2026-12-01 (load ~9-10 on 2 cores; the model of commit 68e955c: lapses, a true-tie prior per triplet
+from the methods' scores, Davidson nu <= 1; ``--rank gold`` reading each annotator's fitted answers), arms tool
+and audit, seeds 0 / 1 / 2, correct gold per vote (720 votes each): tool 0.0861 / 0.1069 / 0.1194 (62 / 77 /
+86 right of 65 / 80 / 87 gold), audit 0.0264 / 0.0028 / 0.0153 (19 / 2 / 11, all right): 3.3x / 38x / 7.8x,
+pooled 225 vs 32 right (7.0x).  At P >= .8: 0.1278 / 0.1458 / 0.1569 vs 0.0639 / 0.0194 / 0.0431; sum of P
+over right labels per vote 0.1408 / 0.1598 / 0.1758 vs 0.1100 / 0.0757 / 0.0851; correct gold at
+``--target-accuracy 0.95``: 24 / 87 / 91 vs 12 / 0 / 1.
 """
 
 from __future__ import annotations
