@@ -336,17 +336,14 @@ class TripletModel:
     def _vote_consts(self) -> None:
         """Per-vote constants of the current beta and nu (the MAP's passes reuse them)."""
         d = self._d
-        self._half_b = 0.5 * self.beta_[d.ann]
         self._nu_v = self.nu_annotator_[d.ann]
         self._sgn = np.where(d.out == FIRST, 1.0, np.where(d.out == SECOND, -1.0, 0.0))
         tie = d.out == TIE
         self._lnu_ties = float(np.log(self._nu_v[tie]).sum()) if tie.any() else 0.0
-        self._lnu_v = np.where(tie, np.log(np.where(tie, self._nu_v, 1.0)), 0.0)
         # the MAP only centres the cavities: Davidson with each annotator's beta shrunk by his lapse, (1 - lapse)
         # beta, the mixture's slope at d = 0 (the exact lapse likelihood is in the integrals); the mixture itself
         # in the MAP's objective cost three times the L-BFGS iterations at 1M votes
         self._half_b = 0.5 * (self.beta_ * (1.0 - self.lapse_))[d.ann]
-        self._any_lapse = False
 
     def _vote_terms(self, u: F64, w: F64, *, want_c: bool = True) -> tuple[F64, F64, float, F64, F64]:
         """Per triplet: d; per vote: h, the summed log-likelihood, d nll / d d and (``want_c``) the curvature
@@ -361,21 +358,8 @@ class TripletModel:
         z = 1.0 + e2 + self._nu_v * e
         diff = np.copysign((1.0 - e2) / z, h)
         r = self._half_b * (diff - self._sgn)
-        if self._any_lapse:  # log((1 - lam) P_davidson + lam q): the gradient is the Davidson one times rho
-            llv = h * self._sgn + self._lnu_v - a - np.log(z)
-            lm = np.logaddexp(self._l1m + llv, self._llap)
-            rho = np.exp(self._l1m + llv - lm)
-            ll = float(lm.sum())
-            r = rho * r
-        else:
-            ll = float(h @ self._sgn) + self._lnu_ties - float(a.sum()) - float(np.log(z).sum())
-            rho = None
-        if want_c:
-            c = self._half_b**2 * ((1.0 + e2) / z - diff**2)
-            if rho is not None:
-                c = rho * c  # Fisher-like: a vote likely to be a lapse says little about d
-        else:
-            c = diff
+        ll = float(h @ self._sgn) + self._lnu_ties - float(a.sum()) - float(np.log(z).sum())
+        c = self._half_b**2 * ((1.0 + e2) / z - diff**2) if want_c else diff
         return dt, h, ll, r, c
 
     def _objective(self, x: F64) -> tuple[float, F64]:
