@@ -279,3 +279,39 @@ def test_paired_difference_cancels_the_shared_luck_of_the_test_set():
     assert ra["ci"][0] < rb["ci"][1]
     same = paired_difference(a, a, groups, B=500)
     assert same["diff"] == 0 and same["ci"] == [0.0, 0.0] and same["p_le_0"] == 1.0
+
+
+@pytest.mark.backends("sqlite")
+def test_fine_tune_on_every_fold_tests_each_triplet_once_and_is_cached(sqlite_store, tmp_path, monkeypatch):
+    from condsim_annot.train.pipeline import TrainOptions, train
+
+    monkeypatch.setenv("CONDSIM_CACHE", str(tmp_path))
+    _seed_store(sqlite_store, tmp_path, n_gold=40, n_docs=40)
+    opt = TrainOptions(
+        full=True,
+        full_folds=True,
+        kfold=2,
+        kfold_below=10**6,
+        full_max_steps=1,
+        batch_size=8,
+        out=str(tmp_path / "ft"),
+        full_cache=str(tmp_path / "ft-cache"),
+        bootstrap=100,
+        max_steps=30,
+        write=False,
+    )
+    said: list[str] = []
+    rep = train(sqlite_store, "crit", opt, say=said.append)
+    m = rep["metrics"]
+    by = {r["method"]: r for r in m["methods"]}
+    assert m["plan"].startswith("2-fold") and rep["full"]["folds"] == 2
+    assert by["fine-tuned"]["all"]["n"] == m["n_held_out"] == 40  # every triplet tested once, by the fold's model
+    pair = {r["method"]: r for r in m["paired"]}["adapter - fine-tuned"]["all"]
+    ft_acc, ad_acc = by["fine-tuned"]["all"]["accuracy"], by["adapter"]["all"]["accuracy"]
+    assert pair["n"] == 40 and pair["diff"] == pytest.approx(ad_acc - ft_acc)
+    assert len(list((tmp_path / "ft-cache").glob("*.json"))) == 2 and not any(
+        "fine-tune of this split read from" in x for x in said
+    )
+    again = train(sqlite_store, "crit", opt, say=said.append)  # the same splits: both fine-tunes come from the cache
+    assert sum("fine-tune of this split read from" in x for x in said) == 2
+    assert {r["method"]: r for r in again["metrics"]["methods"]}["fine-tuned"]["all"] == by["fine-tuned"]["all"]
