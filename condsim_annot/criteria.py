@@ -10,6 +10,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from .db import Store
 from .errors import CondsimError, InputError
@@ -33,7 +34,7 @@ def _check_name(name: str, *, file: str | None = None, line: int | None = None) 
 def _corpus_id(session: Session, corpus: str | None) -> int | None:
     if corpus is None:
         return None
-    c = session.scalars(select(Corpus).where(Corpus.name == corpus)).first()
+    c = session.scalars(select(Corpus).where(col(Corpus.name) == corpus)).first()
     if c is None:
         raise CondsimError(f"no corpus named {corpus!r}: ingest documents into it first")
     return c.id
@@ -45,7 +46,7 @@ def add_criterion(store: Store, name: str, description: str, *, instruction: str
     if not description or not description.strip():
         raise InputError("empty description", field="description")
     with store.transaction() as s:
-        if s.scalars(select(Criterion).where(Criterion.name == name)).first() is not None:
+        if s.scalars(select(Criterion).where(col(Criterion.name) == name)).first() is not None:
             raise CondsimError(
                 f"criterion {name!r} already exists (use `condsim-annot criteria edit {name}` to change it)")
         c = Criterion(name=name, description=description.strip(), instruction=instruction,
@@ -76,9 +77,9 @@ def edit_criterion(store: Store, name: str, *, description: str | None = None,
 
 def get_criterion(session: Session, name: str) -> Criterion:
     """The criterion called ``name``; the one place a missing name becomes a user error (naming the known ones)."""
-    c = session.scalars(select(Criterion).where(Criterion.name == name)).first()
+    c = session.scalars(select(Criterion).where(col(Criterion.name) == name)).first()
     if c is None:
-        names = session.scalars(select(Criterion.name).order_by(Criterion.name)).all()
+        names = session.scalars(select(col(Criterion.name)).order_by(col(Criterion.name))).all()
         hint = f" (known: {', '.join(names)})" if names else " (none defined yet: `condsim-annot criteria add`)"
         raise InputError(f"no criterion named {name!r}{hint}")
     return c
@@ -92,7 +93,7 @@ def load_criterion(store: Store, name: str) -> Criterion:
 
 def list_criteria(store: Store) -> list[Criterion]:
     with store.session() as s:
-        return list(s.scalars(select(Criterion).order_by(Criterion.name)).all())
+        return list(s.scalars(select(Criterion).order_by(col(Criterion.name))).all())
 
 
 def _parse_file(path: str) -> list[dict[str, Any]]:
@@ -157,7 +158,7 @@ def load_criteria_file(store: Store, path: str, *, update_existing: bool = False
             if name in seen:
                 raise InputError(f"criterion {name!r} appears twice in this file", file=path, line=line, field="name")
             seen.add(name)
-            existing = s.scalars(select(Criterion).where(Criterion.name == name)).first()
+            existing = s.scalars(select(Criterion).where(col(Criterion.name) == name)).first()
             if existing is not None:
                 if not update_existing:
                     raise InputError(f"criterion {name!r} already exists (pass --update to change it)", file=path,
