@@ -33,13 +33,15 @@ correct gold of 80 from 720 votes (0.0958 per vote), audit 80 of 90 (0.1111): 0.
 ``--rank gold`` and the model of commit 4821acd (one true-tie mass for all triplets, Davidson ties on the
 slab, no lapses): tool 0.0014 / 0.0236 / 0.1028 per vote (seeds 0 / 1 / 2), audit 0 / 0 / 0.
 
-Measured 2026-12-01 (load ~9-10 on 2 cores; the model of commit 68e955c: lapses, a true-tie prior per triplet
-from the methods' scores, Davidson nu <= 1; ``--rank gold`` reading each annotator's fitted answers), arms tool
-and audit, seeds 0 / 1 / 2, correct gold per vote (720 votes each): tool 0.0861 / 0.1069 / 0.1194 (62 / 77 /
-86 right of 65 / 80 / 87 gold), audit 0.0264 / 0.0028 / 0.0153 (19 / 2 / 11, all right): 3.3x / 38x / 7.8x,
-pooled 225 vs 32 right (7.0x).  At P >= .8: 0.1278 / 0.1458 / 0.1569 vs 0.0639 / 0.0194 / 0.0431; sum of P
-over right labels per vote 0.1408 / 0.1598 / 0.1758 vs 0.1100 / 0.0757 / 0.0851; correct gold at
-``--target-accuracy 0.95``: 24 / 87 / 91 vs 12 / 0 / 1.
+Measured 2026-12-01 22:10-22:17 (load ~6 on 2 cores; the model of commit c477c0b: lapses, a true-tie prior per
+triplet from the methods' scores, Davidson nu <= 1; ``--rank gold`` reading each annotator's fitted answers),
+arms tool and audit, seeds 0 / 1 / 2, correct gold per vote (720 votes each): tool 0.0500 / 0.0792 / 0.1306
+(36 / 57 / 94 right of 38 / 57 / 94 gold), audit 0.0319 / 0.0083 / 0.0097 (23 / 6 / 7, all right): 1.6x / 9.5x
+/ 13.5x, pooled 187 vs 36 right (5.2x; seed 0 misses the 2x target: half of its expected-gold triplets were
+true ties, against 26-30% in seeds 1 and 2).  At P >= .8: 0.0986 / 0.1292 / 0.1597 vs 0.0625 / 0.0236 / 0.0333;
+sum of P over right labels per vote 0.1230 / 0.1542 / 0.1709 vs 0.1098 / 0.0798 / 0.0834; correct gold at
+``--target-accuracy 0.95``: 12 / 58 / 95 vs 19 / 0 / 0.  (Commit 68e955c, whose MAP also had the lapses and
+was 2.4x slower at 1M votes: 3.3x / 38x / 7.8x, pooled 7.0x.)
 """
 
 from __future__ import annotations
