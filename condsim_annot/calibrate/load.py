@@ -22,7 +22,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from ..errors import CondsimError
 from ..models import Annotator, Criterion, Triplet, Vote
 from ..propose.tables import TripletMargin
 
@@ -70,17 +69,6 @@ class Comparisons:
             i = self.item_of[k] = len(self.items)
             self.items.append((anchor, cand))
         return i
-
-
-def get_criterion(session, name: str) -> Criterion:
-    c = session.scalars(select(Criterion).where(col(Criterion.name) == name)).first()
-    if c is None:
-        names = session.scalars(select(col(Criterion.name)).order_by(col(Criterion.name))).all()
-        raise CondsimError(
-            f"no criterion named {name!r}"
-            + (f" (known: {', '.join(names)})" if names else " (add one with `condsim-annot criteria add`)")
-        )
-    return c
 
 
 def load_comparisons(session: Session, criterion: Criterion, *, attention_key: bool = True) -> Comparisons:

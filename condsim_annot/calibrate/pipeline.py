@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import insert, select
 from sqlmodel import col
 
+from ..criteria import get_criterion
 from ..db import Store
 from ..errors import CondsimError
 from ..models import CalibrationRun, Criterion, Document, GoldLabel, utcnow
@@ -36,7 +37,6 @@ from .load import (  # noqa: F401
     ILL_DEFINED_SHARE,
     KEY_ANNOTATOR,
     Comparisons,
-    get_criterion,
     load_comparisons,
     load_features,
 )

@@ -11,11 +11,12 @@ from scipy.stats import norm
 from sqlalchemy import select
 from sqlmodel import col
 
+from ..criteria import get_criterion
 from ..db import Store
 from ..errors import CondsimError
 from ..models import Annotator, CalibrationRun, Criterion, Document, GoldLabel, Triplet, Vote
 from ..store_api import documents_by_id
-from .load import FITTED, get_criterion
+from .load import FITTED
 from .tables import PairScore
 
 
