@@ -22,7 +22,7 @@ from .davidson import FIRST, SECOND, TIE
 from .davidson import vote_log_lik_fast as vote_log_lik
 
 if TYPE_CHECKING:
-    from .model import _Data
+    from .model_data import _Data
 
 F64 = NDArray[np.floating]  # float64 or the grids' float32
 I64 = NDArray[np.int64]
