@@ -235,6 +235,7 @@ def ingest_connection(
     formats = [(p, detect_format(p, fmt)) for p in paths]  # unknown types fail before any write
     sql = Sql(conn, dialect)
     sql.begin()
+    committed = False
     try:
         writer = Writer(sql, sql.corpus_id(corpus, ", ".join(paths)), corpus, update_existing, result)
         for path, f in formats:
@@ -248,9 +249,10 @@ def ingest_connection(
                 progress(name, total or pos() or result.read, total)
         writer.finish()
         conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+        committed = True
+    finally:
+        if not committed:  # an error or an interrupt: nothing of this ingest stays
+            conn.rollback()
     return result
 
 
