@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..train.adapter import BilinearAdapter
-from ..train.data import LazyEncoder
 from ..train.pipeline import latest_adapter
 from .cache import EmbeddingCache, model_key, query_key
-from .embedding import encode_cached, resolve_model
+from .embedding import LazyEncoder, encode_cached, resolve_model
 from .registry import DenseMethod, SkipMethod
 
 

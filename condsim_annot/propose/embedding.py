@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,21 @@ def load_embedder(name: str | None = None):
             ) from None
         _MODELS[name] = m
         return m
+
+
+class LazyEncoder:
+    """Loads the sentence-transformers model on the first ``encode`` and counts the calls."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.calls = 0
+        self._model: Any = None
+
+    def encode(self, texts: list[str], **kw: Any) -> Any:
+        if self._model is None:
+            self._model = load_embedder(self.name)
+        self.calls += 1
+        return self._model.encode(texts, **kw)
 
 
 def encode_cached(
@@ -100,7 +116,7 @@ class EmbeddingMethod(DenseMethod):
     def prepare(self) -> None:
         ctx = self.ctx
         self.model_name = resolve_model(ctx.options.get("model"))
-        self.model = load_embedder(self.model_name)
+        self.model = LazyEncoder(self.model_name)  # loaded only if something is missing from the cache
         key = model_key(self.model_name)
         folder = ctx.cache_root / "emb"
         self.doc_cache = EmbeddingCache(folder, key, model=self.model_name)

@@ -95,13 +95,13 @@ class RewriteBM25Method(BM25Method):
 class InOneWordMethod(DenseMethod):
     def prepare(self) -> None:
         _check(self.ctx)
-        from .embedding import encode_cached, load_embedder, resolve_model
+        from .embedding import LazyEncoder, encode_cached, resolve_model
 
         ctx = self.ctx
         words, self.n_failed = _transform(self, "in-one-word")
         self.words = words
         name = resolve_model(ctx.options.get("model"))
-        model = load_embedder(name)
+        model = LazyEncoder(name)
         cache = EmbeddingCache(ctx.cache_root / "emb", model_key(name), model=name)
         keys = [text_key(w) for w in words]
         encode_cached(model, cache, keys, lambda pos: [words[p] for p in pos],

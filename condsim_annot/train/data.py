@@ -23,7 +23,7 @@ from ..db import Store
 from ..errors import CondsimError
 from ..models import Annotator, CalibrationRun, Criterion, Document, GoldLabel, Triplet, Vote
 from ..propose.cache import EmbeddingCache, cache_root, model_key, query_key
-from ..propose.embedding import encode_cached, load_embedder, resolve_model
+from ..propose.embedding import LazyEncoder, encode_cached, resolve_model
 
 MIN_GOLD = 30  # fewer gold triplets than this cannot be split by anchor and still say anything
 MIN_ANCHORS = 5
@@ -126,21 +126,6 @@ def load_gold(store: Store, criterion: str, *, derived: bool = False, min_gold: 
         y=np.asarray(cols[4], dtype=np.float64),
         audit=np.asarray(cols[5], dtype=bool),
     )
-
-
-class LazyEncoder:
-    """Loads the sentence-transformers model on the first ``encode`` and counts the calls."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.calls = 0
-        self._model: Any = None
-
-    def encode(self, texts: list[str], **kw: Any) -> Any:
-        if self._model is None:
-            self._model = load_embedder(self.name)
-        self.calls += 1
-        return self._model.encode(texts, **kw)
 
 
 class CachedEmbeddings:
