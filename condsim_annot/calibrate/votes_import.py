@@ -12,7 +12,10 @@ All or nothing, without starving other writers:
 
 1. *validate* the whole file (reads only): the first bad row raises ``file:line: field``;
 2. *stage* the rows in a temporary table of this connection (SQLite keeps temporary
-   tables in a separate file, so this takes no lock on the store);
+   tables in a separate file, so this takes no lock on the store); on SQLite the rows are
+   kept in memory until the whole file is checked, sorted in Python and written once,
+   already in the order the votes are written in (PostgreSQL: staged by ``COPY`` per chunk,
+   numbered by one sort in SQL);
 3. *publish* (:mod:`.votes_publish`): the votes go in as an invisible batch by short
    transactions of a few thousand rows, then one short transaction makes the batch
    visible; a failed, interrupted or killed import leaves nothing visible and its batch
@@ -27,6 +30,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,7 +41,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..db import Store, StoreError
 from ..errors import InputError
-from .votes_publish import publish, remove_stale_batches
+from .votes_publish import ROWS_SQLITE, publish, remove_stale_batches
 from .votes_validate import Validator, read_csv
 
 CHUNK = 20000  # rows validated and staged at a time
@@ -66,6 +70,8 @@ STAGING = Table(
     prefixes=["TEMPORARY"],
 )
 STAGED = [c.name for c in STAGING.columns]  # the columns Validator fills, in order
+_SORT_KEY = itemgetter(1, 2, 3, 4, 5, 7, 0)  # criterion, anchor, first, second, annotator, swapped, line
+#  (votes_publish._ORDER; Python orders str by code point, as SQLite's BINARY collation orders UTF-8)
 
 
 @dataclass
@@ -130,18 +136,38 @@ def _write_staged(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         conn.execute(STAGING.insert(), [dict(zip(STAGED, r, strict=True)) for r in rows])
 
 
+def _write_sorted(conn: Connection, rows: list[tuple[Any, ...]], superseded: list[int]) -> None:
+    """SQLite: the checked rows, sorted in Python, written once into ``vote_import_rows`` (the rowid ``seq``
+    numbers them in that order): no second copy of the file in SQL and no sort there."""
+    if superseded:
+        sup, i_state = set(superseded), STAGED.index("state")
+        rows = [r[:i_state] + ("superseded",) if r[0] in sup else r for r in rows]
+    rows.sort(key=_SORT_KEY)
+    raw: Any = conn.connection.driver_connection
+    conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
+    conn.exec_driver_sql(ROWS_SQLITE)
+    raw.executemany(f"INSERT INTO vote_import_rows ({', '.join(STAGED)}) VALUES ({', '.join('?' * len(STAGED))})",
+                    rows)
+    raw.commit()  # the temporary table only: no lock on the store
+
+
 def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, progress: Progress | None) -> None:
     """Validate every row and stage it (temporary table: no lock on the store); raises on the first bad row."""
     blocks, total, pos = _open_blocks(path, text)
     header, rows = read_csv(blocks, path)
     v = Validator(conn, path, header)
     buf: list[tuple[int, list[str]]] = []
+    in_memory = conn.dialect.name == "sqlite"
+    kept: list[tuple[Any, ...]] = []  # SQLite: every checked row, written once the file is checked
 
     def flush() -> None:
         staged = v.chunk(buf)
-        _write_staged(conn, staged)
-        conn.commit()  # the temporary table only: no lock on the store
-        conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]  # written through the driver
+        if in_memory:
+            kept.extend(staged)
+        else:
+            _write_staged(conn, staged)
+            conn.commit()  # the temporary table only: no lock on the store
+            conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]  # written through the driver
         res.read += len(buf)
         buf.clear()
         if progress:
@@ -153,11 +179,16 @@ def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, pro
             flush()
     if buf:
         flush()
-    superseded = [{"line": line} for line in v.superseded]
-    for i in range(0, len(superseded), CHUNK):
-        conn.execute(sql("UPDATE vote_import_staging SET state = 'superseded' WHERE line = :line"),
-                     superseded[i:i + CHUNK])
-    conn.commit()
+    if in_memory:
+        conn.commit()
+        _write_sorted(conn, kept, v.superseded)
+        kept.clear()
+    else:
+        superseded = [{"line": line} for line in v.superseded]
+        for i in range(0, len(superseded), CHUNK):
+            conn.execute(sql("UPDATE vote_import_staging SET state = 'superseded' WHERE line = :line"),
+                         superseded[i:i + CHUNK])
+        conn.commit()
     res.criteria = set(v.criteria)
     res.annotators = set(v.kinds)
     res.kinds = dict(v.kinds)
@@ -183,7 +214,8 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
             remove_stale_batches(conn)  # what killed imports left, before anything of this file is written
         except OperationalError:
             conn.rollback()  # the store is busy: tried again by the next import
-        STAGING.create(conn)
+        if conn.dialect.name != "sqlite":  # SQLite: the rows wait in memory, see _stage
+            STAGING.create(conn)
         conn.commit()
         try:
             _stage(conn, path, text, res, progress)
@@ -196,7 +228,7 @@ def import_votes(store: Store, path: str | Path, *, text: str | None = None,
                              "try again") from None
         finally:
             conn.rollback()
-            STAGING.drop(conn)
+            STAGING.drop(conn, checkfirst=True)
             conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
             conn.commit()
             if conn.dialect.name == "sqlite":

@@ -71,14 +71,12 @@ _ROWS = (  # one sort: repeated lines and re-votes were resolved while checking
 )
 _STAGED = ("line, criterion_id, anchor_id, first_id, second_id, annotator, choice, swapped, latency_ms, confidence,"
            " rationale, group_id, external_id, state")
-_ROWS_SQLITE = (  # the rowid numbers the rows in the order they are inserted: no window, no second index
-    "CREATE TEMPORARY TABLE vote_import_rows (seq INTEGER PRIMARY KEY, " + _STAGED + ")",
-    "INSERT INTO vote_import_rows (" + _STAGED + ") SELECT " + _STAGED + " FROM vote_import_staging"
-    " ORDER BY " + _ORDER,
+ROWS_SQLITE = (  # the importer writes the rows in _ORDER (sorted in Python): the rowid numbers them
+    "CREATE TEMPORARY TABLE vote_import_rows (seq INTEGER PRIMARY KEY, " + _STAGED + ")"
 )
 _PRESENT = (  # rows imported before (same hash): unchanged, and they supersede nothing
-    "DELETE FROM vote_import_staging WHERE EXISTS (SELECT 1 FROM vote v"
-    " WHERE v.external_id = vote_import_staging.external_id AND v.source = 'import'"
+    "DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM vote v"
+    " WHERE v.external_id = {t}.external_id AND v.source = 'import'"
     " AND (v.session_id IS NULL OR v.session_id NOT LIKE 'import-pending:%'))"
 )
 _TRIPLETS = (
@@ -170,14 +168,14 @@ def mark_in_file(conn: Connection) -> None:
     """Drop the lines imported before; number the rest in key order (temporary tables: no lock on the store).
 
     Chunks are ranges of that number: neighbouring triplets are written together (B-tree locality) and
-    concurrent imports take their locks in the same order.
+    concurrent imports take their locks in the same order.  SQLite: the importer wrote ``vote_import_rows``
+    numbered already (the lines dropped here leave gaps in ``seq``).
     """
-    conn.execute(text(_PRESENT))
-    conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
     if conn.dialect.name == "sqlite":
-        for stmt in _ROWS_SQLITE:
-            conn.exec_driver_sql(stmt)
+        conn.execute(text(_PRESENT.format(t="vote_import_rows")))
     else:
+        conn.execute(text(_PRESENT.format(t="vote_import_staging")))
+        conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
         conn.exec_driver_sql(_ROWS)
         conn.exec_driver_sql("CREATE INDEX vote_import_rows_seq ON vote_import_rows (seq)")
         conn.exec_driver_sql("ANALYZE vote_import_rows")  # temporary tables are never auto-analyzed
@@ -405,8 +403,9 @@ def remove_stale_batches(conn: Connection, older_than_s: float | None = None) ->
 
 
 def _counts(conn: Connection, res: Any) -> int:
+    """The highest ``seq`` (SQLite's may have gaps: lines imported before are dropped after numbering)."""
     top, revoted = conn.execute(text(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'superseded' THEN 1 ELSE 0 END), 0)"
+        "SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(CASE WHEN state = 'superseded' THEN 1 ELSE 0 END), 0)"
         " FROM vote_import_rows")).one()
     res.revoted_in_file = int(revoted)
     conn.commit()
