@@ -425,3 +425,32 @@ def test_write_transactions_grow_towards_their_time_budget(cli, store, tmp_path,
     r = import_votes(store, _chunky_file(tmp_path / "w.csv", n=7), progress=lambda phase, d, total: done.append(d)
                      if phase == "publish" else None)
     assert done == [0, 2, 4, 6, 7] and r.added == 7
+
+
+def test_the_check_pauses_the_garbage_collector_and_turns_it_back_on(cli, store, tmp_path, monkeypatch):
+    """The check runs with the cyclic GC off (it only allocates rows it keeps), and the GC is on again
+    afterwards, after a good file and after a bad one alike."""
+    import gc
+
+    from condsim_annot.calibrate import votes_validate
+
+    _setup(cli, tmp_path)
+    seen: list[bool] = []
+    chunk = votes_validate.Validator.chunk
+
+    def spy(self, rows):
+        seen.append(gc.isenabled())
+        return chunk(self, rows)
+
+    monkeypatch.setattr(votes_validate.Validator, "chunk", spy)
+    head = "criterion,anchor,a,b,annotator,choice\n"
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text(head + "proof,p1,p2,p3,alice,a\n")
+    bad.write_text(head + "proof,p1,p2,p9,alice,a\n")
+    assert gc.isenabled()
+    import_votes(store, good)
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(CondsimError, match="bad.csv:2: field 'b'"):
+        import_votes(store, bad)
+    assert seen == [False, False] and gc.isenabled()
+    assert _count(store, Vote) == 1
