@@ -11,8 +11,9 @@ each new schema), which saves about 0.3 s (SQLite) and 1 s (PostgreSQL) per test
 ``empty_db_url`` is a fresh empty database, for the tests of the migrations themselves.
 
 ``champ_cache`` is an embedding cache folder (a per-test copy) already holding MiniLM's vectors of the 270
-CHAMP problems, plain and with each demo criterion's prompt: encoded once per session by the library's own
-encoder, shared by the xdist workers through a file lock (the encoding is most of the suite's CPU otherwise).
+CHAMP problems, plain and with each demo criterion's prompt: encoded by the library's own encoder once, shared
+by the xdist workers through a file lock and kept between runs under a key of everything the vectors depend on
+(the encoding is most of the suite's CPU otherwise).
 Tests about encoding itself use a fresh cache of their own.
 """
 
@@ -244,12 +245,6 @@ def champ_problems() -> list[dict]:
     return champ_records()
 
 
-def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of this session shared by all its xdist workers (each has its own basetemp below it)."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
 def _encode_champ(folder: Path, template: Path, records: list[dict]) -> None:
     """MiniLM's vectors of CHAMP in ``folder/emb`` as propose and views store them (the library's encoder)."""
     import json
@@ -291,13 +286,37 @@ def _encode_champ(folder: Path, template: Path, records: list[dict]) -> None:
     shutil.rmtree(work)
 
 
+def _champ_cache_key(records: list[dict]) -> str:
+    """What the CHAMP vectors depend on: the texts, the demo criteria, the model, the encoder's and cache's code."""
+    import hashlib
+    import inspect
+    import json
+    from importlib.metadata import version
+
+    from condsim_annot import criteria
+    from condsim_annot.demo import DEMO_CRITERIA
+    from condsim_annot.propose import cache, embedding
+
+    h = hashlib.sha256()
+    for part in (json.dumps(records, sort_keys=True), json.dumps(DEMO_CRITERIA, sort_keys=True),
+                 embedding.resolve_model(None), version("sentence-transformers"), version("torch"),
+                 inspect.getsource(embedding), inspect.getsource(cache),
+                 inspect.getsource(criteria.default_instruction)):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:20]
+
+
 @pytest.fixture(scope="session")
 def champ_embeddings(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path,
                      champ_problems: list[dict]) -> Path:
-    """The CHAMP embedding cache, built once per session (whichever worker asks first; the others wait)."""
-    root = shared_tmp(tmp_path_factory)
-    folder = root / "champ-emb"
-    with open(root / "champ-emb.lock", "a") as lock:
+    """The CHAMP embedding cache, built once (whichever worker asks first; the others wait) and kept between
+    runs under CONDSIM_TEST_CACHE (default ~/.cache/condsim-annot/tests), keyed by everything the vectors depend
+    on, like a user's own cache: a change to the texts, criteria, model, encoder or cache code builds a new one.
+    Set CONDSIM_TEST_CACHE to an empty folder for a cold run."""
+    root = Path(os.environ.get("CONDSIM_TEST_CACHE") or Path.home() / ".cache" / "condsim-annot" / "tests")
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"champ-emb-{_champ_cache_key(champ_problems)}"
+    with open(root / (folder.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not (folder / "complete").exists():
             shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
