@@ -53,20 +53,23 @@ def correct(margins: np.ndarray) -> np.ndarray:
     return np.where(m > 0, 1.0, np.where(m < 0, 0.0, 0.5))
 
 
-def cluster_bootstrap(values: np.ndarray, groups: np.ndarray, *, B: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile CI of the mean of ``values``, resampling whole ``groups`` (anchors)."""
+def bootstrap_means(values: np.ndarray, groups: np.ndarray, *, B: int = 1000, seed: int = 0) -> np.ndarray:
+    """``B`` means of ``values``, each over whole ``groups`` (anchors) drawn with replacement; one group: its mean."""
     values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
     uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
+    if len(uniq) < 2:
+        return np.full(B, values.mean())
     sums = np.bincount(inv, weights=values, minlength=len(uniq))
     counts = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-    if len(uniq) < 2:
-        m = float(values.mean())
-        return (m, m)
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(uniq), (B, len(uniq)))
-    means = sums[pick].sum(1) / counts[pick].sum(1)
+    pick = np.random.default_rng(seed).integers(0, len(uniq), (B, len(uniq)))
+    return np.asarray(sums[pick].sum(1) / counts[pick].sum(1), dtype=np.float64)
+
+
+def cluster_bootstrap(values: np.ndarray, groups: np.ndarray, *, B: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile CI of the mean of ``values``, resampling whole ``groups`` (anchors)."""
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    means = bootstrap_means(values, groups, B=B, seed=seed)
     return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
@@ -109,18 +112,12 @@ def paired_difference(ok_a: np.ndarray, ok_b: np.ndarray, groups: np.ndarray, *,
     d = np.asarray(ok_a, dtype=np.float64) - np.asarray(ok_b, dtype=np.float64)
     if len(d) == 0:
         return {"diff": None, "ci": [None, None], "n": 0, "anchors": 0, "p_le_0": None}
-    groups = np.asarray(groups)
-    lo, hi = cluster_bootstrap(d, groups, B=B, seed=seed)
-    uniq, inv = np.unique(groups, return_inverse=True)
-    sums = np.bincount(inv, weights=d, minlength=len(uniq))
-    counts = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-    pick = np.random.default_rng(seed).integers(0, len(uniq), (B, len(uniq)))
-    means = sums[pick].sum(1) / counts[pick].sum(1)
+    means = bootstrap_means(d, groups, B=B, seed=seed)  # one resampling for the CI and P(diff <= 0)
     return {
         "diff": float(d.mean()),
-        "ci": [lo, hi],
+        "ci": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
         "n": int(len(d)),
-        "anchors": int(len(uniq)),
+        "anchors": int(len(np.unique(np.asarray(groups)))),
         "p_le_0": float(np.mean(means <= 0)),
     }
 
