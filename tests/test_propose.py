@@ -522,3 +522,30 @@ def test_once_calibrated_new_triplets_are_what_a_vote_would_teach(store, cli, ch
     lean_gold = np.mean([abs(p["model_p"] - 0.5) for p in gold])
     lean_info = np.mean([abs(t.meta["model_p"] - 0.5) for t in new if t.strategy == "uncertainty"])
     assert lean_gold > lean_info, (lean_gold, lean_info)
+
+
+@pytest.mark.backends("sqlite")
+def test_propose_with_every_vector_cached_loads_no_model(db_url, champ_jsonl, champ_cache):
+    """A corpus already embedded (documents, and anchors under the criterion's prompt) proposes without importing
+    sentence-transformers: the model is loaded only when a vector is missing (seconds of start-up otherwise)."""
+    import subprocess
+    import sys
+
+    from condsim_annot.db import open_store
+
+    store = open_store(db_url)
+    seed(store, champ_jsonl)
+    store.close()
+    code = (
+        "import sys\n"
+        "from condsim_annot.db import open_store\n"
+        "from condsim_annot.propose import propose\n"
+        f"s = propose(open_store({db_url!r}), 'same-technique', methods=['embedding', 'bm25'], budget=30, "
+        f"cache_dir={champ_cache!r}, seed=1)\n"
+        "assert s.added == 30, s.added\n"
+        "e = s.method_info['embedding']\n"
+        "print('encoded', e['documents_encoded'], e['anchors_encoded'])\n"
+        "print('loaded', 'sentence_transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "encoded 0 0" in out and "loaded False" in out, out
