@@ -102,6 +102,7 @@ def test_export_with_proposer_margins_and_leaderboard(cli, calibrated, tmp_path)
     assert bad["accuracy"] < 0.3
     out = cli("leaderboard", "crit").stdout
     assert "oracle" in out and "ann-llm" in out
+    assert "optimistic, their own votes entered the gold" in " ".join(out.split())
     cli("export", "crit", "--format", "jsonl", tmp_path / "g.jsonl")
     rows = [json.loads(x) for x in (tmp_path / "g.jsonl").read_text().splitlines()]
     m = json.loads(rows[0]["method_margins"])

@@ -55,6 +55,9 @@ def leaderboard_cmd(ctx: Ctx, criterion, bootstrap, as_json):
         t.add_row(r["annotator"], r["kind"], fmt(r["accuracy"]), ci(r), str(r["n"]), fmt(r["share_of_votes"], 2),
                   f"{fmt(vh['accuracy'])} (n={vh['n']})" if vh and vh["n"] else "-")
     out.print(t)
+    if lb["judges"] + lb["humans"]:
+        out.print("annotators vs gold: optimistic, their own votes entered the gold (rank them by it, do not quote "
+                  "it as their accuracy; `calibrate` shows each one's fitted reliability)")
 
 
 def _print_trained(trained: list, label: str) -> None:
