@@ -120,11 +120,10 @@ class Vote(SQLModel, table=True):
         CheckConstraint("state IN ('active', 'undone', 'superseded')", name="ck_vote_state"),
         Index("ix_vote_triplet_annotator", "triplet_id", "annotator_id"),  # also serves triplet_id alone
         # Migration 0009: an import writes every index of every vote, so there are few and they are partial
-        # where only some votes need them (best-of-k answers; the undone votes, among them an import's batch).
+        # where only some votes need them (best-of-k answers).  0010: an import's batch is found through its
+        # ``importbatch`` row (calibrate/tables.py), not an index of undone votes.
         Index("ix_vote_group_id", "group_id", sqlite_where=text("group_id IS NOT NULL"),
               postgresql_where=text("group_id IS NOT NULL")),
-        Index("ix_vote_undone", "session_id", sqlite_where=text("state = 'undone'"),
-              postgresql_where=text("state = 'undone'")),
         # One active vote per (annotator, triplet, source, presentation): enforced by the database, so two
         # concurrent judge runs or imports cannot both add one (migration 0007).
         Index("uq_vote_active_presentation", "triplet_id", "annotator_id", "source", "swapped", unique=True,

@@ -386,6 +386,7 @@ def test_a_file_imported_before_0009_is_still_recognised(cli, store, tmp_path):
     from alembic.runtime.migration import MigrationContext
 
     migration = importlib.import_module("condsim_annot.migrations.versions.0009_vote_indexes")
+    later = importlib.import_module("condsim_annot.migrations.versions.0010_import_batch")
     _setup(cli, tmp_path)
     f = _chunky_file(tmp_path / "v.csv", n=5)
     assert import_votes(store, f).added == 5
@@ -394,12 +395,14 @@ def test_a_file_imported_before_0009_is_still_recognised(cli, store, tmp_path):
     assert all(len(e) == 72 for e in new_ids)
     with store.engine.begin() as conn:  # the store as before 0009: old indexes, bare hashes
         with Operations.context(MigrationContext.configure(conn)):
+            later.downgrade()
             migration.downgrade()
     with store.session() as s:
         assert sorted(s.scalars(select(Vote.external_id)).all()) == sorted("import:" + e[40:] for e in new_ids)
     with store.engine.begin() as conn:
         with Operations.context(MigrationContext.configure(conn)):
             migration.upgrade()
+            later.upgrade()
     with store.session() as s:
         assert sorted(s.scalars(select(Vote.external_id)).all()) == new_ids
     r = import_votes(store, f)
@@ -454,3 +457,120 @@ def test_the_check_pauses_the_garbage_collector_and_turns_it_back_on(cli, store,
         import_votes(store, bad)
     assert seen == [False, False] and gc.isenabled()
     assert _count(store, Vote) == 1
+
+
+def _batches(store):
+    from condsim_annot.calibrate.tables import ImportBatch
+
+    return _count(store, ImportBatch)
+
+
+@pytest.mark.backends("sqlite")
+def test_a_batch_is_its_own_votes_only_whatever_others_wrote_between_its_chunks(cli, store, tmp_path, monkeypatch):
+    """A batch is found by its id range (from its ``importbatch`` row), which also holds what other writers
+    committed between its chunks: activation and removal touch only the batch's tagged votes (a TUI vote stays
+    active, a TUI undo stays undone), and leave no ``importbatch`` row."""
+    from condsim_annot.calibrate import votes_import as vi
+    from condsim_annot.calibrate import votes_publish as vp
+    from condsim_annot.store_api import undo_vote
+
+    _setup(cli, tmp_path)
+    monkeypatch.setattr(vi, "CHUNK", 4)
+    monkeypatch.setattr(vp, "CHUNK", 3)
+    monkeypatch.setattr(vp, "MAX_CHUNK", 3)
+    with store.transaction() as s:
+        t, _ = add_triplet(s, other_crit(s), *doc_ids(s, "p1", "p3", "p4"))
+        tid, ann = t.id, get_or_create_annotator(s, "tui-user").id
+
+    def tui(stop_at=None):
+        def progress(phase, done, total):
+            if phase == "publish" and done == 3:  # between the first and the second chunk
+                with store.transaction() as s:
+                    undo_vote(s, record_vote(s, tid, ann, "first", source="tui").id)
+                    record_vote(s, tid, ann, "second", source="tui")
+            if stop_at is not None and phase == "publish" and done >= stop_at:
+                raise KeyboardInterrupt
+        return progress
+
+    def tui_states():
+        with store.session() as s:
+            return sorted(s.scalars(select(Vote.state).where(Vote.source == "tui")).all())
+
+    f = _chunky_file(tmp_path / "v.csv")
+    with pytest.raises(KeyboardInterrupt):
+        import_votes(store, f, progress=tui(stop_at=6))
+    assert tui_states() == ["active", "undone"] and _count(store, Vote) == 2 and _batches(store) == 0
+    r = import_votes(store, f, progress=tui())
+    assert (r.read, r.added) == (12, 12) and _active_import_votes(store) == 12
+    assert tui_states() == ["active", "superseded", "undone", "undone"] and _batches(store) == 0  # TUI's own
+
+
+@pytest.mark.backends("sqlite")
+def test_a_batch_still_finds_its_votes_when_ids_below_its_first_are_handed_out_again(cli, store, tmp_path,
+                                                                                      monkeypatch):
+    """SQLite hands out the ids of deleted rows at the top of the table again: when the vote at the top goes
+    between two chunks (another import's clean-up) after a chunk that wrote nothing, the next chunk's votes
+    may get ids below the ``first_id`` registered so far; each chunk lowers it, so the batch activates."""
+    from condsim_annot.calibrate import votes_publish as vp
+
+    _setup(cli, tmp_path)
+    lines = _chunky_file(tmp_path / "all.csv").read_text().splitlines(keepends=True)
+    head, rows = lines[0], lines[1:]
+    before = tmp_path / "before.csv"
+    before.write_text(head + "".join(rows[:9] + rows[10:]))  # all but new9, whose triplet sorts last
+    assert import_votes(store, before).added == 11
+    with store.transaction() as s:  # the vote at the top of the table
+        top = record_vote(s, *_first_triplet_and(s, "tui-user"), "first", source="tui").id
+    monkeypatch.setattr(vp, "CHUNK", 1)
+    monkeypatch.setattr(vp, "MAX_CHUNK", 1)
+    gone = []
+
+    def progress(phase, done, total):
+        if phase == "publish" and done == 1 and not gone:  # the first chunk wrote nothing (line imported before)
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql(f"DELETE FROM vote WHERE id = {top}")
+            gone.append(top)
+
+    r = import_votes(store, tmp_path / "all.csv", progress=progress)
+    assert gone == [top] and (r.added, r.unchanged) == (1, 11)
+    with store.session() as s:
+        assert s.get(Vote, top).annotator_id == s.scalars(select(Annotator.id).where(Annotator.name == "new9")).one()
+    assert _active_import_votes(store) == 12 and _batches(store) == 0
+
+
+def _first_triplet_and(s, name):
+    return s.scalars(select(Triplet.id).order_by(Triplet.id)).first(), get_or_create_annotator(s, name).id
+
+
+def test_0010_registers_the_batch_of_an_import_killed_before_it(cli, store, tmp_path):
+    """Migration 0010 drops the index that found invisible batches: the batch a killed import left before the
+    upgrade gets its ``importbatch`` row from it, so the next import's start-up still removes it (here by age: no
+    lock file), and nothing else."""
+    import importlib
+
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    from condsim_annot.calibrate.votes_publish import remove_stale_batches
+
+    migration = importlib.import_module("condsim_annot.migrations.versions.0010_import_batch")
+    _setup(cli, tmp_path)
+    assert import_votes(store, _chunky_file(tmp_path / "v.csv", n=3)).added == 3
+    with store.engine.begin() as conn:
+        with Operations.context(MigrationContext.configure(conn)):
+            migration.downgrade()
+    tag = "import-pending:" + "ab" * 16
+    with store.transaction() as s:  # a killed import's batch, as the importer before 0010 left it
+        t, ann = _first_triplet_and(s, "killed")
+        batch = [Vote(triplet_id=t, annotator_id=ann, choice=choice, source="import", state="undone",
+                      session_id=tag + mark) for choice, mark in (("first", ":a"), ("second", ":s"))]
+        s.add_all(batch)
+        s.flush()
+        first = min(v.id for v in batch)
+    with store.engine.begin() as conn:
+        with Operations.context(MigrationContext.configure(conn)):
+            migration.upgrade()
+        assert conn.exec_driver_sql("SELECT tag, first_id FROM importbatch").all() == [(tag, first)]
+    with store.engine.connect() as conn:
+        assert remove_stale_batches(conn, older_than_s=0) == 1
+    assert _count(store, Vote) == 3 == _active_import_votes(store) and _batches(store) == 0

@@ -59,3 +59,15 @@ class AnnotatorStat(SQLModel, table=True):
     position_bias: float | None = Field(default=None, description="share of decisive votes for the side shown as A")
     median_latency_ms: float | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class ImportBatch(SQLModel, table=True):
+    """A ``votes import`` batch written but not yet visible (SQLite; migration 0010).
+
+    Its votes are ``undone`` rows tagged ``<tag>:a|s`` with ids >= ``first_id``: the row is written with the
+    batch's first chunk and deleted with its activation or removal, so a killed import's batch is found here
+    (and removed by rowid range) without an index over every vote that an activation would have to update."""
+
+    tag: str = Field(primary_key=True, max_length=64)
+    first_id: int = Field(description="no vote of the batch has a lower id")
+    created_at: datetime = Field(sa_type=DateTime(timezone=True), description="the batch's timestamp")

@@ -5,17 +5,22 @@
    (the state they will take).  Every reader counts ``active`` votes only, the queue ignores
    ``undone`` ones, and the partial unique index (migration 0007) covers active votes only,
    so nothing of the file is visible yet.  The triplets and annotators a chunk needs are
-   created in the same transaction (created_at = the batch's timestamp, so they can be found).
-2. *activate*: one transaction supersedes the annotators' older active import votes and
-   flips the batch to its final states (two index passes, no joins over the file).  If the
-   count flipped is not the count written, it rolls back: nothing is visible.
+   created in the same transaction (created_at = the batch's timestamp, so they can be found),
+   and so is the batch's ``importbatch`` row (migration 0010): its tag, timestamp and the lowest
+   vote id it may hold, so its votes are one rowid range scan away (no index of undone votes,
+   which every batch vote would enter when written and leave when activated).
+2. *activate*: one transaction supersedes the annotators' older active import votes,
+   flips the batch to its final states (one pass over its rowid range, no joins over the file)
+   and deletes its ``importbatch`` row.  If the count flipped is not the count written, it rolls
+   back: nothing is visible.
 3. On any failure (or Ctrl-C) the batch is removed again: its votes, then the triplets and
-   annotators it created that nothing else references.  A killed import (kill -9, power cut)
-   leaves an invisible batch, which the start-up of the next import removes: while it runs, an
-   import holds a lock file beside the store (``<store>-import-<batch>.lock``, an ``flock`` the
-   operating system drops when the process dies), so a batch whose lock is free is an orphan
-   and a running import's batch is never touched.  A batch without a lock file (a store in
-   memory, a system without ``flock``) is removed once it is older than :data:`STALE_S`.
+   annotators it created that nothing else references, then its ``importbatch`` row.  A killed
+   import (kill -9, power cut) leaves an invisible batch, which the start-up of the next import
+   removes: while it runs, an import holds a lock file beside the store
+   (``<store>-import-<batch>.lock``, an ``flock`` the operating system drops when the process
+   dies), so a batch whose lock is free is an orphan and a running import's batch is never
+   touched.  A batch without a lock file (a store in memory, a system without ``flock``) is
+   removed once it is older than :data:`STALE_S`.
 
 A TUI answer waits at most for one chunk or for the activation, never for the file.
 
@@ -36,7 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, String, bindparam, select, text
+from sqlalchemy import DateTime, Integer, String, bindparam, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import SQLModel, col
@@ -119,13 +124,18 @@ _VOTES_DIRECT = (
     " f.group_id, f.external_id, {meta}, :now" + _JOINS + " ORDER BY f.seq"
     " ON CONFLICT (triplet_id, annotator_id, source, swapped) WHERE state = 'active' DO NOTHING"
 )
-_BATCH = "state = 'undone' AND session_id IN (:act, :sup)"  # the ix_vote_state index finds a batch
+_BATCH = "id >= :floor AND state = 'undone' AND session_id IN (:act, :sup)"  # a rowid range scan finds a batch
+_REGISTER = (  # every chunk: the batch's row, with the lowest id its votes may get (MIN: should rows at the top
+    #  of the table have been deleted since the last chunk, SQLite hands their ids out again)
+    "INSERT INTO importbatch (tag, first_id, created_at) VALUES (:tag, (SELECT COALESCE(MAX(id), 0) + 1 FROM vote),"
+    " :now) ON CONFLICT (tag) DO UPDATE SET first_id = MIN(importbatch.first_id, excluded.first_id)"
+)
 _SUPERSEDE = {  # the old votes the batch replaces: as recorded when written (fast), or all of them (a race)
     "fast": "UPDATE vote SET state = 'superseded' WHERE state = 'active' AND id IN (SELECT replaces_id FROM vote"
-            " WHERE state = 'undone' AND session_id = :act AND replaces_id IS NOT NULL)",
+            " WHERE id >= :floor AND state = 'undone' AND session_id = :act AND replaces_id IS NOT NULL)",
     "full": "UPDATE vote SET state = 'superseded' WHERE id IN (SELECT v.id FROM vote p JOIN vote v"
-            " ON v.triplet_id = p.triplet_id AND v.annotator_id = p.annotator_id WHERE p.state = 'undone'"
-            " AND p.session_id = :act AND v.source = 'import' AND v.state = 'active')",
+            " ON v.triplet_id = p.triplet_id AND v.annotator_id = p.annotator_id WHERE p.id >= :floor"
+            " AND p.state = 'undone' AND p.session_id = :act AND v.source = 'import' AND v.state = 'active')",
 }
 _ACTIVATE = ("UPDATE vote SET state = CASE WHEN session_id = :act THEN 'active' ELSE 'superseded' END,"
              " session_id = NULL WHERE " + _BATCH)
@@ -208,6 +218,7 @@ class Batch:
     def _chunk(self, lo: int, hi: int, first: bool) -> tuple[int, int]:
         if first:
             _annotators(self.conn, self.res.kinds, self.now)
+        _sql(self.conn, _REGISTER, tag=self.tag, now=self.now)
         triplets = _sql(self.conn, _TRIPLETS_SQLITE, now=self.now, lo=lo, hi=hi).rowcount
         votes = _sql(self.conn, _VOTES, now=self.now, lo=lo, hi=hi, file=self.file_label, **self.marks).rowcount
         return int(triplets), int(votes)
@@ -233,11 +244,15 @@ class Batch:
             size = max(CHUNK, min(MAX_CHUNK, int(size * min(2.0, max(0.5, CHUNK_S / max(took, 1e-3))))))
 
     def _activate(self, mode: str) -> int:
-        _sql(self.conn, _SUPERSEDE[mode], act=self.marks["act"])
-        flipped = int(_sql(self.conn, _ACTIVATE, **self.marks).rowcount)
+        floor = _floor(self.conn, self.tag)
+        flipped = 0
+        if floor is not None:  # else removed by another import's clean-up (it took the batch for a dead one)
+            _sql(self.conn, _SUPERSEDE[mode], act=self.marks["act"], floor=floor)
+            flipped = int(_sql(self.conn, _ACTIVATE, floor=floor, **self.marks).rowcount)
         if flipped != self.written:
             raise InputError(f"{self.written - flipped} of the {self.written} votes written were removed meanwhile "
                              "(by another import's clean-up?); nothing was imported: try again")
+        _unregister(self.conn, self.tag)
         return flipped
 
     def activate(self) -> None:
@@ -246,8 +261,9 @@ class Batch:
         The votes it replaces were recorded when written; if another import activated a vote for the same
         presentation since, the partial unique index refuses the flip and it is redone superseding by a join.
         """
-        if not self.written:
+        if not self.written:  # every line was imported before
             self.res.added = 0
+            _retrying(self.conn, partial(_unregister, self.conn, self.tag))
         else:
             try:
                 self.res.added = _retrying(self.conn, partial(self._activate, "fast"))
@@ -258,7 +274,22 @@ class Batch:
 
     def remove(self) -> None:
         """Remove this batch (a failed or interrupted import): nothing of it stays."""
-        remove_batch(self.conn, self.tag, self.now)
+        self.conn.rollback()
+        floor = _floor(self.conn, self.tag)
+        self.conn.rollback()
+        if floor is not None:  # else no chunk was committed: nothing to remove
+            remove_batch(self.conn, self.tag, self.now, floor)
+
+
+def _floor(conn: Connection, tag: str) -> int | None:
+    """The lowest id a batch's votes may have; None if the batch has no ``importbatch`` row (no chunk of it
+    committed, or removed)."""
+    first = conn.execute(text("SELECT first_id FROM importbatch WHERE tag = :tag"), {"tag": tag}).scalar()
+    return None if first is None else int(first)
+
+
+def _unregister(conn: Connection, tag: str) -> None:
+    conn.execute(text("DELETE FROM importbatch WHERE tag = :tag"), {"tag": tag})
 
 
 def _referencing(table: str) -> list[tuple[str, str]]:
@@ -285,13 +316,33 @@ def _delete_by_chunks(conn: Connection, table: str, where: str, **params: Any) -
         pass
 
 
-def remove_batch(conn: Connection, tag: str, created_at: datetime) -> None:
-    """Delete a batch's votes, then the triplets and annotators it created that nothing uses."""
+def _delete_votes(conn: Connection, tag: str, floor: int) -> None:
+    """Delete a batch's votes by transactions of CHUNK votes, walking its rowid range once."""
+    marks = {"act": tag + ":a", "sup": tag + ":s"}
+    last = f"SELECT MAX(id) FROM (SELECT id FROM vote WHERE {_BATCH} ORDER BY id LIMIT {CHUNK}) AS b"
+    lo = [floor]
+
+    def step() -> bool:
+        top = conn.execute(text(last), {"floor": lo[0], **marks}).scalar()
+        if top is None:
+            return False
+        conn.execute(text(f"DELETE FROM vote WHERE id <= :top AND {_BATCH}"), {"floor": lo[0], "top": top, **marks})
+        lo[0] = int(top) + 1
+        return True
+
+    while _retrying(conn, step):
+        pass
+
+
+def remove_batch(conn: Connection, tag: str, created_at: datetime, floor: int) -> None:
+    """Delete a batch's votes, then the triplets and annotators it created that nothing uses, then its
+    ``importbatch`` row (last: a clean-up cut short is found and done again by the next import)."""
     conn.rollback()
-    _delete_by_chunks(conn, "vote", _BATCH, act=tag + ":a", sup=tag + ":s")
+    _delete_votes(conn, tag, floor)
     _delete_by_chunks(conn, "triplet", "created_at = :now AND method = 'import'" + _unreferenced("triplet"),
                       now=created_at)
     _delete_by_chunks(conn, "annotator", "created_at = :now" + _unreferenced("annotator"), now=created_at)
+    _retrying(conn, partial(_unregister, conn, tag))
 
 
 class ImportLock:
@@ -364,15 +415,14 @@ class ImportLock:
         return {PENDING + p.name[len(prefix.name):-len(".lock")] for p in prefix.parent.glob(prefix.name + "*.lock")}
 
 
-def _pending(conn: Connection, where: str, **params: Any) -> set[tuple[str, datetime]]:
-    """(tag, created_at) of the invisible batches matching ``where`` (the partial index of undone votes)."""
+def _pending(conn: Connection, where: str, **params: Any) -> list[tuple[str, datetime, int]]:
+    """(tag, created_at, first_id) of the registered batches matching ``where``."""
     stamp = DateTime(timezone=True)
-    raw = text("SELECT DISTINCT session_id, created_at FROM vote WHERE state = 'undone'"
-               " AND session_id LIKE 'import-pending:%' AND " + where)
+    raw = text("SELECT tag, created_at, first_id FROM importbatch WHERE " + where + " ORDER BY tag")
     if "cutoff" in params:
         raw = raw.bindparams(bindparam("cutoff", type_=stamp))
-    stmt = raw.columns(session_id=String, created_at=stamp)
-    found = {(sid[:-2], ts) for sid, ts in conn.execute(stmt, params)}
+    stmt = raw.columns(tag=String, created_at=stamp, first_id=Integer)
+    found = [(tag, ts, int(first)) for tag, ts, first in conn.execute(stmt, params)]
     conn.rollback()
     return found
 
@@ -387,17 +437,17 @@ def remove_stale_batches(conn: Connection, older_than_s: float | None = None) ->
     for tag, lock in ImportLock.orphans(conn):
         cleaned = False
         try:
-            for _, ts in sorted(_pending(conn, "session_id IN (:a, :s)", a=tag + ":a", s=tag + ":s")):
-                remove_batch(conn, tag, ts)
+            for _, ts, first in _pending(conn, "tag = :tag", tag=tag):  # none: it died before its first commit
+                remove_batch(conn, tag, ts, first)
                 removed += 1
             cleaned = True
         finally:
             lock.release(unlink=cleaned)  # not cleaned: the file stays, for the next import
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=STALE_S if older_than_s is None else older_than_s)
     running = ImportLock.running(conn)
-    for tag, ts in sorted(_pending(conn, "created_at < :cutoff", cutoff=cutoff)):
+    for tag, ts, first in _pending(conn, "created_at < :cutoff", cutoff=cutoff):
         if tag not in running:
-            remove_batch(conn, tag, ts)
+            remove_batch(conn, tag, ts, first)
             removed += 1
     return removed
 
