@@ -169,3 +169,50 @@ def test_true_ties_and_lapses_are_fitted_and_labels_mean_what_they_say():
     order = np.argsort(phi @ m.w_)
     far = m.tie_probability(order[-1:], order[:1])
     assert far[0] < near[0] or far[0] < m.tie_mass_
+
+
+def test_the_maps_newton_steps_reach_the_optimum_with_the_exact_hessian():
+    """The MAP (truncated Newton, :func:`.optim.newton_cg`) stops where L-BFGS run to a tight tolerance does, and
+    its Hessian-vector product is the gradient's derivative (finite differences)."""
+    from condsim_annot.calibrate.optim import lbfgs
+
+    phi, _, votes, _ = _featured_sim(600, 1200, np.array([1.0, -0.5]), 0.7, seed=3)
+    m = TripletModel(rounds=1).fit(*votes, n_items=600, n_annotators=4, features=phi)
+    x_map = np.concatenate([m._u, m.w_])
+    f0, g0, hd, hv = m._newton_fun(x_map)
+    assert np.max(np.abs(g0) / np.sqrt(hd)) <= m.tol
+    v = np.random.default_rng(0).normal(size=len(x_map))
+    eps = 1e-6
+    fd = (m._newton_fun(x_map + eps * v)[1] - m._newton_fun(x_map - eps * v)[1]) / (2 * eps)
+    assert np.allclose(hv(v), fd, rtol=1e-5, atol=1e-6)
+    assert np.allclose(hd, [hv(np.eye(1, len(x_map), k)[0])[k] for k in range(len(x_map))])
+    sc = np.sqrt(hd)
+    inf = np.full(len(x_map), np.inf)
+    xs, _, ok = lbfgs(
+        lambda y: (lambda r: (r[0], r[1] / sc))(m._newton_fun(y / sc)),
+        np.zeros_like(x_map),
+        -inf,
+        inf,
+        max_iter=5000,
+        tol=1e-7,
+    )
+    assert ok and np.max(np.abs(xs / sc - x_map) * sc) < 5e-3  # within the MAP's tolerance, in standard errors
+
+
+def test_grid_vote_probabilities_and_row_sums():
+    """The integrals' one-exp Davidson probabilities match :func:`.davidson.vote_log_lik` (h clipped at +-30 as on
+    the grids) and the per-triplet sums match a plain scatter-add."""
+    from condsim_annot.calibrate.davidson import vote_log_lik
+    from condsim_annot.calibrate.integrate import _row_sums, vote_prob
+
+    rng = np.random.default_rng(0)
+    k = 3000
+    grid = (rng.standard_normal((k, 40)) * 20).astype(np.float32)
+    out, b, nu = rng.integers(0, 3, k), rng.exponential(1.0, k) * 2, rng.exponential(0.3, k)
+    p = vote_prob(0.5 * b, grid, out, nu)
+    ref = vote_log_lik(np.clip(0.5 * b[:, None] * grid.astype(float), -30, 30), out[:, None], nu[:, None])
+    assert p.dtype == np.float32 and np.allclose(np.log(p), ref, atol=1e-4)
+    rows = np.sort(rng.integers(0, 700, k))
+    want = np.zeros((800, 40), dtype=np.float32)
+    np.add.at(want, rows, grid)
+    assert np.allclose(_row_sums(rows, grid, 800), want, atol=1e-3)

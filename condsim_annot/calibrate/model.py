@@ -16,7 +16,7 @@ beta of the fitted annotators is 1 (pinned annotators, e.g. an answer key, are l
 
 How it is fitted (``fit``)
 --------------------------
-1. MAP of (u, w) given beta, nu, tau (L-BFGS in Fisher-scaled coordinates); its diagonal Hessian
+1. MAP of (u, w) given beta, nu, tau (truncated Newton, tolerance in Fisher-scaled coordinates); its diagonal Hessian
    gives each triplet a *cavity*: what everything except the triplet's own votes says about d
    (for a triplet whose pairs occur nowhere else this is exactly the prior N(w . dphi, 2 tau^2)).
 2. Each triplet's posterior of d is the cavity times its votes' exact Davidson likelihood,
@@ -55,14 +55,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .davidson import FIRST, SECOND, TIE
 from .integrate import NU_MAX, Loo, TripletIntegrals
-from .model_data import _Data, _logit, _prepare, _sample_votes, _sigmoid
-from .optim import components, lbfgs, one_blas_thread
+from .model_data import _Data, _logit, _prepare, _sample_votes, _sigmoid, _VoteTerms
+from .optim import components, newton_cg, one_blas_thread
 
 __all__ = ["TripletModel"]
 
@@ -289,66 +290,57 @@ class TripletModel:
 
     # ------------------------------------------------------------------ step 1: MAP of (u, w)
     def _vote_consts(self) -> None:
-        """Per-vote constants of the current beta and nu (the MAP's passes reuse them)."""
+        """Per-vote constants of the current beta and nu (the MAP's passes reuse them, :class:`._VoteTerms`)."""
         d = self._d
-        self._nu_v = self.nu_annotator_[d.ann]
-        self._sgn = np.where(d.out == FIRST, 1.0, np.where(d.out == SECOND, -1.0, 0.0))
+        nu_v = self.nu_annotator_[d.ann]
+        sgn = np.where(d.out == FIRST, 1.0, np.where(d.out == SECOND, -1.0, 0.0))
         tie = d.out == TIE
-        self._lnu_ties = float(np.log(self._nu_v[tie]).sum()) if tie.any() else 0.0
+        lnu_ties = float(np.log(nu_v[tie]).sum()) if tie.any() else 0.0
         # the MAP only centres the cavities: Davidson with each annotator's beta shrunk by his lapse, (1 - lapse)
         # beta, the mixture's slope at d = 0 (the exact lapse likelihood is in the integrals); the mixture itself
         # in the MAP's objective cost three times the L-BFGS iterations at 1M votes
-        self._half_b = 0.5 * (self.beta_ * (1.0 - self.lapse_))[d.ann]
+        half_b = 0.5 * (self.beta_ * (1.0 - self.lapse_))[d.ann]
+        self._terms = _VoteTerms(d.vt, half_b, nu_v, sgn, lnu_ties)
 
-    def _vote_terms(self, u: F64, w: F64, *, want_c: bool = True) -> tuple[F64, F64, float, F64, F64]:
-        """Per triplet: d; per vote: h, the summed log-likelihood, d nll / d d and (``want_c``) the curvature
-        of nll in d.  With e = exp(-|h|), z = 1 + e^2 + nu e: log Z = |h| + log z, pF - pS = sign(h)(1 - e^2)/z,
-        pF + pS = (1 + e^2)/z: one exp and one log per vote."""
+    def _dt(self, u: F64, w: F64) -> F64:
+        """d of every triplet at (u, w)."""
         d = self._d
-        dt = u[d.ti] - u[d.tj] + (d.dphi @ w if d.dphi.shape[1] else 0.0)
-        h = self._half_b * dt[d.vt]
-        a = np.abs(h)
-        e = np.exp(-a)
-        e2 = e * e
-        z = 1.0 + e2 + self._nu_v * e
-        diff = np.copysign((1.0 - e2) / z, h)
-        r = self._half_b * (diff - self._sgn)
-        ll = float(h @ self._sgn) + self._lnu_ties - float(a.sum()) - float(np.log(z).sum())
-        c = self._half_b**2 * ((1.0 + e2) / z - diff**2) if want_c else diff
-        return dt, h, ll, r, c
+        return u[d.ti] - u[d.tj] + (d.dphi @ w if d.dphi.shape[1] else 0.0)
 
-    def _objective(self, x: F64) -> tuple[float, F64]:
+    def _newton_fun(self, x: F64) -> tuple[float, F64, F64, Callable[[F64], F64]]:
+        """The MAP's negative log posterior at x = (u, w), its gradient, Hessian diagonal and Hessian-vector
+        product (:func:`.optim.newton_cg`): H = J' diag(c_t) J + prior, J the triplets' design (u_i - u_j, dphi_t)."""
         d = self._d
-        u, w = x[: d.n], x[d.n :]
-        _, _, ll, r, _ = self._vote_terms(u, w, want_c=False)
-        rt = np.bincount(d.vt, r, minlength=len(d.ti))
-        gu = np.bincount(d.ti, rt, minlength=d.n) - np.bincount(d.tj, rt, minlength=d.n) + u / self.tau_**2
-        gw = d.dphi.T @ rt + w / self.feature_sd**2
-        nll = -ll + 0.5 * float(u @ u) / self.tau_**2 + 0.5 * float(w @ w) / self.feature_sd**2
-        return nll, np.concatenate([gu, gw])
+        n, T = d.n, len(d.ti)
+        u, w = x[:n], x[n:]
+        ll, r, c = self._terms(self._dt(u, w))
+        rt = np.bincount(d.vt, r, minlength=T)
+        ct = np.bincount(d.vt, c, minlength=T)
+        pu, pw = 1 / self.tau_**2, 1 / self.feature_sd**2
+        gu = np.bincount(d.ti, rt, minlength=n) - np.bincount(d.tj, rt, minlength=n) + u * pu
+        g = np.concatenate([gu, d.dphi.T @ rt + w * pw])
+        nll = -ll + 0.5 * float(u @ u) * pu + 0.5 * float(w @ w) * pw
+        hu = np.bincount(d.ti, ct, minlength=n) + np.bincount(d.tj, ct, minlength=n) + pu
+        hd = np.concatenate([hu, np.einsum("tf,t,tf->f", d.dphi, ct, d.dphi) + pw])
 
-    def _curvature(self, u: F64, w: F64) -> F64:
-        """Per-triplet curvature of the votes' negative log-likelihood in d (expected information)."""
-        d = self._d
-        c = self._vote_terms(u, w)[4]
-        return np.asarray(np.bincount(d.vt, c, minlength=len(d.ti)), dtype=np.float64)
+        def hv(v: F64) -> F64:
+            q = ct * self._dt(v[:n], v[n:])
+            return np.concatenate(
+                [
+                    np.bincount(d.ti, q, minlength=n) - np.bincount(d.tj, q, minlength=n) + v[:n] * pu,
+                    d.dphi.T @ q + v[n:] * pw,
+                ]
+            )
+
+        return nll, g, hd, hv
 
     def _map(self) -> None:
+        """MAP of (u, w) by truncated Newton, scaled by the Hessian's diagonal at the start (tolerance ``tol`` in
+        standard errors)."""
         d = self._d
         self._vote_consts()
-        ct = self._curvature(self._u, self.w_)
-        Du = np.bincount(d.ti, ct, minlength=d.n) + np.bincount(d.tj, ct, minlength=d.n) + 1 / self.tau_**2
-        Dw = np.einsum("tf,t,tf->f", d.dphi, ct, d.dphi) + 1 / self.feature_sd**2
-        sc = np.sqrt(np.concatenate([Du, Dw]))
-
-        def fg(x: F64) -> tuple[float, F64]:
-            v, g = self._objective(x / sc)
-            return v, g / sc
-
-        x0 = np.concatenate([self._u, self.w_]) * sc
-        inf = np.full(len(x0), np.inf)
-        x, it, _ = lbfgs(fg, x0, -inf, inf, max_iter=500, tol=self.tol)
-        x = x / sc
+        x0 = np.concatenate([self._u, self.w_])
+        x, it, _ = newton_cg(self._newton_fun, x0, None, max_iter=200, tol=self.tol)
         self.n_iter_ += it
         self._u, self.w_ = x[: d.n], x[d.n :]
         self._laplace()
@@ -358,7 +350,8 @@ class TripletModel:
         d = self._d
         T = len(d.ti)
         u, w = self._u, self.w_
-        dt, _, _, r, c = self._vote_terms(u, w)
+        dt = self._dt(u, w)
+        _, r, c = self._terms(dt)
         ct = np.bincount(d.vt, c, minlength=T)
         gt = -np.bincount(d.vt, r, minlength=T)  # d loglik / d d of each triplet's own votes
         self._Du = np.bincount(d.ti, ct, minlength=d.n) + np.bincount(d.tj, ct, minlength=d.n) + 1 / self.tau_**2

@@ -227,6 +227,66 @@ def _two_loop(g: np.ndarray, S: list, Y: list, R: list, fr: np.ndarray | None, t
     return q
 
 
+def newton_cg(fun, x, scale, *, max_iter: int, tol: float, max_cg: int = 500):
+    """Truncated Newton for a smooth convex objective: preconditioned conjugate gradients on H p = -g, then
+    a backtracking (Armijo) line search from the full step.
+
+    ``fun(x)`` returns (f, g, diag, hvp): the value, the gradient, the Hessian's diagonal (the Jacobi
+    preconditioner) and a function v -> H v.  Stops when max|g / scale| <= tol (the test :func:`lbfgs`
+    applies in scaled coordinates; ``scale`` None: sqrt of the diagonal at the start).  Worth it where H v is
+    much cheaper than ``fun`` (the triplet model's MAP: a product runs over triplets, ``fun`` over votes with
+    an exp and a log each): a warm start far from the optimum took L-BFGS 120 evaluations, Newton about 20.
+    CG stops at a residual of min(.1, gmax) gmax (superlinear near the optimum).  Returns (x, n_iter, converged).
+    """
+    f, g, hd, hv = fun(x)
+    scale = np.sqrt(hd) if scale is None else scale
+    for it in range(max_iter):
+        gmax = float(np.max(np.abs(g / scale), initial=0.0))
+        if gmax <= tol:
+            return x, it, True
+        p = _pcg(hv, -g, hd, scale, max(0.2 * tol, min(0.1, gmax) * gmax), max_cg)
+        gd = float(g @ p)
+        if gd >= 0:  # not a descent direction (rounding): the preconditioned gradient
+            p = -g / hd
+            gd = float(g @ p)
+        step, ok = 1.0, False
+        for _ in range(40):
+            fn, gn, hdn, hvn = fun(x + step * p)
+            if fn <= f + 1e-4 * step * gd or (fn <= f + 1e-13 * abs(f) and np.max(np.abs(gn)) < np.max(np.abs(g))):
+                ok = True
+                break
+            denom = 2.0 * (fn - f - step * gd)  # quadratic interpolation, safeguarded
+            step *= min(0.5, max(0.1, -step * gd / denom if denom > 0 else 0.5))
+        if not ok:
+            return x, it + 1, bool(gmax <= tol)
+        x, f, g, hd, hv = x + step * p, fn, gn, hdn, hvn
+    return x, max_iter, bool(np.max(np.abs(g / scale), initial=0.0) <= tol)
+
+
+def _pcg(hv, b, hd, scale, target: float, max_iter: int) -> np.ndarray:
+    """Preconditioned CG for H p = b (diagonal preconditioner ``hd``), until max|residual / scale| <= target."""
+    p = np.zeros_like(b)
+    r = b.copy()
+    z = r / hd
+    s = z.copy()
+    rz = float(r @ z)
+    for _ in range(max_iter):
+        if not np.max(np.abs(r / scale), initial=0.0) > target:
+            break
+        hs = hv(s)
+        shs = float(s @ hs)
+        if shs <= 0:  # H not positive on s (rounding): stop with what we have
+            break
+        a = rz / shs
+        p += a * s
+        r -= a * hs
+        np.divide(r, hd, out=z)
+        rz_new = float(r @ z)
+        s = z + (rz_new / rz) * s
+        rz = rz_new
+    return p
+
+
 _lbfgs = lbfgs
 _one_blas_thread = one_blas_thread
 _single_blas_thread = single_blas_thread
