@@ -216,3 +216,27 @@ def test_grid_vote_probabilities_and_row_sums():
     want = np.zeros((800, 40), dtype=np.float32)
     np.add.at(want, rows, grid)
     assert np.allclose(_row_sums(rows, grid, 800), want, atol=1e-3)
+
+
+def test_integrals_cache_and_cavity_mixture():
+    """The slab evidences kept between calls are those of the current vote model (a changed lapse recomputes
+    them), and the cavity's mixture over tau's nodes is the plain log-sum of the Gaussians."""
+    from scipy.special import logsumexp
+
+    phi, _, votes, _ = _featured_sim(300, 600, np.array([1.0]), 0.7, seed=4)
+    m = TripletModel(rounds=1).fit(*votes, n_items=300, n_annotators=4, features=phi)
+    ig = m._integrals()
+    t = np.arange(len(m.triplet_first_))
+    zs, z0 = ig.evidences(t)
+    assert np.array_equal(ig.evidences(t)[0], zs)
+    ig.lapse = np.full(4, 0.3)
+    zs2 = ig.evidences(t)[0]
+    fresh = m._integrals()
+    fresh.lapse = np.full(4, 0.3)
+    assert not np.allclose(zs2, zs) and np.allclose(zs2, fresh.evidences(t)[0])
+    grid, _ = ig._cells(t)
+    offs, lw = np.array([-0.5, 0.0, 0.5]), np.log([1 / 6, 2 / 3, 1 / 6])
+    ig.tau_off, ig.tau_w = offs, np.exp(lw)
+    v = ig.vu[:, None, None] * np.exp(2 * offs)[None, None, :] + ig.vw[:, None, None]
+    dens = lw - 0.5 * np.log(2 * np.pi * v) - 0.5 * (grid[..., None] - ig.mu_c[:, None, None]) ** 2 / v
+    assert np.allclose(ig._prior(t, grid), logsumexp(dens, axis=-1), atol=2e-4, rtol=1e-5)

@@ -94,6 +94,7 @@ class TripletIntegrals:
         # each annotator's probability of answering "tie" on a true tie (default: Davidson's at d = 0)
         self.theta = nu / (2.0 + nu) if tie_answer is None else tie_answer
         self.marginal_beta = False  # average each vote over beta_j's posterior (the final pass)
+        self._zs_cache: tuple[tuple[object, ...], F64] | None = None  # :meth:`evidences`' last slab evidences
         big = float(np.exp(2 * np.max(self.tau_off)))
         sd = np.sqrt(self.vu * big + self.vw)
         self.lo = np.minimum(self.mu_c, self.dt) - 7.0 * sd
@@ -107,15 +108,26 @@ class TripletIntegrals:
         base = np.repeat(st[tids] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt)
         return (base + np.arange(int(cnt.sum()))).astype(np.int64), rows.astype(np.int64)
 
-    def _prior(self, tids: I64, grid: F64, scale_off: F64 | None = None) -> F64:
+    def _prior(self, tids: I64, grid: F64, scale_off: F64 | None = None, sq: F64 | None = None) -> F64:
+        """log cavity density on the grid (``sq`` = (grid - mu_c)^2 if known): a mixture over tau's nodes, summed
+        around its widest node, log N_wide + log(1 + sum of the others' ratios) (the ratios cannot overflow)."""
         offs = self.tau_off if scale_off is None else scale_off
         lw = np.log(self.tau_w) if scale_off is None else np.zeros(len(offs))
-        parts = []
-        for o, lwi in zip(offs, lw, strict=False):
-            v = (self.vu[tids] * math.exp(2 * o) + self.vw[tids])[:, None].astype(np.float32)
-            mu = self.mu_c[tids, None].astype(np.float32)
-            parts.append(np.float32(lwi) - 0.5 * np.log(np.float32(2 * np.pi) * v) - 0.5 * (grid - mu) ** 2 / v)
-        return parts[0] if len(parts) == 1 else _logsumexp(np.stack(parts), axis=0)
+        if sq is None:
+            sq = np.square(grid - self.mu_c[tids, None].astype(np.float32))
+        v = self.vu[tids, None] * np.exp(2 * np.asarray(offs))[None, :] + self.vw[tids, None]  # (B, nodes)
+        c = (lw[None, :] - 0.5 * np.log(2 * np.pi * v)).astype(np.float32)
+        a = (0.5 / v).astype(np.float32)
+        k = int(np.argmax(offs))
+        out = c[:, k : k + 1] - a[:, k : k + 1] * sq
+        if len(offs) > 1:
+            acc = np.zeros_like(out)
+            for j in range(len(offs)):
+                if j != k:
+                    e = (c[:, j : j + 1] - c[:, k : k + 1]) - (a[:, j : j + 1] - a[:, k : k + 1]) * sq
+                    acc += np.exp(e, out=e)
+            out += np.log1p(acc, out=acc)
+        return out
 
     def vote_ll(self, vidx: I64, grid_rows: F64) -> F64:
         """log P(vote | d) on each vote's grid, averaged over beta_j's posterior where it is not negligible and
@@ -344,8 +356,12 @@ class TripletIntegrals:
         offs = np.linspace(-0.8, 0.8, 9)
         tot = np.zeros(len(offs))
         for b in self.blocks(tids):
+            sq = np.square(b.grid - self.mu_c[b.tids, None].astype(np.float32))
+            base = b.lwidth + b.LL
             for k, o in enumerate(offs):
-                zs = _logsumexp(self._prior(b.tids, b.grid, np.array([o])) + b.lwidth + b.LL)
+                lp = self._prior(b.tids, b.grid, np.array([o]), sq)
+                lp += base
+                zs = _logsumexp(lp)
                 tot[k] += float(self._log_evidence(zs, b.LL0, b.tids).sum())
         return offs, tot
 
@@ -357,14 +373,22 @@ class TripletIntegrals:
             return np.logaddexp(np.log1p(-pi) + z_slab, np.log(pi) + z_spike)
 
     def evidences(self, tids: I64) -> tuple[F64, F64]:
-        """Log evidence of each triplet's votes under the slab (d continuous) and under the spike (a true tie)."""
-        zs_all, z0_all, t_all = [], [], []
-        for b in self.blocks(tids):
-            zs_all.append(_logsumexp(b.lprior + b.LL))
-            z0_all.append(b.LL0)
-            t_all.append(b.tids)
-        order = np.argsort(np.concatenate(t_all))
-        return np.concatenate(zs_all)[order], np.concatenate(z0_all)[order]
+        """Log evidence of each triplet's votes under the slab (d continuous) and under the spike (a true tie), in
+        the order of sorted ``tids``.  The slab's is kept for the next call on the same triplets and vote model
+        (a fit asks four times on one sample): the spike's is a sum over votes, recomputed for the current theta."""
+        key = (tids.tobytes(), self.marginal_beta) + tuple(
+            x.tobytes() for x in (self.beta, self.beta_sd, self.nu, self.lapse, self.lapse_tie)
+        )
+        if self._zs_cache is None or self._zs_cache[0] != key:
+            zs_all, t_all = [], []
+            for b in self.blocks(tids):
+                zs_all.append(_logsumexp(b.lprior + b.LL))
+                t_all.append(b.tids)
+            self._zs_cache = (key, np.concatenate(zs_all)[np.argsort(np.concatenate(t_all))])
+        ts = np.sort(tids)
+        vidx, vrow = self._votes_of(ts)
+        ll0 = _log_lik_at_zero(self.d.out[vidx], self.theta[self.d.ann[vidx]])
+        return self._zs_cache[1], np.asarray(np.bincount(vrow, ll0, minlength=len(ts)), dtype=np.float64)
 
     def tie_mass_profile(self, tids: I64) -> tuple[F64, F64]:
         """Log marginal likelihood of the triplets' votes as a function of the tie mass (grid, values)."""
@@ -378,14 +402,15 @@ class TripletIntegrals:
         """Each annotator's share of "tie" answers on true ties, weighting each vote by its triplet's posterior
         probability of being a true tie (Beta(1, 1) smoothing); annotators without such votes keep theirs."""
         A = len(self.theta)
-        num, den = np.zeros(A), np.zeros(A)
+        ts = np.sort(tids)
+        zs, z0 = self.evidences(ts)
         saved, self.tie_mass = self.tie_mass, tie_mass
-        for b in self.blocks(tids):
-            w0 = np.exp(self._mix(_logsumexp(b.lprior + b.LL), b.LL0, b.tids)[1])[b.vrow]
-            a = self.d.ann[b.vidx]
-            num += np.bincount(a, w0 * (self.d.out[b.vidx] == TIE), minlength=A)
-            den += np.bincount(a, w0, minlength=A)
+        w0t = np.exp(self._mix(zs, z0, ts)[1])
         self.tie_mass = saved
+        vidx, vrow = self._votes_of(ts)
+        a, w0 = self.d.ann[vidx], w0t[vrow]
+        num = np.bincount(a, w0 * (self.d.out[vidx] == TIE), minlength=A)
+        den = np.bincount(a, w0, minlength=A)
         return np.where(den > 0.5, (num + 1.0) / (den + 2.0), self.theta)
 
 

@@ -283,6 +283,7 @@ class TripletModel:
         self._u = np.zeros(d.n)
         self.w_ = np.zeros(d.phi.shape[1])
         self.n_iter_ = 0
+        self._sample_cache: tuple[I64, I64, I64] | None = None
         self.tie_mass_ = (0.1 if self.tie_mass is None else float(self.tie_mass)) if len(d.out) else 0.0
         self.tie_coef_ = (_logit(self.tie_mass_), 0.0)  # logit P(true tie) = a + b |w . dphi|
         self.lapse_ = np.zeros(d.A)  # P(an answer that ignores d) per annotator
@@ -409,15 +410,13 @@ class TripletModel:
     def _integrate(self, *, update: bool) -> None:
         ig = self._integrals()
         if update:
-            rng = np.random.default_rng(self.seed)
+            tsub, sub, tsub_tau = self._samples()
             if self.tie_mass is None:  # empirical Bayes first: the updates below use it
-                tsub = np.sort(rng.permutation(len(self._d.ti))[:40_000])
                 ig = self._choose_spike_mode(ig, tsub)
                 self._fit_tie_prior(ig, tsub)
                 ig.tie_mass = self._tie_prior()
                 if self.tie_mass_ > 0:
                     self.tie_answer_ = ig.theta = ig.tie_answer_update(tsub, ig.tie_mass)
-            sub = _sample_votes(self._d.ann, self.max_votes_per_annotator, rng)
             loo = ig.loo_cavities(sub)
             c = 1.0
             if self._free.any() and self.beta_prior:
@@ -435,14 +434,25 @@ class TripletModel:
                 n_a = np.bincount(self._d.ann, minlength=self._d.A)
                 self.nu_ = float(np.exp(np.dot(n_a, np.log(self.nu_annotator_)) / max(n_a.sum(), 1)))
             if not self.prior_scale:
-                tsub = rng.permutation(len(self._d.ti))[:40_000]
-                self._update_tau(ig.tau_profile(np.sort(tsub)))
+                self._update_tau(ig.tau_profile(tsub_tau))
             return
         ig.marginal_beta = True
         m = len(self._d.vt)
         want = np.zeros(m, dtype=bool)
         want[np.random.default_rng(self.seed).permutation(m)[: self.max_loo_votes]] = True
         *self._post, self.loo_ = ig.posterior_all(want)
+
+    def _samples(self) -> tuple[I64, I64, I64]:
+        """The seeded samples of every update round (drawn once: the same seed gave the same ones each round):
+        triplets for the tie prior, votes per annotator for beta, nu and the lapses, triplets for tau."""
+        if self._sample_cache is None:
+            rng = np.random.default_rng(self.seed)
+            T = len(self._d.ti)
+            tsub = np.sort(rng.permutation(T)[:40_000]) if self.tie_mass is None else np.zeros(0, dtype=np.int64)
+            sub = _sample_votes(self._d.ann, self.max_votes_per_annotator, rng)
+            tau = np.sort(rng.permutation(T)[:40_000]) if not self.prior_scale else np.zeros(0, dtype=np.int64)
+            self._sample_cache = (tsub, sub, tau)
+        return self._sample_cache
 
     def _tie_feature(self, dphi: F64) -> F64:
         """What the tie prior reads: |w . (phi_i - phi_j)|, how far apart the methods put the two pairs (in the
