@@ -31,6 +31,7 @@ import gc
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -157,11 +158,10 @@ def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, pro
     blocks, total, pos = _open_blocks(path, text)
     header, rows = read_csv(blocks, path)
     v = Validator(conn, path, header)
-    buf: list[tuple[int, list[str]]] = []
     in_memory = conn.dialect.name == "sqlite"
     kept: list[tuple[Any, ...]] = []  # SQLite: every checked row, written once the file is checked
 
-    def flush() -> None:
+    def flush(buf: list[tuple[int, list[str]]]) -> None:
         staged = v.chunk(buf)
         if in_memory:
             kept.extend(staged)
@@ -170,16 +170,11 @@ def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, pro
             conn.commit()  # the temporary table only: no lock on the store
             conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]  # written through the driver
         res.read += len(buf)
-        buf.clear()
         if progress:
             progress("validate", pos(), total)
 
-    for item in rows:
-        buf.append(item)
-        if len(buf) >= CHUNK:
-            flush()
-    if buf:
-        flush()
+    for buf in iter(lambda: list(islice(rows, CHUNK)), []):  # CHUNK rows at a time, no Python loop per row
+        flush(buf)
     if in_memory:
         conn.commit()
         _write_sorted(conn, kept, v.superseded)

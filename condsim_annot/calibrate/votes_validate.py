@@ -43,6 +43,14 @@ def external_id(criterion_id: int, anchor: int, first: int, second: int, digest:
     return f"import:{criterion_id:08x}{anchor:08x}{first:08x}{second:08x}:{digest[:32]}"
 
 
+class _Hex(dict):
+    """id -> its 8 hex digits, formatted once per id (an external id holds four; a file repeats its documents)."""
+
+    def __missing__(self, key: int) -> str:
+        self[key] = text = f"{key:08x}"
+        return text
+
+
 def _number(v: str, *, file: str, line: int, fld: str) -> float | None:
     if not v:
         return None
@@ -150,6 +158,7 @@ class Validator:
         self.superseded: list[int] = []  # lines an annotator's later line on the same triplet replaces
         self.name_max = max_length(col(Annotator.name)) or 300
         self.group_max = max_length(col(Vote.group_id)) or 64
+        self.hex = _Hex()
 
     def _criterion(self, name: str, line: int) -> tuple[int, int | None]:
         """(id, corpus id) of the criterion; a missing one is worded by :func:`criteria.get_criterion`."""
@@ -197,10 +206,13 @@ class Validator:
             qa = select(col(Annotator.name), col(Annotator.kind)).where(col(Annotator.name).in_(names[i:i + _BULK]))
             self.known.update({n: k for n, k in self.conn.execute(qa)})
         wanted: dict[int | None, set[str]] = {}
-        for _, v in rows:
-            crit = self.criteria.get(v[ic])
+        names_c = {v[ic] for _, v in rows}
+        for name in names_c:  # by criterion, a column at a time (a file has one criterion, or a few)
+            crit = self.criteria.get(name)
             if crit is not None:
-                wanted.setdefault(crit[1], set()).update((v[ian], v[ia], v[ib]))
+                sel = rows if len(names_c) == 1 else [r for r in rows if r[1][ic] == name]
+                wanted.setdefault(crit[1], set()).update({v[ian] for _, v in sel}, {v[ia] for _, v in sel},
+                                                         {v[ib] for _, v in sel})
         for corpus_id, exts in wanted.items():
             self._resolve_docs(corpus_id, exts)
 
@@ -211,16 +223,18 @@ class Validator:
         ik, il, ico, ir, ig = (self.pos.get(c) for c in OPTIONAL)
         criteria, docs, kinds, group_max = self.criteria, self.docs, self.kinds, self.group_max
         seen, last, superseded = self.seen, self.last, self.superseded
-        sha1, isfinite, out = hashlib.sha1, math.isfinite, []
+        sha1, isfinite, out, hx = hashlib.sha1, math.isfinite, [], self.hex
         for line, v in rows:  # the hot loop: any doubt -> slow_row, which words the error
             r = None
             crit, anc, ea, eb, ann, raw_choice = v[ic], v[ian], v[ia], v[ib], v[iann], v[ich]
             c = criteria.get(crit)
-            choice = CHOICE_MAP.get(raw_choice.lower())
+            lower = raw_choice.lower()
+            choice = CHOICE_MAP.get(lower)
             kind = (v[ik].lower() if ik is not None else "") or "human"
             group = v[ig] if ig is not None else ""
+            whole = "\x1f".join(v)  # _plain, inline
             if (c is not None and choice is not None and kinds.get(ann) == kind and len(group) <= group_max
-                    and _plain("\x1f".join(v))):
+                    and "\x00" not in whole and (whole.isascii() or _plain(whole))):
                 d = docs[c[1]]
                 anchor, a, b = d.get(anc), d.get(ea), d.get(eb)
                 if type(anchor) is int and type(a) is int and type(b) is int and a != b and anchor not in (a, b):
@@ -233,11 +247,10 @@ class Validator:
                         first, second, swapped = (a, b, False) if a < b else (b, a, True)
                         if swapped:
                             choice = _FLIP.get(choice, choice)
-                        digest = sha1("\x1f".join((crit, anc, ea, eb, ann, raw_choice.lower(), group))
-                                      .encode()).hexdigest()
+                        digest = sha1("\x1f".join((crit, anc, ea, eb, ann, lower, group)).encode()).hexdigest()
                         r = (line, c[0], anchor, first, second, ann, choice, swapped, lat, conf,
                              (v[ir] if ir is not None else "") or None, group or None,
-                             f"import:{c[0]:08x}{anchor:08x}{first:08x}{second:08x}:{digest[:32]}", "active")
+                             f"import:{hx[c[0]]}{hx[anchor]}{hx[first]}{hx[second]}:{digest[:32]}", "active")
             if r is None:
                 r = self.slow_row(line, v)
             # a line repeating an earlier one (same hash) adds nothing; an annotator voting again on a
