@@ -72,6 +72,7 @@ STAGING = Table(
     prefixes=["TEMPORARY"],
 )
 STAGED = [c.name for c in STAGING.columns]  # the columns Validator fills, in order
+_EXTERNAL_ID = itemgetter(STAGED.index("external_id"))
 _SORT_KEY = itemgetter(1, 2, 3, 4, 5, 7, 0)  # criterion, anchor, first, second, annotator, swapped, line
 #  (votes_publish._ORDER; Python orders str by code point, as SQLite's BINARY collation orders UTF-8)
 
@@ -86,6 +87,8 @@ class ImportResult:
     annotators: set = field(default_factory=set)
     criteria: set = field(default_factory=set)
     kinds: dict = field(default_factory=dict, repr=False)  # annotator -> kind, for the publish step
+    id_range: tuple[str, str] | None = field(default=None, repr=False)  # SQLite: the file's lowest, highest
+    #  external id (publish looks for lines imported before only if the store has an imported vote in between)
 
     @property
     def warnings(self) -> list[str]:
@@ -177,6 +180,8 @@ def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, pro
         flush(buf)
     if in_memory:
         conn.commit()
+        if kept:
+            res.id_range = (min(map(_EXTERNAL_ID, kept)), max(map(_EXTERNAL_ID, kept)))
         _write_sorted(conn, kept, v.superseded)
         kept.clear()
     else:

@@ -174,15 +174,18 @@ def _retrying(conn: Connection, step: Callable[[], Any], also: tuple[str, ...] =
     raise AssertionError("unreachable")
 
 
-def mark_in_file(conn: Connection) -> None:
+def mark_in_file(conn: Connection, id_range: tuple[str, str] | None = None) -> None:
     """Drop the lines imported before; number the rest in key order (temporary tables: no lock on the store).
 
     Chunks are ranges of that number: neighbouring triplets are written together (B-tree locality) and
     concurrent imports take their locks in the same order.  SQLite: the importer wrote ``vote_import_rows``
-    numbered already (the lines dropped here leave gaps in ``seq``).
+    numbered already (the lines dropped here leave gaps in ``seq``); ``id_range`` (the file's lowest and
+    highest external id): no vote of the store in it, no line to look up (one index probe, not one a line).
     """
     if conn.dialect.name == "sqlite":
-        conn.execute(text(_PRESENT.format(t="vote_import_rows")))
+        if id_range is None or conn.execute(text("SELECT 1 FROM vote WHERE external_id >= :lo AND external_id <= :hi"
+                                                 " LIMIT 1"), {"lo": id_range[0], "hi": id_range[1]}).first():
+            conn.execute(text(_PRESENT.format(t="vote_import_rows")))
     else:
         conn.execute(text(_PRESENT.format(t="vote_import_staging")))
         conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
@@ -491,7 +494,7 @@ def publish(conn: Connection, res: Any, file_label: str, progress: Progress | No
         # Every id written is valid by construction (joined in its transaction, or checked when staged, and
         # documents and criteria are never deleted): the per-row foreign-key probes only lengthen the lock.
         conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
-    mark_in_file(conn)
+    mark_in_file(conn, getattr(res, "id_range", None))
     if conn.dialect.name == "postgresql":
         write_in_one_transaction(conn, res, file_label, progress)
         return
