@@ -336,11 +336,12 @@ class TripletModel:
         return nll, g, hd, hv
 
     def _map(self) -> None:
-        """MAP of (u, w) by truncated Newton, scaled by the Hessian's diagonal at the start (tolerance ``tol`` in
-        standard errors)."""
+        """MAP of (u, w) by truncated Newton from 0, scaled by the Hessian's diagonal there (tolerance ``tol`` in
+        standard errors).  From 0, not from the last round's MAP: where the round changed the betas, the old
+        scores sit where the votes' likelihood is flat and Newton overshoots (1M votes: 18 evaluations against 8)."""
         d = self._d
         self._vote_consts()
-        x0 = np.concatenate([self._u, self.w_])
+        x0 = np.zeros(d.n + len(self.w_))
         x, it, _ = newton_cg(self._newton_fun, x0, None, max_iter=200, tol=self.tol)
         self.n_iter_ += it
         self._u, self.w_ = x[: d.n], x[d.n :]
