@@ -62,7 +62,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .davidson import FIRST, SECOND, TIE
 from .integrate import NU_MAX, Loo, TripletIntegrals
-from .model_data import _Data, _logit, _prepare, _sample_votes, _sigmoid, _VoteTerms
+from .model_data import _Data, _logit, _prepare, _sample_votes, _ScoreHessian, _sigmoid, _VoteTerms
 from .optim import components, newton_cg, one_blas_thread
 
 __all__ = ["TripletModel"]
@@ -284,6 +284,7 @@ class TripletModel:
         self.w_ = np.zeros(d.phi.shape[1])
         self.n_iter_ = 0
         self._sample_cache: tuple[I64, I64, I64] | None = None
+        self._hess: _ScoreHessian | None = None
         self.tie_mass_ = (0.1 if self.tie_mass is None else float(self.tie_mass)) if len(d.out) else 0.0
         self.tie_coef_ = (_logit(self.tie_mass_), 0.0)  # logit P(true tie) = a + b |w . dphi|
         self.lapse_ = np.zeros(d.A)  # P(an answer that ignores d) per annotator
@@ -316,22 +317,24 @@ class TripletModel:
         u, w = x[:n], x[n:]
         ll, r, c = self._terms(self._dt(u, w))
         rt = np.bincount(d.vt, r, minlength=T)
-        ct = np.bincount(d.vt, c, minlength=T)
+        ct = np.asarray(np.bincount(d.vt, c, minlength=T), dtype=np.float64)
         pu, pw = 1 / self.tau_**2, 1 / self.feature_sd**2
         gu = np.bincount(d.ti, rt, minlength=n) - np.bincount(d.tj, rt, minlength=n) + u * pu
         g = np.concatenate([gu, d.dphi.T @ rt + w * pw])
         nll = -ll + 0.5 * float(u @ u) * pu + 0.5 * float(w @ w) * pw
         hu = np.bincount(d.ti, ct, minlength=n) + np.bincount(d.tj, ct, minlength=n) + pu
-        hd = np.concatenate([hu, np.einsum("tf,t,tf->f", d.dphi, ct, d.dphi) + pw])
+        assert self._hess is not None
+        huu = self._hess.matrix(hu, ct)  # the score block; with w: H_uw = B' diag(c) dphi, H_ww = dphi' diag(c) dphi
+        cphi = d.dphi * ct[:, None]
+        huw = np.asarray(self._hess.bt @ cphi)
+        hww = d.dphi.T @ cphi + np.eye(d.dphi.shape[1]) * pw
+        hd = np.concatenate([hu, np.diag(hww)])
 
         def hv(v: F64) -> F64:
-            q = ct * self._dt(v[:n], v[n:])
-            return np.concatenate(
-                [
-                    np.bincount(d.ti, q, minlength=n) - np.bincount(d.tj, q, minlength=n) + v[:n] * pu,
-                    d.dphi.T @ q + v[n:] * pw,
-                ]
-            )
+            vu, vw = v[:n], v[n:]
+            if not len(vw):
+                return np.asarray(huu @ vu, dtype=np.float64)
+            return np.concatenate([huu @ vu + huw @ vw, huw.T @ vu + hww @ vw])
 
         return nll, g, hd, hv
 
@@ -341,6 +344,8 @@ class TripletModel:
         scores sit where the votes' likelihood is flat and Newton overshoots (1M votes: 18 evaluations against 8)."""
         d = self._d
         self._vote_consts()
+        if self._hess is None:
+            self._hess = _ScoreHessian(d.n, d.ti, d.tj)
         x0 = np.zeros(d.n + len(self.w_))
         x, it, _ = newton_cg(self._newton_fun, x0, None, max_iter=200, tol=self.tol)
         self.n_iter_ += it
