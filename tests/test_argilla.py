@@ -6,6 +6,7 @@ POST /api/v1/token, POST /records/{id}/responses, PUT /responses/{id}).
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import json
 import os
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -386,17 +388,25 @@ def test_search_engine_filters_sort_text_progress(sqlite_store, env, users):
 # --------------------------------------------------------------------------- `argilla serve` itself
 
 
-def test_serve_command_prints_credentials_and_stops_on_ctrl_c(tmp_path):
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_serve_command_with_redis_prints_credentials_runs_jobs_and_stops_on_ctrl_c(sqlite_store, tmp_path):
+    """The `argilla serve` command as a user runs it, with --redis-url (one server start covers both): it prints
+    the credentials, jobs go through Redis to a worker that has the SQL engine registered, and Ctrl-C stops the
+    server and its worker and removes the static copies."""
     home = tmp_path / "home"
     port = free_port()
-    args = ["argilla", "serve", "--port", str(port), "--home", str(home), "--api-key", "serve-test-key-1",
-            "--venv", str(VENV)]
+    rport = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["argilla", "serve", "--port", str(port), "--home", str(home), "--api-key", API_KEY, "--venv", str(VENV),
+            "--redis-url", f"redis://127.0.0.1:{rport}/0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     code = "import sys; from condsim_annot.cli import main; sys.exit(main())"
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and "Ctrl-C stops the server" not in "".join(lines):
@@ -404,22 +414,52 @@ def test_serve_command_prints_credentials_and_stops_on_ctrl_c(tmp_path):
                 break
             time.sleep(0.2)
         text = "".join(lines)
-        assert f"Argilla is running at http://127.0.0.1:{port}" in text, text
-        assert "API key:  serve-test-key-1" in text and "password:" in text and "username: owner" in text
-        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/me", headers={"X-Argilla-Api-Key": "serve-test-key-1"})
+        assert f"Argilla is running at {url}" in text, text
+        assert f"API key:  {API_KEY}" in text and "password:" in text and "username: owner" in text
+        r = httpx.get(f"{url}/api/v1/me", headers={"X-Argilla-Api-Key": API_KEY})
         assert r.status_code == 200 and r.json()["role"] == "owner"
-        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200  # the web UI
+        assert httpx.get(f"{url}/").status_code == 200  # the web UI
         assert (home / "static-tmp").exists()
         creds = json.loads((home / "credentials.json").read_text())
-        assert creds["api_key"] == "serve-test-key-1"
+        assert creds["api_key"] == API_KEY
         assert oct((home / "credentials.json").stat().st_mode)[-3:] == "600"
+        _a_distribution_change_runs_as_an_rq_job(sqlite_store, url, home)
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C (SIGTERM takes the same path)
         rc = proc.wait(60)
+        redis.terminate()
+        redis.wait(10)
     assert rc == 0
-    assert not list(home.glob("static-tmp*")), "the static copy is removed"
+    assert not list(home.glob("static-tmp*")), "the static copies are removed"
     with pytest.raises(httpx.HTTPError):
-        httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=2)
+        httpx.get(f"{url}/api/v1/status", timeout=2)
+    fd = os.open(home / "server.lock", os.O_RDWR)
+    try:  # every server process (the worker too) held the home's lock: free now means none outlived Ctrl-C
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def _a_distribution_change_runs_as_an_rq_job(store, url: str, home: Path) -> None:
+    from condsim_annot.argilla.remote import connect, push
+
+    data = seed(store)
+    ds, ws = names()
+    push(store, "topic", client=connect(url, API_KEY), workspace=ws, dataset=ds, min_submitted=1)
+    dsid = dataset_id(url, ds, ws)
+    t0 = data["triplets"][0]
+    u = Users(url, API_KEY)
+    u.create("redis-user", ws)
+    u.respond("redis-user", records(url, dsid)[t0]["id"], "submitted", "A")
+    assert records(url, dsid)[t0]["status"] == "completed"
+    with owner(url) as c:  # a distribution change is an rq job (update_dataset_records_status_job)
+        r = c.patch(f"/api/v1/datasets/{dsid}", json={"distribution": {"strategy": "overlap", "min_submitted": 2}})
+        assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and records(url, dsid)[t0]["status"] != "pending":
+        time.sleep(0.5)
+    assert records(url, dsid)[t0]["status"] == "pending"
+    assert "Job OK" in (home / "server.log").read_text()
 
 
 def test_second_serve_on_a_running_home_leaves_the_first_server_whole(argilla_server):
@@ -436,45 +476,6 @@ def test_second_serve_on_a_running_home_leaves_the_first_server_whole(argilla_se
     assert json.loads((home / "credentials.json").read_text())["api_key"] == API_KEY
     assert oct((home / "data" / "argilla.db").stat().st_mode & 0o777) == "0o600"
     assert oct(home.stat().st_mode & 0o777) == "0o700"
-
-
-# --------------------------------------------------------------------------- with Redis: the stock rq worker
-
-
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-def test_serve_with_redis_worker_knows_the_engine(sqlite_store, tmp_path):
-    """With --redis-url, jobs go through Redis to a worker that has the SQL engine registered."""
-    from condsim_annot.argilla.remote import connect, push
-    from condsim_annot.argilla.serve import LocalServer
-
-    rport = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    srv = LocalServer(home=tmp_path / "home", port=free_port(), api_key=API_KEY, venv=VENV,
-                      redis_url=f"redis://127.0.0.1:{rport}/0")
-    try:
-        srv.start(timeout=180)
-        data = seed(sqlite_store)
-        ds, ws = names()
-        push(sqlite_store, "topic", client=connect(srv.url, API_KEY), workspace=ws, dataset=ds, min_submitted=1)
-        dsid = dataset_id(srv.url, ds, ws)
-        t0 = data["triplets"][0]
-        u = Users(srv.url, API_KEY)
-        u.create("redis-user", ws)
-        u.respond("redis-user", records(srv.url, dsid)[t0]["id"], "submitted", "A")
-        assert records(srv.url, dsid)[t0]["status"] == "completed"
-        with owner(srv.url) as c:  # a distribution change is an rq job (update_dataset_records_status_job)
-            r = c.patch(f"/api/v1/datasets/{dsid}", json={"distribution": {"strategy": "overlap", "min_submitted": 2}})
-            assert r.status_code == 200, r.text
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and records(srv.url, dsid)[t0]["status"] != "pending":
-            time.sleep(0.5)
-        assert records(srv.url, dsid)[t0]["status"] == "pending"
-        assert "Job OK" in (srv.home / "server.log").read_text()
-    finally:
-        srv.stop()
-        redis.terminate()
-        redis.wait(10)
 
 
 def test_install_server_reuses_a_ready_venv():

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from procs import python_c
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -48,14 +47,11 @@ def test_four_processes_write_votes_concurrently(store, db_url):
         ids = [d.id for d in docs]
         for i in range(n):
             add_triplet(s, crit.id, ids[0], ids[1 + i], ids[n + 1])
-    procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, db_url, f"w{k}", str(n)], stdout=subprocess.PIPE, text=True)
-        for k in range(4)
-    ]
+    procs = [python_c(WRITER, db_url, f"w{k}", n) for k in range(4)]  # 4 processes (forked, pre-imported)
     acknowledged = 0
     for p in procs:
-        out, _ = p.communicate(timeout=240)
-        assert p.returncode == 0
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err[-2000:]
         acknowledged += len(out.split())
     with store.session() as s:
         total = s.scalar(select(func.count()).select_from(Vote))

@@ -43,7 +43,10 @@ def llama_server(tmp_path_factory):
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "gemma-3-270m",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads",
+         "--host", "127.0.0.1", "--port", str(port),
+         # with logprobs, llama-cpp-python normalises its whole n_ctx x vocabulary (262k) score matrix on every
+         # call: a context just over the judge's prompt (~300 tokens) saves ~4 s a call at 2048
+         "--n_ctx", "512", "--n_threads",
          # the worker's share of the cores (conftest: one per xdist worker); more threads only spin
          os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count() or 2)],
         stdout=log, stderr=subprocess.STDOUT,

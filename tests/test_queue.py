@@ -4,13 +4,12 @@ choices, undo as a new state, resume, best-of-k groups, review selection, concur
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from collections import Counter
 
 import pytest
 from helpers import seed_triplets, votes_of
+from procs import python_c
 from sqlalchemy import func, select
 
 from condsim_annot.models import (
@@ -264,8 +263,7 @@ WORKER = textwrap.dedent(
 def test_four_annotators_concurrently_lose_and_double_nothing(store, db_url, overlap):
     n = 60
     seed_triplets(store, n)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, db_url, f"ann{k}", str(overlap)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(4)]
+    procs = [python_c(WORKER, db_url, f"ann{k}", overlap) for k in range(4)]  # 4 processes (forked, pre-imported)
     for p in procs:  # every worker has imported, opened the store and started its session
         assert p.stdout.readline().strip() == "ready", p.stderr.read()[-2000:]
     for p in procs:

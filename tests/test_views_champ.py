@@ -4,6 +4,7 @@ better than the technique criterion, and method agreement matches an independent
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -13,11 +14,14 @@ def test_champ_topic_separates_categories_and_agreement_matches_an_independent_c
 ):
     import bm25s
     from sentence_transformers import SentenceTransformer
+    from sqlalchemy import select
 
     from condsim_annot.criteria import add_criterion
     from condsim_annot.demo import DEMO_CRITERIA
     from condsim_annot.ingest import ingest
-    from condsim_annot.propose.embedding import default_model_path
+    from condsim_annot.models import Document
+    from condsim_annot.propose.cache import EmbeddingCache, model_key, query_key
+    from condsim_annot.propose.embedding import default_model_path, resolve_model
     from condsim_annot.views.build import ViewOptions, build_views
 
     monkeypatch.setenv("CONDSIM_CACHE", champ_cache)  # MiniLM's CHAMP vectors, encoded by the library (conftest)
@@ -38,16 +42,28 @@ def test_champ_topic_separates_categories_and_agreement_matches_an_independent_c
     assert topic > technique
     assert sil[("same-topic", "bm25")] == sil[("same-technique", "bm25")]  # criterion-blind
 
-    # independent: sentence-transformers and bm25s called directly, CKA by the trace formula, Jaccard by sets
+    # independent: sentence-transformers and bm25s called directly, CKA by the trace formula, Jaccard by sets.
+    # The library's vectors of all 270 documents (its cache, by content hash and prompt) are checked against
+    # sentence-transformers on a sample (the 6 longest texts and 14 at random: encoding all 270 again costs ~25 s
+    # of the suite); the formulas below then run on those vectors.
     ag = data["agreement"]
     assert ag["sample"]["described"] == "the whole corpus (270 documents)"
     rows = data["docs"]
     by_id = {r["id"]: r for r in champ_problems}
     texts = [by_id[r["id"]]["text"] for r in rows]
     topic_prompt = DEMO_CRITERIA[1]["instruction"]
-    E = SentenceTransformer(default_model_path(), device="cpu").encode(
-        texts, prompt=topic_prompt, normalize_embeddings=True
+    with sqlite_store.session() as s:
+        hash_of = dict(s.execute(select(Document.ext_id, Document.content_hash)).all())
+    name = resolve_model(None)
+    cache = EmbeddingCache(Path(champ_cache) / "emb", model_key(name) + ".query", model=name)
+    E = cache.get([query_key(topic_prompt, hash_of[r["id"]]) for r in rows])
+    rng = np.random.default_rng(0)
+    longest = np.argsort([-len(t) for t in texts])[:6]
+    sample = np.unique(np.concatenate([longest, rng.choice(len(texts), 14, replace=False)]))
+    direct = SentenceTransformer(default_model_path(), device="cpu").encode(
+        [texts[k] for k in sample], prompt=topic_prompt, normalize_embeddings=True
     )
+    assert np.abs(E[sample] - direct).max() < 1e-4
     K_emb = E.astype(np.float64) @ E.T.astype(np.float64)
     retriever = bm25s.BM25(k1=1.5, b=0.75)
     tok = bm25s.tokenize(texts, stopwords="english", show_progress=False, allow_empty=True)
