@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from argilla_helpers import API_KEY, VENV, Users, free_port, seed, shared_server, stop_shared_server
+from argilla_helpers import API_KEY, TLS, VENV, Users, free_port, seed, shared_server, stop_shared_server
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -47,7 +47,7 @@ def env(argilla_server, monkeypatch):
 
 
 def owner(url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, headers={"X-Argilla-Api-Key": API_KEY}, timeout=30)
+    return httpx.Client(base_url=url, headers={"X-Argilla-Api-Key": API_KEY}, timeout=30, verify=TLS)
 
 
 def dataset_id(url: str, name: str, workspace: str) -> str:

@@ -249,14 +249,15 @@ class LocalServer:
         import httpx
 
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
-                raise CondsimError(f"the Argilla server exited with code {self.proc.returncode}:\n{tail}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/api/v1/status", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
+        with httpx.Client(timeout=2) as client:  # one client: each new one loads the CA bundle (~0.1 s of CPU)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    tail = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
+                    raise CondsimError(f"the Argilla server exited with code {self.proc.returncode}:\n{tail}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(self.url + "/api/v1/status").status_code == 200:
+                        return
+                time.sleep(0.3)
         self.stop()
         raise CondsimError(f"the Argilla server did not answer within {timeout:.0f} s; see {self.logfile}")
 
