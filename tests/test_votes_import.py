@@ -574,3 +574,21 @@ def test_0010_registers_the_batch_of_an_import_killed_before_it(cli, store, tmp_
     with store.engine.connect() as conn:
         assert remove_stale_batches(conn, older_than_s=0) == 1
     assert _count(store, Vote) == 3 == _active_import_votes(store) and _batches(store) == 0
+
+
+def test_every_optional_column_is_stored_and_absent_ones_are_null(cli, store, tmp_path):
+    """SQLite stages only the columns a file has (and ``state`` only if a line is superseded): what a file gives
+    reaches the vote, what it lacks is NULL, and a superseded line stays superseded."""
+    _setup(cli, tmp_path)
+    full, bare = tmp_path / "full.csv", tmp_path / "bare.csv"
+    full.write_text("criterion,anchor,a,b,annotator,choice,kind,latency_ms,confidence,rationale,group_id\n"
+                    "proof,p1,p2,p3,ann,a,llm,1200,0.75,same lemma,g1\n"
+                    "proof,p1,p2,p3,ann,b,llm,900,0.5,changed my mind,g1\n")
+    bare.write_text("criterion,anchor,a,b,annotator,choice\nproof,p2,p3,p4,bob,tie\n")
+    assert import_votes(store, full).added == 2 and import_votes(store, bare).added == 1
+    cols = (Vote.state, Vote.choice, Vote.latency_ms, Vote.confidence, Vote.rationale, Vote.group_id)
+    with store.session() as s:
+        got = [tuple(r) for r in s.execute(select(*cols).order_by(Vote.id)).all()]
+    assert sorted(got, key=str) == sorted([("superseded", "first", 1200.0, 0.75, "same lemma", "g1"),
+                                           ("active", "second", 900.0, 0.5, "changed my mind", "g1"),
+                                           ("active", "tie", None, None, None, None)], key=str)

@@ -76,8 +76,10 @@ _ROWS = (  # one sort: repeated lines and re-votes were resolved while checking
 )
 _STAGED = ("line, criterion_id, anchor_id, first_id, second_id, annotator, choice, swapped, latency_ms, confidence,"
            " rationale, group_id, external_id, state")
-ROWS_SQLITE = (  # the importer writes the rows in _ORDER (sorted in Python): the rowid numbers them
-    "CREATE TEMPORARY TABLE vote_import_rows (seq INTEGER PRIMARY KEY, " + _STAGED + ")"
+ROWS_SQLITE = (  # the importer writes the rows in _ORDER (sorted in Python): the rowid numbers them; it leaves
+    #  out the columns that are NULL (or 'active') in every row
+    "CREATE TEMPORARY TABLE vote_import_rows (seq INTEGER PRIMARY KEY, "
+    + _STAGED.replace(", state", ", state DEFAULT 'active'") + ")"
 )
 _PRESENT = (  # rows imported before (same hash): unchanged, and they supersede nothing
     "DELETE FROM {t} WHERE EXISTS (SELECT 1 FROM vote v"
