@@ -465,7 +465,7 @@ def vote_prob(scale: F64, grid: F64, out: I64, nu: F64) -> NDArray[np.float32]:
 
 def _first_per_group(g: I64, k: int) -> NDArray[np.bool_]:
     """Mask of the first ``k`` entries of each value of ``g`` (in order)."""
-    order = np.argsort(g, kind="stable")
+    order = np.argsort(g.astype(np.int16) if len(g) and g.max() < 2**15 else g, kind="stable")  # radix, same order
     gs = g[order]
     rank = np.arange(len(gs)) - np.searchsorted(gs, gs, side="left")
     keep = np.zeros(len(g), dtype=bool)

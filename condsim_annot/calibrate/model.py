@@ -586,4 +586,6 @@ class TripletModel:
         self.components_ = components(d.n, d.ti, d.tj)
         self.log_marginal_ = float(self._post_lml) if hasattr(self, "_post_lml") else float("nan")
         loo = np.where(d.flip[:, None], self.loo_[:, [1, 0, 2]], self.loo_)  # the caller's orientation
-        self.loo_ = loo[np.argsort(d.order)]  # and vote order
+        inv = np.empty_like(d.order)
+        inv[d.order] = np.arange(len(d.order))
+        self.loo_ = loo[inv]  # and vote order
