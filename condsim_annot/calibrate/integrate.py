@@ -330,17 +330,22 @@ class TripletIntegrals:
         best = np.full(A, -np.inf)
         lam_out, kap_out, mult_out = self.lapse.copy(), self.lapse_tie.copy(), np.ones(A)
         nu = self.nu[ann]
-        with np.errstate(divide="ignore"):
+        lapse_p = {k: np.exp(lapse_log_prob(out, np.full(len(out), k))) for k in LAPSE_TIE_GRID + (1 / 3,)}
+        with np.errstate(divide="ignore", over="ignore"):
             for mult in BETA_FACTORS:
                 dav = _log_mean(q, vote_prob(0.5 * mult * self.beta[ann], grid, out, nu))
+                # P(vote) = w_slab ((1 - lam) P_dav + lam P_lapse) + w_spike P_spike, in probabilities scaled by the
+                # larger of the Davidson and spike terms (one log per vote and grid value, no logaddexp)
+                shift = np.maximum(lws + dav, spike)
+                shift = np.where(np.isfinite(shift), shift, lws)  # P_dav = 0 and no spike: the lapse's term alone
+                a_dav, c_spike, b_slab = np.exp(lws + dav - shift), np.exp(spike - shift), np.exp(lws - shift)
                 for lam in LAPSE_GRID:
                     for kap in LAPSE_TIE_GRID if lam > 0 else (1 / 3,):
-                        slab = np.logaddexp(
-                            math.log1p(-lam) + dav,
-                            (math.log(lam) if lam > 0 else -np.inf) + lapse_log_prob(out, np.full(len(out), kap)),
-                        )
+                        mix = (1.0 - lam) * a_dav + c_spike
+                        if lam > 0:
+                            mix += lam * b_slab * lapse_p[kap]
                         tot = (
-                            np.bincount(ann, np.logaddexp(lws + slab, spike), minlength=A)
+                            np.bincount(ann, shift + np.log(mix), minlength=A)
                             + 4.0 * math.log1p(-lam)
                             - 0.5 * math.log(mult) ** 2
                         )
