@@ -42,6 +42,12 @@ true ties, against 26-30% in seeds 1 and 2).  At P >= .8: 0.0986 / 0.1292 / 0.15
 sum of P over right labels per vote 0.1230 / 0.1542 / 0.1709 vs 0.1098 / 0.0798 / 0.0834; correct gold at
 ``--target-accuracy 0.95``: 12 / 58 / 95 vs 19 / 0 / 0.  (Commit 68e955c, whose MAP also had the lapses and
 was 2.4x slower at 1M votes: 3.3x / 38x / 7.8x, pooled 7.0x.)
+
+Measured 2026-12-02 00:20-00:40 (load ~3-4; the model after the speed-up of that day, which gives the same gold on
+the same votes, probabilities within 5e-5): tool 28 / 57 / 89 right of 29 / 57 / 89 gold, audit 23 / 6 / 7: 1.2x /
+9.5x / 12.7x, pooled 174 vs 36 (4.8x).  Seed 0's selection in rounds 2-3 moves with such small changes (36 right
+with the code of the day before); its features hardly tell a true tie (AUC .55 for |w . dphi| on the tool's 240
+triplets), so no tie-prior slope is fitted and 130 of its 240 triplets are true ties.
 """
 
 from __future__ import annotations
