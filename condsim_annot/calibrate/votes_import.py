@@ -179,6 +179,7 @@ def _stage(conn: Connection, path: str, text: str | None, res: ImportResult, pro
             conn.commit()  # the temporary table only: no lock on the store
             conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]  # written through the driver
         res.read += len(buf)
+        buf.clear()  # freed before the next chunk is read, not after
         if progress:
             progress("validate", pos(), total)
 
