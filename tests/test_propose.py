@@ -167,7 +167,7 @@ def test_llm_methods_are_skipped_without_an_endpoint(sqlite_store, champ_jsonl, 
 def test_cached_embeddings_are_reused(tmp_path, champ_problems, embedder):
     from condsim_annot.db import open_store
 
-    n_docs = 40  # a fresh cache: keep the encoding short
+    n_docs = 20  # a fresh cache: keep the encoding short
     small = tmp_path / "champ80.jsonl"
     small.write_text("\n".join(json.dumps(r) for r in champ_problems[:n_docs]) + "\n")
     champ_jsonl = str(small)
@@ -177,7 +177,7 @@ def test_cached_embeddings_are_reused(tmp_path, champ_problems, embedder):
     seed(a, champ_jsonl)
     seed(b, champ_jsonl)
     embedder.reset()
-    s1 = propose(a, "same-technique", methods=["embedding"], budget=40, cache_dir=cache)
+    s1 = propose(a, "same-technique", methods=["embedding"], budget=20, cache_dir=cache)
     assert embedder.texts == n_docs + s1.anchors  # every document once, anchors once with the prompt
     assert s1.method_info["embedding"]["documents_encoded"] == n_docs
     npy = next((tmp_path / "cache" / "emb").glob("*.query.npy")).with_suffix("").with_suffix(".npy")
@@ -186,12 +186,12 @@ def test_cached_embeddings_are_reused(tmp_path, champ_problems, embedder):
     assert np.allclose(np.linalg.norm(arr, axis=1), 1, atol=1e-4)
     # the same proposal on another store sharing the cache: no encode at all
     embedder.reset()
-    s2 = propose(b, "same-technique", methods=["embedding"], budget=40, cache_dir=cache)
-    assert embedder.calls == 0 and s2.added == 40
+    s2 = propose(b, "same-technique", methods=["embedding"], budget=20, cache_dir=cache)
+    assert embedder.calls == 0 and s2.added == 20
     assert np.load(npy, mmap_mode="r").shape == (n_docs, 384)
     # a new criterion re-embeds only its anchors (with its own prompt)
     embedder.reset()
-    s3 = propose(b, "same-topic", methods=["embedding"], budget=40, cache_dir=cache)
+    s3 = propose(b, "same-topic", methods=["embedding"], budget=20, cache_dir=cache)
     assert embedder.texts == s3.anchors and s3.method_info["embedding"]["documents_encoded"] == 0
     # a document whose text changes is embedded again, alone
     with b.transaction() as s:
@@ -201,7 +201,7 @@ def test_cached_embeddings_are_reused(tmp_path, champ_problems, embedder):
 
         d.content_hash = content_hash(d.text)
     embedder.reset()
-    s4 = propose(b, "same-topic", methods=["embedding"], budget=41, cache_dir=cache)
+    s4 = propose(b, "same-topic", methods=["embedding"], budget=21, cache_dir=cache)
     assert s4.method_info["embedding"]["documents_encoded"] == 1
     a.close()
     b.close()
