@@ -170,3 +170,26 @@ def test_expected_gold_uses_each_annotators_fitted_answers(mu, sd, tie):
     assert got == pytest.approx(mc, abs=4 * se + 0.01)
     davidson = float(expected_gold(np.array([mu]), np.array([sd]), tie, BETA, 0.3, tau=0.9)[0])
     assert abs(davidson - got) > 0.02, (davidson, got)
+
+
+def test_gold_ranking_asks_what_the_methods_separate_first():
+    """Four comparisons the fit sees alike (the same fitted d and sd, hence the same P and expected gold): the one
+    the methods' learnt combination separates most (the feature prior's |w . dphi|) is asked first, as it is the
+    least likely true tie - which a run whose tie prior has no slope yet cannot say.  Without the feature prior's
+    lean the committee breaks the tie, and it prefers where the methods are close."""
+    fp = FeaturePrior(["m"], np.array([1.0]), np.array([0.0]), np.array([0.0]), np.array([1.0]), tau=1.0)
+    part = {10: (0.5, 1.0, 0), 11: (0.0, 1.0, 0), 12: (0.5, 1.0, 0), 13: (0.0, 1.0, 0)}
+    S = np.array([[0.1, 0.0, 3.0, -3.0]])  # one method: 10 vs 11 close, 12 vs 13 far apart
+    cal = Calibration(1, 4, 1, {0: part}, beta=BETA, beta_weight=np.ones(3), nu=NU, rank="gold", tie_mass=0.6,
+                      prior=fp)
+    pool = AnchorPool(0, np.array([10, 11, 12, 13]), ["t"] * 4, S, None)
+    pool.finish(cal, ["m"])
+    picks = Picks(attention=0, audit=0, bridge=0, target=1, per_anchor=1, chain=False)
+    chosen = select_triplets([pool], np.arange(20), set(), {0: 1}, np.array([True]), picks, [],
+                             np.random.default_rng(0))
+    assert {chosen[0]["x"], chosen[0]["y"]} == {12, 13}
+    i, j = np.array([0, 2, 0, 1]), np.array([1, 3, 3, 2])  # (10, 11), (12, 13), (10, 13), (11, 12): d = .5 each
+    f = pool.features(i, j, np.array([True]))
+    lean = np.abs(2 * f["model_p"] - 1)
+    assert np.allclose(lean, lean[0]) and np.allclose(f["expected_gold"], f["expected_gold"][0])
+    assert f["priority"][1] > f["priority"][2] > f["priority"][0]

@@ -58,7 +58,8 @@ def _progress_bar():
 @click.option("--rank", type=click.Choice(["gold", "information"]), default="gold", show_default=True,
               help="Once calibrated, rank comparisons by the expected NEW GOLD triplets per vote (P(label) >= the "
                    "run's tau with its min-votes after --votes more votes; fresh pairs predicted by the methods' "
-                   "learnt weights), or by the expected information of one more vote.")
+                   "learnt weights; where gold is out of reach yet, those whose pairs the learnt weights separate "
+                   "most, the least likely true ties, first), or by the expected information of one more vote.")
 @click.option("--votes", type=int, default=3, show_default=True,
               help="Votes each new triplet will get (what --rank gold expects), 1 to 5.")
 @click.option("--dry-run", is_flag=True, help="Score and select, but write nothing.")
