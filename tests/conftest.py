@@ -344,27 +344,31 @@ def champ_cache_session(champ_embeddings: Path, tmp_path_factory: pytest.TempPat
 
 # --------------------------------------------------------------------------- xdist: which file runs where, when
 
-#: Files that cost most (CPU seconds with one core per worker on the 2-core box, 2026-12-01; CHAMP's embeddings
-#: are encoded by whichever test asks first: test_views_champ.py, handed out first). Under ``--dist loadfile`` they
-#: are handed out first, longest first, so that no long file starts last and the workers finish together; the
-#: other files follow by number of tests. Re-measure with ``--durations`` when a file grows.
+#: Files that cost most (seconds of a full run with two workers on the 2-core box, 2026-12-02, load ~3; CHAMP's
+#: embeddings are encoded by whichever test asks first when the cache is cold: test_views_champ.py, handed out
+#: first). Under ``--dist loadfile`` they are handed out first, longest first, so that no long file starts last and
+#: the workers finish together; the other files follow by number of tests. Re-measure with ``--durations`` when a
+#: file grows.
 FILE_COST = {
-    "tests/test_views_champ.py": 75,  # with the CHAMP encoding (~45)
-    "tests/test_llm_llamacpp.py": 55,
-    "tests/test_argilla.py": 45,  # with test_argilla_browser.py
-    "tests/test_queue.py": 37,
-    "tests/test_propose.py": 34,
-    "tests/test_export.py": 23,
-    "tests/test_calibrate_pipeline.py": 23,
-    "tests/test_propose_llm.py": 19,
-    "tests/test_concurrent_writers.py": 17,
-    "tests/test_train_finetune.py": 14,
-    "tests/test_tui.py": 13,
-    "tests/test_report.py": 13,
-    "tests/test_ingest.py": 9,
-    "tests/test_votes_import.py": 9,
-    "tests/test_demo.py": 8,
-    "tests/test_views.py": 7,
+    "tests/test_views_champ.py": 120,  # 37 with a warm CHAMP cache, ~80 more to encode it
+    "tests/test_argilla.py": 112,  # with test_argilla_browser.py
+    "tests/test_llm_llamacpp.py": 71,
+    "tests/test_propose.py": 53,
+    "tests/test_tui.py": 51,
+    "tests/test_calibrate_pipeline.py": 51,
+    "tests/test_queue.py": 42,
+    "tests/test_export.py": 24,
+    "tests/test_report.py": 24,
+    "tests/test_votes_import.py": 22,
+    "tests/test_train.py": 20,
+    "tests/test_llm_client.py": 19,
+    "tests/test_demo.py": 18,
+    "tests/test_judge.py": 17,
+    "tests/test_propose_llm.py": 16,
+    "tests/test_concurrent_writers.py": 15,
+    "tests/test_ingest.py": 13,
+    "tests/test_tui_tmux.py": 11,
+    "tests/test_views.py": 11,
 }
 #: Files run on the worker of another file: the Argilla browser test shares test_argilla.py's server.
 SAME_WORKER = {"tests/test_argilla_browser.py": "tests/test_argilla.py"}
