@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import hashlib
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -50,6 +48,7 @@ from .endpoint import (
     NO_KEY,
     Endpoint,
     LLMError,
+    default_tls,
     endpoint_status,
     redact_url,
     resolve_endpoint,
@@ -80,15 +79,6 @@ def request_hash(request: dict, attempt: int = 0) -> str:
 def estimate_tokens(messages: list[dict]) -> int:
     """Rough prompt size (4 characters a token) for dry runs."""
     return sum(len(m.get("content") or "") // 4 + 4 for m in messages) + 3
-
-
-@functools.lru_cache(maxsize=4)
-def _tls_context(cafile: str | None, capath: str | None) -> Any:
-    """httpx's default TLS context (certifi, or $SSL_CERT_FILE / $SSL_CERT_DIR, the cache's key), made once:
-    every new client otherwise loads the CA bundle again (~0.1 s of CPU per command run in one process)."""
-    import httpx
-
-    return httpx.create_ssl_context()
 
 
 @dataclass
@@ -188,13 +178,12 @@ class LLMClient:
         if not self.dry_run:
             from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-            tls = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
             self._client = AsyncOpenAI(
                 api_key=self.endpoint.api_key or NO_KEY,
                 base_url=self.endpoint.base_url,
                 timeout=self.endpoint.timeout,
                 max_retries=0,  # we retry ourselves (backoff with jitter, Retry-After, logged)
-                http_client=DefaultAsyncHttpxClient(verify=tls),
+                http_client=DefaultAsyncHttpxClient(verify=default_tls()),
             )
         return self
 
