@@ -48,6 +48,20 @@ the same votes, probabilities within 5e-5): tool 28 / 57 / 89 right of 29 / 57 /
 9.5x / 12.7x, pooled 174 vs 36 (4.8x).  Seed 0's selection in rounds 2-3 moves with such small changes (36 right
 with the code of the day before); its features hardly tell a true tie (AUC .55 for |w . dphi| on the tool's 240
 triplets), so no tie-prior slope is fitted and 130 of its 240 triplets are true ties.
+
+Measured 2026-12-02 01:00-01:15 (load 1.5-4; commit bb146eb: ``--rank gold``'s lean, which orders comparisons while
+gold is out of reach, is how far the feature prior separates the two pairs, 2 Phi(|w . dphi| / sqrt2 tau) - 1,
+instead of |2P - 1|).  Why: in seed 0's pools (rounds 2-3, ~11k comparisons, 55% true ties) the top 80 by |w . dphi|
+hold 14-24% ties, by |2P - 1| 36-39%, by the old priority 42-55%; the run's tie prior cannot say so until a slope is
+fitted, which needs votes on such comparisons.  Re-asks (idea: one more vote on a .87 triplet) are not possible
+here: all three annotators vote on every triplet, and a second vote of the same annotator supersedes the first.
+Chosen among three leans (|2P - 1| = before, the prior's, their mean) on seeds 0-4, tool arm only, right gold
+(audit 23 / 6 / 7 / 42 / 6): before 28 / 57 / 89 / 40 / 110, prior 49 / 18 / 72 / 55 / 105, mean 2 / 78 / 97 /
+68 / 78 (pooled 324 / 299 / 323: a wash; the prior's is the only one with seed 0 >= 2x and fails only seed 3).
+Result, seeds 0 / 1 / 2: tool 49 / 18 / 72 right of 51 / 22 / 72 gold, audit 23 / 6 / 7: 2.1x / 3.0x / 10.3x
+(before 1.2x / 9.5x / 12.7x), pooled 139 vs 36 (3.9x, before 4.8x); seed 3: 55 vs 42, 1.3x (before 0.95x); fresh
+seed 5 (not used to choose): 97 of 100 vs 8, 12.1x (before 86, 10.8x).  Seed 1's 4 wrong gold (.82 accuracy) and
+the spread across leans (seed 0: 2 to 49) say the per-seed ratio is chaotic in rounds 2-3; judge pooled numbers.
 """
 
 from __future__ import annotations
