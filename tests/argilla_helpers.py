@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import uuid
 from pathlib import Path
 
 import httpx
 
+from condsim_annot.llm.endpoint import default_tls
+
 VENV = Path(os.environ.get("CONDSIM_ARGILLA_VENV", "~/.cache/condsim-annot/argilla-venv")).expanduser()
 API_KEY = "condsim-test-owner-key"
 PASSWORD = "annotate-me-123"
-#: One TLS context for every test client: httpx loads the CA bundle for each new client (~0.1 s of CPU), and the
-#: tests make hundreds of clients (the local server speaks plain HTTP; the context is never used to connect).
-TLS = ssl.create_default_context()
+#: The library's one TLS context for every test client: httpx loads the CA bundle for each new client (~0.1 s of
+#: CPU), and the tests make hundreds of clients (the local server speaks plain HTTP; it is never used to connect).
+TLS = default_tls()
 
 
 def free_port() -> int:

@@ -64,7 +64,6 @@ class Child:
         self.stdout: IO[str] = _text(out_r, "r")
         self.stderr: IO[str] = _text(err_r, "r")
         self.pid = self._proc.pid
-        self.args = args
 
     @property
     def returncode(self) -> int | None:

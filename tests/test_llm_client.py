@@ -231,3 +231,27 @@ def test_json_schema_steps_down_to_llama_cpp_python_json_object(store):
     with OpenAIServer(lambda r, n: Reply(status=500) if n == 1 else "ok") as srv:
         (res,), c = ask(store, srv.base_url, [req(9, response_format=rf)])
         assert res.ok and c.stats.dropped_features == [] and c.stats.retries == 1
+
+
+def test_one_tls_context_per_ca_setting_reaches_the_http_client(store, monkeypatch, tmp_path):
+    """Every client of a process shares one TLS context (each new one loaded the CA bundle, ~0.1 s of CPU); a
+    different SSL_CERT_FILE gets its own, so the user's CA setting still counts."""
+    import certifi
+
+    from condsim_annot.llm import endpoint
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    ctx = endpoint.default_tls()
+    assert endpoint.default_tls() is ctx
+
+    async def transport_ctx() -> object:
+        async with LLMClient(store, Endpoint(model="m", base_url="http://127.0.0.1:9/v1")) as c:
+            pool = c._client._client._transport._pool  # openai -> httpx.AsyncClient -> transport -> httpcore pool
+            return pool._ssl_context
+
+    assert asyncio.run(transport_ctx()) is ctx
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(open(certifi.where(), "rb").read())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert endpoint.default_tls() is not ctx
