@@ -356,19 +356,12 @@ class TripletIntegrals:
                         mult_out = np.where(better, mult, mult_out)
         return lam_out, kap_out, mult_out
 
-    def tau_profile(self, tids: I64) -> tuple[F64, F64]:
-        """Log marginal likelihood of the triplets' votes for tau scaled by exp(offset) (offsets, values)."""
-        offs = np.linspace(-0.8, 0.8, 9)
-        tot = np.zeros(len(offs))
-        for b in self.blocks(tids):
-            sq = np.square(b.grid - self.mu_c[b.tids, None].astype(np.float32))
-            base = b.lwidth + b.LL
-            for k, o in enumerate(offs):
-                lp = self._prior(b.tids, b.grid, np.array([o]), sq)
-                lp += base
-                zs = _logsumexp(lp)
-                tot[k] += float(self._log_evidence(zs, b.LL0, b.tids).sum())
-        return offs, tot
+    def log_evidence(self, tids: I64) -> float:
+        """Log evidence of the votes of the triplets ``tids``, each from its cavity (slab and spike mixed by the
+        tie prior): with leave-one-triplet-out cavities, how well the rest predicts each triplet's votes."""
+        return float(
+            sum(float(self._log_evidence(_logsumexp(b.lprior + b.LL), b.LL0, b.tids).sum()) for b in self.blocks(tids))
+        )
 
     def _log_evidence(self, z_slab: F64, z_spike: F64, tids: I64, tie_mass: float | F64 | None = None) -> F64:
         pi = self.prior_tie(tids, tie_mass)

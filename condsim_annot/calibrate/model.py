@@ -39,7 +39,8 @@ How it is fitted (``fit``)
 3. beta_j, nu and the lapses maximise the leave-one-vote-out predictive likelihood of the votes (each
    vote predicted from the cavity without it: an annotator cannot become an "oracle" by explaining
    his own votes; lapse, its tie share and a factor on beta jointly on a grid, then beta by Newton);
-   tau maximises the votes' marginal likelihood (empirical Bayes, computed with the same integrals).
+   tau maximises the votes' leave-one-triplet-out evidence (each triplet's votes predicted from the rest, with the
+   same integrals): at each candidate tau the MAP is redone and the cavities come from belief propagation.
    Steps 1-3 alternate for ``rounds``; then a final MAP and integration.
 
 Results (attributes, after ``fit``): ``scores_``/``stderr_`` (posterior mean and sd of every
@@ -60,6 +61,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import model_data
 from .davidson import FIRST, SECOND, TIE
 from .integrate import NU_MAX, Loo, TripletIntegrals
 from .model_data import _Data, _logit, _prepare, _sample_votes, _ScoreHessian, _sigmoid, _VoteTerms
@@ -74,6 +76,8 @@ LOG_BETA_BOUNDS = (-6.0, 3.0)
 SPIKE_NU_PRIOR_SD = 0.0
 MANY_TIES = 0.15  # share of tie answers from which a fit spends one more round on the true-tie question
 SPIKE_MODE_MIN_MASS = 0.1  # a true-tie mass the Davidson slab could not absorb: the criterion has true ties
+TAU_OFFSETS = np.linspace(-0.8, 0.8, 5)  # each round's tau candidates, tau x exp(offset)
+TAU_MAP_TOL = 1e-2  # the candidates' MAPs to a hundredth of a standard error
 
 
 class TripletModel:
@@ -158,8 +162,8 @@ class TripletModel:
         fixed_beta: ArrayLike | None,
     ) -> TripletModel:
         t0 = time.perf_counter()
-        f, s, o, a, n, A, phi, fixed = self._validate(
-            first, second, outcome, annotators, n_items, n_annotators, features, fixed_beta
+        f, s, o, a, n, A, phi, fixed = model_data._validate(
+            first, second, outcome, annotators, n_items, n_annotators, features, fixed_beta, self.fit_ties
         )
         self.n_features_ = phi.shape[1]
         d = _prepare(f, s, o, a, n, A, phi)
@@ -223,41 +227,6 @@ class TripletModel:
         return np.asarray(self.predict_proba(first, second)[:, 0], dtype=np.float64)
 
     # ------------------------------------------------------------------ set-up
-    def _validate(
-        self,
-        first: ArrayLike,
-        second: ArrayLike,
-        outcome: ArrayLike,
-        annotators: ArrayLike | None,
-        n_items: int | None,
-        n_annotators: int | None,
-        features: ArrayLike | None,
-        fixed_beta: ArrayLike | None,
-    ) -> tuple[I64, I64, I64, I64, int, int, F64, F64]:
-        f = np.asarray(first, dtype=np.int64).ravel()
-        s = np.asarray(second, dtype=np.int64).ravel()
-        o = np.asarray(outcome, dtype=np.int64).ravel()
-        m = len(f)
-        a = np.zeros(m, dtype=np.int64) if annotators is None else np.asarray(annotators, dtype=np.int64).ravel()
-        if not (len(s) == len(o) == len(a) == m):
-            raise ValueError("first, second, outcome and annotators must have the same length")
-        if m and (np.any(f == s) or o.min() < 0 or o.max() > 2):
-            raise ValueError("a vote compares two different items, with outcome 0, 1 or 2")
-        n = int(n_items if n_items is not None else (max(f.max(), s.max()) + 1 if m else 0))
-        A = int(n_annotators if n_annotators is not None else (a.max() + 1 if m else 1))
-        if m and (min(f.min(), s.min()) < 0 or max(f.max(), s.max()) >= n or a.min() < 0 or a.max() >= A):
-            raise ValueError("item or annotator index out of range")
-        if not self.fit_ties and m:
-            keep = o != TIE
-            f, s, o, a = f[keep], s[keep], o[keep], a[keep]
-        phi = np.zeros((n, 0)) if features is None else np.asarray(features, dtype=np.float64)
-        if phi.ndim != 2 or phi.shape[0] != n or not np.all(np.isfinite(phi)):
-            raise ValueError("features must be a finite (n_items, n_features) array")
-        fixed = np.full(A, np.nan) if fixed_beta is None else np.asarray(fixed_beta, dtype=np.float64).ravel()
-        if fixed.shape != (A,) or np.any(fixed[~np.isnan(fixed)] <= 0):
-            raise ValueError("fixed_beta must have one value > 0 (or NaN) per annotator")
-        return f, s, o, a, n, A, phi, fixed
-
     def _init_params(self, d: _Data, fixed: F64) -> None:
         self._fixed = ~np.isnan(fixed)
         self.beta_ = np.where(self._fixed, fixed, 1.0)
@@ -352,8 +321,9 @@ class TripletModel:
         self._u, self.w_ = x[: d.n], x[d.n :]
         self._laplace()
 
-    def _laplace(self) -> None:
-        """Diagonal precision of u, w's covariance, each triplet's cavity of d."""
+    def _laplace(self, bp: bool = False) -> None:
+        """Diagonal precision of u, w's covariance, each triplet's cavity of d (``bp``: the cavity precisions by
+        belief propagation, :func:`.model_data.bp_cavity`, not with the neighbours held fixed)."""
         d = self._d
         T = len(d.ti)
         u, w = self._u, self.w_
@@ -362,8 +332,11 @@ class TripletModel:
         ct = np.bincount(d.vt, c, minlength=T)
         gt = -np.bincount(d.vt, r, minlength=T)  # d loglik / d d of each triplet's own votes
         self._Du = np.bincount(d.ti, ct, minlength=d.n) + np.bincount(d.tj, ct, minlength=d.n) + 1 / self.tau_**2
-        Pi = np.maximum(self._Du[d.ti] - ct, 1 / self.tau_**2)
-        Pj = np.maximum(self._Du[d.tj] - ct, 1 / self.tau_**2)
+        if bp:
+            Pi, Pj = model_data.bp_cavity(d.n, d.ti, d.tj, np.asarray(ct, dtype=np.float64), 1 / self.tau_**2)
+        else:
+            Pi = np.maximum(self._Du[d.ti] - ct, 1 / self.tau_**2)
+            Pj = np.maximum(self._Du[d.tj] - ct, 1 / self.tau_**2)
         vu = 1 / Pi + 1 / Pj
         F = d.dphi.shape[1]
         if F:
@@ -378,15 +351,14 @@ class TripletModel:
         self._cav = (dt - gt * vu, vu, vw, dt, Pi, Pj)
 
     # ------------------------------------------------------------------ step 2-3: integrals and updates
-    def _integrals(self, nu: F64 | None = None) -> TripletIntegrals:
-
+    def _integrals(self, nu: F64 | None = None, tau_nodes: tuple[F64, F64] | None = None) -> TripletIntegrals:
         return TripletIntegrals(
             self._d,
             self._cav,
             self.beta_,
             self.beta_sd_,
             self.nu_annotator_ if nu is None else nu,
-            self._tau_nodes,
+            self._tau_nodes if tau_nodes is None else tau_nodes,
             self.grid,
             self._tie_prior(),
             self.tie_answer_,
@@ -440,7 +412,7 @@ class TripletModel:
                 n_a = np.bincount(self._d.ann, minlength=self._d.A)
                 self.nu_ = float(np.exp(np.dot(n_a, np.log(self.nu_annotator_)) / max(n_a.sum(), 1)))
             if not self.prior_scale:
-                self._update_tau(ig.tau_profile(tsub_tau))
+                self._update_tau(self._tau_profile(tsub_tau))
             return
         ig.marginal_beta = True
         m = len(self._d.vt)
@@ -543,6 +515,36 @@ class TripletModel:
         if not self.prior_scale:
             self.tau_ *= c
         return c
+
+    def _tau_profile(self, tids: I64) -> tuple[F64, F64]:
+        """Leave-one-triplet-out log evidence of the votes of ``tids`` at tau x exp(``TAU_OFFSETS``), uphill from 0: at
+        each candidate the MAP again and the cavities by belief propagation.  Scaling the variance of one tau's cavities
+        (before) missed that a shared pair's cavity mean grows with tau and kept a triplet's own votes in its cavity."""
+        d = self._d
+        saved = (self._u, self.w_, self._cav, self._Du, self.w_cov_, self.tau_)
+        x0, tau0 = np.concatenate([self._u, self.w_]), self.tau_
+        self._vote_consts()  # this round's betas, nu and lapses
+        lml = np.full(len(TAU_OFFSETS), -np.inf)
+        mid = len(TAU_OFFSETS) // 2
+        xs = {mid: x0}  # each candidate's MAP, the start of the next one out
+
+        def at(k: int, x_start: F64) -> None:
+            self.tau_ = tau0 * math.exp(float(TAU_OFFSETS[k]))
+            x, it, _ = newton_cg(self._newton_fun, x_start, None, max_iter=50, tol=TAU_MAP_TOL)
+            self.n_iter_ += it
+            self._u, self.w_, xs[k] = x[: d.n], x[d.n :], x
+            self._laplace(bp=True)
+            lml[k] = self._integrals(tau_nodes=(np.zeros(1), np.ones(1))).log_evidence(tids)
+
+        for k in (mid, mid + 1, mid - 1):
+            at(k, xs[mid])
+        step = 1 if lml[mid + 1] > lml[mid] else (-1 if lml[mid - 1] > lml[mid] else 0)
+        k = mid + step
+        while step and 0 <= k + step < len(TAU_OFFSETS) and lml[k] > lml[k - step]:  # uphill, to the maximum
+            at(k + step, xs[k])
+            k += step
+        self._u, self.w_, self._cav, self._Du, self.w_cov_, self.tau_ = saved
+        return TAU_OFFSETS, lml
 
     def _update_tau(self, profile: tuple[NDArray[np.floating], NDArray[np.floating]]) -> None:
         offs, lml = profile

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from .davidson import TIE
 
@@ -157,3 +157,59 @@ def _sample_votes(ann: I64, k: int, rng: np.random.Generator) -> I64:
     rank = np.arange(len(a_s)) - first
     keep = perm[order[rank < k]]
     return np.sort(keep).astype(np.int64)
+
+
+def bp_cavity(n: int, ti: I64, tj: I64, c: F64, p0: float, *, iters: int = 30, tol: float = 1e-4) -> tuple[F64, F64]:
+    """Each triplet's two cavity precisions, of u_i and of u_j without the triplet's own votes, by Gaussian belief
+    propagation on the comparison graph (the Laplace Hessian: prior precision ``p0`` per item, curvature ``c`` per
+    triplet): an item's precision is p0 plus, from each of its other triplets, c P / (c + P), P the other item's
+    cavity precision.  Exact where the triplets form a forest, the usual approximation with cycles.  Holding the
+    neighbours fixed (a message c: the start) overstates the precision where pairs are shared, so that a triplet's
+    own votes stay partly in its cavity."""
+    mi, mj = c.astype(np.float64), c.astype(np.float64)
+    for _ in range(iters):
+        P = p0 + np.bincount(ti, mi, minlength=n) + np.bincount(tj, mj, minlength=n)
+        pi_, pj_ = P[ti] - mi, P[tj] - mj
+        ni, nj = c * pj_ / (c + pj_), c * pi_ / (c + pi_)
+        done = not len(c) or max(float(np.max(np.abs(ni - mi))), float(np.max(np.abs(nj - mj)))) <= tol * p0
+        mi, mj = ni, nj
+        if done:
+            break
+    P = p0 + np.bincount(ti, mi, minlength=n) + np.bincount(tj, mj, minlength=n)
+    return np.maximum(P[ti] - mi, p0), np.maximum(P[tj] - mj, p0)
+
+
+def _validate(
+    first: ArrayLike,
+    second: ArrayLike,
+    outcome: ArrayLike,
+    annotators: ArrayLike | None,
+    n_items: int | None,
+    n_annotators: int | None,
+    features: ArrayLike | None,
+    fixed_beta: ArrayLike | None,
+    fit_ties: bool,
+) -> tuple[I64, I64, I64, I64, int, int, F64, F64]:
+    f = np.asarray(first, dtype=np.int64).ravel()
+    s = np.asarray(second, dtype=np.int64).ravel()
+    o = np.asarray(outcome, dtype=np.int64).ravel()
+    m = len(f)
+    a = np.zeros(m, dtype=np.int64) if annotators is None else np.asarray(annotators, dtype=np.int64).ravel()
+    if not (len(s) == len(o) == len(a) == m):
+        raise ValueError("first, second, outcome and annotators must have the same length")
+    if m and (np.any(f == s) or o.min() < 0 or o.max() > 2):
+        raise ValueError("a vote compares two different items, with outcome 0, 1 or 2")
+    n = int(n_items if n_items is not None else (max(f.max(), s.max()) + 1 if m else 0))
+    A = int(n_annotators if n_annotators is not None else (a.max() + 1 if m else 1))
+    if m and (min(f.min(), s.min()) < 0 or max(f.max(), s.max()) >= n or a.min() < 0 or a.max() >= A):
+        raise ValueError("item or annotator index out of range")
+    if not fit_ties and m:
+        keep = o != TIE
+        f, s, o, a = f[keep], s[keep], o[keep], a[keep]
+    phi = np.zeros((n, 0)) if features is None else np.asarray(features, dtype=np.float64)
+    if phi.ndim != 2 or phi.shape[0] != n or not np.all(np.isfinite(phi)):
+        raise ValueError("features must be a finite (n_items, n_features) array")
+    fixed = np.full(A, np.nan) if fixed_beta is None else np.asarray(fixed_beta, dtype=np.float64).ravel()
+    if fixed.shape != (A,) or np.any(fixed[~np.isnan(fixed)] <= 0):
+        raise ValueError("fixed_beta must have one value > 0 (or NaN) per annotator")
+    return f, s, o, a, n, A, phi, fixed
