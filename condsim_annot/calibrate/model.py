@@ -522,18 +522,22 @@ class TripletModel:
         (before) missed that a shared pair's cavity mean grows with tau and kept a triplet's own votes in its cavity."""
         d = self._d
         saved = (self._u, self.w_, self._cav, self._Du, self.w_cov_, self.tau_)
-        x0, tau0 = np.concatenate([self._u, self.w_]), self.tau_
+        tau0 = self.tau_
         self._vote_consts()  # this round's betas, nu and lapses
         lml = np.full(len(TAU_OFFSETS), -np.inf)
         mid = len(TAU_OFFSETS) // 2
-        xs = {mid: x0}  # each candidate's MAP, the start of the next one out
+        xs = {mid: (np.zeros(d.n + len(self.w_)), self._Du, tau0)}  # the first MAP from 0 (as :meth:`_map`), then
+        # each from its neighbour's
 
-        def at(k: int, x_start: F64) -> None:
+        def at(k: int, start: tuple[F64, F64, float]) -> None:
             self.tau_ = tau0 * math.exp(float(TAU_OFFSETS[k]))
-            x, it, _ = newton_cg(self._newton_fun, x_start, None, max_iter=50, tol=TAU_MAP_TOL)
+            x = start[0].copy()  # each score moved as its Gaussian message would: a warm start a few steps closer
+            x[: d.n] *= start[1] / (start[1] - start[2] ** -2 + self.tau_**-2)
+            x, it, _ = newton_cg(self._newton_fun, x, None, max_iter=50, tol=TAU_MAP_TOL)
             self.n_iter_ += it
-            self._u, self.w_, xs[k] = x[: d.n], x[d.n :], x
+            self._u, self.w_ = x[: d.n], x[d.n :]
             self._laplace(bp=True)
+            xs[k] = (x, self._Du, self.tau_)
             lml[k] = self._integrals(tau_nodes=(np.zeros(1), np.ones(1))).log_evidence(tids)
 
         for k in (mid, mid + 1, mid - 1):
