@@ -529,7 +529,7 @@ class TripletModel:
         xs = {mid: (np.zeros(d.n + len(self.w_)), self._Du, tau0)}  # the first MAP from 0 (as :meth:`_map`), then
         # each from its neighbour's
 
-        def at(k: int, start: tuple[F64, F64, float]) -> None:
+        def at(k: int, start: tuple[F64, NDArray[np.floating], float]) -> None:
             self.tau_ = tau0 * math.exp(float(TAU_OFFSETS[k]))
             x = start[0].copy()  # each score moved as its Gaussian message would: a warm start a few steps closer
             x[: d.n] *= start[1] / (start[1] - start[2] ** -2 + self.tau_**-2)
