@@ -62,6 +62,13 @@ Result, seeds 0 / 1 / 2: tool 49 / 18 / 72 right of 51 / 22 / 72 gold, audit 23 
 (before 1.2x / 9.5x / 12.7x), pooled 139 vs 36 (3.9x, before 4.8x); seed 3: 55 vs 42, 1.3x (before 0.95x); fresh
 seed 5 (not used to choose): 97 of 100 vs 8, 12.1x (before 86, 10.8x).  Seed 1's 4 wrong gold (.82 accuracy) and
 the spread across leans (seed 0: 2 to 49) say the per-seed ratio is chaotic in rounds 2-3; judge pooled numbers.
+
+Measured 2026-12-02 03:05-03:12 (load 2.5-3.5; commit 0d93e60: tau chosen by each triplet's prediction from the
+rest at each candidate, see bench/calibration_quality.py), arms tool and audit, seeds 0 / 1 / 2 / 3 / 5: tool 94 /
+99 / 77 / 20 / 106 right of 95 / 102 / 79 / 20 / 112 gold, audit 34 / 14 / 21 / 43 / 17 (all but 3 right): 2.8x /
+7.1x / 3.7x / 0.47x / 6.2x, pooled 396 vs 129 (3.1x).  Both arms gain gold (seeds 0-3: tool 290 right against 194,
+audit 112 against 78); seed 1's gold is 99 right of 102 (before 18 of 22); seed 3 falls (55 -> 20: its tool arm
+spent 126 of 240 triplets on true ties, 62 labels right at P >= .8 but few reach gold).
 """
 
 from __future__ import annotations
