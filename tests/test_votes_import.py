@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select
 
-from condsim_annot.calibrate.votes_import import import_votes
+from condsim_annot.calibrate.votes_import import _sorted_order, import_votes
 from condsim_annot.db import open_store
 from condsim_annot.errors import CondsimError
 from condsim_annot.models import Annotator, Criterion, Document, Triplet, Vote
@@ -40,19 +41,14 @@ def test_import_votes_canonical_and_idempotent(cli, store, tmp_path):
         "proof,p1,p2,p5,carol,cant_tell,,\n"
         "proof,p1,p4,p5,carol,skip,,\n"
     )
-    res = cli("votes", "import", f, "--json")
-    r = json.loads(res.stdout)
+    r = json.loads(cli("votes", "import", f, "--json").stdout)
     assert r["read"] == 5 and r["added"] == 5 and r["triplets_created"] == 4
     with store.session() as s:
         ids = {d: i for d, i in s.execute(select(Document.ext_id, Document.id)).all()}
-        t = s.scalars(
-            select(Triplet).where(
-                Triplet.anchor_id == ids["p1"], Triplet.first_id == ids["p2"], Triplet.second_id == ids["p3"]
-            )
-        ).one()
-        votes = {
-            s.get(Annotator, v.annotator_id).name: v for v in s.scalars(select(Vote).where(Vote.triplet_id == t.id))
-        }
+        t = s.scalars(select(Triplet).where(Triplet.anchor_id == ids["p1"], Triplet.first_id == ids["p2"],
+                                            Triplet.second_id == ids["p3"])).one()
+        votes = {s.get(Annotator, v.annotator_id).name: v
+                 for v in s.scalars(select(Vote).where(Vote.triplet_id == t.id))}
         assert votes["alice"].choice == "second" and votes["alice"].swapped is True
         assert votes["bob"].choice == "second" and votes["bob"].swapped is False
         assert all(v.source == "import" for v in votes.values())
@@ -65,6 +61,19 @@ def test_import_votes_canonical_and_idempotent(cli, store, tmp_path):
     assert _count(store, Vote) == 5
     # and the imported votes calibrate
     cli("calibrate", "proof", "--min-votes", "1")
+    f.write_text("criterion,anchor,a,b,annotator,choice\nproof,p1,p3,p2,alice,tie\n")  # alice again, on a triplet
+    cli("votes", "import", f)  # that exists: the vote written records the one it replaces
+    with store.session() as s:
+        old, new = s.scalars(select(Vote).join(Annotator).where(Annotator.name == "alice").order_by(Vote.id)).all()
+    assert (old.state, new.state, new.replaces_id) == ("superseded", "active", old.id)
+
+
+def test_sqlite_stages_rows_in_key_then_annotator_code_point_order():
+    """The rows are written in ``votes_publish._ORDER`` (annotators by code point, as SQLite's BINARY collation)."""
+    rnd = random.Random(1)
+    rows = [(i, rnd.randint(1, 2), rnd.randint(1, 3), 4, rnd.randint(5, 6), rnd.choice(["b", "B", "é", "Zoë", "b2"]),
+             "tie", rnd.randint(0, 1)) for i in range(400)]
+    assert [rows[i] for i in _sorted_order(rows)] == sorted(rows, key=lambda r: (*r[1:6], r[7], r[0]))
 
 
 def test_import_errors_name_file_line_field_and_write_nothing(cli, store, tmp_path):
@@ -101,15 +110,12 @@ def test_bad_file_leaves_no_annotator_and_a_corrected_file_imports(cli, store, t
     """Defect 14.5: a file whose second row is bad kept its new annotator; the corrected re-import was refused."""
     _setup(cli, tmp_path)
     f = tmp_path / "v.csv"
-    f.write_text(
-        "criterion,anchor,a,b,annotator,choice,kind\nproof,p1,p2,p3,newbie,a,human\nproof,p1,p2,p9,newbie,a,human\n"
-    )
+    head = "criterion,anchor,a,b,annotator,choice,kind\n"
+    f.write_text(head + "proof,p1,p2,p3,newbie,a,human\nproof,p1,p2,p9,newbie,a,human\n")
     res = cli("votes", "import", f, expect_ok=False)
     assert res.exit_code == 1 and "v.csv:3: field 'b'" in res.output
     assert _count(store, Annotator) == 0 and _count(store, Triplet) == 0
-    f.write_text(
-        "criterion,anchor,a,b,annotator,choice,kind\nproof,p1,p2,p3,newbie,a,llm\nproof,p1,p2,p4,newbie,b,llm\n"
-    )
+    f.write_text(head + "proof,p1,p2,p3,newbie,a,llm\nproof,p1,p2,p4,newbie,b,llm\n")
     r = json.loads(cli("votes", "import", f, "--json").stdout)
     assert r["added"] == 2
     with store.session() as s:

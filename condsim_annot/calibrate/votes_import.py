@@ -36,6 +36,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text
 from sqlalchemy import text as sql
 from sqlalchemy.engine import Connection
@@ -75,8 +76,7 @@ STAGED = [c.name for c in STAGING.columns]  # the columns Validator fills, in or
 _IF_IN_FILE = ("latency_ms", "confidence", "rationale", "group_id")  # staged columns that are NULL in every row
 #  of a file without that column (SQLite writes them only if the file has it)
 _EXTERNAL_ID = itemgetter(STAGED.index("external_id"))
-_SORT_KEY = itemgetter(1, 2, 3, 4, 5, 7, 0)  # criterion, anchor, first, second, annotator, swapped, line
-#  (votes_publish._ORDER; Python orders str by code point, as SQLite's BINARY collation orders UTF-8)
+_ANNOTATOR = itemgetter(STAGED.index("annotator"))
 
 
 @dataclass
@@ -143,6 +143,22 @@ def _write_staged(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         conn.execute(STAGING.insert(), [dict(zip(STAGED, r, strict=True)) for r in rows])
 
 
+def _sorted_order(rows: list[tuple[Any, ...]]) -> list[int]:
+    """The rows' indices in ``votes_publish._ORDER`` (criterion, anchor, first, second, annotator, swapped, line).
+
+    One ``np.lexsort`` over integer columns (annotators as their rank: Python orders str by code point, as SQLite's
+    BINARY collation orders UTF-8) instead of ``list.sort`` with a 7-tuple key per row: 0.8-1.0 -> 0.3-0.45 s
+    at 200k rows on a loaded box, and no 200k key tuples alive at once."""
+    n = len(rows)
+    names = sorted(set(map(_ANNOTATOR, rows)))
+    rank = {name: i for i, name in enumerate(names)}
+    line, crit, anchor, first, second, swapped = (np.fromiter(map(itemgetter(k), rows), dtype=np.int64, count=n)
+                                                  for k in (0, 1, 2, 3, 4, 7))
+    ann = np.fromiter(map(rank.__getitem__, map(_ANNOTATOR, rows)), dtype=np.int64, count=n)
+    order: list[int] = np.lexsort((line, swapped, ann, second, first, anchor, crit)).tolist()  # last key first
+    return order
+
+
 def _write_sorted(conn: Connection, rows: list[tuple[Any, ...]], superseded: list[int], header: list[str]) -> None:
     """SQLite: the checked rows, sorted in Python, written once into ``vote_import_rows`` (the rowid ``seq``
     numbers them in that order): no second copy of the file in SQL and no sort there.
@@ -152,13 +168,13 @@ def _write_sorted(conn: Connection, rows: list[tuple[Any, ...]], superseded: lis
     if superseded:
         sup, i_state = set(superseded), STAGED.index("state")
         rows = [r[:i_state] + ("superseded",) if r[0] in sup else r for r in rows]
-    rows.sort(key=_SORT_KEY)
+    ordered = map(rows.__getitem__, _sorted_order(rows))
     cols = [c for c in STAGED if (c in header if c in _IF_IN_FILE else c != "state" or superseded)]
     raw: Any = conn.connection.driver_connection
     conn.exec_driver_sql("DROP TABLE IF EXISTS vote_import_rows")
     conn.exec_driver_sql(ROWS_SQLITE)
     raw.executemany(f"INSERT INTO vote_import_rows ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                    rows if cols == STAGED else map(itemgetter(*(STAGED.index(c) for c in cols)), rows))
+                    ordered if cols == STAGED else map(itemgetter(*(STAGED.index(c) for c in cols)), ordered))
     raw.commit()  # the temporary table only: no lock on the store
 
 

@@ -99,11 +99,12 @@ _TRIPLETS_SQLITE = (  # the rows are in key order already (seq), and a repeated 
     " ON CONFLICT (criterion_id, anchor_id, first_id, second_id) DO NOTHING"
 )
 _VOTES = (  # replaces_id: the annotator's active import vote now, the one activation will supersede (none on a
-    #  triplet this batch created: the look-up is skipped)
+    #  triplet this transaction created, id above :old: the look-up is skipped; by id, not created_at, so the
+    #  triplet is found in its unique index alone, without a seek into the table per vote)
     "INSERT INTO vote (triplet_id, annotator_id, choice, swapped, latency_ms, rationale, confidence, source, state,"
     " replaces_id, group_id, session_id, external_id, meta, created_at)"
     " SELECT t.id, a.id, f.choice, f.swapped, f.latency_ms, f.rationale, f.confidence, 'import', 'undone',"
-    " CASE WHEN f.state = 'active' AND t.created_at <> :now THEN (SELECT MAX(v.id) FROM vote v"
+    " CASE WHEN f.state = 'active' AND t.id <= :old THEN (SELECT MAX(v.id) FROM vote v"
     " WHERE v.triplet_id = t.id AND v.annotator_id = a.id AND v.source = 'import' AND v.state = 'active') END,"
     " f.group_id, CASE WHEN f.state = 'active' THEN :act ELSE :sup END, f.external_id, {meta}, :now"
     " FROM vote_import_rows f JOIN triplet t ON " + _KEY.format(a="t", b="f")
@@ -224,8 +225,10 @@ class Batch:
         if first:
             _annotators(self.conn, self.res.kinds, self.now)
         _sql(self.conn, _REGISTER, tag=self.tag, now=self.now)
+        old = self.conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM triplet")).scalar()  # write lock held
         triplets = _sql(self.conn, _TRIPLETS_SQLITE, now=self.now, lo=lo, hi=hi).rowcount
-        votes = _sql(self.conn, _VOTES, now=self.now, lo=lo, hi=hi, file=self.file_label, **self.marks).rowcount
+        votes = _sql(self.conn, _VOTES, now=self.now, lo=lo, hi=hi, old=old, file=self.file_label,
+                     **self.marks).rowcount
         return int(triplets), int(votes)
 
     def write(self, progress: Progress | None) -> None:

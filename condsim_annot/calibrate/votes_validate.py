@@ -15,6 +15,7 @@ import io
 import math
 from collections.abc import Iterable, Iterator
 from itertools import chain
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import select
@@ -193,26 +194,31 @@ class Validator:
                 known[ext] = f"document id {ext!r} exists in {len(ids)} corpora; give the criterion a corpus"
 
     def _lookups(self, rows: list[tuple[int, list[str]]]) -> None:
-        """Bulk look-ups for a chunk: criteria, annotators and documents not seen yet (no error raised here)."""
+        """Bulk look-ups for a chunk: criteria, annotators and documents not seen yet (no error raised here).
+
+        The chunk's cells a column at a time (one transposition in C, then ``set`` of a column): a set
+        comprehension per column walked the rows in Python five times, about 0.2 s at 200k rows."""
         ic, ian, ia, ib, iann = (self.pos[c] for c in REQUIRED[:5])
-        for name in {v[ic] for _, v in rows} - self.criteria.keys() - self.no_criterion:
+        if not rows:
+            return
+        cols = list(zip(*map(itemgetter(1), rows), strict=True))  # every row has the header's width
+        names_c = set(cols[ic])
+        for name in names_c - self.criteria.keys() - self.no_criterion:
             if name and _plain(name):
                 try:
                     self._criterion(name, 0)
                 except InputError:  # worded, with its line, when slow_row meets it
                     self.no_criterion.add(name)
-        names = [n for n in {v[iann] for _, v in rows} - self.kinds.keys() - self.known.keys() if n and _plain(n)]
+        names = [n for n in set(cols[iann]) - self.kinds.keys() - self.known.keys() if n and _plain(n)]
         for i in range(0, len(names), _BULK):
             qa = select(col(Annotator.name), col(Annotator.kind)).where(col(Annotator.name).in_(names[i:i + _BULK]))
             self.known.update({n: k for n, k in self.conn.execute(qa)})
         wanted: dict[int | None, set[str]] = {}
-        names_c = {v[ic] for _, v in rows}
         for name in names_c:  # by criterion, a column at a time (a file has one criterion, or a few)
             crit = self.criteria.get(name)
             if crit is not None:
-                sel = rows if len(names_c) == 1 else [r for r in rows if r[1][ic] == name]
-                wanted.setdefault(crit[1], set()).update({v[ian] for _, v in sel}, {v[ia] for _, v in sel},
-                                                         {v[ib] for _, v in sel})
+                sel = cols if len(names_c) == 1 else list(zip(*(v for _, v in rows if v[ic] == name), strict=True))
+                wanted.setdefault(crit[1], set()).update(sel[ian], sel[ia], sel[ib])
         for corpus_id, exts in wanted.items():
             self._resolve_docs(corpus_id, exts)
 
