@@ -280,3 +280,16 @@ def test_tau_recovers_the_planted_scale_where_pairs_are_shared():
         m = TripletModel().fit(s.item_first, s.item_second, s.choice, s.annotators, n_items=s.n_items, n_annotators=10)
         planted = np.average(s.true_beta, weights=np.bincount(s.annotators, minlength=10))  # the scale's unit: beta
         assert abs(m.tau_ / planted - 1) < 0.15, (seed, m.tau_, planted)
+
+
+def test_tau_step_where_the_profile_skipped_a_neighbour():
+    """The tau profile evaluates uphill from the middle candidate only; where the middle is a dip and the maximum lies
+    on the other side, its outer neighbour is -inf and tau moves to the maximum (the parabola gave NaN)."""
+    from condsim_annot.calibrate.model import TAU_OFFSETS
+
+    m = TripletModel()
+    m.tau_ = 1.0
+    m._update_tau((TAU_OFFSETS, np.array([-np.inf, 0.0, -1.0, -0.5, -2.0])))
+    assert np.isclose(m.tau_, np.exp(TAU_OFFSETS[1])), m.tau_
+    m._update_tau((TAU_OFFSETS, np.array([-3.0, -1.0, 0.0, -1.0, -3.0])))
+    assert np.isclose(m.tau_, np.exp(TAU_OFFSETS[1])) and 0 < m.tau_sd_ <= 0.5

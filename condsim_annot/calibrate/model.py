@@ -554,7 +554,7 @@ class TripletModel:
         offs, lml = profile
         k = int(np.argmax(lml))
         step, sd = 0.0, 0.3
-        if 0 < k < len(offs) - 1:
+        if 0 < k < len(offs) - 1 and np.all(np.isfinite(lml[k - 1 : k + 2])):  # a profile evaluates uphill only
             y0, y1, y2 = lml[k - 1], lml[k], lml[k + 1]
             h = offs[1] - offs[0]
             curv = (y0 - 2 * y1 + y2) / h**2
