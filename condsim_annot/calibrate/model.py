@@ -254,6 +254,7 @@ class TripletModel:
         self.n_iter_ = 0
         self._sample_cache: tuple[I64, I64, I64] | None = None
         self._hess: _ScoreHessian | None = None
+        self._warm: tuple[F64, NDArray[np.floating], float] | None = None  # a start for the next MAP
         self.tie_mass_ = (0.1 if self.tie_mass is None else float(self.tie_mass)) if len(d.out) else 0.0
         self.tie_coef_ = (_logit(self.tie_mass_), 0.0)  # logit P(true tie) = a + b |w . dphi|
         self.lapse_ = np.zeros(d.A)  # P(an answer that ignores d) per annotator
@@ -316,7 +317,13 @@ class TripletModel:
         if self._hess is None:
             self._hess = _ScoreHessian(d.n, d.ti, d.tj)
         x0 = np.zeros(d.n + len(self.w_))
-        x, it, _ = newton_cg(self._newton_fun, x0, None, max_iter=200, tol=self.tol)
+        scale = np.sqrt(self._newton_fun(x0)[2])  # the tolerance's units: standard errors at 0
+        if self._warm is not None:  # the tau profile's MAP nearest the new tau, at this round's betas: 2-3 steps away
+            x0, Du, t = self._warm
+            x0 = x0.copy()
+            x0[: d.n] *= Du / (Du - t**-2 + self.tau_**-2)
+            self._warm = None
+        x, it, _ = newton_cg(self._newton_fun, x0, scale, max_iter=200, tol=self.tol)
         self.n_iter_ += it
         self._u, self.w_ = x[: d.n], x[d.n :]
         self._laplace()
@@ -548,21 +555,11 @@ class TripletModel:
             at(k + step, xs[k])
             k += step
         self._u, self.w_, self._cav, self._Du, self.w_cov_, self.tau_ = saved
+        self._warm = xs[int(np.argmax(lml))]
         return TAU_OFFSETS, lml
 
     def _update_tau(self, profile: tuple[NDArray[np.floating], NDArray[np.floating]]) -> None:
-        offs, lml = profile
-        k = int(np.argmax(lml))
-        step, sd = 0.0, 0.3
-        if 0 < k < len(offs) - 1 and np.all(np.isfinite(lml[k - 1 : k + 2])):  # a profile evaluates uphill only
-            y0, y1, y2 = lml[k - 1], lml[k], lml[k + 1]
-            h = offs[1] - offs[0]
-            curv = (y0 - 2 * y1 + y2) / h**2
-            if curv < 0:
-                step = offs[k] - (y2 - y0) / (2 * h) / curv
-                sd = 1 / math.sqrt(-curv)
-        else:
-            step = offs[k]
+        step, sd = model_data.profile_step(*profile)
         self.tau_ = float(np.clip(self.tau_ * math.exp(step), 1e-3, 50.0))
         self.tau_sd_ = float(min(sd, 0.5))
         self._tau_nodes = (_Q3[0] * self.tau_sd_, _Q3[1])

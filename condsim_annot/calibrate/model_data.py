@@ -213,3 +213,18 @@ def _validate(
     if fixed.shape != (A,) or np.any(fixed[~np.isnan(fixed)] <= 0):
         raise ValueError("fixed_beta must have one value > 0 (or NaN) per annotator")
     return f, s, o, a, n, A, phi, fixed
+
+
+def profile_step(offs: NDArray[np.floating], lml: NDArray[np.floating]) -> tuple[float, float]:
+    """(step, sd) on the log scale from a profile's values ``lml`` at evenly spaced ``offs``: the vertex of the
+    parabola through the maximum and its neighbours, and its curvature's sd (.3 by default); the maximum itself at
+    an edge, or where a neighbour was not evaluated (-inf: the tau profile goes uphill from the middle only)."""
+    k = int(np.argmax(lml))
+    if not (0 < k < len(offs) - 1 and np.all(np.isfinite(lml[k - 1 : k + 2]))):
+        return float(offs[k]), 0.3
+    y0, y1, y2 = lml[k - 1], lml[k], lml[k + 1]
+    h = offs[1] - offs[0]
+    curv = (y0 - 2 * y1 + y2) / h**2
+    if curv >= 0:
+        return 0.0, 0.3
+    return float(offs[k] - (y2 - y0) / (2 * h) / curv), float(1 / math.sqrt(-curv))
