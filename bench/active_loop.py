@@ -68,7 +68,9 @@ rest at each candidate, see bench/calibration_quality.py), arms tool and audit, 
 99 / 77 / 20 / 106 right of 95 / 102 / 79 / 20 / 112 gold, audit 34 / 14 / 21 / 43 / 17 (all but 3 right): 2.8x /
 7.1x / 3.7x / 0.47x / 6.2x, pooled 396 vs 129 (3.1x).  Both arms gain gold (seeds 0-3: tool 290 right against 194,
 audit 112 against 78); seed 1's gold is 99 right of 102 (before 18 of 22); seed 3 falls (55 -> 20: its tool arm
-spent 126 of 240 triplets on true ties, 62 labels right at P >= .8 but few reach gold).
+spent 126 of 240 triplets on true ties, 62 labels right at P >= .8 but few reach gold).  Rerun 03:20 with commit
+fe6ca64 (the MAP after the profile warm-started: the same optimum within tolerance), seeds 1 / 3: tool 81 of 83 / 18
+of 18, audit 14 / 43 (5.8x / 0.42x): the tool arm's selection moves with such changes, the audit arm's gold does not.
 """
 
 from __future__ import annotations
