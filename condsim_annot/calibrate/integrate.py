@@ -356,6 +356,29 @@ class TripletIntegrals:
                         mult_out = np.where(better, mult, mult_out)
         return lam_out, kap_out, mult_out
 
+    def lapse_moments(self, loo: Loo, lam: F64, kap: F64) -> tuple[F64, F64]:
+        """Each annotator's lapse rate and its tie share from his votes on triplets the others decide (the vote's
+        cavity puts > ``DECISIVE`` on one side of the slab): under sign-or-lapse votes a "tie" there has
+        probability lapse x tie share and the other side lapse x (1 - tie share) / 2.  The grid's (held-out
+        likelihood) kept an accurate annotator's lapse at 0 - a broad cavity explains his stray answers as close
+        calls - so his stray "tie" sent answerable triplets to the spike.  Annotators without such votes keep
+        ``lam``, ``kap``."""
+        ann, out = self.d.ann[loo.vidx], self.d.out[loo.vidx]
+        ws = np.exp(loo.lws)
+        pf, ps = ws * (loo.q * (loo.grid > 0)).sum(1), ws * (loo.q * (loo.grid < 0)).sum(1)
+        side = np.where(pf > DECISIVE, FIRST, np.where(ps > DECISIVE, SECOND, -1))
+        dec = side >= 0
+        A = len(lam)
+        n = np.bincount(ann[dec], minlength=A).astype(float)
+        tie = np.bincount(ann[dec], out[dec] == TIE, minlength=A)
+        wrong = np.bincount(ann[dec], (out[dec] != TIE) & (out[dec] != side[dec]), minlength=A)
+        has = n > 0
+        lam_m = np.clip((tie + 2 * wrong + 0.5) / (n + 5.0), 0.0, 0.95)  # smoothed like the grid's Beta(1, 5)
+        kap_m = (tie + 0.5) / (tie + 2 * wrong + 1.5)
+        return np.asarray(np.where(has, lam_m, lam), dtype=np.float64), np.asarray(
+            np.where(has, kap_m, kap), dtype=np.float64
+        )
+
     def log_evidence(self, tids: I64) -> float:
         """Log evidence of the votes of the triplets ``tids``, each from its cavity (slab and spike mixed by the
         tie prior): with leave-one-triplet-out cavities, how well the rest predicts each triplet's votes."""
@@ -417,6 +440,7 @@ LAPSE_VOTES = 400  # sampled votes per annotator the lapse grid is fitted on
 NU_MAX = 1.0  # Davidson's nu at most 1 (a tie at d = 0 no likelier than each side): beyond, ties are true ties
 LAPSE_TIE_GRID = (0.0, 0.1, 1 / 3, 0.6)
 BETA_FACTORS = (0.5, 1.0, 2.0, 4.0)
+DECISIVE = 0.9  # a vote's cavity this sure of one side: the others decide the triplet (:meth:`lapse_moments`)
 
 
 def _log_mean(q: F64, p: F64) -> F64:

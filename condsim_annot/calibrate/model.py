@@ -35,7 +35,8 @@ How it is fitted (``fit``)
    triplet; from round 2 on the fit switches to true ties for good - Davidson's nu then held at
    ``spike_nu``, the slab's tie answers being lapses - when the Davidson fit itself asks for a true-tie
    mass >= .1 or the switch has the larger marginal likelihood (left free, nu grew round after round and
-   took the true ties' mass); a fit with >= 15% tie answers gets one more round for that question.
+   took the true ties' mass); a fit with >= 15% tie answers gets one more round for that question and, at the
+   switch, sign votes: a slab vote is d's sign or a lapse, lapses from triplets the others decide (``_sign_votes``).
 3. beta_j, nu and the lapses maximise the leave-one-vote-out predictive likelihood of the votes (each
    vote predicted from the cavity without it: an annotator cannot become an "oracle" by explaining
    his own votes; lapse, its tie share and a factor on beta jointly on a grid, then beta by Newton);
@@ -78,6 +79,7 @@ MANY_TIES = 0.15  # share of tie answers from which a fit spends one more round 
 SPIKE_MODE_MIN_MASS = 0.1  # a true-tie mass the Davidson slab could not absorb: the criterion has true ties
 TAU_OFFSETS = np.linspace(-0.8, 0.8, 5)  # each round's tau candidates, tau x exp(offset)
 TAU_MAP_TOL = 1e-2  # the candidates' MAPs to a hundredth of a standard error
+SPIKE_SHARPNESS = 100.0  # spike mode: the integrals' betas x this, a slab vote is d's sign or a lapse
 
 
 class TripletModel:
@@ -240,7 +242,7 @@ class TripletModel:
         # once the votes ask for a true-tie spike (and lapses are fitted), the slab's tie answers are lapses:
         # Davidson's nu is then held small, so that the slab near d = 0 does not mimic the spike (the two are not
         # identifiable from a few votes per triplet: nu grew round after round and took the true ties' mass)
-        self._spike_mode, self._switched = False, -1
+        self._spike_mode, self._switched, self._sharp = False, -1, 1.0
         self.nu_ = self._nu_data
         self.nu_annotator_ = np.full(d.A, self.nu_)
         # P("tie" | a true tie) per annotator, started at the annotator's share of tie answers
@@ -362,7 +364,7 @@ class TripletModel:
         return TripletIntegrals(
             self._d,
             self._cav,
-            self.beta_,
+            self.beta_ * self._sharp,
             self.beta_sd_,
             self.nu_annotator_ if nu is None else nu,
             self._tau_nodes if tau_nodes is None else tau_nodes,
@@ -390,7 +392,22 @@ class TripletModel:
         self._spike_mode, self._switched = True, self._round
         self.nu_ = float(self.spike_nu)
         self.nu_annotator_ = np.full(self._d.A, self.nu_)
-        return alt
+        return self._sign_votes(alt) if float(np.mean(self._d.out == TIE)) >= MANY_TIES else alt
+
+    def _sign_votes(self, alt: TripletIntegrals) -> TripletIntegrals:
+        """At a switch with many tie answers: the slab's votes are d's sign or a lapse (betas x ``SPIKE_SHARPNESS``,
+        lapses from the triplets the others decide, :meth:`.TripletIntegrals.lapse_moments`), for good.  A graded
+        slab's close calls made an answerable triplet with one stray "tie" or contrary answer a near coin flip, and the
+        held-out grid kept an accurate annotator's lapse at 0.  Few tie answers (< ``MANY_TIES``): the slab's ties
+        are more likely close calls, and sign votes would send them to the spike (case (a) without features)."""
+        sharp = self._integrals(np.asarray(alt.nu, dtype=np.float64))
+        sharp.beta = sharp.beta * SPIKE_SHARPNESS
+        loo = sharp.loo_cavities(self._samples()[1])
+        lam, kap = sharp.lapse_moments(loo, alt.lapse, alt.lapse_tie)
+        self.lapse_, self.lapse_tie_ = np.asarray(lam, dtype=np.float64), np.asarray(kap, dtype=np.float64)
+        sharp.lapse, sharp.lapse_tie = self.lapse_, self.lapse_tie_
+        self._sharp = SPIKE_SHARPNESS
+        return sharp
 
     def _integrate(self, *, update: bool) -> None:
         ig = self._integrals()
@@ -407,6 +424,8 @@ class TripletModel:
             if self._free.any() and self.beta_prior:
                 if self.lapse:  # lapse with beta jointly (a grid), then beta's Newton from there
                     lam, kap, mult = ig.update_lapse(loo, self._free)
+                    if self._sharp > 1:  # sign-or-lapse votes: the lapses from the triplets the others decide
+                        lam, kap = ig.lapse_moments(loo, lam, kap)
                     self.lapse_ = np.asarray(lam, dtype=np.float64)
                     self.lapse_tie_ = np.asarray(kap, dtype=np.float64)
                     ig.lapse, ig.lapse_tie = self.lapse_, self.lapse_tie_
@@ -468,26 +487,9 @@ class TripletModel:
         if self.tie_mass_ < SPIKE_MODE_MIN_MASS or not self.n_features_:
             return  # a few true ties at most (Davidson's ties near d = 0 look alike): one mass
         zs, z0 = ig.evidences(tsub)
-        g = self._tie_feature(self._d.dphi[tsub])
-        gm = float(np.median(g))
-        X = np.stack([np.ones(len(g) + 2), np.concatenate([g, [gm, gm]])], 1)
-        coef = np.array([self.tie_coef_[0], 0.0])
-
-        def loglik(c: F64) -> float:
-            pi = _sigmoid(c[0] + c[1] * g)
-            return float(np.logaddexp(np.log1p(-pi) + zs, np.log(pi) + z0).sum() + 2.0 * np.log1p(-np.mean(pi)))
-
-        base = loglik(coef)
-        for _ in range(30):  # EM: responsibilities, then a weighted logistic fit to them
-            pi = _sigmoid(coef[0] + coef[1] * g)
-            r = np.concatenate([_sigmoid(np.log(pi) + z0 - np.log1p(-pi) - zs), [0.0, 0.0]])
-            for _ in range(3):
-                q = _sigmoid(X @ coef)
-                H = (X * (q * (1 - q))[:, None]).T @ X + np.diag([1e-6, 1e-2])
-                coef = coef + np.linalg.solve(H, X.T @ (r - q) - np.array([0.0, 1e-2]) * coef)
-                coef = np.clip(coef, [-12.0, -20.0], [12.0, 20.0])
-        if loglik(coef) > base + 2.0:
-            self.tie_coef_ = (float(coef[0]), float(coef[1]))
+        coef = model_data.tie_slope(zs, z0, self._tie_feature(self._d.dphi[tsub]), self.tie_coef_[0])
+        if coef is not None:
+            self.tie_coef_ = coef
             self.tie_mass_ = float(np.mean(self._tie_prior()))
 
     def _update_beta(self, ig: object, loo: Loo, sub: I64) -> float:

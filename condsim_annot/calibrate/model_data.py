@@ -228,3 +228,26 @@ def profile_step(offs: NDArray[np.floating], lml: NDArray[np.floating]) -> tuple
     if curv >= 0:
         return 0.0, 0.3
     return float(offs[k] - (y2 - y0) / (2 * h) / curv), float(1 / math.sqrt(-curv))
+
+
+def tie_slope(zs: NDArray[np.floating], z0: NDArray[np.floating], g: F64, a0: float) -> tuple[float, float] | None:
+    """logit P(true tie) = a + b g from each triplet's slab and spike log evidences ``zs``, ``z0`` (EM on the spike's
+    responsibilities, IRLS steps, from (``a0``, 0)); None unless it raises the marginal likelihood by more than 2."""
+    gm = float(np.median(g))
+    X = np.stack([np.ones(len(g) + 2), np.concatenate([g, [gm, gm]])], 1)
+    coef = np.array([a0, 0.0])
+
+    def loglik(c: F64) -> float:
+        pi = _sigmoid(c[0] + c[1] * g)
+        return float(np.logaddexp(np.log1p(-pi) + zs, np.log(pi) + z0).sum() + 2.0 * np.log1p(-np.mean(pi)))
+
+    base = loglik(coef)
+    for _ in range(30):  # EM: responsibilities, then a weighted logistic fit to them
+        pi = _sigmoid(coef[0] + coef[1] * g)
+        r = np.concatenate([_sigmoid(np.log(pi) + z0 - np.log1p(-pi) - zs), [0.0, 0.0]])
+        for _ in range(3):
+            q = _sigmoid(X @ coef)
+            H = (X * (q * (1 - q))[:, None]).T @ X + np.diag([1e-6, 1e-2])
+            coef = coef + np.linalg.solve(H, X.T @ (r - q) - np.array([0.0, 1e-2]) * coef)
+            coef = np.clip(coef, [-12.0, -20.0], [12.0, 20.0])
+    return (float(coef[0]), float(coef[1])) if loglik(coef) > base + 2.0 else None
