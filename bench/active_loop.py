@@ -71,6 +71,17 @@ audit 112 against 78); seed 1's gold is 99 right of 102 (before 18 of 22); seed 
 spent 126 of 240 triplets on true ties, 62 labels right at P >= .8 but few reach gold).  Rerun 03:20 with commit
 fe6ca64 (the MAP after the profile warm-started: the same optimum within tolerance), seeds 1 / 3: tool 81 of 83 / 18
 of 18, audit 14 / 43 (5.8x / 0.42x): the tool arm's selection moves with such changes, the audit arm's gold does not.
+
+Measured 2026-12-02 03:42-03:46 (load 1.3-1.6; commit 9a704ae: with >= 15% tie answers a slab vote is d's sign or a
+lapse, lapses from the triplets the others decide, see bench/calibration_quality.py), arms tool and audit, seeds 0 /
+1 / 2 / 3 / 5: tool 12 / 54 / 14 / 68 / 114 right of 13 / 55 / 14 / 69 / 119 gold, audit 4 / 2 / 27 / 57 / 0 (right of
+4 / 2 / 27 / 63 / 0): 3.0x / 27x / 0.52x / 1.2x / -, pooled 262 vs 90 (2.9x, before 376 vs 129, 2.9x; gold right
+.970 / .938, seed 3's audit 57 of 63).  The ratio
+holds but both arms lose gold (-30%): the loop's annotators never answer "tie" on an answerable triplet and its
+features hardly tell a true tie, and there the sign votes put P(label) of a unanimous triplet near .85-.9 (the
+Bayes value with no feature information is .87: 55% true ties, the good annotators answer a side on 40% of them),
+below tau .9; in a simulation with these annotators and weak features they are under-confident at the top (P .85
+bin right .96).  At P >= .8: tool 44 / 85 / 60 / 116 / 132 right, audit 22 / 9 / 42 / 83 / 18.
 """
 
 from __future__ import annotations
