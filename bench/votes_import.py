@@ -37,7 +37,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from condsim_annot.calibrate.votes_import import import_votes
-from condsim_annot.db import open_store
+from condsim_annot.db import open_store, write_turn
 from condsim_annot.ingest import ingest
 from condsim_annot.models import Criterion
 from condsim_annot.store_api import add_triplet, get_or_create_annotator, record_vote
@@ -90,7 +90,7 @@ def child_tui(url: str, stop_file: str, every: float) -> None:
     while not os.path.exists(stop_file):
         t = time.time()
         try:
-            with store.transaction() as s:
+            with write_turn(store.engine), store.transaction() as s:  # as the queue's answer path does
                 record_vote(s, tids[k % len(tids)], ann, "first" if k % 2 else "second", source="tui")
             samples.append((t, time.time() - t))
         except OperationalError as exc:

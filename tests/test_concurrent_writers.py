@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import textwrap
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from procs import python_c
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from condsim_annot.calibrate.votes_import import import_votes
@@ -147,3 +148,47 @@ def test_two_concurrent_runs_of_one_judge_leave_one_vote_per_presentation(store,
         ).all()
     assert len(rows) == 12 and all(n == 1 for _t, _sw, n in rows), rows
     assert added == 12  # the run that lost a presentation does not count it as added
+
+
+GREEDY = textwrap.dedent(
+    """
+    import sys, time
+    from sqlalchemy import text
+    from condsim_annot.db import open_store, write_turn
+    store = open_store(sys.argv[1])
+    end = time.monotonic() + float(sys.argv[2])
+    print("ready", flush=True)
+    n = 0
+    while time.monotonic() < end:   # an import's chunks: 60 ms of lock each, the next one right after the commit
+        with write_turn(store.engine, then_yield_s=0.002), store.engine.connect() as c:
+            c.execute(text("INSERT INTO greedy (x) VALUES (:n)"), {"n": n})
+            time.sleep(0.06)
+            c.commit()
+        n += 1
+    print(n, flush=True)
+    """
+)
+
+
+def test_a_writer_taking_turns_is_not_starved_by_a_writer_in_a_loop(sqlite_store):
+    """SQLite's busy handler polls at growing intervals (to 100 ms): a writer that starts its next transaction
+    right after each commit wins the race again and again (a TUI answer waited 1.7 s behind an import's chunks).
+    Taking turns (``write_turn``), a waiting answer gets the lock at the next commit."""
+    from condsim_annot.db import write_turn
+
+    with sqlite_store.engine.begin() as c:
+        c.execute(text("CREATE TABLE greedy (x INTEGER)"))
+        c.execute(text("CREATE TABLE answers (x INTEGER)"))
+    greedy = python_c(GREEDY, sqlite_store.url, 4.0)
+    assert greedy.stdout.readline().strip() == "ready"
+    waits = []
+    for i in range(25):
+        t = time.monotonic()
+        with write_turn(sqlite_store.engine), sqlite_store.engine.begin() as c:
+            c.execute(text("INSERT INTO answers (x) VALUES (:i)"), {"i": i})
+        waits.append(time.monotonic() - t)
+        time.sleep(0.05)
+    out, err = greedy.communicate(timeout=30)
+    assert greedy.returncode == 0, err
+    assert int(out.split()[-1]) > 20  # the loop ran alongside, it was not the one starved
+    assert max(waits) < 0.3, sorted(waits)[-5:]  # one 60 ms transaction to wait for, not dozens

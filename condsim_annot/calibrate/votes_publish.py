@@ -46,6 +46,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import SQLModel, col
 
+from ..db import write_turn
 from ..errors import InputError
 from ..models import Annotator, load_all_models
 from ..store_api import insert_ignoring_conflicts
@@ -62,6 +63,7 @@ CHUNK_S = 0.1  # seconds of lock each write transaction aims at: another writer 
 #  (every commit rewrites the index pages it touched into the WAL: 2000-row chunks wrote 1.45x the pages of 5000)
 PG_CHUNK = 1_000_000  # PostgreSQL, one transaction: a statement per chunk is planned with the statistics of the
 #  tables before this transaction grew them (nested loops: 50k-row chunks ran 2-3x slower than one statement)
+TURN_YIELD_S = 0.002  # after each write transaction: a writer woken from its turn takes the lock first
 STALE_S = 3600.0  # an unfinished batch this old belongs to a killed import
 RETRIES = 3
 PENDING = "import-pending:"
@@ -166,9 +168,10 @@ def _retrying(conn: Connection, step: Callable[[], Any], also: tuple[str, ...] =
     """Run one transaction, again on a PostgreSQL deadlock / serialization failure (or the ``also`` states)."""
     for attempt in range(RETRIES):
         try:
-            _begin(conn)
-            result = step()
-            conn.commit()
+            with write_turn(conn.engine, then_yield_s=TURN_YIELD_S):  # SQLite: a waiting TUI answer goes next
+                _begin(conn)
+                result = step()
+                conn.commit()
             return result
         except DBAPIError as exc:
             conn.rollback()

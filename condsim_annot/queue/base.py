@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
+from ..db import write_turn
 from ..errors import InputError
 from ..models import Triplet, Vote
 from ..store_api import record_vote, to_canonical_choice, undo_vote
@@ -110,7 +111,7 @@ class Mode:
             correct = canon == item.expected
         for attempt in range(5):
             try:
-                with ctx.store.transaction() as s:
+                with write_turn(ctx.store.engine), ctx.store.transaction() as s:
                     v = record_vote(s, item.triplet_id, ctx.annotator_id, canon, source=ctx.source,
                                     swapped=item.swapped, latency_ms=latency_ms, rationale=item.rationale,
                                     session_id=ctx.key, meta={"attention": True} if attention else None)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from ..db import write_turn
 from ..errors import InputError
 from ..models import Document, Triplet
 from ..store_api import add_triplet, record_vote
@@ -107,7 +108,7 @@ def answer_group(ctx: QueueContext, item: GroupItem, choice: str | int, latency_
             raise InputError(f"no candidate {picked + 1}")
     elif PRESENTED.get(str(choice)) not in ("cant_tell", "skip"):
         raise InputError(f"unknown best-of-k answer {choice!r}")
-    with ctx.store.transaction() as s:
+    with write_turn(ctx.store.engine), ctx.store.transaction() as s:
         if picked is not None:
             ids = _record_pick(ctx, s, item, picked, latency_ms, meta)
             ctx.stats.answered(s, "first", latency_ms, rationale=bool(item.rationale), comparisons=len(ids))
