@@ -63,25 +63,37 @@ try:
 except ImportError:  # pragma: no cover - Windows: writers take turns through SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
-#: One open turn file per store file and process (flock belongs to the open file, so threads share it).
-_TURN_FDS: dict[str, int] = {}
-_TURN_GUARD = threading.Lock()
-_TURN_THREADS: dict[str, threading.Lock] = {}
-
-
-def _turn_fd(engine: Engine) -> tuple[int, threading.Lock] | None:
+def sqlite_file(engine: Engine) -> Path | None:
+    """The store's file where it is a SQLite file a lock can sit beside (``flock`` available), else None."""
     db = engine.url.database if engine.dialect.name == "sqlite" else None
     if fcntl is None or not db or db == ":memory:" or db.startswith("file:"):
         return None
-    path = str(Path(db).expanduser().resolve()) + "-writers.lock"
-    with _TURN_GUARD:
-        if path not in _TURN_FDS:
+    return Path(db).expanduser().resolve()
+
+
+class _Turn:
+    """One open ``<store>-writers.lock`` per store and process: ``flock`` belongs to the open file, so the
+    process's threads queue on ``lock`` first; ``depth`` makes a nested turn of the same thread a no-op."""
+
+    def __init__(self, fd: int):
+        self.fd, self.lock, self.depth = fd, threading.RLock(), 0
+
+
+_TURNS: dict[str, _Turn | None] = {}  # by the engine's database string; None: no turns there
+_TURNS_GUARD = threading.Lock()
+
+
+def _turn(engine: Engine) -> _Turn | None:
+    key = f"{engine.dialect.name}:{engine.url.database}"
+    with _TURNS_GUARD:
+        if key not in _TURNS:
+            path = sqlite_file(engine)
             try:
-                _TURN_FDS[path] = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+                fd = None if path is None else os.open(f"{path}-writers.lock", os.O_CREAT | os.O_RDWR, 0o600)
             except OSError:  # a read-only folder: no turns, SQLite's busy handler alone
-                return None
-            _TURN_THREADS[path] = threading.Lock()
-        return _TURN_FDS[path], _TURN_THREADS[path]
+                fd = None
+            _TURNS[key] = None if fd is None else _Turn(fd)
+        return _TURNS[key]
 
 
 @contextmanager
@@ -94,17 +106,20 @@ def write_turn(engine: Engine, *, then_yield_s: float = 0.0) -> Iterator[None]:
     lock is released; a writer in a loop passes ``then_yield_s`` so the woken one gets in first.  Writers that do
     not take turns still meet at SQLite's lock as before; PostgreSQL and stores in memory: a no-op.
     """
-    turn = _turn_fd(engine)
+    turn = _turn(engine)
     if turn is None:
         yield
         return
-    fd, threads = turn
-    with threads:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with turn.lock:
+        if turn.depth == 0:
+            fcntl.flock(turn.fd, fcntl.LOCK_EX)
+        turn.depth += 1
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            turn.depth -= 1
+            if turn.depth == 0:
+                fcntl.flock(turn.fd, fcntl.LOCK_UN)
     if then_yield_s:
         time.sleep(then_yield_s)
 

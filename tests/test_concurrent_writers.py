@@ -192,3 +192,23 @@ def test_a_writer_taking_turns_is_not_starved_by_a_writer_in_a_loop(sqlite_store
     assert greedy.returncode == 0, err
     assert int(out.split()[-1]) > 20  # the loop ran alongside, it was not the one starved
     assert max(waits) < 0.3, sorted(waits)[-5:]  # one 60 ms transaction to wait for, not dozens
+
+
+def test_a_nested_turn_keeps_the_outer_one(sqlite_store):
+    """A turn taken again inside a turn (same thread) neither waits for itself nor ends the outer turn."""
+    import fcntl
+    import os
+
+    from condsim_annot.db import sqlite_file, write_turn
+
+    path = f"{sqlite_file(sqlite_store.engine)}-writers.lock"
+    with write_turn(sqlite_store.engine):
+        with write_turn(sqlite_store.engine):
+            pass
+        other = os.open(path, os.O_RDWR)  # another open file: what another process would hold
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"

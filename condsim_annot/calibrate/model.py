@@ -149,24 +149,15 @@ class TripletModel:
     ) -> TripletModel:
         """Fit on votes: ``first``/``second`` item of each vote's two pairs, ``outcome`` 0 first / 1 second /
         2 tie, ``annotators`` index per vote; ``features`` (n_items, F); ``fixed_beta`` (A,) NaN = fitted."""
-        with one_blas_thread():  # small vector work: OpenBLAS threads only spin
-            return self._fit(first, second, outcome, annotators, n_items, n_annotators, features, fixed_beta)
-
-    def _fit(
-        self,
-        first: ArrayLike,
-        second: ArrayLike,
-        outcome: ArrayLike,
-        annotators: ArrayLike | None,
-        n_items: int | None,
-        n_annotators: int | None,
-        features: ArrayLike | None,
-        fixed_beta: ArrayLike | None,
-    ) -> TripletModel:
         t0 = time.perf_counter()
-        f, s, o, a, n, A, phi, fixed = model_data._validate(
+        checked = model_data._validate(
             first, second, outcome, annotators, n_items, n_annotators, features, fixed_beta, self.fit_ties
         )
+        with one_blas_thread():  # small vector work: OpenBLAS threads only spin
+            return self._fit(checked, t0)
+
+    def _fit(self, checked: model_data.Checked, t0: float) -> TripletModel:
+        f, s, o, a, n, A, phi, fixed = checked
         self.n_features_ = phi.shape[1]
         d = _prepare(f, s, o, a, n, A, phi)
         self._d = d

@@ -179,6 +179,10 @@ def bp_cavity(n: int, ti: I64, tj: I64, c: F64, p0: float, *, iters: int = 30, t
     return np.maximum(P[ti] - mi, p0), np.maximum(P[tj] - mj, p0)
 
 
+#: first, second, outcome, annotator per vote; n_items, n_annotators; features (n_items, F); fixed betas (A,)
+Checked = tuple[I64, I64, I64, I64, int, int, F64, F64]
+
+
 def _validate(
     first: ArrayLike,
     second: ArrayLike,
@@ -189,7 +193,7 @@ def _validate(
     features: ArrayLike | None,
     fixed_beta: ArrayLike | None,
     fit_ties: bool,
-) -> tuple[I64, I64, I64, I64, int, int, F64, F64]:
+) -> Checked:
     f = np.asarray(first, dtype=np.int64).ravel()
     s = np.asarray(second, dtype=np.int64).ravel()
     o = np.asarray(outcome, dtype=np.int64).ravel()

@@ -46,7 +46,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import SQLModel, col
 
-from ..db import write_turn
+from ..db import sqlite_file, write_turn
 from ..errors import InputError
 from ..models import Annotator, load_all_models
 from ..store_api import insert_ignoring_conflicts
@@ -369,10 +369,8 @@ class ImportLock:
     @staticmethod
     def prefix(conn: Connection) -> Path | None:
         """``<store>-import-`` for a SQLite store in a file, else None."""
-        db = conn.engine.url.database if conn.dialect.name == "sqlite" else None
-        if fcntl is None or not db or db == ":memory:" or db.startswith("file:"):
-            return None
-        return Path(db).expanduser().resolve().with_name(Path(db).name + "-import-")
+        db = sqlite_file(conn.engine)
+        return None if db is None else db.with_name(db.name + "-import-")
 
     @classmethod
     def take(cls, conn: Connection, tag: str) -> ImportLock | None:
